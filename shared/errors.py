@@ -1,0 +1,241 @@
+"""The gateway's error hierarchy, documented in one place.
+
+Every failure a client can see is a ``GatewayError`` subclass. Each class fixes
+the HTTP status, a stable machine-readable ``code`` (callers branch on it), and
+the error ``type`` used by the OpenAI and Anthropic wire formats. The API turns
+these into the endpoint's error body; workers send them back through Redis as
+plain dicts (``to_dict`` / ``from_dict``), so nothing is pickled.
+
+    GatewayError (500 internal_error)
+    ├── InvalidRequest (400 invalid_request)
+    │   ├── InvalidJSON (400 invalid_json)
+    │   └── UnsupportedParameter (400 unsupported_parameter)
+    ├── ModelNotFound (404 model_not_found)
+    ├── NotFound (404 not_found)
+    ├── MethodNotAllowed (405 method_not_allowed)
+    ├── PayloadTooLarge (413 payload_too_large)
+    ├── UnsupportedMediaType (415 unsupported_media_type)
+    ├── ServiceUnavailable (503 service_unavailable)
+    │   ├── QueueFull (503 queue_full)
+    │   └── NoWorkers (503 no_workers)
+    ├── DeadlineExceeded (504 deadline_exceeded)
+    └── UpstreamFailure: the provider's answer, after the gateway's own retries
+        ├── UpstreamError (502 upstream_error)
+        ├── UpstreamAuthError (502 upstream_auth_error: the gateway's key was refused)
+        ├── UpstreamModelNotFound (502 upstream_model_not_found: the configured model id is wrong)
+        ├── UpstreamRateLimited (429 upstream_rate_limited)
+        └── UpstreamRejected (400/413/422 passed through: upstream_invalid_request)
+
+Errors that the gateway has already retried are marked ``should_retry=False``;
+the API then sends ``x-should-retry: false`` so SDKs do not multiply attempts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GatewayError(Exception):
+    status: int = 500
+    code: str = "internal_error"
+    openai_type: str = "api_error"
+    anthropic_type: str = "api_error"
+    default_message: str = "The gateway failed to handle the request."
+    should_retry: bool | None = None
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+        should_retry: bool | None = None,
+    ):
+        self.message = message or self.default_message
+        super().__init__(self.message)
+        if status is not None:
+            self.status = status
+        self.retry_after = retry_after
+        self.param = param
+        self.headers = dict(headers or {})
+        if should_retry is not None:
+            self.should_retry = should_retry
+
+    def response_headers(self) -> dict[str, str]:
+        headers = dict(self.headers)
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(max(1, int(-(-self.retry_after // 1))))
+        if self.should_retry is not None:
+            headers["x-should-retry"] = "true" if self.should_retry else "false"
+        return headers
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "code": self.code,
+            "openai_type": self.openai_type,
+            "anthropic_type": self.anthropic_type,
+            "message": self.message,
+            "retry_after": self.retry_after,
+            "param": self.param,
+            "headers": self.headers,
+            "should_retry": self.should_retry,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GatewayError:
+        """Rebuild an error sent through Redis. Unknown codes keep their fields."""
+        known = _BY_CODE.get(data.get("code", ""), GatewayError)
+        err = known(
+            data.get("message"),
+            status=data.get("status"),
+            retry_after=data.get("retry_after"),
+            param=data.get("param"),
+            headers=data.get("headers"),
+            should_retry=data.get("should_retry"),
+        )
+        if known is GatewayError:
+            err.code = data.get("code") or err.code
+            err.openai_type = data.get("openai_type") or err.openai_type
+            err.anthropic_type = data.get("anthropic_type") or err.anthropic_type
+        return err
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    code = "invalid_request"
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+    default_message = "The request is not valid."
+
+
+class InvalidJSON(InvalidRequest):
+    code = "invalid_json"
+    default_message = "The request body is not valid JSON."
+
+
+class UnsupportedParameter(InvalidRequest):
+    code = "unsupported_parameter"
+    default_message = "The request uses a parameter this model cannot honour."
+
+
+class ModelNotFound(GatewayError):
+    status = 404
+    code = "model_not_found"
+    openai_type = "invalid_request_error"
+    anthropic_type = "not_found_error"
+    default_message = "The model does not exist."
+
+
+class NotFound(GatewayError):
+    status = 404
+    code = "not_found"
+    openai_type = "invalid_request_error"
+    anthropic_type = "not_found_error"
+    default_message = "No such endpoint."
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    code = "method_not_allowed"
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+    default_message = "This endpoint does not accept that method."
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    code = "payload_too_large"
+    openai_type = "invalid_request_error"
+    anthropic_type = "request_too_large"
+    default_message = "The request body is too large."
+
+
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    code = "unsupported_media_type"
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+    default_message = "Send the request body as application/json."
+
+
+class ServiceUnavailable(GatewayError):
+    status = 503
+    code = "service_unavailable"
+    openai_type = "api_error"
+    anthropic_type = "overloaded_error"
+    default_message = "The gateway cannot serve requests right now."
+
+
+class QueueFull(ServiceUnavailable):
+    code = "queue_full"
+    default_message = "The model's queue is full."
+
+
+class NoWorkers(ServiceUnavailable):
+    code = "no_workers"
+    default_message = "No worker is serving this model."
+
+
+class DeadlineExceeded(GatewayError):
+    status = 504
+    code = "deadline_exceeded"
+    openai_type = "api_error"
+    anthropic_type = "api_error"
+    default_message = "The request did not complete within the model's timeout."
+
+
+class UpstreamFailure(GatewayError):
+    """The provider failed the call; the gateway already retried what it could."""
+
+    status = 502
+    code = "upstream_error"
+    should_retry = False
+
+
+class UpstreamError(UpstreamFailure):
+    default_message = "The model provider failed to answer."
+
+
+class UpstreamAuthError(UpstreamFailure):
+    code = "upstream_auth_error"
+    default_message = "The model provider refused the gateway's API key."
+
+
+class UpstreamModelNotFound(UpstreamFailure):
+    code = "upstream_model_not_found"
+    default_message = "The model provider does not know the configured model id."
+
+
+class UpstreamRateLimited(UpstreamFailure):
+    status = 429
+    code = "upstream_rate_limited"
+    openai_type = "rate_limit_error"
+    anthropic_type = "rate_limit_error"
+    default_message = "The model provider is rate limiting the gateway."
+
+
+class UpstreamRejected(UpstreamFailure):
+    """A 400/413/422 caused by the request itself: passed on with the provider's status."""
+
+    status = 400
+    code = "upstream_invalid_request"
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+    default_message = "The model provider rejected the request."
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    found = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(_all_subclasses(sub))
+    return found
+
+
+_BY_CODE: dict[str, type[GatewayError]] = {
+    sub.code: sub for sub in _all_subclasses(GatewayError)
+}
+_BY_CODE["internal_error"] = GatewayError
