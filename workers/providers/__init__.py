@@ -1,0 +1,14 @@
+"""Provider adapters by model ``type``. Importing a module registers its types."""
+
+from workers.providers import anthropic, openai  # noqa: F401  (registration)
+from workers.providers.base import PROVIDERS, Provider
+
+
+def provider_for(model) -> Provider:
+    try:
+        return PROVIDERS[model.type](model)
+    except KeyError:
+        raise LookupError(f"no provider adapter for model type '{model.type}'") from None
+
+
+__all__ = ["PROVIDERS", "Provider", "provider_for"]

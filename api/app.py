@@ -1,0 +1,46 @@
+"""The Falcon WSGI application: authenticate, route, enqueue, wait, answer."""
+
+from __future__ import annotations
+
+import falcon
+
+from api import errors
+from api.dispatch import Dispatcher
+from api.identity import Authenticator
+from api.media import handlers
+from api.middleware import IdentityMiddleware, RequestContext
+from api.resources.chat import ChatCompletions
+from api.resources.health import Health, Ready
+from api.resources.models import Models
+from api.routing import Router
+from shared.config import GatewayConfig
+from shared.connections import blocking_redis_client, redis_client
+from shared.settings import Settings
+
+# Threads per process that may hold a Redis connection at once (gunicorn gthread).
+DEFAULT_POOL_SIZE = 128
+
+
+def create_app(settings: Settings, config: GatewayConfig, *,
+               pool_size: int = DEFAULT_POOL_SIZE) -> falcon.App:
+    redis = redis_client(settings.redis_url, max_connections=pool_size)
+    blocking = blocking_redis_client(settings.redis_url, longest_wait=config.max_timeout,
+                                     max_connections=pool_size)
+    dispatcher = Dispatcher(config, redis, blocking)
+    router = Router(config)
+
+    app = falcon.App(
+        middleware=[RequestContext(settings.max_body_bytes), IdentityMiddleware(Authenticator())],
+    )
+    app.req_options.media_handlers = handlers(settings.max_body_bytes)
+    app.resp_options.media_handlers = handlers(settings.max_body_bytes)
+    app.req_options.strip_url_path_trailing_slash = True
+    errors.install(app)
+
+    models = Models(router)
+    app.add_route("/health", Health())
+    app.add_route("/ready", Ready(dispatcher))
+    app.add_route("/v1/models", models)
+    app.add_route("/v1/models/{model_id}", models, suffix="one")
+    app.add_route("/v1/chat/completions", ChatCompletions(router, dispatcher))
+    return app

@@ -1,0 +1,109 @@
+"""Putting a request on its model's queue and waiting for the answer.
+
+The data goes one way: the API enqueues an RQ job (JSON only) and blocks on the
+job's reply stream until the worker answers or the model's deadline passes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+
+from redis import Redis
+from rq import Callback, Queue
+from rq.serializers import JSONSerializer
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
+
+from shared.config import GatewayConfig, ModelConfig
+from shared.durations import format_duration
+from shared.errors import DeadlineExceeded, NoWorkers, QueueFull
+from shared.jobs import JobRequest
+from shared.keys import JOB_FAILURE_CALLBACK, JOB_FUNCTION, cancel_key, queue_name
+from shared.replies import Reply, ReplyChannel
+
+log = logging.getLogger("aigw.api")
+
+LIVENESS_CACHE_SECONDS = 1.0
+
+
+class WorkerLiveness:
+    """Counts live RQ workers on a queue, cached briefly: it is asked on every request."""
+
+    def __init__(self, redis: Redis, cache_seconds: float = LIVENESS_CACHE_SECONDS):
+        self.redis = redis
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def count(self, queue: str, *, fresh: bool = False) -> int:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(queue)
+        if cached and not fresh and now - cached[0] < self.cache_seconds:
+            return cached[1]
+        # A registered worker whose key expired died without unregistering (SIGKILL).
+        keys = self.redis.smembers(WORKERS_BY_QUEUE_KEY % queue)
+        live = self.redis.exists(*keys) if keys else 0
+        with self._lock:
+            self._cache[queue] = (now, live)
+        return live
+
+
+class Dispatcher:
+    def __init__(self, config: GatewayConfig, redis: Redis, blocking_redis: Redis):
+        self.config = config
+        self.redis = redis
+        self.blocking_redis = blocking_redis
+        self.queues = {
+            model.name: Queue(queue_name(model.name), connection=redis, serializer=JSONSerializer)
+            for model in config.models
+        }
+        self.liveness = WorkerLiveness(redis)
+
+    def queue_depth(self, model_name: str) -> int:
+        return self.redis.llen(self.queues[model_name].key)
+
+    def check_capacity(self, model: ModelConfig) -> None:
+        if self.liveness.count(queue_name(model.name)) == 0:
+            raise NoWorkers(f"No worker is serving model '{model.name}' right now; try again later.",
+                            retry_after=5)
+        depth = self.queue_depth(model.name)
+        if depth >= model.max_queue_depth:
+            raise QueueFull(f"Model '{model.name}' has {depth} requests waiting, its limit; "
+                            "try again shortly.", retry_after=1)
+
+    def submit(self, model: ModelConfig, *, endpoint: str, body: dict, requested_model: str,
+               request_id: str, caller: dict) -> Reply:
+        self.check_capacity(model)
+        job_id = uuid.uuid4().hex
+        request = JobRequest(job_id=job_id, request_id=request_id, model=model.name,
+                             requested_model=requested_model, endpoint=endpoint, body=body,
+                             deadline=time.time() + model.timeout, caller=caller)
+        jobs = self.config.jobs
+        self.queues[model.name].enqueue_call(
+            JOB_FUNCTION,
+            args=(request.to_dict(),),
+            job_id=job_id,
+            timeout=request.rq_job_timeout(),
+            ttl=request.rq_queue_ttl(),
+            result_ttl=int(jobs.result_ttl),
+            failure_ttl=int(jobs.failure_ttl),
+            on_failure=Callback(JOB_FAILURE_CALLBACK),
+            # RQ's default description is the call with its arguments: the whole prompt.
+            description=f"{endpoint} model={model.name} request_id={request_id}",
+        )
+        channel = ReplyChannel(self.blocking_redis, job_id)
+        try:
+            reply = channel.wait(request.deadline)
+        finally:
+            self.redis.delete(channel.key)
+        if reply is None:
+            # Tell the worker nobody is waiting any more; it may still be calling upstream.
+            self.redis.set(cancel_key(job_id), 1, ex=max(1, int(jobs.result_ttl)))
+            raise DeadlineExceeded(f"Model '{model.name}' did not answer within its timeout of "
+                                   f"{format_duration(model.timeout)}.")
+        if reply.started_at:
+            reply.meta["queue_wait_ms"] = round((reply.started_at - request.enqueued_at) * 1000, 2)
+        return reply

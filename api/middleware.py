@@ -1,0 +1,70 @@
+"""Per-request context: request id, body-size check, identity, and the access log."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from api.identity import Authenticator
+from api.media import too_large
+
+log = logging.getLogger("aigw.access")
+
+# A caller's request id is echoed in headers and logs: keep it short and inert.
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
+
+
+def request_id_from(header: str | None) -> str:
+    if header and _SANE_REQUEST_ID.match(header):
+        return header
+    return uuid.uuid4().hex
+
+
+class RequestContext:
+    def __init__(self, max_body_bytes: int):
+        self.max_body_bytes = max_body_bytes
+
+    def process_request(self, req, resp) -> None:
+        ctx = req.context
+        ctx.started = time.perf_counter()
+        ctx.request_id = request_id_from(req.get_header("X-Request-Id"))
+        ctx.wire = "openai"
+        ctx.log = {}
+        resp.set_header("X-Request-Id", ctx.request_id)
+        if req.content_length is not None and req.content_length > self.max_body_bytes:
+            raise too_large(self.max_body_bytes)
+
+    def process_response(self, req, resp, resource, req_succeeded) -> None:
+        ctx = req.context
+        if not hasattr(ctx, "request_id"):
+            return
+        resp.set_header("X-Request-Id", ctx.request_id)
+        if getattr(resource, "access_log", True) is False and resp.status_code < 400:
+            return
+        fields = {
+            "request_id": ctx.request_id,
+            "method": req.method,
+            "path": req.path,
+            "status": resp.status_code,
+            "duration_ms": round((time.perf_counter() - ctx.started) * 1000, 2),
+            **ctx.log,
+        }
+        if getattr(ctx, "error_code", None):
+            fields["error_code"] = ctx.error_code
+        identity = getattr(ctx, "identity", None)
+        if identity is not None:
+            fields.update(identity.log_fields())
+        log.info("request", extra=fields)
+
+
+class IdentityMiddleware:
+    """Establishes who is calling before any resource that needs it runs."""
+
+    def __init__(self, authenticator: Authenticator):
+        self.authenticator = authenticator
+
+    def process_resource(self, req, resp, resource, params) -> None:
+        if resource is not None and getattr(resource, "authenticate", True):
+            req.context.identity = self.authenticator.identify(req)

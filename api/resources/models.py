@@ -1,0 +1,26 @@
+"""``GET /v1/models``: the models this caller may use, in OpenAI's list format."""
+
+from __future__ import annotations
+
+from api.routing import Router
+from shared.errors import ModelNotFound
+
+
+def model_object(name: str, owner: str) -> dict:
+    return {"id": name, "object": "model", "created": 0, "owned_by": owner}
+
+
+class Models:
+    def __init__(self, router: Router):
+        self.router = router
+
+    def on_get(self, req, resp) -> None:
+        models = self.router.visible_models(req.context.identity)
+        resp.media = {"object": "list", "data": [model_object(m.name, m.type) for m in models]}
+
+    def on_get_one(self, req, resp, model_id: str) -> None:
+        for model in self.router.visible_models(req.context.identity):
+            if model.name == model_id:
+                resp.media = model_object(model.name, model.type)
+                return
+        raise ModelNotFound(f"The model '{model_id}' does not exist on this gateway.", param="model")

@@ -1,0 +1,39 @@
+"""gunicorn settings for the API (``web`` in the Procfile). Configured only by the
+environment, so the same file serves ``make run``, compose and Kubernetes.
+
+gthread workers: every request holds its thread while it waits on Redis for the
+model's answer, so each process needs many threads (about 1.5-2x the requests
+you expect open at once, since connections spread unevenly over processes).
+"""
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from shared.config import ConfigError, exit_on_config_error, load_config
+from shared.settings import Settings
+
+# Refuse to start on a bad config here, in the master: a worker that exits during
+# boot would only be respawned over and over.
+try:
+    _settings = Settings.from_env()
+    _config = load_config(_settings.config_file_path)
+except ConfigError as error:
+    exit_on_config_error(error.problems)
+
+bind = f"0.0.0.0:{_settings.port}"
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("WEB_THREADS", "64"))
+os.environ.setdefault("WEB_THREADS", str(threads))  # the app sizes its Redis pools from it
+# gthread's timeout is about a stuck worker process, not a request; still keep it
+# past the longest model deadline so no request is ever cut by it.
+timeout = int(_config.max_timeout) + 30
+graceful_timeout = int(_config.max_timeout) + 15
+keepalive = 75  # longer than common load balancer idle timeouts (60 s)
+accesslog = None  # the app writes its own access records, with request ids
+errorlog = "-"
+loglevel = _settings.log_level if _settings.log_level != "warning" else "warning"
+proc_name = "ai-gateway-api"

@@ -1,0 +1,433 @@
+"""Deterministic stand-in model provider speaking the OpenAI and Anthropic wire formats.
+
+`make run` uses it when no real provider key is configured, the integration tests use it as
+the upstream and the benchmark uses it as the baseline. It is NOT a model: every answer is
+"Sandbox reply: " + the text of the last user message.
+
+The gateway never lets a client choose the upstream URL, so tests steer the sandbox with a
+directive inside the last user message (removed from the reply and the token counts):
+
+    [[sandbox fail=503 times=2 retry_after=1 delay_ms=50]]    [[sandbox hang]]    [[sandbox close]]
+
+Run: python -m sandbox.provider [--host 127.0.0.1] [--port 0] [--latency-ms 0] [--api-key KEY]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import re
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+LABEL = "SANDBOX PROVIDER: canned deterministic answers, not a real model"
+MODEL_ID = "sandbox-model"
+LOG_SIZE = 500
+MAX_KEYS = 100_000  # bound the attempt counters so a long `make run` cannot grow without limit
+MAX_BODY = 32 * 1024 * 1024
+HANG_TIMEOUT = 300.0
+SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "proxy-authorization"})
+DIRECTIVE_RE = re.compile(r"\[\[sandbox\b([^\]]*)\]\]")
+ANTHROPIC_ERRORS = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+    500: "api_error", 529: "overloaded_error",
+}
+REASONS = {529: "Overloaded"}  # not in http.HTTPStatus, so http.server would send an empty phrase
+
+
+# --- pure request -> answer logic -------------------------------------------------------------
+
+def parse_directive(text: str) -> tuple[str, dict]:
+    """Return (text with directives removed and whitespace collapsed, directive options)."""
+    opts: dict = {}
+    for match in DIRECTIVE_RE.finditer(text):
+        for item in match.group(1).split():
+            key, has_value, value = item.partition("=")
+            if key in ("hang", "close") and not has_value:
+                opts[key] = True
+            elif key == "fail" and value.isdigit() and 400 <= int(value) <= 599:
+                opts[key] = int(value)
+            elif key in ("times", "delay_ms") and value.isdigit():
+                opts[key] = int(value)
+            elif key == "retry_after" and value.isdigit():
+                opts[key] = value
+            else:
+                raise ValueError(f"bad sandbox directive item {item!r}")
+    return " ".join(DIRECTIVE_RE.sub(" ", text).split()), opts
+
+
+def text_of(content) -> str:
+    """Text of a message content / system field: a string, or a list whose `text` parts count."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            part["text"] for part in content
+            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+        )
+    raise ValueError("content must be a string or a list of content parts")
+
+
+def read_prompt(messages, system=None) -> tuple[str, dict, int]:
+    """Return (cleaned last user text, directive options, prompt tokens)."""
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise ValueError("'messages' must be a list of message objects")
+    texts = [text_of(system)] + [text_of(m.get("content")) for m in messages]
+    last_user = next((text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+    cleaned, opts = parse_directive(last_user)
+    prompt_tokens = sum(len(DIRECTIVE_RE.sub(" ", t).split()) for t in texts)
+    return cleaned, opts, prompt_tokens
+
+
+def make_reply(text: str, max_tokens: int | None, stops: list[str]) -> tuple[str, str, str | None]:
+    """Return (reply, finish, matched stop); finish is "end", "length" or "stop_sequence"."""
+    reply = "Sandbox reply: " + text
+    cut, matched = None, None
+    for stop in stops:
+        index = reply.find(stop) if stop else -1
+        if index >= 0 and (cut is None or index < cut):
+            cut, matched = index, stop
+    if cut is not None:
+        reply = reply[:cut]
+    words = reply.split()
+    # The stop sequence and the token limit race like in a real model: whichever comes first wins.
+    if max_tokens is not None and len(words) > max_tokens:
+        return " ".join(words[:max_tokens]), "length", None
+    return reply, ("stop_sequence" if matched is not None else "end"), matched
+
+
+def _positive_int(value, name: str, required: bool = False) -> int | None:
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"'{name}' must be a positive integer")
+    return value
+
+
+def _stop_list(value, name: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(s, str) for s in value):
+        return value
+    raise ValueError(f"'{name}' must be a string or a list of strings")
+
+
+# --- HTTP server ------------------------------------------------------------------------------
+
+class SandboxServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+
+    def __init__(self, address, latency_ms: int = 0, api_key: str | None = None):
+        super().__init__(address, SandboxHandler)
+        self.latency_ms = latency_ms
+        self.api_key = api_key
+        self.hang_timeout = HANG_TIMEOUT  # tests may shorten it
+        self.lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+        self.log: deque = deque(maxlen=LOG_SIZE)
+        self.hangs: deque = deque(maxlen=LOG_SIZE)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def record_call(self, path: str, key: str, headers) -> int:
+        """Count and log one model call; return the attempt number for its key."""
+        entry = {
+            "path": path, "key": key, "time": time.time(),
+            "headers": {
+                name.lower(): f"<redacted len={len(value)}>" if name.lower() in SECRET_HEADERS else value
+                for name, value in headers.items()
+            },
+        }
+        with self.lock:
+            count = self.counts.pop(key, 0) + 1  # re-insert so eviction drops the least recent key
+            self.counts[key] = count
+            if len(self.counts) > MAX_KEYS:
+                del self.counts[next(iter(self.counts))]
+            self.log.append(entry)
+        return count
+
+    def reset(self) -> None:
+        with self.lock:
+            self.counts.clear()
+            self.log.clear()
+            self.hangs.clear()
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+    def handle_error(self, request, client_address):
+        # Clients vanishing mid-request is routine here (close/hang/timeouts); stay quiet about it.
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
+class SandboxHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so every response carries Content-Length
+    disable_nagle_algorithm = True  # headers and body are separate writes; avoid 40 ms delayed-ACK stalls
+    server: SandboxServer
+
+    def log_message(self, format, *args):  # per-request stderr lines cost time; say nothing
+        pass
+
+    def do_GET(self):
+        self._dispatch("GET")
+
+    def do_POST(self):
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        url = urlsplit(self.path)
+        api = "anthropic" if url.path.startswith("/v1/messages") else "openai"
+        raw = self._read_body(api)
+        if raw is None:
+            return
+        routes = {
+            "/v1/chat/completions": ("POST", lambda: self._model_call("openai", url.path, raw)),
+            "/v1/messages": ("POST", lambda: self._model_call("anthropic", url.path, raw)),
+            "/v1/models": ("GET", self._models),
+            "/_sandbox/calls": ("GET", lambda: self._calls(url.query)),
+            "/_sandbox/log": ("GET", lambda: self._send_json(200, {"requests": self._snapshot("log")})),
+            "/_sandbox/hangs": ("GET", lambda: self._send_json(200, self._snapshot("hangs"))),
+            "/_sandbox/reset": ("POST", self._reset),
+        }
+        route = routes.get(url.path)
+        try:
+            if route is None:
+                self._error(api, 404, f"no such path: {url.path}")
+            elif route[0] != method:
+                self._error(api, 405, f"{method} not allowed on {url.path}")
+            else:
+                route[1]()
+        except OSError:  # the client went away while we were answering
+            self.close_connection = True
+        except Exception as exc:  # a sandbox bug: answer 500 rather than drop the connection
+            self._error(api, 500, f"sandbox internal error: {exc!r}")
+
+    def _read_body(self, api: str) -> bytes | None:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True  # we cannot frame the next request; clients send lengths
+            self._error(api, 411, "sandbox needs a Content-Length")
+            return None
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            self.close_connection = True
+            self._error(api, 413, "request body too large")
+            return None
+        return self.rfile.read(length) if length else b""
+
+    # --- model endpoints ---
+
+    def _model_call(self, api: str, path: str, raw: bytes) -> None:
+        digest = hashlib.sha256(raw).hexdigest()
+        key = self.headers.get("X-Request-Id") or digest
+        attempt = self.server.record_call(path, key, self.headers)
+        if self.server.latency_ms:
+            time.sleep(self.server.latency_ms / 1000)
+        if not self._authorized(api):
+            return self._error(api, 401, "invalid or missing sandbox api key", code="invalid_api_key")
+        if api == "anthropic" and not self.headers.get("anthropic-version"):
+            return self._error(api, 400, "anthropic-version header is required")
+        try:
+            body = json.loads(raw)
+            if not isinstance(body, dict):
+                raise ValueError("request body must be a JSON object")
+        except ValueError as exc:
+            return self._error(api, 400, f"invalid JSON body: {exc}")
+        try:
+            if api == "anthropic":
+                limit = _positive_int(body.get("max_tokens"), "max_tokens", required=True)
+                stops = _stop_list(body.get("stop_sequences"), "stop_sequences")
+                text, opts, prompt_tokens = read_prompt(body.get("messages"), body.get("system"))
+            else:
+                limit = body.get("max_completion_tokens")
+                limit = _positive_int(body.get("max_tokens") if limit is None else limit, "max_tokens")
+                stops = _stop_list(body.get("stop"), "stop")
+                text, opts, prompt_tokens = read_prompt(body.get("messages"))
+        except ValueError as exc:
+            return self._error(api, 400, str(exc))
+        if body.get("stream"):
+            return self._stream(api, body)
+        if self._inject_fault(api, opts, key, attempt):
+            return None
+        reply, finish, matched = make_reply(text, limit, stops)
+        completion_tokens = len(reply.split())
+        if api == "anthropic":
+            return self._send_json(200, {
+                "id": f"msg_sbx_{digest[:24]}", "type": "message", "role": "assistant",
+                "model": body.get("model"), "content": [{"type": "text", "text": reply}],
+                "stop_reason": {"end": "end_turn", "length": "max_tokens"}.get(finish, finish),
+                "stop_sequence": matched,
+                "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
+            })
+        return self._send_json(200, {
+            "id": f"chatcmpl-sbx-{digest[:12]}", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model"), "system_fingerprint": "sandbox",
+            "choices": [{
+                "index": 0, "message": {"role": "assistant", "content": reply, "refusal": None},
+                "logprobs": None, "finish_reason": "length" if finish == "length" else "stop",
+            }],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        })
+
+    def _stream(self, api: str, body: dict) -> None:
+        # Seam for SSE: emit chat.completion.chunk / message_start..message_stop events here.
+        self._error(api, 400, "sandbox does not stream yet")
+
+    def _authorized(self, api: str) -> bool:
+        expected = self.server.api_key
+        if not expected:
+            return True
+        if api == "anthropic":
+            given, want = self.headers.get("x-api-key", ""), expected
+        else:
+            given, want = self.headers.get("Authorization", ""), f"Bearer {expected}"
+        return hmac.compare_digest(given.encode(), want.encode())
+
+    def _inject_fault(self, api: str, opts: dict, key: str, attempt: int) -> bool:
+        """Apply the directive; True when the call has been answered (or deliberately not)."""
+        if "delay_ms" in opts:
+            time.sleep(opts["delay_ms"] / 1000)
+        if "times" in opts and attempt > opts["times"]:
+            return False  # `times` limits every fault kind, not only `fail`
+        if opts.get("hang"):
+            self._hang(key)
+            self.close_connection = True
+            return True
+        if opts.get("close"):
+            self.close_connection = True  # returning without a byte makes the client see a reset/EOF
+            return True
+        if "fail" in opts:
+            status = opts["fail"]
+            extra = {"Retry-After": opts["retry_after"]} if "retry_after" in opts else None
+            self._error(api, status, f"sandbox injected {status}", extra, code="sandbox_injected")
+            return True
+        return False
+
+    def _hang(self, key: str) -> None:
+        entry = {"key": key, "started": time.time(), "ended": None, "reason": None}
+        with self.server.lock:
+            self.server.hangs.append(entry)
+        deadline = time.monotonic() + self.server.hang_timeout
+        reason = "timeout"
+        while (remaining := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([self.connection], [], [], min(remaining, 1.0))
+            if not readable:
+                continue
+            try:
+                if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                    reason = "client_closed"
+                    break
+            except OSError:
+                reason = "client_closed"
+                break
+            time.sleep(0.05)  # the client sent more bytes, which is not a close; avoid spinning
+        with self.server.lock:
+            entry["ended"], entry["reason"] = time.time(), reason
+
+    # --- plain endpoints ---
+
+    def _models(self) -> None:
+        if not self._authorized("openai"):
+            return self._error("openai", 401, "invalid or missing sandbox api key", code="invalid_api_key")
+        model = {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "sandbox"}
+        return self._send_json(200, {"object": "list", "data": [model]})
+
+    def _calls(self, query: str) -> None:
+        key = parse_qs(query).get("key", [""])[0]
+        with self.server.lock:
+            count = self.server.counts.get(key, 0)
+        self._send_json(200, {"key": key, "count": count})
+
+    def _snapshot(self, name: str) -> list:
+        with self.server.lock:
+            return [dict(entry) for entry in getattr(self.server, name)]
+
+    def _reset(self) -> None:
+        self.server.reset()
+        self._send_json(200, {"ok": True})
+
+    # --- responses ---
+
+    def _error(self, api: str, status: int, message: str, headers=None, code: str | None = None) -> None:
+        if api == "anthropic":
+            kind = ANTHROPIC_ERRORS.get(status, "api_error" if status >= 500 else "invalid_request_error")
+            payload = {"type": "error", "error": {"type": kind, "message": message}}
+        else:
+            kind = "rate_limit_error" if status == 429 else "server_error" if status >= 500 else (
+                "invalid_request_error")
+            payload = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+        self._send_json(status, payload, headers)
+
+    def _send_json(self, status: int, payload, headers=None) -> None:
+        data = json.dumps(payload, separators=(",", ":")).encode()
+        self.send_response(status, REASONS.get(status))
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+
+
+# --- entry points -----------------------------------------------------------------------------
+
+def make_server(host: str = "127.0.0.1", port: int = 0, latency_ms: int = 0,
+                api_key: str | None = None) -> SandboxServer:
+    return SandboxServer((host, port), latency_ms=latency_ms, api_key=api_key)
+
+
+def serve_in_thread(host: str = "127.0.0.1", port: int = 0, latency_ms: int = 0,
+                    api_key: str | None = None) -> tuple[SandboxServer, str]:
+    """Start a server on a daemon thread; stop it with `server.stop()`."""
+    server = make_server(host, port, latency_ms, api_key)
+    threading.Thread(target=server.serve_forever, name="sandbox-provider", daemon=True).start()
+    return server, server.base_url
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sandbox.provider", description=LABEL)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--latency-ms", type=int, default=0, help="sleep before each model answer")
+    parser.add_argument("--api-key", default=None, help="require this key from clients")
+    args = parser.parse_args(argv)
+    server = make_server(args.host, args.port, args.latency_ms, args.api_key)
+
+    def _exit(signum, frame):
+        raise SystemExit(0)  # unwinds serve_forever so the finally below closes the socket
+
+    signal.signal(signal.SIGTERM, _exit)
+    signal.signal(signal.SIGINT, _exit)
+    print(LABEL, file=sys.stderr, flush=True)
+    print(f"sandbox provider listening on {server.base_url}", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,53 @@
+"""The job the API puts on a model's queue: what the worker needs, nothing more.
+
+The payload travels through Redis as JSON (RQ's JSON serializer). It never holds
+the caller's token or a provider key: workers read keys from their own config.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+SCHEMA_VERSION = 1
+
+# Endpoints a job can serve; the worker picks the provider call by this.
+CHAT_COMPLETIONS = "chat.completions"
+ENDPOINTS = (CHAT_COMPLETIONS,)
+
+# Slack given to RQ's own timers, which only back up the deadline the job checks itself.
+RQ_TIMEOUT_MARGIN = 5
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    job_id: str
+    request_id: str
+    model: str  # the configured model that serves the request (its queue)
+    requested_model: str  # the name the client asked for; answers carry it
+    endpoint: str
+    body: dict
+    deadline: float  # epoch seconds; the whole request must finish by then
+    enqueued_at: float = field(default_factory=time.time)
+    caller: dict = field(default_factory=dict)  # identity fields for logs, never credentials
+    version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> JobRequest:
+        known = {name for name in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def remaining(self, now: float | None = None) -> float:
+        return self.deadline - (time.time() if now is None else now)
+
+    def rq_job_timeout(self) -> int:
+        """RQ's own job timeout: a backstop a little past the deadline."""
+        return max(1, math.ceil(self.remaining())) + RQ_TIMEOUT_MARGIN
+
+    def rq_queue_ttl(self) -> int:
+        """How long RQ may keep the job queued: the deadline, then it is useless."""
+        return max(1, math.ceil(self.remaining())) + 1

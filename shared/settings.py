@@ -1,0 +1,135 @@
+"""Process settings from environment variables (the config file holds models and routes).
+
+``Settings.from_env()`` reads every variable, collects all problems and raises
+one ``ConfigError`` naming each bad variable, so a deployment is fixed in one
+pass. An empty variable counts as unset. The GitLab token is never shown in
+``repr``, and a password in ``REDIS_URL`` is masked there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+from urllib.parse import urlsplit
+
+from shared.config import DEFAULT_CONFIG_PATH, ConfigError, parse_bool
+
+__all__ = ["ConfigError", "Settings"]
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Settings:
+    gitlab_url: str | None = None
+    gitlab_api_token: str | None = field(default=None, repr=False)
+    port: int = 8080
+    log_level: str = "info"  # debug | info | warning | error ("warn" is read as "warning")
+    log_format: str = "text"  # text | json
+    metrics_enabled: bool = True
+    metrics_port: int = 9090
+    config_file_path: str = DEFAULT_CONFIG_PATH
+    redis_url: str = "redis://localhost:6379/0"
+    max_body_bytes: int = 10 * 1024 * 1024
+    log_dir: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for name, variable, parse in _VARIABLES:
+            raw = env.get(variable, "").strip()
+            if not raw:
+                continue
+            try:
+                values[name] = parse(raw)
+            except ValueError as exc:
+                problems.append(f"{variable}: {exc}")
+        if problems:
+            raise ConfigError(problems)
+        return cls(**values)
+
+    def __repr__(self) -> str:
+        # Settings get logged at startup; a Redis password must not go with them.
+        shown = {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
+        shown["redis_url"] = _mask_password(self.redis_url)
+        return "Settings(" + ", ".join(f"{name}={value!r}" for name, value in shown.items()) + ")"
+
+
+def _port(raw: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,5}", raw) or not 1 <= int(raw) <= 65535:
+        raise ValueError(f"must be an integer between 1 and 65535, got {raw!r}")
+    return int(raw)
+
+
+def _positive_int(raw: str) -> int:
+    if not re.fullmatch(r"[0-9]+", raw) or int(raw) < 1:
+        raise ValueError(f"must be a positive integer, got {raw!r}")
+    return int(raw)
+
+
+def _log_level(raw: str) -> str:
+    level = raw.lower()
+    level = "warning" if level == "warn" else level
+    if level not in LOG_LEVELS:
+        raise ValueError("must be one of " + ", ".join(LOG_LEVELS))
+    return level
+
+
+def _log_format(raw: str) -> str:
+    if raw.lower() not in ("text", "json"):
+        raise ValueError("must be one of text, json")
+    return raw.lower()
+
+
+def _boolean(raw: str) -> bool:
+    try:
+        return parse_bool(raw)
+    except ValueError as exc:
+        raise ValueError(f"{exc}, got {raw!r}") from None
+
+
+def _http_url(raw: str) -> str:
+    url = raw.rstrip("/")
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http or https URL, got {raw!r}")
+    return url
+
+
+def _redis_url(raw: str) -> str:
+    # The value is not echoed: it may carry a password.
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return raw
+
+
+def _mask_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if not (sep and at and colon and password):
+        return url
+    return f"{scheme}://{user}:***@{host}"
+
+
+_VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
+    ("gitlab_url", "GITLAB_URL", _http_url),
+    ("gitlab_api_token", "GITLAB_API_TOKEN", str),
+    ("port", "PORT", _port),
+    ("log_level", "LOG_LEVEL", _log_level),
+    ("log_format", "LOG_FORMAT", _log_format),
+    ("metrics_enabled", "METRICS_ENABLED", _boolean),
+    ("metrics_port", "METRICS_PORT", _port),
+    ("config_file_path", "CONFIG_FILE_PATH", str),
+    ("redis_url", "REDIS_URL", _redis_url),
+    ("max_body_bytes", "MAX_BODY_BYTES", _positive_int),
+    ("log_dir", "LOG_DIR", str),
+)

@@ -1,0 +1,196 @@
+"""Real processes for integration tests and benchmarks: a Redis of their own, the
+sandbox provider, gunicorn serving the API, and ``python -m workers``.
+
+Every process writes to its own log file under the stack's directory, so a test
+can assert on log lines and a failure shows what each process said.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+import requests
+
+from tools.embedded_redis import EmbeddedRedis, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+PROVIDER_KEY = "sk-sandbox-provider-key-0123456789"
+
+
+def wait_for(predicate, *, timeout: float, interval: float = 0.05, message: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {last!r})")
+
+
+class Process:
+    def __init__(self, name: str, command: list[str], env: dict, log_path: Path):
+        self.name = name
+        self.log_path = log_path
+        self.log_file = open(log_path, "w")
+        self.popen = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self.log_file,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log(self) -> str:
+        self.log_file.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, signum: int, *, group: bool = False) -> None:
+        if self.popen.poll() is None:
+            if group:
+                os.killpg(self.popen.pid, signum)
+            else:
+                self.popen.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        return self.popen.wait(timeout=timeout)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGTERM)
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(timeout=5)
+            except ProcessLookupError:
+                pass
+        self.log_file.close()
+
+
+def start_sandbox(directory: Path, env: dict, *, api_key: str | None = PROVIDER_KEY,
+                  latency_ms: int = 0) -> tuple[Process, str]:
+    command = [sys.executable, "-m", "sandbox.provider", "--port", "0", "--latency-ms", str(latency_ms)]
+    if api_key:
+        command += ["--api-key", api_key]
+    process = Process("sandbox", command, env, directory / "sandbox.log")
+    found = wait_for(lambda: re.search(r"listening on (http://\S+)", process.log()), timeout=20,
+                     message="the sandbox provider to listen")
+    return process, found.group(1)
+
+
+class Stack:
+    """The gateway as real processes. ``config`` is YAML text; ``{sandbox}`` in it
+    becomes the sandbox provider's URL."""
+
+    def __init__(self, directory: Path, config: str, *, web_workers: int = 1, web_threads: int = 16,
+                 env: dict | None = None, sandbox_latency_ms: int = 0):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config_text = config
+        self.web_workers = web_workers
+        self.web_threads = web_threads
+        self.extra_env = env or {}
+        self.sandbox_latency_ms = sandbox_latency_ms
+        self.redis_server: EmbeddedRedis | None = None
+        self.sandbox: Process | None = None
+        self.sandbox_url = ""
+        self.web: Process | None = None
+        self.workers: Process | None = None
+        self.port = 0
+
+    # -- lifecycle ---------------------------------------------------------
+    def base_env(self) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
+        env.update({
+            "PYTHONUNBUFFERED": "1",
+            "REDIS_URL": self.redis_server.url,
+            "CONFIG_FILE_PATH": str(self.dir / "config.yaml"),
+            "SANDBOX_PROVIDER_KEY": PROVIDER_KEY,
+            "LOG_LEVEL": "info",
+            "LOG_FORMAT": "json",
+            "METRICS_ENABLED": "false",
+        })
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> Stack:
+        self.redis_server = EmbeddedRedis().start()
+        self.env = self.base_env()
+        self.sandbox, self.sandbox_url = start_sandbox(self.dir, self.env,
+                                                       latency_ms=self.sandbox_latency_ms)
+        (self.dir / "config.yaml").write_text(self.config_text.replace("{sandbox}", self.sandbox_url))
+        self.port = free_port()
+        self.env.update({"PORT": str(self.port), "WEB_CONCURRENCY": str(self.web_workers),
+                         "WEB_THREADS": str(self.web_threads)})
+        self.web = Process("web", [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py",
+                                   "api.wsgi:app"], self.env, self.dir / "web.log")
+        self.start_workers()
+        self.wait_ready()
+        return self
+
+    def start_workers(self, *args: str) -> Process:
+        self.workers = Process("workers", [sys.executable, "-m", "workers", *args], self.env,
+                               self.dir / f"workers-{time.monotonic_ns()}.log")
+        return self.workers
+
+    def wait_ready(self, timeout: float = 45.0) -> dict:
+        def ready():
+            for process in (self.web, self.workers):
+                if process.popen.poll() is not None:
+                    raise AssertionError(f"{process.name} exited early:\n{process.log()[-3000:]}")
+            try:
+                body = requests.get(f"{self.url}/ready", timeout=2).json()
+            except (requests.RequestException, ValueError):
+                return None
+            expected = self.expected_workers()
+            models = body.get("models", {})
+            if all(models.get(name, {}).get("workers", 0) >= count for name, count in expected.items()):
+                return body
+            return None
+
+        return wait_for(ready, timeout=timeout, interval=0.1, message="the gateway to be ready")
+
+    def expected_workers(self) -> dict[str, int]:
+        from shared.config import load_config
+
+        config = load_config(str(self.dir / "config.yaml"), self.env)
+        return {model.name: model.workers for model in config.models if model.workers}
+
+    def stop(self) -> None:
+        for process in (self.workers, self.web, self.sandbox):
+            if process is not None:
+                process.stop()
+        if self.redis_server:
+            self.redis_server.stop()
+
+    # -- helpers for tests -------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_server.url)
+
+    def chat(self, model: str, content: str, *, timeout: float = 30, headers: dict | None = None,
+             **extra) -> requests.Response:
+        body = {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+        return requests.post(f"{self.url}/v1/chat/completions", json=body, headers=headers or {},
+                             timeout=timeout)
+
+    def sandbox_calls(self, key: str) -> int:
+        answer = requests.get(f"{self.sandbox_url}/_sandbox/calls", params={"key": key}, timeout=5)
+        return answer.json()["count"]
+
+    def sandbox_log(self) -> list[dict]:
+        return requests.get(f"{self.sandbox_url}/_sandbox/log", timeout=5).json()["requests"]
+
+    def logs(self) -> str:
+        return "\n".join(p.log() for p in (self.web, self.workers) if p is not None)

@@ -1,0 +1,183 @@
+"""``make run``: start the whole gateway on one machine, from nothing.
+
+1. Redis: ``REDIS_URL`` if it answers, else an embedded one on a free port.
+2. Providers: with the example config, each provider whose key is not set is
+   replaced by the local SANDBOX provider (canned answers), and the log says so.
+3. The ``Procfile``'s processes (``web`` and ``worker``), with their output
+   prefixed; then a ``curl`` line that works. Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import redis
+import requests
+
+from shared.config import ConfigError, load_config
+from tools.embedded_redis import EmbeddedRedis
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_CONFIG = ROOT / "config" / "example.yaml"
+SANDBOXED_PROVIDERS = {"OPENAI_API_KEY": "OPENAI_BASE_URL", "ANTHROPIC_API_KEY": "ANTHROPIC_BASE_URL"}
+STOP_GRACE = 20.0
+
+
+def say(message: str) -> None:
+    print(f"[make run] {message}", flush=True)
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5).ping())
+    except (redis.RedisError, ValueError):
+        return False
+
+
+def read_procfile() -> dict[str, str]:
+    processes = {}
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9_-]+):\s*(.+)$", line.strip())
+        if match:
+            processes[match.group(1)] = match.group(2)
+    return processes
+
+
+def relay(name: str, stream) -> None:
+    for line in iter(stream.readline, ""):
+        sys.stdout.write(f"{name:>6} | {line}")
+        sys.stdout.flush()
+
+
+class Launcher:
+    def __init__(self):
+        self.env = dict(os.environ)
+        self.children: list[tuple[str, subprocess.Popen]] = []
+        self.embedded: EmbeddedRedis | None = None
+        self.stopping = threading.Event()
+
+    def prepare(self) -> None:
+        bin_dir = str(Path(sys.executable).parent)
+        self.env["PATH"] = bin_dir + os.pathsep + self.env.get("PATH", "")
+        self.env.setdefault("PYTHONUNBUFFERED", "1")
+        url = self.env.get("REDIS_URL") or "redis://localhost:6379/0"
+        if redis_answers(url):
+            say(f"using the Redis at {url}")
+        else:
+            self.embedded = EmbeddedRedis().start()
+            url = self.embedded.url
+            say(f"no Redis answered; started an embedded one at {url} (nothing is persisted)")
+        self.env["REDIS_URL"] = url
+        if not self.env.get("CONFIG_FILE_PATH"):
+            self.env["CONFIG_FILE_PATH"] = str(EXAMPLE_CONFIG)
+            self.sandbox_missing_providers()
+        say(f"config: {self.env['CONFIG_FILE_PATH']}")
+        try:
+            load_config(self.env["CONFIG_FILE_PATH"], self.env)
+        except ConfigError as error:
+            for problem in error.problems:
+                print(f"config error: {problem}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    def sandbox_missing_providers(self) -> None:
+        missing = [key for key in SANDBOXED_PROVIDERS if not self.env.get(key)]
+        if not missing:
+            return
+        process = self.spawn("sandbox", [sys.executable, "-m", "sandbox.provider", "--port", "0"],
+                             relay_output=False)
+        line = process.stdout.readline()
+        match = re.search(r"(http://\S+)", line)
+        if not match:
+            raise SystemExit("the sandbox provider did not start")
+        threading.Thread(target=relay, args=("sandbox", process.stdout), daemon=True).start()
+        for key in missing:
+            self.env[SANDBOXED_PROVIDERS[key]] = f"{match.group(1)}/v1"
+            say(f"{key} is not set: its models are served by the SANDBOX provider at {match.group(1)} "
+                "(canned, deterministic answers; not a real model)")
+
+    def spawn(self, name: str, command, *, relay_output: bool = True) -> subprocess.Popen:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=self.env, shell=isinstance(command, str), text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.children.append((name, process))
+        if relay_output:
+            threading.Thread(target=relay, args=(name, process.stdout), daemon=True).start()
+        return process
+
+    def wait_ready(self, port: str, timeout: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            if any(p.poll() is not None for _, p in self.children):
+                return False
+            try:
+                ready = requests.get(f"http://127.0.0.1:{port}/ready", timeout=1).json()
+                if ready.get("status") == "ready" and any(m["workers"] for m in ready["models"].values()):
+                    return True
+            except (requests.RequestException, ValueError, KeyError):
+                pass
+            self.stopping.wait(0.25)
+        return False
+
+    def first_model(self) -> str:
+        return load_config(self.env["CONFIG_FILE_PATH"], self.env).models[0].name
+
+    def run(self) -> int:
+        self.prepare()
+        port = self.env.setdefault("PORT", "8080")
+        for name, command in read_procfile().items():
+            self.spawn(name, command)
+        if self.wait_ready(port):
+            body = json.dumps({"model": self.first_model(),
+                               "messages": [{"role": "user", "content": "Hello!"}]})
+            say("the gateway is ready. Try:")
+            print(f"\n  curl -s http://127.0.0.1:{port}/v1/chat/completions \\\n"
+                  f"    -H 'Content-Type: application/json' \\\n    -d '{body}'\n", flush=True)
+        while not self.stopping.is_set():
+            for name, process in self.children:
+                if process.poll() is not None:
+                    say(f"{name} exited with code {process.returncode}; stopping everything")
+                    self.stopping.set()
+                    break
+            self.stopping.wait(0.5)
+        return 1
+
+    def stop(self, *_args) -> None:
+        self.stopping.set()
+
+    def shutdown(self) -> None:
+        for _name, process in self.children:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        for name, process in self.children:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                say(f"{name} did not stop in time; killing it")
+                os.killpg(process.pid, signal.SIGKILL)
+        if self.embedded:
+            self.embedded.stop()
+        say("stopped")
+
+
+def main() -> int:
+    launcher = Launcher()
+    signal.signal(signal.SIGINT, launcher.stop)
+    signal.signal(signal.SIGTERM, launcher.stop)
+    try:
+        return launcher.run()
+    finally:
+        launcher.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

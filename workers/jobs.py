@@ -1,0 +1,77 @@
+"""The job function RQ runs for every gateway request, and its failure callback.
+
+The outcome always goes back through the reply stream (``shared.replies``), so
+the waiting API process wakes at once, whatever happened. The RQ job itself is
+marked failed when the gateway or the provider failed (5xx, 429), so RQ's failed
+registry shows real trouble; a request the provider refused as invalid is a
+finished job that answered with an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from rq import get_current_job
+from rq.timeouts import JobTimeoutException
+
+from shared.errors import DeadlineExceeded, GatewayError
+from shared.jobs import JobRequest
+from shared.replies import ReplyChannel
+from workers.runtime import get_runtime
+
+log = logging.getLogger("aigw.worker")
+
+
+class JobFailed(Exception):
+    """Raised after the failure was already sent to the client, to mark the RQ job failed."""
+
+
+def execute(payload: dict) -> dict:
+    job = get_current_job()
+    request = JobRequest.from_dict(payload)
+    runtime = get_runtime()
+    channel = ReplyChannel(job.connection, request.job_id, ttl=runtime.config.jobs.result_ttl)
+    fields = {"request_id": request.request_id, "job_id": request.job_id, "model": request.model,
+              "requested_model": request.requested_model, **request.caller}
+    started = time.time()
+    fields["queue_wait_ms"] = round((started - request.enqueued_at) * 1000, 1)
+    if request.remaining(started) <= 0:
+        log.warning("job dropped: its deadline passed while it was queued",
+                    extra={**fields, "outcome": "dropped", "reason": "deadline"})
+        channel.send_error(DeadlineExceeded("The request waited in the queue past its deadline."))
+        return {"outcome": "dropped", "reason": "deadline"}
+    channel.send_started()
+    try:
+        status, body, meta = runtime.serve(request)
+    except GatewayError as error:
+        meta = {"upstream_seconds": round(time.time() - started, 4)}
+        channel.send_error(error, meta)
+        _log_outcome(fields, error.status, started, code=error.code)
+        if error.status >= 500 or error.status == 429:
+            raise JobFailed(f"{error.code}: {error.message}") from None
+        return {"outcome": "error", "status": error.status, "code": error.code}
+    except Exception as exc:
+        log.exception("job failed unexpectedly", extra=fields)
+        channel.send_error(GatewayError())
+        raise JobFailed(f"internal_error: {type(exc).__name__}") from exc
+    channel.send_result(status, body, meta)
+    _log_outcome(fields, status, started, attempts=meta.get("attempts"), usage=meta.get("usage"))
+    return {"outcome": "ok", "status": status, "attempts": meta.get("attempts")}
+
+
+def on_failure(job, connection, exc_type, exc_value, traceback) -> None:
+    """RQ calls this when a job fails; answer the client unless ``execute`` already did."""
+    if isinstance(exc_value, JobFailed):
+        return
+    if isinstance(exc_value, JobTimeoutException):
+        error: GatewayError = DeadlineExceeded()
+    else:
+        error = GatewayError()
+    ttl = get_runtime().config.jobs.result_ttl
+    ReplyChannel(connection, job.id, ttl=ttl).send_error(error)
+
+
+def _log_outcome(fields: dict, status: int, started: float, **extra) -> None:
+    log.info("job done", extra={**fields, **extra, "status": status,
+                                "duration_ms": round((time.time() - started) * 1000, 1)})

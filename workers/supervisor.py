@@ -1,0 +1,118 @@
+"""A parent process that keeps N RQ worker processes per model running."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import time
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+
+from shared.config import GatewayConfig
+from shared.connections import redis_client
+from shared.keys import queue_name
+from shared.logs import setup_logging
+from shared.settings import Settings
+from workers.runtime import Runtime, set_runtime
+from workers.worker_classes import GatewayWorker
+
+log = logging.getLogger("aigw.workers")
+
+RESTART_BACKOFF_MAX = 30.0
+HEALTHY_RUN = 60.0  # a child that ran this long resets its restart backoff
+PR_SET_PDEATHSIG = 1
+
+
+def run_worker_process(settings: Settings, config: GatewayConfig, model_name: str) -> None:
+    """Body of one worker process: serve one model's queue until told to stop."""
+    # Forget the supervisor's handlers; RQ installs its own once it starts working.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _die_with_parent()
+    setup_logging(settings.log_level, settings.log_format, log_dir=settings.log_dir,
+                  process_name=f"worker-{model_name}")
+    set_runtime(Runtime(settings, config))
+    connection = redis_client(settings.redis_url)
+    name = f"{model_name}.{socket.gethostname()}.{os.getpid()}".replace(":", "-")
+    worker = GatewayWorker([queue_name(model_name)], connection=connection, name=name)
+    worker.work(logging_level=None, with_scheduler=False)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process if the supervisor dies, so no worker is orphaned."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: orphans are possible, but harmless to correctness
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, config: GatewayConfig, plan: dict[str, int]):
+        self.settings = settings
+        self.config = config
+        self.plan = plan
+        self.context = multiprocessing.get_context("fork")
+        self.children: dict[int, tuple[str, BaseProcess, float]] = {}  # sentinel -> (model, process, started)
+        self.backoff: dict[str, float] = {}
+        self.signals_received = 0
+        self.stop_deadline: float | None = None
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        for model_name, count in self.plan.items():
+            for _ in range(count):
+                self._start(model_name)
+        log.info("worker processes started", extra={"plan": self.plan})
+        while self.children:
+            ready = wait(list(self.children), timeout=1.0)
+            for sentinel in ready:
+                self._reap(sentinel)
+            if self.stop_deadline is not None and time.time() > self.stop_deadline:
+                for _, process, _ in self.children.values():
+                    log.error("worker did not stop in time; killing it", extra={"pid": process.pid})
+                    process.kill()
+                self.stop_deadline = float("inf")
+        log.info("all worker processes stopped")
+        return 0
+
+    def _start(self, model_name: str) -> None:
+        process = self.context.Process(
+            target=run_worker_process, args=(self.settings, self.config, model_name),
+            name=f"worker-{model_name}", daemon=False,
+        )
+        process.start()
+        self.children[process.sentinel] = (model_name, process, time.time())
+
+    def _reap(self, sentinel: int) -> None:
+        model_name, process, started = self.children.pop(sentinel)
+        process.join()
+        if self.signals_received:
+            return
+        ran = time.time() - started
+        delay = 1.0 if ran > HEALTHY_RUN else min(RESTART_BACKOFF_MAX, self.backoff.get(model_name, 0.5) * 2)
+        self.backoff[model_name] = delay
+        log.error("worker process exited; restarting it",
+                  extra={"model": model_name, "pid": process.pid, "exitcode": process.exitcode,
+                         "restart_in_s": delay})
+        time.sleep(delay)
+        if not self.signals_received:
+            self._start(model_name)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.signals_received += 1
+        if self.stop_deadline is None:
+            # Running jobs end by their deadline; give them that long, plus slack.
+            self.stop_deadline = time.time() + self.config.max_timeout + 15
+        log.info("stopping worker processes", extra={"signal": signal.Signals(signum).name,
+                                                     "cold": self.signals_received > 1})
+        for _, process, _ in self.children.values():
+            if process.pid:
+                try:
+                    os.kill(process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass

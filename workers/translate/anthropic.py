@@ -1,0 +1,348 @@
+"""OpenAI Chat Completions <-> Anthropic Messages translation (pure functions).
+
+Anything the OpenAI request asks for that Anthropic cannot honour is refused
+with ``UnsupportedParameter`` naming the field: silently dropping it would give
+the client an answer to a different question than the one it asked.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from shared.errors import InvalidRequest, UnsupportedParameter
+
+# Top-level keys handled below. Everything else (seed, logit_bias, metadata, ...) is
+# refused unless its value is None, so new OpenAI features never pass unnoticed.
+_HANDLED_KEYS = frozenset(
+    {
+        "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens",
+        "temperature", "top_p", "stop", "tools", "tool_choice", "parallel_tool_calls", "user",
+        "n", "response_format", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs",
+    }
+)
+_MESSAGE_KEYS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
+_FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+def _unsupported(param: str, why: str) -> UnsupportedParameter:
+    return UnsupportedParameter(f"'{param}' is not supported for Anthropic models ({why})", param=param)
+
+
+def _check_keys(body: dict) -> None:
+    for key, value in body.items():
+        if key not in _HANDLED_KEYS and value is not None:
+            raise _unsupported(key, "no Anthropic equivalent")
+    def refuse_unless(key: str, ok: bool, why: str) -> None:
+        if body.get(key) is not None and not ok:
+            raise _unsupported(key, why)
+
+    value = body.get("n")
+    refuse_unless("n", value == 1 and not isinstance(value, bool), "only n=1")
+    for key in ("presence_penalty", "frequency_penalty"):
+        refuse_unless(key, body.get(key) == 0 and not isinstance(body.get(key), bool), "only 0")
+    refuse_unless("logprobs", body.get("logprobs") is False, "Anthropic returns no log probabilities")
+    refuse_unless("top_logprobs", False, "Anthropic returns no log probabilities")
+    fmt = body.get("response_format")
+    if fmt is not None and fmt != {"type": "text"}:
+        raise _unsupported("response_format", "only {'type': 'text'}")
+
+
+def _text_of(part: dict, param: str) -> str:
+    text = part.get("text")
+    if not isinstance(text, str):
+        raise InvalidRequest(f"'{param}.text' must be a string", param=f"{param}.text")
+    return text
+
+
+def _image_block(part: dict, param: str) -> dict:
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, dict) else image
+    url_param = f"{param}.image_url.url"
+    if not isinstance(url, str):
+        raise InvalidRequest(f"'{url_param}' must be a string", param=url_param)
+    # `detail` is only a resolution hint; Anthropic sizes images itself, so it is ignored.
+    if url.startswith("data:"):
+        header, sep, data = url[5:].partition(",")
+        media_type, _, encoding = header.partition(";")
+        if not sep or encoding != "base64" or not media_type or not data:
+            raise InvalidRequest(f"'{url_param}' must be a data:<media>;base64,<data> URL", param=url_param)
+        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    if url.startswith(("http://", "https://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    raise _unsupported(url_param, "images must be http(s) or base64 data URLs")
+
+
+def _content_blocks(content: Any, param: str, *, images: bool) -> list[dict]:
+    """OpenAI content parts -> Anthropic blocks (text, and images where allowed)."""
+    if not isinstance(content, list):
+        raise InvalidRequest(f"'{param}' must be a string or a list of content parts", param=param)
+    blocks = []
+    for j, part in enumerate(content):
+        p = f"{param}[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            blocks.append({"type": "text", "text": _text_of(part, p)})
+        elif kind == "image_url" and images:
+            blocks.append(_image_block(part, p))
+        elif kind is None:
+            raise InvalidRequest(f"'{p}' must be an object with a 'type'", param=f"{p}.type")
+        else:
+            raise _unsupported(f"{p}.type", f"content part type {kind!r} cannot be sent here")
+    return blocks
+
+
+def _tool_use_blocks(tool_calls: Any, param: str) -> list[dict]:
+    if not isinstance(tool_calls, list):
+        raise InvalidRequest(f"'{param}' must be a list", param=param)
+    blocks = []
+    for k, call in enumerate(tool_calls):
+        p = f"{param}[{k}]"
+        if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
+            raise InvalidRequest(f"'{p}.function' must be an object", param=f"{p}.function")
+        if call.get("type", "function") != "function":
+            raise _unsupported(f"{p}.type", "only function tool calls")
+        fn = call["function"]
+        if not isinstance(call.get("id"), str) or not isinstance(fn.get("name"), str):
+            raise InvalidRequest(f"'{p}' needs a string 'id' and 'function.name'", param=p)
+        try:
+            args = json.loads(fn.get("arguments"))
+        except (TypeError, ValueError):
+            args = None
+        if not isinstance(args, dict):
+            raise InvalidRequest(
+                f"'{p}.function.arguments' must be a JSON object encoded as a string",
+                param=f"{p}.function.arguments",
+            )
+        blocks.append({"type": "tool_use", "id": call["id"], "name": fn["name"], "input": args})
+    return blocks
+
+
+def _convert_messages(messages: Any) -> tuple[list[dict], list[tuple[Any, str]]]:
+    """Returns (Anthropic messages, [(system content, param)])."""
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' must be a non-empty list", param="messages")
+    out: list[dict] = []
+    system: list[tuple[Any, str]] = []
+    # True while out[-1] is a user turn built from tool results: Anthropic wants every
+    # result of one assistant turn in a single user message, so later ones append to it.
+    in_tool_turn = False
+    for i, msg in enumerate(messages):
+        p = f"messages[{i}]"
+        if not isinstance(msg, dict):
+            raise InvalidRequest(f"'{p}' must be an object", param=p)
+        for key, value in msg.items():
+            # Echoed assistant messages carry `refusal: null`, `annotations: []` etc.
+            if key not in _MESSAGE_KEYS and value not in (None, [], ""):
+                raise _unsupported(f"{p}.{key}", "no Anthropic equivalent")
+        if msg.get("name") is not None:
+            raise _unsupported(f"{p}.name", "Anthropic messages have no per-message name")
+        role, content = msg.get("role"), msg.get("content")
+        if role in ("system", "developer"):
+            # Anthropic has no mid-conversation system turn; hoisting is the usual practice.
+            if not isinstance(content, str):
+                content = _content_blocks(content, f"{p}.content", images=False)
+            system.append((content, p))
+            continue
+        if role == "tool":
+            tool_id = msg.get("tool_call_id")
+            if not isinstance(tool_id, str):
+                raise InvalidRequest(f"'{p}.tool_call_id' must be a string", param=f"{p}.tool_call_id")
+            if not isinstance(content, str):
+                content = _content_blocks(content, f"{p}.content", images=False)
+            block = {"type": "tool_result", "tool_use_id": tool_id, "content": content}
+            if in_tool_turn:
+                out[-1]["content"].append(block)
+            else:
+                out.append({"role": "user", "content": [block]})
+            in_tool_turn = True
+            continue
+        if role not in ("user", "assistant"):
+            raise InvalidRequest(f"'{p}.role' must be one of system, developer, user, assistant, tool",
+                                 param=f"{p}.role")
+        tool_calls = msg.get("tool_calls")
+        if tool_calls is not None and role != "assistant":
+            raise InvalidRequest(f"'{p}.tool_calls' is only valid on assistant messages",
+                                 param=f"{p}.tool_calls")
+        if content is None and not tool_calls:
+            raise InvalidRequest(f"'{p}.content' is required", param=f"{p}.content")
+        if tool_calls:
+            blocks = [] if content is None else (
+                [{"type": "text", "text": content}] if isinstance(content, str)
+                else _content_blocks(content, f"{p}.content", images=True))
+            # Anthropic rejects empty text blocks; SDKs often send content "" with tool calls.
+            blocks = [b for b in blocks if not (b["type"] == "text" and not b["text"])]
+            content = blocks + _tool_use_blocks(tool_calls, f"{p}.tool_calls")
+        elif not isinstance(content, str):
+            content = _content_blocks(content, f"{p}.content", images=True)
+        if role == "user" and in_tool_turn:
+            out[-1]["content"].extend([{"type": "text", "text": content}] if isinstance(content, str)
+                                      else content)
+        else:
+            out.append({"role": role, "content": content})
+        in_tool_turn = False
+    if not out:
+        raise InvalidRequest("'messages' needs at least one user or assistant message", param="messages")
+    return out, system
+
+
+def _system_field(system: list[tuple[Any, str]]) -> str | list[dict]:
+    if all(isinstance(content, str) for content, _ in system):
+        return "\n\n".join(content for content, _ in system)
+    blocks: list[dict] = []
+    for content, _ in system:
+        blocks.extend([{"type": "text", "text": content}] if isinstance(content, str) else content)
+    return blocks
+
+
+def _convert_tools(tools: Any) -> list[dict]:
+    if not isinstance(tools, list):
+        raise InvalidRequest("'tools' must be a list", param="tools")
+    out = []
+    for k, tool in enumerate(tools):
+        p = f"tools[{k}]"
+        if not isinstance(tool, dict):
+            raise InvalidRequest(f"'{p}' must be an object", param=p)
+        if tool.get("type") != "function":
+            raise _unsupported(f"{p}.type", "only function tools")
+        fn = tool.get("function")
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise InvalidRequest(f"'{p}.function.name' must be a string", param=f"{p}.function.name")
+        if fn.get("strict"):
+            raise _unsupported(f"{p}.function.strict", "strict schema adherence is OpenAI-only")
+        converted = {"name": fn["name"]}
+        if fn.get("description") is not None:
+            converted["description"] = fn["description"]
+        converted["input_schema"] = fn.get("parameters") or {"type": "object", "properties": {}}
+        out.append(converted)
+    return out
+
+
+def _convert_tool_choice(choice: Any) -> dict:
+    named = {"auto": {"type": "auto"}, "none": {"type": "none"}, "required": {"type": "any"}}
+    if isinstance(choice, str) and choice in named:
+        return dict(named[choice])
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        name = (choice.get("function") or {}).get("name")
+        if not isinstance(name, str):
+            raise InvalidRequest("'tool_choice.function.name' must be a string",
+                                 param="tool_choice.function.name")
+        return {"type": "tool", "name": name}
+    if isinstance(choice, dict):
+        raise _unsupported("tool_choice", f"tool_choice type {choice.get('type')!r}")
+    raise InvalidRequest("'tool_choice' must be auto, none, required or a function choice",
+                         param="tool_choice")
+
+
+def _max_tokens(body: dict, default: int) -> int:
+    a, b = body.get("max_tokens"), body.get("max_completion_tokens")
+    if a is not None and b is not None and a != b:
+        raise InvalidRequest("'max_tokens' and 'max_completion_tokens' disagree; send one",
+                             param="max_completion_tokens")
+    value = a if a is not None else b
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        param = "max_tokens" if a is not None else "max_completion_tokens"
+        raise InvalidRequest(f"'{param}' must be a positive integer", param=param)
+    return value
+
+
+def chat_request_to_anthropic(body: dict, *, upstream_model: str, default_max_tokens: int) -> dict:
+    """OpenAI chat request body -> Anthropic Messages request body (without `stream`)."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object")
+    _check_keys(body)
+    messages, system = _convert_messages(body.get("messages"))
+    out: dict[str, Any] = {
+        "model": upstream_model,
+        "max_tokens": _max_tokens(body, default_max_tokens),
+        "messages": messages,
+    }
+    if system:
+        out["system"] = _system_field(system)
+    temperature = body.get("temperature")
+    if temperature is not None:
+        if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+            raise InvalidRequest("'temperature' must be a number", param="temperature")
+        if temperature > 1:
+            raise _unsupported("temperature", "OpenAI allows 0-2 but Anthropic only 0-1")
+        out["temperature"] = temperature
+    if body.get("top_p") is not None:
+        out["top_p"] = body["top_p"]
+    stop = body.get("stop")
+    if stop is not None:
+        stops = [stop] if isinstance(stop, str) else stop
+        if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+            raise InvalidRequest("'stop' must be a string or a list of strings", param="stop")
+        if stops:
+            out["stop_sequences"] = stops
+    if body.get("tools") is not None:
+        out["tools"] = _convert_tools(body["tools"])
+    if body.get("tool_choice") is not None:
+        out["tool_choice"] = _convert_tool_choice(body["tool_choice"])
+    if body.get("parallel_tool_calls") is False and out.get("tools"):
+        choice = out.setdefault("tool_choice", {"type": "auto"})
+        # Anthropic's "none" choice takes no such flag, and no tool runs anyway.
+        if choice["type"] != "none":
+            choice["disable_parallel_tool_use"] = True
+    user = body.get("user")
+    if user is not None:
+        if not isinstance(user, str):
+            raise InvalidRequest("'user' must be a string", param="user")
+        out["metadata"] = {"user_id": user}
+    return out
+
+
+def anthropic_stop_reason_to_finish_reason(reason: str | None) -> str:
+    """Anthropic stop_reason -> OpenAI finish_reason; unknown reasons read as a normal stop."""
+    return _FINISH_REASONS.get(reason or "", "stop")
+
+
+def anthropic_response_to_chat(resp: dict, *, requested_model: str, created: int) -> dict:
+    """Anthropic Messages response -> OpenAI `chat.completion` object."""
+    texts: list[str] = []
+    tool_calls: list[dict] = []
+    for block in resp.get("content") or []:
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(block.get("text") or "")
+        elif kind == "tool_use":
+            tool_calls.append({
+                "id": block.get("id"),
+                "type": "function",
+                "function": {"name": block.get("name"), "arguments": json.dumps(block.get("input") or {})},
+            })
+        # thinking / redacted_thinking and server-side blocks have no OpenAI field.
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(texts) if texts else None,
+        "refusal": None,
+    }
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    usage = resp.get("usage") or {}
+    prompt = sum(usage.get(k) or 0 for k in
+                 ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
+    completion = usage.get("output_tokens") or 0
+    return {
+        "id": f"chatcmpl-{resp.get('id', '')}",
+        "object": "chat.completion",
+        "created": created,
+        "model": requested_model,
+        "choices": [{
+            "index": 0,
+            "message": message,
+            "logprobs": None,
+            "finish_reason": anthropic_stop_reason_to_finish_reason(resp.get("stop_reason")),
+        }],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                  "total_tokens": prompt + completion},
+    }

@@ -1,0 +1,207 @@
+"""One HTTP call to a provider, with retries, bounded by the request's deadline.
+
+Every attempt carries connect and read timeouts derived from the time left, so a
+hung provider frees the worker at the deadline. Outcomes map to the gateway's
+error hierarchy (``shared.errors``): the provider's 401/403/404 mean the
+gateway's own key or model id is wrong (502), while 400/413/422 are the
+caller's and pass through with the provider's message.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from dataclasses import dataclass, field
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from shared.config import ModelConfig
+from shared.errors import (
+    DeadlineExceeded,
+    GatewayError,
+    UpstreamAuthError,
+    UpstreamError,
+    UpstreamModelNotFound,
+    UpstreamRateLimited,
+    UpstreamRejected,
+)
+from workers.retry import RETRYABLE_STATUSES, Retryable, upstream_retrying
+
+CONNECT_TIMEOUT = 5.0
+PASSED_THROUGH = frozenset({400, 413, 422})
+MAX_MESSAGE = 500
+
+
+@dataclass
+class UpstreamRequest:
+    url: str
+    body: dict
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class UpstreamResult:
+    status: int
+    data: dict
+    attempts: int
+    seconds: float
+    retry_reasons: list[str] = field(default_factory=list)
+
+
+class UpstreamClient:
+    """A pooled HTTPS session for one model, with that model's TLS settings.
+
+    ``requests`` honours HTTPS_PROXY / NO_PROXY from the environment by itself.
+    """
+
+    def __init__(self, model: ModelConfig, *, pool_size: int = 4):
+        self.model = model
+        self.session = requests.Session()
+        self.session.verify = model.ca_file or model.verify_tls
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(1, pool_size))
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+
+    def post_json(self, request: UpstreamRequest, *, deadline: float) -> UpstreamResult:
+        started = time.monotonic()
+        reasons: list[str] = []
+        attempts = 0
+        retrying = upstream_retrying(attempts=self.model.retry_attempts, deadline=deadline)
+        try:
+            for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    try:
+                        status, data = self._attempt(request, deadline)
+                    except Retryable as retryable:
+                        reasons.append(retryable.reason)
+                        raise
+        except Retryable as last:
+            raise self._exhausted(last, attempts, deadline) from None
+        return UpstreamResult(status, data, attempts, time.monotonic() - started, reasons[:])
+
+    def _attempt(self, request: UpstreamRequest, deadline: float) -> tuple[int, dict]:
+        remaining = deadline - time.time()
+        if remaining <= 0:
+            raise DeadlineExceeded()
+        try:
+            response = self.session.post(
+                request.url,
+                json=request.body,
+                headers=request.headers,
+                timeout=(min(CONNECT_TIMEOUT, remaining), remaining),
+            )
+        except requests.exceptions.SSLError as exc:
+            raise UpstreamError(f"TLS verification of the provider for model '{self.model.name}' "
+                                f"failed: {self._clean(str(exc))}") from None
+        except requests.exceptions.ReadTimeout:
+            if time.time() >= deadline - 0.01:
+                raise DeadlineExceeded() from None
+            raise Retryable("read_timeout") from None
+        except requests.exceptions.ConnectionError as exc:
+            raise Retryable("connect", message=self._clean(str(exc))) from None
+        except requests.exceptions.RequestException as exc:
+            raise UpstreamError(f"Calling the provider for model '{self.model.name}' failed: "
+                                f"{self._clean(str(exc))}") from None
+        status = response.status_code
+        if status in RETRYABLE_STATUSES:
+            raise Retryable(f"status_{status}", status=status, retry_after=retry_after_seconds(response),
+                            message=self._error_message(response))
+        if status >= 400:
+            raise self._refused(status, self._error_message(response))
+        try:
+            data = response.json()
+        except ValueError:
+            raise UpstreamError(f"The provider for model '{self.model.name}' answered HTTP {status} "
+                                "with a body that is not JSON.") from None
+        if not isinstance(data, dict):
+            raise UpstreamError(f"The provider for model '{self.model.name}' answered an unexpected "
+                                "JSON shape.")
+        return status, data
+
+    def _refused(self, status: int, message: str) -> GatewayError:
+        name = self.model.name
+        if status in PASSED_THROUGH:
+            return UpstreamRejected(message or f"The provider rejected the request (HTTP {status}).",
+                                    status=status)
+        if status in (401, 403):
+            return UpstreamAuthError(
+                f"The provider for model '{name}' refused the gateway's credentials (HTTP {status}): "
+                "the gateway's api_key for this model is missing, wrong or lacks access. "
+                "This is a gateway configuration problem, not your credential.")
+        if status == 404:
+            return UpstreamModelNotFound(
+                f"The provider for model '{name}' answered 404: its configured upstream model "
+                f"'{self.model.model}' or base_url is wrong. This is a gateway configuration problem.")
+        detail = f": {message}" if message else "."
+        return UpstreamError(f"The provider for model '{name}' answered HTTP {status}{detail}")
+
+    def _exhausted(self, last: Retryable, attempts: int, deadline: float) -> GatewayError:
+        name = self.model.name
+        tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+        if last.reason == "read_timeout" and time.time() >= deadline - 0.05:
+            return DeadlineExceeded()
+        if last.status == 429:
+            return UpstreamRateLimited(
+                f"The provider for model '{name}' is rate limiting the gateway (HTTP 429 after {tries})"
+                + (f": {last.message}" if last.message else "."),
+                retry_after=last.retry_after)
+        if last.status is not None:
+            detail = f"HTTP {last.status}" + (f": {last.message}" if last.message else "")
+        elif last.reason == "connect":
+            detail = f"could not connect: {last.message}"
+        else:
+            detail = "no answer before the read timeout"
+        return UpstreamError(f"The provider for model '{name}' failed after {tries}; last error: {detail}")
+
+    def _error_message(self, response: requests.Response) -> str:
+        try:
+            data = response.json()
+        except ValueError:
+            return self._clean(response.text)
+        return self._clean(error_message_from(data))
+
+    def _clean(self, text: str) -> str:
+        """Never echo the gateway's own key back, and keep messages short."""
+        text = " ".join(str(text).split())
+        if self.model.api_key:
+            text = text.replace(self.model.api_key, "[redacted]")
+        return text[:MAX_MESSAGE]
+
+
+def error_message_from(data) -> str:
+    """The human message in an error body, in any of the shapes providers use."""
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict):
+            return str(error.get("message") or error.get("type") or "")
+        if isinstance(error, str):
+            return error
+        for key in ("message", "detail"):
+            if isinstance(data.get(key), str):
+                return data[key]
+    return json.dumps(data)[:MAX_MESSAGE] if data else ""
+
+
+def retry_after_seconds(response: requests.Response) -> float | None:
+    """``retry-after-ms`` (OpenAI), else ``Retry-After`` as seconds or an HTTP date."""
+    millis = response.headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
