@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import time
@@ -33,8 +34,20 @@ class RequestContext:
         ctx.wire = "openai"
         ctx.log = {}
         resp.set_header("X-Request-Id", ctx.request_id)
-        if req.content_length is not None and req.content_length > self.max_body_bytes:
+        if req.content_length is not None:
+            if req.content_length > self.max_body_bytes:
+                raise too_large(self.max_body_bytes)
+        elif "chunked" in (req.get_header("Transfer-Encoding") or "").lower():
+            self._buffer_chunked_body(req)
+
+    def _buffer_chunked_body(self, req) -> None:
+        """A chunked body has no length, and Falcon then reads it as empty: read it
+        here, at most one byte past the cap, and hand Falcon a sized body."""
+        data = req.env["wsgi.input"].read(self.max_body_bytes + 1)
+        if len(data) > self.max_body_bytes:
             raise too_large(self.max_body_bytes)
+        req.env["wsgi.input"] = io.BytesIO(data)
+        req.env["CONTENT_LENGTH"] = str(len(data))
 
     def process_response(self, req, resp, resource, req_succeeded) -> None:
         ctx = req.context

@@ -37,3 +37,6 @@ accesslog = None  # the app writes its own access records, with request ids
 errorlog = "-"
 loglevel = _settings.log_level if _settings.log_level != "warning" else "warning"
 proc_name = "ai-gateway-api"
+# gunicorn 25+ opens a control socket at one fixed path per user; several gateways
+# on one host would fight over it, and nothing here uses it.
+control_socket_disable = True

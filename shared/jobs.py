@@ -18,6 +18,9 @@ ENDPOINTS = (CHAT_COMPLETIONS,)
 
 # Slack given to RQ's own timers, which only back up the deadline the job checks itself.
 RQ_TIMEOUT_MARGIN = 5
+# A queued job outlives its deadline this long, so the worker sees it and can count
+# and log the drop; RQ's ttl then discards whatever no worker took at all.
+RQ_QUEUE_TTL_MARGIN = 30
 
 
 @dataclass(frozen=True)
@@ -49,5 +52,5 @@ class JobRequest:
         return max(1, math.ceil(self.remaining())) + RQ_TIMEOUT_MARGIN
 
     def rq_queue_ttl(self) -> int:
-        """How long RQ may keep the job queued: the deadline, then it is useless."""
-        return max(1, math.ceil(self.remaining())) + 1
+        """How long RQ may keep the job queued (a backstop: the worker drops late jobs)."""
+        return max(1, math.ceil(self.remaining())) + RQ_QUEUE_TTL_MARGIN

@@ -49,7 +49,8 @@ class Process:
         return self.popen.pid
 
     def log(self) -> str:
-        self.log_file.flush()
+        if not self.log_file.closed:
+            self.log_file.flush()
         return self.log_path.read_text(errors="replace")
 
     def signal(self, signum: int, *, group: bool = False) -> None:
