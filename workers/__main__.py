@@ -46,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         exit_on_config_error([f"MODEL: '{name}' is not a configured model" for name in unknown])
     if args.processes is not None and args.processes < 1:
         exit_on_config_error(["--processes: must be at least 1"])
-    plan = {name: args.processes if args.processes is not None else config.model(name).workers
+    # A model named on the command line gets at least one process even with `workers: 0`
+    # (which means "not started by default", e.g. served from another host).
+    floor = 1 if args.models else 0
+    plan = {name: args.processes if args.processes is not None else max(floor, config.model(name).workers)
             for name in names}
     if not any(plan.values()):
         log.warning("no worker processes to run: every selected model has workers: 0")
