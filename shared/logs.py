@@ -56,8 +56,9 @@ class TextFormatter(logging.Formatter):
 
 
 def _text_value(value) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return json.dumps(text) if (" " in text or not text) else text
+    if not isinstance(value, str):
+        return json.dumps(value, default=str, separators=(",", ":"))
+    return json.dumps(value) if (not value or any(c in value for c in ' "=\n')) else value
 
 
 def setup_logging(level: str = "info", fmt: str = "text", *, log_dir: str | None = None,

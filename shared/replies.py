@@ -3,11 +3,12 @@
 Each job has a reply Redis Stream (``shared.keys.reply_stream_key``). The worker
 appends entries; the API blocks on ``XREAD`` until a final entry arrives or the
 request's deadline passes, so there is no polling and no race: an entry written
-before the reader attaches is still read. Entry kinds:
+before the reader attaches is still read. Final entry kinds:
 
-- ``started``: the worker took the job (gives the queue wait).
-- ``result``: final; ``status`` and ``body`` (the response JSON, passed through as bytes).
-- ``error``: final; a ``GatewayError`` as a dict.
+- ``result``: ``status`` and ``body`` (the response JSON, passed through as bytes).
+- ``error``: a ``GatewayError`` as a dict.
+
+Both carry ``meta``: facts for the access log (when the job started, attempts, ...).
 
 The stream expires on its own; the API deletes it as soon as it has the answer.
 """
@@ -23,7 +24,7 @@ from redis import Redis
 from shared.errors import GatewayError
 from shared.keys import reply_stream_key
 
-STARTED, RESULT, ERROR = "started", "result", "error"
+RESULT, ERROR = "result", "error"
 FINAL_KINDS = (RESULT, ERROR)
 
 
@@ -33,7 +34,6 @@ class Reply:
     body: bytes = b""
     error: GatewayError | None = None
     meta: dict = field(default_factory=dict)
-    started_at: float | None = None
 
 
 class ReplyChannel:
@@ -48,9 +48,6 @@ class ReplyChannel:
         pipe.xadd(self.key, fields)
         pipe.expire(self.key, self.ttl)
         pipe.execute()
-
-    def send_started(self, worker_name: str = "") -> None:
-        self._append({"kind": STARTED, "at": repr(time.time()), "worker": worker_name})
 
     def send_result(self, status: int, body: bytes, meta: dict | None = None) -> None:
         self._append({"kind": RESULT, "status": status, "body": body, "meta": json.dumps(meta or {})})
@@ -69,7 +66,6 @@ class ReplyChannel:
     def wait(self, deadline: float) -> Reply | None:
         """Block until a final entry arrives; ``None`` once ``deadline`` (epoch s) passes."""
         last_id = "0-0"
-        started_at = None
         while True:
             remaining_ms = int((deadline - time.time()) * 1000)
             if remaining_ms <= 0:
@@ -80,12 +76,8 @@ class ReplyChannel:
                 for entry_id, fields in entries:
                     last_id = entry_id
                     kind = _text(fields.get(b"kind"))
-                    if kind == STARTED:
-                        started_at = float(_text(fields.get(b"at")) or 0) or None
-                    elif kind in FINAL_KINDS:
-                        reply = _decode_final(kind, fields)
-                        reply.started_at = started_at
-                        return reply
+                    if kind in FINAL_KINDS:
+                        return _decode_final(kind, fields)
 
     def discard(self) -> None:
         self.redis.delete(self.key)

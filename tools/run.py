@@ -63,6 +63,7 @@ class Launcher:
         self.children: list[tuple[str, subprocess.Popen]] = []
         self.embedded: EmbeddedRedis | None = None
         self.stopping = threading.Event()
+        self.failed = False
 
     def prepare(self) -> None:
         bin_dir = str(Path(sys.executable).parent)
@@ -93,8 +94,12 @@ class Launcher:
             return
         process = self.spawn("sandbox", [sys.executable, "-m", "sandbox.provider", "--port", "0"],
                              relay_output=False)
-        line = process.stdout.readline()
-        match = re.search(r"(http://\S+)", line)
+        match = None
+        for line in iter(process.stdout.readline, ""):
+            sys.stdout.write(f"sandbox | {line}")
+            match = re.search(r"listening on (http://\S+)", line)
+            if match:
+                break
         if not match:
             raise SystemExit("the sandbox provider did not start")
         threading.Thread(target=relay, args=("sandbox", process.stdout), daemon=True).start()
@@ -145,10 +150,11 @@ class Launcher:
             for name, process in self.children:
                 if process.poll() is not None:
                     say(f"{name} exited with code {process.returncode}; stopping everything")
+                    self.failed = True
                     self.stopping.set()
                     break
             self.stopping.wait(0.5)
-        return 1
+        return 1 if self.failed else 0
 
     def stop(self, *_args) -> None:
         self.stopping.set()

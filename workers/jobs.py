@@ -41,11 +41,10 @@ def execute(payload: dict) -> dict:
                     extra={**fields, "outcome": "dropped", "reason": "deadline"})
         channel.send_error(DeadlineExceeded("The request waited in the queue past its deadline."))
         return {"outcome": "dropped", "reason": "deadline"}
-    channel.send_started()
     try:
         status, body, meta = runtime.serve(request)
     except GatewayError as error:
-        meta = {"upstream_seconds": round(time.time() - started, 4)}
+        meta = {"started_at": started, "upstream_seconds": round(time.time() - started, 4)}
         channel.send_error(error, meta)
         _log_outcome(fields, error.status, started, code=error.code)
         if error.status >= 500 or error.status == 429:
@@ -55,6 +54,7 @@ def execute(payload: dict) -> dict:
         log.exception("job failed unexpectedly", extra=fields)
         channel.send_error(GatewayError())
         raise JobFailed(f"internal_error: {type(exc).__name__}") from exc
+    meta["started_at"] = started
     channel.send_result(status, body, meta)
     _log_outcome(fields, status, started, attempts=meta.get("attempts"), usage=meta.get("usage"))
     return {"outcome": "ok", "status": status, "attempts": meta.get("attempts")}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -51,15 +52,18 @@ class UpstreamResult:
 
 
 class UpstreamClient:
-    """A pooled HTTPS session for one model, with that model's TLS settings.
-
-    ``requests`` honours HTTPS_PROXY / NO_PROXY from the environment by itself.
-    """
+    """A pooled HTTPS session for one model, with that model's TLS settings."""
 
     def __init__(self, model: ModelConfig, *, pool_size: int = 4):
         self.model = model
         self.session = requests.Session()
-        self.session.verify = model.ca_file or model.verify_tls
+        # requests re-reads the whole environment for proxy settings on every call
+        # (about 0.5 ms). A model's URL never changes, so resolve HTTPS_PROXY /
+        # NO_PROXY (and REQUESTS_CA_BUNDLE) for it once.
+        self.session.trust_env = False
+        self.session.proxies = requests.utils.get_environ_proxies(model.base_url)
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        self.session.verify = model.ca_file or (model.verify_tls and (bundle or True))
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(1, pool_size))
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)

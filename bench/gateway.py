@@ -1,0 +1,128 @@
+"""Gateway overhead: the sandbox provider called directly vs through the gateway,
+side by side in one run, on the same machine.
+
+    make bench            # or: python -m bench.gateway --duration 10 --workers 8
+
+Prints a markdown table (and writes it to bench/results/). Not a test: these
+machines are shared and noisy, so compare the two paths within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+from bench.load import LoadResult, run_load
+from bench.processes import rss_mb
+from tests.harness import PROVIDER_KEY, Stack
+
+CONFIG = """
+models:
+  - name: bench
+    type: generic
+    base_url: "{{sandbox}}/v1"
+    api_key: "${{SANDBOX_PROVIDER_KEY}}"
+    timeout: 60s
+    workers: {workers}
+    max_queue_depth: 100000
+"""
+BODY = {"model": "bench", "messages": [{"role": "user", "content": "Say something short."}], "max_tokens": 16}
+
+
+def machine() -> str:
+    cpus = len(__import__("os").sched_getaffinity(0))
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor()
+    system = f"{platform.system()} {platform.release()}"
+    return f"{cpus} CPUs ({model}), Python {platform.python_version()}, {system}"
+
+
+def redis_commands_per_request(stack: Stack, count: int = 200) -> float:
+    import requests
+
+    client = redis.Redis.from_url(stack.redis_server.url)
+    session = requests.Session()
+    before = client.info("stats")["total_commands_processed"]
+    for _ in range(count):
+        session.post(f"{stack.url}/v1/chat/completions", json=BODY, timeout=30).raise_for_status()
+    after = client.info("stats")["total_commands_processed"]
+    return (after - before - 2) / count
+
+
+def row(result: LoadResult) -> str:
+    return (f"| {result.label} | {result.concurrency} | {result.rps:.0f} | {result.p50_ms:.2f} | "
+            f"{result.p99_ms:.2f} | {result.errors} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency-ms", type=int, default=50, help="sandbox provider latency")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per phase")
+    parser.add_argument("--concurrency", default="1,50")
+    parser.add_argument("--workers", type=int, default=8, help="worker processes for the model")
+    parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--web-threads", type=int, default=64)
+    args = parser.parse_args(argv)
+
+    directory = Path(tempfile.mkdtemp(prefix="aigw-bench-"))
+    stack = Stack(directory, CONFIG.format(workers=args.workers), web_workers=args.web_workers,
+                  web_threads=args.web_threads, sandbox_latency_ms=args.latency_ms,
+                  env={"LOG_LEVEL": "warning"})
+    lines = []
+    try:
+        stack.start()
+        direct_url = f"{stack.sandbox_url}/v1/chat/completions"
+        gateway_url = f"{stack.url}/v1/chat/completions"
+        results: dict[tuple[str, int], LoadResult] = {}
+        for concurrency in [int(c) for c in args.concurrency.split(",")]:
+            for label, url in (("direct", direct_url), ("gateway", gateway_url)):
+                results[(label, concurrency)] = run_load(
+                    label, url, BODY, concurrency=concurrency, duration=args.duration,
+                    headers={"Authorization": f"Bearer {PROVIDER_KEY}"})
+        commands = redis_commands_per_request(stack)
+        memory = {
+            "web (gunicorn master + workers)": rss_mb(stack.web.pid),
+            f"workers (supervisor + {args.workers} processes)": rss_mb(stack.workers.pid),
+            "redis": rss_mb(stack.redis_server.process.pid),
+        }
+
+        lines += [
+            f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}.",
+            f"Sandbox provider latency {args.latency_ms} ms; gunicorn {args.web_workers} x "
+            f"{args.web_threads} threads; {args.workers} worker processes; {args.duration:.0f} s per phase.",
+            "",
+            "| path | concurrency | requests/s | p50 ms | p99 ms | errors |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [row(result) for result in results.values()]
+        lines.append("")
+        for concurrency in sorted({c for _, c in results}):
+            direct, gateway = results[("direct", concurrency)], results[("gateway", concurrency)]
+            lines.append(
+                f"- concurrency {concurrency}: gateway adds {gateway.p50_ms - direct.p50_ms:.2f} ms at p50 "
+                f"(ratio {gateway.p50_ms / direct.p50_ms:.3f}); throughput ratio "
+                f"{gateway.rps / direct.rps:.3f}")
+        lines.append(f"- Redis commands per gateway request: {commands:.1f}")
+        lines += ["", "| process | RSS MB |", "|---|---|"]
+        lines += [f"| {name} | {mb:.0f} |" for name, mb in memory.items()]
+    finally:
+        stack.stop()
+    report = "\n".join(lines)
+    print(report)
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"gateway-{time.strftime('%Y%m%d-%H%M%S')}.md").write_text(report + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
