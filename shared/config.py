@@ -30,7 +30,7 @@ ACCESS_LEVELS = (10, 20, 30, 40, 50)
 
 _TOP_KEYS = ("models", "routes", "gitlab", "jobs", "logging")
 _MODEL_KEYS = ("name", "type", "base_url", "api_key", "model", "timeout", "rate_limit", "retries",
-               "workers", "max_queue_depth", "verify_tls", "ca_file", "max_output_tokens")
+               "workers", "concurrency", "max_queue_depth", "verify_tls", "ca_file", "max_output_tokens")
 _LIMITS = ("requests_per_minute", "tokens_per_minute", "requests_per_day")
 _ROUTE_KEYS = ("name", "match", "destination", "rate_limit")
 _GITLAB_KEYS = ("timeout", "verify_tls", "ca_file", "min_access_level", "cache_ttl", "outage_grace")
@@ -80,6 +80,7 @@ class ModelConfig:
     rate_limit: RateLimit = RateLimit()
     retry_attempts: int = 3  # total attempts, including the first
     workers: int = 1
+    concurrency: int = 16  # jobs at once in one worker process
     max_queue_depth: int = 1000
     verify_tls: bool = True
     ca_file: str | None = None
@@ -252,6 +253,7 @@ def _models(c: _Checker, top: dict, env: Mapping[str, str]) -> list[ModelConfig]
             rate_limit=c.rate_limit(node, path, route=False),
             retry_attempts=c.get(retries, "attempts", f"{path}.retries", _integer, 3, lo=1, hi=10),
             workers=c.get(node, "workers", path, _integer, 1, lo=0, hi=256),
+            concurrency=c.get(node, "concurrency", path, _integer, 16, lo=1, hi=1000),
             max_queue_depth=c.get(node, "max_queue_depth", path, _integer, 1000, lo=1),
             verify_tls=c.get(node, "verify_tls", path, _boolean, True),
             ca_file=c.get(node, "ca_file", path, _readable_file),
@@ -507,7 +509,7 @@ def format_summary(config: GatewayConfig, source: str) -> str:
     lines = [f"{source}: OK", f"models ({len(config.models)}):"]
     for m in config.models:
         lines += [f"  {m.name}: type {m.type}, base_url {m.base_url}, upstream model {m.model}",
-                  f"    timeout {format_duration(m.timeout)}, workers {m.workers}, "
+                  f"    timeout {format_duration(m.timeout)}, workers {m.workers} x {m.concurrency}, "
                   f"max_queue_depth {m.max_queue_depth}, rate limits: {_limits(m.rate_limit)}",
                   f"    api key: {'set' if m.api_key else 'not set'}"]
     lines.append(f"routes ({len(config.routes)}):" if config.routes_configured else "routes: not configured")

@@ -19,6 +19,8 @@ plain dicts (``to_dict`` / ``from_dict``), so nothing is pickled.
     │   ├── QueueFull (503 queue_full)
     │   └── NoWorkers (503 no_workers)
     ├── DeadlineExceeded (504 deadline_exceeded)
+    ├── WorkerLost (502 worker_lost: the worker died or was stopped mid-request)
+    ├── RequestCancelled (499 client_closed_request: the client went away; nobody reads it)
     └── UpstreamFailure: the provider's answer, after the gateway's own retries
         ├── UpstreamError (502 upstream_error)
         ├── UpstreamAuthError (502 upstream_auth_error: the gateway's key was refused)
@@ -185,6 +187,23 @@ class DeadlineExceeded(GatewayError):
     openai_type = "api_error"
     anthropic_type = "api_error"
     default_message = "The request did not complete within the model's timeout."
+
+
+class WorkerLost(GatewayError):
+    status = 502
+    code = "worker_lost"
+    openai_type = "api_error"
+    anthropic_type = "api_error"
+    default_message = ("The worker handling this request stopped before it answered; "
+                       "the request may be retried.")
+
+
+class RequestCancelled(GatewayError):
+    status = 499
+    code = "client_closed_request"
+    openai_type = "api_error"
+    anthropic_type = "api_error"
+    default_message = "The client closed the request before the answer was ready."
 
 
 class UpstreamFailure(GatewayError):

@@ -1,15 +1,19 @@
-"""``python -m workers [MODEL ...] [--processes N]``: run worker processes.
+"""``python -m workers [MODEL ...] [--processes N] [--concurrency N]``: run worker processes.
 
-Default: every configured model, each with its ``workers`` count. One parent
-supervises the worker processes: it restarts one that dies, and on SIGTERM or
-SIGINT tells each to finish its running job and exit (a second signal makes
-them drop their jobs and exit at once).
+Default: every configured model, each with its ``workers`` processes running up
+to ``concurrency`` jobs at once. ``WORKER_MODELS`` (comma-separated),
+``WORKER_PROCESSES`` and ``WORKER_CONCURRENCY`` do the same from the environment,
+so a deployment scales without editing the config; the command line wins over
+both. One parent supervises the processes: it restarts one that dies, and on
+SIGTERM or SIGINT tells each to finish its running jobs and exit (a second
+signal makes them fail their jobs and exit at once).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from shared.config import ConfigError, exit_on_config_error, load_config
@@ -23,35 +27,64 @@ log = logging.getLogger("aigw.workers")
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", metavar="MODEL",
-                        help="models whose queues to serve (default: all)")
+                        help="models whose queues to serve (default: WORKER_MODELS, else all)")
     parser.add_argument("--processes", type=int, metavar="N",
-                        help="worker processes per model (default: the model's `workers`)")
+                        help="worker processes per model (default: WORKER_PROCESSES, else the model's `workers`)")
+    parser.add_argument("--concurrency", type=int, metavar="N",
+                        help="jobs at once per process (default: WORKER_CONCURRENCY, else the model's "
+                             "`concurrency`)")
     return parser.parse_args(argv)
+
+
+def _env_int(name: str, problems: list[str]) -> int | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        problems.append(f"{name}: must be a positive integer, got {raw!r}")
+        return None
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    problems: list[str] = []
     try:
         settings = Settings.from_env()
-        config = load_config(settings.config_file_path)
     except ConfigError as error:
-        exit_on_config_error(error.problems)
-    setup_logging(settings.log_level, settings.log_format, log_dir=settings.log_dir,
-                  process_name="workers")
+        problems += error.problems
+    try:
+        config = load_config(os.environ.get("CONFIG_FILE_PATH") or Settings().config_file_path)
+    except ConfigError as error:
+        problems += error.problems
+    processes = args.processes if args.processes is not None else _env_int("WORKER_PROCESSES", problems)
+    concurrency = args.concurrency if args.concurrency is not None else _env_int("WORKER_CONCURRENCY", problems)
+    for flag, value in (("--processes", args.processes), ("--concurrency", args.concurrency)):
+        if value is not None and value < 1:
+            problems.append(f"{flag}: must be at least 1")
+    if problems:
+        exit_on_config_error(problems)
+    setup_logging(settings.log_level, settings.log_format, log_dir=settings.log_dir, process_name="workers")
     for warning in config.warnings:
         log.warning(warning)
-    names = args.models or [model.name for model in config.models]
-    unknown = [name for name in names if config.model(name) is None]
+
+    named = args.models or [n.strip() for n in os.environ.get("WORKER_MODELS", "").split(",") if n.strip()]
+    unknown = [name for name in named if config.model(name) is None]
     if unknown:
         exit_on_config_error([f"MODEL: '{name}' is not a configured model" for name in unknown])
-    if args.processes is not None and args.processes < 1:
-        exit_on_config_error(["--processes: must be at least 1"])
-    # A model named on the command line gets at least one process even with `workers: 0`
+    # A model named explicitly gets at least one process even with `workers: 0`
     # (which means "not started by default", e.g. served from another host).
-    floor = 1 if args.models else 0
-    plan = {name: args.processes if args.processes is not None else max(floor, config.model(name).workers)
-            for name in names}
-    if not any(plan.values()):
+    plan = {}
+    for model in config.models:
+        if named and model.name not in named:
+            continue
+        count = processes if processes is not None else (max(1, model.workers) if named else model.workers)
+        plan[model.name] = (count, concurrency or model.concurrency)
+    if not any(count for count, _ in plan.values()):
         log.warning("no worker processes to run: every selected model has workers: 0")
         return 0
     return Supervisor(settings, config, plan).run()

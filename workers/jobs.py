@@ -13,12 +13,15 @@ import logging
 import time
 
 from rq import get_current_job
+from rq.exceptions import AbandonedJobError
 from rq.timeouts import JobTimeoutException
 
-from shared.errors import DeadlineExceeded, GatewayError
+from shared.errors import DeadlineExceeded, GatewayError, WorkerLost
 from shared.jobs import JobRequest
 from shared.replies import ReplyChannel
+from workers.cancel import current_scope
 from workers.runtime import get_runtime
+from workers.worker_classes import JobAbandoned
 
 log = logging.getLogger("aigw.worker")
 
@@ -36,6 +39,9 @@ def execute(payload: dict) -> dict:
               "requested_model": request.requested_model, **request.caller}
     started = time.time()
     fields["queue_wait_ms"] = round((started - request.enqueued_at) * 1000, 1)
+    scope = current_scope()
+    if scope is not None:
+        scope.deadline = request.deadline  # the worker's monitor cancels the call past it
     if request.remaining(started) <= 0:
         log.warning("job dropped: its deadline passed while it was queued",
                     extra={**fields, "outcome": "dropped", "reason": "deadline"})
@@ -66,6 +72,8 @@ def on_failure(job, connection, exc_type, exc_value, traceback) -> None:
         return
     if isinstance(exc_value, JobTimeoutException):
         error: GatewayError = DeadlineExceeded()
+    elif isinstance(exc_value, (AbandonedJobError, JobAbandoned)):
+        error = WorkerLost()
     else:
         error = GatewayError()
     ttl = get_runtime().config.jobs.result_ttl

@@ -57,9 +57,13 @@ class wait_retry_after(wait_base):
 
 
 def upstream_retrying(*, attempts: int, deadline: float, initial_wait: float = 0.25,
-                      max_wait: float = 8.0) -> Retrying:
-    """A ``Retrying`` for one upstream call. It re-raises the last ``Retryable``."""
+                      max_wait: float = 8.0, sleep: Callable[[float], None] = time.sleep) -> Retrying:
+    """A ``Retrying`` for one upstream call. It re-raises the last ``Retryable``.
+
+    ``sleep`` lets a cancelled job stop waiting between attempts.
+    """
     return Retrying(
+        sleep=sleep,
         retry=retry_if_exception_type(Retryable),
         stop=stop_after_attempt(attempts) | stop_before_deadline(deadline),
         wait=wait_retry_after(wait_exponential_jitter(multiplier=initial_wait, max=max_wait,

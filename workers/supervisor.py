@@ -18,7 +18,7 @@ from shared.keys import queue_name
 from shared.logs import setup_logging
 from shared.settings import Settings
 from workers.runtime import Runtime, set_runtime
-from workers.worker_classes import GatewayWorker
+from workers.worker_classes import ThreadedWorker
 
 log = logging.getLogger("aigw.workers")
 
@@ -27,7 +27,7 @@ HEALTHY_RUN = 60.0  # a child that ran this long resets its restart backoff
 PR_SET_PDEATHSIG = 1
 
 
-def run_worker_process(settings: Settings, config: GatewayConfig, model_name: str) -> None:
+def run_worker_process(settings: Settings, config: GatewayConfig, model_name: str, concurrency: int) -> None:
     """Body of one worker process: serve one model's queue until told to stop."""
     # Forget the supervisor's handlers; RQ installs its own once it starts working.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -35,11 +35,12 @@ def run_worker_process(settings: Settings, config: GatewayConfig, model_name: st
     _die_with_parent()
     setup_logging(settings.log_level, settings.log_format, log_dir=settings.log_dir,
                   process_name=f"worker-{model_name}")
-    set_runtime(Runtime(settings, config))
-    connection = redis_client(settings.redis_url)
+    set_runtime(Runtime(settings, config, pool_size=concurrency))
+    # Every job thread, the monitor and the main loop may hold a connection at once.
+    connection = redis_client(settings.redis_url, max_connections=concurrency + 8)
     name = f"{model_name}.{socket.gethostname()}.{os.getpid()}".replace(":", "-")
-    worker = GatewayWorker([queue_name(model_name)], connection=connection, name=name)
-    worker.work(logging_level=None, with_scheduler=False)
+    worker = ThreadedWorker([queue_name(model_name)], connection=connection, name=name, concurrency=concurrency)
+    worker.work(logging_level=None)
 
 
 def _die_with_parent() -> None:
@@ -51,7 +52,8 @@ def _die_with_parent() -> None:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, config: GatewayConfig, plan: dict[str, int]):
+    def __init__(self, settings: Settings, config: GatewayConfig, plan: dict[str, tuple[int, int]]):
+        """``plan``: model name -> (processes, jobs at once per process)."""
         self.settings = settings
         self.config = config
         self.plan = plan
@@ -64,10 +66,11 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        for model_name, count in self.plan.items():
+        for model_name, (count, _) in self.plan.items():
             for _ in range(count):
                 self._start(model_name)
-        log.info("worker processes started", extra={"plan": self.plan})
+        log.info("worker processes started",
+                 extra={"plan": {name: f"{count} x {jobs}" for name, (count, jobs) in self.plan.items()}})
         while self.children:
             ready = wait(list(self.children), timeout=1.0)
             for sentinel in ready:
@@ -82,7 +85,7 @@ class Supervisor:
 
     def _start(self, model_name: str) -> None:
         process = self.context.Process(
-            target=run_worker_process, args=(self.settings, self.config, model_name),
+            target=run_worker_process, args=(self.settings, self.config, model_name, self.plan[model_name][1]),
             name=f"worker-{model_name}", daemon=False,
         )
         process.start()

@@ -16,18 +16,20 @@ import time
 from dataclasses import dataclass, field
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from shared.config import ModelConfig
 from shared.errors import (
     DeadlineExceeded,
     GatewayError,
+    RequestCancelled,
+    ServiceUnavailable,
     UpstreamAuthError,
     UpstreamError,
     UpstreamModelNotFound,
     UpstreamRateLimited,
     UpstreamRejected,
 )
+from workers.cancel import CLIENT_GONE, SHUTDOWN, CancellableAdapter, CancelScope, current_scope
 from workers.retry import RETRYABLE_STATUSES, Retryable, upstream_retrying
 
 CONNECT_TIMEOUT = 5.0
@@ -64,7 +66,7 @@ class UpstreamClient:
         self.session.proxies = requests.utils.get_environ_proxies(model.base_url)
         bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
         self.session.verify = model.ca_file or (model.verify_tls and (bundle or True))
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(1, pool_size))
+        adapter = CancellableAdapter(pool_connections=1, pool_maxsize=max(1, pool_size))
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
 
@@ -72,22 +74,29 @@ class UpstreamClient:
         started = time.monotonic()
         reasons: list[str] = []
         attempts = 0
-        retrying = upstream_retrying(attempts=self.model.retry_attempts, deadline=deadline)
+        scope = current_scope()
+        retrying = upstream_retrying(attempts=self.model.retry_attempts, deadline=deadline,
+                                     sleep=scope.sleep if scope else time.sleep)
         try:
             for attempt in retrying:
                 with attempt:
                     attempts += 1
                     try:
-                        status, data = self._attempt(request, deadline)
+                        status, data = self._attempt(request, deadline, scope)
                     except Retryable as retryable:
                         reasons.append(retryable.reason)
                         raise
         except Retryable as last:
+            if scope is not None and scope.cancelled:
+                raise cancelled_error(scope) from None
             raise self._exhausted(last, attempts, deadline) from None
         return UpstreamResult(status, data, attempts, time.monotonic() - started, reasons[:])
 
-    def _attempt(self, request: UpstreamRequest, deadline: float) -> tuple[int, dict]:
+    def _attempt(self, request: UpstreamRequest, deadline: float,
+                 scope: CancelScope | None) -> tuple[int, dict]:
         remaining = deadline - time.time()
+        if scope is not None and scope.cancelled:
+            raise cancelled_error(scope)
         if remaining <= 0:
             raise DeadlineExceeded()
         try:
@@ -97,18 +106,10 @@ class UpstreamClient:
                 headers=request.headers,
                 timeout=(min(CONNECT_TIMEOUT, remaining), remaining),
             )
-        except requests.exceptions.SSLError as exc:
-            raise UpstreamError(f"TLS verification of the provider for model '{self.model.name}' "
-                                f"failed: {self._clean(str(exc))}") from None
-        except requests.exceptions.ReadTimeout:
-            if time.time() >= deadline - 0.01:
-                raise DeadlineExceeded() from None
-            raise Retryable("read_timeout") from None
-        except requests.exceptions.ConnectionError as exc:
-            raise Retryable("connect", message=self._clean(str(exc))) from None
         except requests.exceptions.RequestException as exc:
-            raise UpstreamError(f"Calling the provider for model '{self.model.name}' failed: "
-                                f"{self._clean(str(exc))}") from None
+            if scope is not None and scope.cancelled:
+                raise cancelled_error(scope) from None
+            raise self._transport_error(exc, deadline) from None
         status = response.status_code
         if status in RETRYABLE_STATUSES:
             raise Retryable(f"status_{status}", status=status, retry_after=retry_after_seconds(response),
@@ -124,6 +125,20 @@ class UpstreamClient:
             raise UpstreamError(f"The provider for model '{self.model.name}' answered an unexpected "
                                 "JSON shape.")
         return status, data
+
+    def _transport_error(self, exc: requests.exceptions.RequestException, deadline: float) -> Exception:
+        """No HTTP answer: retry what another attempt may fix."""
+        if isinstance(exc, requests.exceptions.SSLError):
+            return UpstreamError(f"TLS verification of the provider for model '{self.model.name}' "
+                                 f"failed: {self._clean(str(exc))}")
+        if isinstance(exc, requests.exceptions.ReadTimeout):
+            if time.time() >= deadline - 0.01:
+                return DeadlineExceeded()
+            return Retryable("read_timeout")
+        if isinstance(exc, requests.exceptions.ConnectionError):
+            return Retryable("connect", message=self._clean(str(exc)))
+        return UpstreamError(f"Calling the provider for model '{self.model.name}' failed: "
+                             f"{self._clean(str(exc))}")
 
     def _refused(self, status: int, message: str) -> GatewayError:
         name = self.model.name
@@ -173,6 +188,14 @@ class UpstreamClient:
         if self.model.api_key:
             text = text.replace(self.model.api_key, "[redacted]")
         return text[:MAX_MESSAGE]
+
+
+def cancelled_error(scope: CancelScope) -> GatewayError:
+    if scope.reason == CLIENT_GONE:
+        return RequestCancelled()
+    if scope.reason == SHUTDOWN:
+        return ServiceUnavailable("The worker handling this request is shutting down.")
+    return DeadlineExceeded()
 
 
 def error_message_from(data) -> str:

@@ -36,6 +36,7 @@ models:
     api_key: "${SANDBOX_PROVIDER_KEY}"
     timeout: 2s
     workers: 1
+    concurrency: 1
     max_queue_depth: 1
   - name: wrong-key
     type: generic

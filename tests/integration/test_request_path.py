@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+import zlib
 
 import anthropic  # noqa: F401  (the Anthropic SDK is exercised once /v1/messages exists)
 import openai
@@ -275,6 +276,27 @@ def test_full_queue_is_503_with_retry_after(stack):
     assert results["full-running"].status_code == 504
 
 
+def redis_dump(client) -> bytes:
+    """Every value in Redis as bytes, with RQ's zlib-compressed job data expanded."""
+    parts = []
+    for key in client.scan_iter("*"):
+        kind = client.type(key)
+        if kind == b"hash":
+            for name, value in client.hgetall(key).items():
+                if name == b"data":
+                    value = zlib.decompress(value)
+                parts += [name, value]
+        elif kind == b"string":
+            parts.append(client.get(key) or b"")
+        elif kind == b"stream":
+            parts += [v for _, fields in client.xrange(key) for pair in fields.items() for v in pair]
+        elif kind == b"list":
+            parts += client.lrange(key, 0, -1)
+        elif kind in (b"set", b"zset"):
+            parts += list(client.smembers(key) if kind == b"set" else client.zrange(key, 0, -1))
+    return b"\n".join(parts)
+
+
 def test_data_at_rest_holds_no_credentials_and_expires(stack):
     token = "glpat-callers-secret-token-xyz"
     response = stack.chat("chat", "secret check", headers={"Authorization": f"Bearer {token}",
@@ -283,17 +305,16 @@ def test_data_at_rest_holds_no_credentials_and_expires(stack):
     failed = stack.chat("chat", "[[sandbox fail=503]] fail", headers={"X-Request-Id": "rest-2"})
     assert failed.status_code == 502
     client = stack.redis()
-    dump = b""
-    job_ttls = []
-    for key in client.scan_iter("*"):
-        kind = client.type(key)
-        if kind == b"hash":
-            dump += b"".join(k + v for k, v in client.hgetall(key).items())
-        elif kind == b"string":
-            dump += client.get(key) or b""
-        if key.startswith(b"rq:job:"):
-            job_ttls.append(client.ttl(key))
+    dump = redis_dump(client)
+    job_ttls = [client.ttl(key) for key in client.scan_iter("rq:job:*")]
+    ours = [key.decode().split(":", 2)[2] for key in client.scan_iter("rq:job:*")
+            if client.type(key) == b"hash" and b"request_id=rest-" in (client.hget(key, "description") or b"")]
     assert token.encode() not in dump
     assert PROVIDER_KEY.encode() not in dump
-    assert not list(client.scan_iter("aigw:reply:*"))  # replies are deleted once read
+    assert b"secret check" in dump  # the scan did see the job's own data
+    assert len(ours) == 2
+    for job_id in ours:  # replies are deleted once read...
+        assert not client.exists(f"aigw:reply:{job_id}")
+    # ...and replies nobody read (requests that timed out) expire on their own.
+    assert all(0 < client.ttl(key) <= 30 for key in client.scan_iter("aigw:reply:*"))
     assert job_ttls and all(0 < ttl <= 120 for ttl in job_ttls)  # result_ttl 30s, failure_ttl 2m

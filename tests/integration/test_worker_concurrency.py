@@ -1,0 +1,306 @@
+"""The threaded RQ worker: many jobs per process with RQ's promises intact."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+from rq import Queue
+from rq.job import Job
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+from rq.results import Result
+from rq.serializers import JSONSerializer
+
+from tests.harness import Process, Stack, wait_for
+from tools.embedded_redis import free_port
+
+CONFIG = """
+models:
+  - name: pool
+    type: generic
+    base_url: "{sandbox}/v1"
+    api_key: "${SANDBOX_PROVIDER_KEY}"
+    timeout: 10s
+    workers: 1
+    concurrency: 4
+  - name: pair
+    type: generic
+    base_url: "{sandbox}/v1"
+    api_key: "${SANDBOX_PROVIDER_KEY}"
+    timeout: 10s
+    workers: 2
+    concurrency: 1
+  - name: jobs
+    type: generic
+    base_url: "{sandbox}/v1"
+    timeout: 10s
+    workers: 1
+    concurrency: 4
+  - name: fragile
+    type: generic
+    base_url: "{sandbox}/v1"
+    api_key: "${SANDBOX_PROVIDER_KEY}"
+    timeout: 20s
+    workers: 0
+    concurrency: 2
+  - name: stopping
+    type: generic
+    base_url: "{sandbox}/v1"
+    api_key: "${SANDBOX_PROVIDER_KEY}"
+    timeout: 4s
+    workers: 0
+    concurrency: 1
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    # Short liveness intervals, so crash recovery is observable in seconds.
+    gateway = Stack(tmp_path_factory.mktemp("workers"), CONFIG,
+                    env={"WORKER_HEARTBEAT_INTERVAL": "1", "WORKER_MAINTENANCE_INTERVAL": "2"})
+    try:
+        gateway.start()
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+def in_background(stack: Stack, results: dict, name: str, model: str, content: str, **kwargs) -> threading.Thread:
+    def call():
+        results[name] = stack.chat(model, content, headers={"X-Request-Id": name}, **kwargs)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    return thread
+
+
+def job_id_for(stack: Stack, request_id: str) -> str:
+    client = stack.redis()
+
+    def find():
+        for key in client.scan_iter("rq:job:*"):
+            if client.type(key) == b"hash" and f"request_id={request_id}".encode() == (
+                    client.hget(key, "description") or b"").split(b" ")[-1]:
+                return key.decode().split(":", 2)[2]
+        return None
+
+    return wait_for(find, timeout=10, message=f"the job of {request_id}")
+
+
+def queue(stack: Stack, name: str) -> Queue:
+    return Queue(name, connection=stack.redis(), serializer=JSONSerializer)
+
+
+def worker_pids(stack: Stack, model: str) -> set[int]:
+    names = stack.redis().smembers(f"rq:workers:{model}")
+    return {int(name.decode().rsplit(".", 1)[1]) for name in names}
+
+
+def test_one_process_runs_jobs_at_once_and_shows_busy(stack):
+    results: dict = {}
+    started = time.monotonic()
+    threads = [in_background(stack, results, f"many-{i}", "pool", "[[sandbox delay_ms=1500]] together")
+               for i in range(4)]
+    wait_for(lambda: StartedJobRegistry("pool", connection=stack.redis()).count == 4, timeout=5,
+             message="four jobs running in the one worker")
+    info = subprocess.run([sys.executable, "-m", "rq.cli", "info", "-u", stack.redis_server.url, "-S", "json"],
+                          capture_output=True, text=True, timeout=30)
+    worker_line = next(line for line in info.stdout.splitlines() if line.startswith("pool."))
+    assert "busy" in worker_line
+    for thread in threads:
+        thread.join(15)
+    assert all(results[f"many-{i}"].status_code == 200 for i in range(4))
+    assert time.monotonic() - started < 3.0  # one after another would take 6 s
+    assert len(worker_pids(stack, "pool")) == 1
+
+
+def test_rq_dashboard_shows_the_busy_worker(stack, tmp_path):
+    port = free_port()
+    dashboard = Process("dashboard", [sys.executable, "-m", "tools.rq_dashboard", "--redis-url",
+                                      stack.redis_server.url, "--bind", "127.0.0.1", "--port", str(port),
+                                      "--username", "ops", "--password", "secret"],
+                        stack.env, tmp_path / "dashboard.log")
+    results: dict = {}
+    thread = in_background(stack, results, "dash-1", "pool", "[[sandbox delay_ms=2000]] watch me")
+    try:
+        url = f"http://127.0.0.1:{port}/0/data/workers.json"
+        wait_for(lambda: _answers(url), timeout=30, message="rq-dashboard to listen")
+        assert requests.get(url, timeout=5).status_code == 401  # no credentials, no data
+
+        def busy_pool_worker():
+            workers = requests.get(url, auth=("ops", "secret"), timeout=5).json()["workers"]
+            return [w for w in workers if w["queues"] == ["pool"] and w["state"] == "busy"]
+
+        busy = wait_for(busy_pool_worker, timeout=10, message="the dashboard to show the pool worker busy")
+        assert busy[0]["current_job"]["description"].endswith("request_id=dash-1")
+    finally:
+        thread.join(15)
+        dashboard.stop()
+    assert results["dash-1"].status_code == 200
+
+
+def _answers(url: str) -> bool:
+    try:
+        requests.get(url, timeout=1)
+        return True
+    except requests.RequestException:
+        return False
+
+
+def test_a_job_never_waits_behind_a_busy_worker(stack):
+    results: dict = {}
+    slow = in_background(stack, results, "busy-a", "pair", "[[sandbox delay_ms=2000]] slow")
+    wait_for(lambda: stack.sandbox_calls("busy-a"), timeout=5, message="the slow job to start")
+    started = time.monotonic()
+    quick = stack.chat("pair", "quick", headers={"X-Request-Id": "busy-b"})
+    assert quick.status_code == 200
+    assert time.monotonic() - started < 1.5  # served by the idle worker, not queued behind the slow one
+    slow.join(15)
+    assert results["busy-a"].status_code == 200
+
+
+def test_registries_stay_true_and_results_stay_readable(stack):
+    answers = {
+        "reg-ok-1": stack.chat("pool", "one", headers={"X-Request-Id": "reg-ok-1"}),
+        "reg-ok-2": stack.chat("pool", "two", headers={"X-Request-Id": "reg-ok-2"}),
+        "reg-400": stack.chat("pool", "[[sandbox fail=400]] bad", headers={"X-Request-Id": "reg-400"}),
+        "reg-503": stack.chat("pool", "[[sandbox fail=503]] down", headers={"X-Request-Id": "reg-503"}),
+    }
+    assert [a.status_code for a in answers.values()] == [200, 200, 400, 502]
+    ids = {name: job_id_for(stack, name) for name in answers}
+    client = stack.redis()
+    started = StartedJobRegistry("pool", connection=client, serializer=JSONSerializer)
+    wait_for(lambda: started.count == 0, timeout=10, message="the started registry to empty")
+    finished = set(FinishedJobRegistry("pool", connection=client, serializer=JSONSerializer).get_job_ids())
+    failed = set(FailedJobRegistry("pool", connection=client, serializer=JSONSerializer).get_job_ids())
+    assert {ids["reg-ok-1"], ids["reg-ok-2"], ids["reg-400"]} <= finished
+    assert ids["reg-503"] in failed and ids["reg-503"] not in finished
+    for name in ("reg-ok-1", "reg-ok-2"):
+        result = Job.fetch(ids[name], connection=client, serializer=JSONSerializer).latest_result()
+        assert result.type == Result.Type.SUCCESSFUL
+        assert result.return_value["outcome"] == "ok"
+    refused = Job.fetch(ids["reg-400"], connection=client, serializer=JSONSerializer).latest_result()
+    assert refused.return_value == {"outcome": "error", "status": 400, "code": "upstream_invalid_request"}
+    broken = Job.fetch(ids["reg-503"], connection=client, serializer=JSONSerializer).latest_result()
+    assert broken.type == Result.Type.FAILED
+    assert "upstream_error" in broken.exc_string
+
+
+def test_dependencies_and_get_current_job_work_side_by_side(stack):
+    jobs_queue = queue(stack, "jobs")
+    first = jobs_queue.enqueue("tests.integration.rq_jobs.report", 0.5)
+    second = jobs_queue.enqueue("tests.integration.rq_jobs.report", 0.0, depends_on=first)
+    others = [jobs_queue.enqueue("tests.integration.rq_jobs.report", 0.3) for _ in range(3)]
+    for job in [first, second, *others]:
+        result = job.latest_result(timeout=10)
+        assert result is not None and result.type == Result.Type.SUCCESSFUL
+        assert result.return_value["job_id"] == job.id  # each thread sees its own job
+    assert second.latest_result().return_value["started"] >= first.latest_result().return_value["ended"]
+
+
+def test_hard_timeout_fails_the_job_with_its_own_timeout_and_frees_the_slot(stack):
+    jobs_queue = queue(stack, "jobs")
+    began = time.monotonic()
+    short = jobs_queue.enqueue("tests.integration.rq_jobs.busy", 30, job_timeout=1)
+    longer = jobs_queue.enqueue("tests.integration.rq_jobs.busy", 30, job_timeout=2)
+    short_result = short.latest_result(timeout=10)
+    longer_result = longer.latest_result(timeout=10)
+    assert time.monotonic() - began < 6  # not the 30 s the jobs wanted
+    assert short_result.type == longer_result.type == Result.Type.FAILED
+    assert "maximum timeout of 1 seconds" in short_result.exc_string
+    assert "maximum timeout of 2 seconds" in longer_result.exc_string
+    after = jobs_queue.enqueue("tests.integration.rq_jobs.report", 0.0)
+    assert after.latest_result(timeout=5).type == Result.Type.SUCCESSFUL
+
+
+def test_a_cancelled_job_closes_its_upstream_connection(stack):
+    results: dict = {}
+    thread = in_background(stack, results, "cancel-1", "pool", "[[sandbox hang]] never mind")
+    wait_for(lambda: stack.sandbox_calls("cancel-1"), timeout=5, message="the call to reach the provider")
+    stack.redis().set(f"aigw:cancel:{job_id_for(stack, 'cancel-1')}", 1, ex=60)  # what the API marks
+    marked = time.monotonic()
+
+    def hang_ended():
+        hangs = requests.get(f"{stack.sandbox_url}/_sandbox/hangs", timeout=5).json()
+        return [h for h in hangs if h["key"] == "cancel-1" and h["ended"]]
+
+    ended = wait_for(hang_ended, timeout=5, message="the upstream connection to close")
+    assert ended[0]["reason"] == "client_closed"
+    assert time.monotonic() - marked < 2.0
+    thread.join(10)
+    assert results["cancel-1"].json()["error"]["code"] == "client_closed_request"
+
+
+def test_sigkill_fails_the_running_jobs_and_answers_their_clients(stack, tmp_path):
+    workers = Process("fragile", [sys.executable, "-m", "workers", "fragile"], stack.env, tmp_path / "w.log")
+    try:
+        wait_for(lambda: worker_pids(stack, "fragile"), timeout=30, message="a fragile worker")
+        results: dict = {}
+        began = time.monotonic()
+        thread = in_background(stack, results, "killed-1", "fragile", "[[sandbox hang]] doomed")
+        wait_for(lambda: stack.sandbox_calls("killed-1"), timeout=5, message="the job to start")
+        (victim,) = worker_pids(stack, "fragile")
+        os.kill(victim, signal.SIGKILL)
+        thread.join(25)
+        answer = results["killed-1"]
+        assert answer.status_code == 502
+        assert answer.json()["error"]["code"] == "worker_lost"
+        assert time.monotonic() - began < 15  # well before the model's 20 s deadline
+        job_id = job_id_for(stack, "killed-1")
+        client = stack.redis()
+        assert job_id in FailedJobRegistry("fragile", connection=client, serializer=JSONSerializer).get_job_ids()
+        assert StartedJobRegistry("fragile", connection=client, serializer=JSONSerializer).count == 0
+        wait_for(lambda: worker_pids(stack, "fragile") - {victim}, timeout=30, message="a replacement worker")
+    finally:
+        workers.stop()
+
+
+def test_first_sigterm_finishes_running_jobs_and_leaves_queued_ones(stack, tmp_path):
+    workers = Process("stopping", [sys.executable, "-m", "workers", "stopping"], stack.env, tmp_path / "w.log")
+    try:
+        wait_for(lambda: worker_pids(stack, "stopping"), timeout=30, message="a worker")
+        results: dict = {}
+        running = in_background(stack, results, "term-running", "stopping", "[[sandbox delay_ms=1500]] finish")
+        wait_for(lambda: stack.sandbox_calls("term-running"), timeout=5, message="the job to start")
+        queued = in_background(stack, results, "term-queued", "stopping", "wait for me")
+        wait_for(lambda: stack.redis().llen("rq:queue:stopping") == 1, timeout=5, message="a queued job")
+        workers.signal(signal.SIGTERM)
+        running.join(10)
+        assert results["term-running"].status_code == 200
+        assert workers.wait(timeout=10) == 0
+        assert stack.redis().llen("rq:queue:stopping") == 1  # still queued for the next worker
+        assert stack.sandbox_calls("term-queued") == 0
+        queued.join(10)
+        assert results["term-queued"].status_code == 504
+    finally:
+        workers.stop()
+        stack.redis().delete("rq:queue:stopping")
+
+
+def test_second_signal_fails_running_jobs_and_exits_at_once(stack, tmp_path):
+    workers = Process("stopping", [sys.executable, "-m", "workers", "stopping"], stack.env, tmp_path / "w.log")
+    try:
+        wait_for(lambda: worker_pids(stack, "stopping"), timeout=30, message="a worker")
+        results: dict = {}
+        thread = in_background(stack, results, "cold-1", "stopping", "[[sandbox hang]] interrupted")
+        wait_for(lambda: stack.sandbox_calls("cold-1"), timeout=5, message="the job to start")
+        workers.signal(signal.SIGTERM)
+        time.sleep(1.2)  # a second signal within 1 s counts as the same one (Ctrl-C reaches the whole group)
+        second = time.monotonic()
+        workers.signal(signal.SIGTERM)
+        assert workers.wait(timeout=5) == 0
+        assert time.monotonic() - second < 3
+        thread.join(10)
+        assert results["cold-1"].status_code == 502
+        assert results["cold-1"].json()["error"]["code"] == "worker_lost"
+        job_id = job_id_for(stack, "cold-1")
+        failed = FailedJobRegistry("stopping", connection=stack.redis(), serializer=JSONSerializer)
+        assert job_id in failed.get_job_ids()
+    finally:
+        workers.stop()

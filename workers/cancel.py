@@ -1,0 +1,138 @@
+"""Cancelling a job's upstream call from another thread.
+
+A thread cannot be killed, and a job blocked reading a provider's answer does
+not look at flags. What does wake it is its socket being shut down. Each job
+runs inside a ``CancelScope``; every HTTP connection the job uses attaches
+itself to the scope while the job runs, so the worker's monitor thread can
+close exactly that job's connections when its client has gone or its deadline
+has passed. The job then fails fast instead of paying for an answer nobody reads.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import socket
+import threading
+
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+DEADLINE = "deadline"
+CLIENT_GONE = "client_gone"
+HARD_TIMEOUT = "hard_timeout"
+SHUTDOWN = "shutdown"
+
+
+class CancelScope:
+    def __init__(self, job_id: str = ""):
+        self.job_id = job_id
+        self.deadline: float | None = None  # epoch seconds; the job sets it
+        self.reason: str | None = None
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._connections: set = set()
+        self._closed = False
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def cancel(self, reason: str) -> bool:
+        """Cancel once; shut down the sockets in use. True if this call cancelled it."""
+        with self._lock:
+            if self._event.is_set() or self._closed:
+                return False
+            self.reason = reason
+            self._event.set()
+            connections = list(self._connections)
+        for connection in connections:
+            _shutdown(connection)
+        return True
+
+    def sleep(self, seconds: float) -> None:
+        """A sleep that ends early when the scope is cancelled (tenacity's waits use it)."""
+        self._event.wait(max(0.0, seconds))
+
+    def attach(self, connection) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._connections.add(connection)
+            cancelled = self._event.is_set()
+        if cancelled:
+            _shutdown(connection)
+
+    def close(self) -> None:
+        """The job is over: its (pooled, reusable) connections are no longer its own."""
+        with self._lock:
+            self._closed = True
+            self._connections.clear()
+
+
+_current: contextvars.ContextVar[CancelScope | None] = contextvars.ContextVar("aigw_cancel_scope",
+                                                                                default=None)
+
+
+def current_scope() -> CancelScope | None:
+    return _current.get()
+
+
+def enter_scope(scope: CancelScope) -> contextvars.Token:
+    return _current.set(scope)
+
+
+def leave_scope(token: contextvars.Token) -> None:
+    _current.reset(token)
+
+
+def _shutdown(connection) -> None:
+    sock = getattr(connection, "sock", None)
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv on this socket
+    except OSError:
+        pass  # already closed
+
+
+class _Tracked:
+    """Mixin: a connection joins the running job's scope whenever it sends a request."""
+
+    def request(self, *args, **kwargs):
+        scope = _current.get()
+        if scope is not None:
+            scope.attach(self)
+        return super().request(*args, **kwargs)
+
+
+class TrackedHTTPConnection(_Tracked, HTTPConnection):
+    pass
+
+
+class TrackedHTTPSConnection(_Tracked, HTTPSConnection):
+    pass
+
+
+class TrackedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = TrackedHTTPConnection
+
+
+class TrackedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = TrackedHTTPSConnection
+
+
+_POOLS = {"http": TrackedHTTPConnectionPool, "https": TrackedHTTPSConnectionPool}
+
+
+class CancellableAdapter(HTTPAdapter):
+    """A ``requests`` adapter whose connections can be shut down by their job's scope."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(_POOLS)
+
+    def proxy_manager_for(self, proxy, **proxy_kwargs):
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = dict(_POOLS)
+        return manager
