@@ -65,26 +65,23 @@ class Dispatcher:
     def queue_depth(self, model_name: str) -> int:
         return self.redis.llen(self.queues[model_name].key)
 
-    def check_capacity(self, model: ModelConfig) -> None:
+    def check_workers(self, model: ModelConfig) -> None:
         if self.liveness.count(queue_name(model.name)) == 0:
             raise NoWorkers(f"No worker is serving model '{model.name}' right now; try again later.",
                             retry_after=5)
-        depth = self.queue_depth(model.name)
-        if depth >= model.max_queue_depth:
-            raise QueueFull(f"Model '{model.name}' has {depth} requests waiting, its limit; "
-                            "try again shortly.", retry_after=1)
 
     def submit(self, model: ModelConfig, *, endpoint: str, body: dict, requested_model: str,
                request_id: str, caller: dict) -> Reply:
-        self.check_capacity(model)
+        self.check_workers(model)
         job_id = uuid.uuid4().hex
         request = JobRequest(job_id=job_id, request_id=request_id, model=model.name,
                              requested_model=requested_model, endpoint=endpoint, body=body,
                              deadline=time.time() + model.timeout, caller=caller)
         jobs = self.config.jobs
-        # One round trip: RQ queues its writes on our pipeline instead of sending two.
+        queue = self.queues[model.name]
+        # One round trip for the depth check and RQ's writes (which it would send in two).
         pipeline = self.redis.pipeline()
-        self.queues[model.name].enqueue_call(
+        queue.enqueue_call(
             JOB_FUNCTION,
             args=(request.to_dict(),),
             job_id=job_id,
@@ -97,7 +94,10 @@ class Dispatcher:
             description=f"{endpoint} model={model.name} request_id={request_id}",
             pipeline=pipeline,
         )
-        pipeline.execute()
+        pipeline.llen(queue.key)  # after RQ's commands: RQ opens the transaction itself
+        depth = pipeline.execute()[-1] - 1  # jobs waiting ahead of this one
+        if depth >= model.max_queue_depth:
+            self._withdraw(queue, job_id, depth, model)
         channel = ReplyChannel(self.blocking_redis, job_id)
         try:
             reply = channel.wait(request.deadline)
@@ -112,3 +112,10 @@ class Dispatcher:
         if started_at:
             reply.meta["queue_wait_ms"] = round((started_at - request.enqueued_at) * 1000, 2)
         return reply
+
+    def _withdraw(self, queue: Queue, job_id: str, depth: int, model: ModelConfig) -> None:
+        """The queue was already full: take the job back, unless a worker has just taken it."""
+        if self.redis.lrem(queue.key, 1, job_id):
+            self.redis.delete(queue.job_class.key_for(job_id))
+            raise QueueFull(f"Model '{model.name}' has {depth} requests waiting, its limit; "
+                            "try again shortly.", retry_after=1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 SCHEMA_VERSION = 1
 
@@ -37,7 +37,8 @@ class JobRequest:
     version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # Shallow on purpose: dataclasses.asdict() would deep-copy the whole prompt.
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     @classmethod
     def from_dict(cls, data: dict) -> JobRequest:

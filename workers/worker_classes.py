@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from rq import SimpleWorker
 from rq.exceptions import DequeueTimeout
+from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
@@ -56,6 +57,7 @@ MONITOR_TICK = 0.25  # how quickly a cancellation reaches the upstream socket
 DEQUEUE_TIMEOUT = 1  # seconds; the main loop looks at its stop flags this often
 DEADLINE_GRACE = 0.5  # the upstream read timeout fires at the deadline; this is its backstop
 STUCK_GRACE = 10.0  # past the hard timeout, a thread that still runs gives up its slot
+PREPARE_WAIT = 10.0  # bounded wait for a job's start bookkeeping before recording its outcome
 
 
 class JobAbandoned(Exception):
@@ -68,8 +70,9 @@ class Running:
     queue: Queue
     scope: CancelScope
     thread: threading.Thread | None = None
-    execution: object | None = None
+    execution: Execution | None = None
     started: float = field(default_factory=time.monotonic)
+    prepared: threading.Event = field(default_factory=threading.Event)
 
 
 class ThreadedWorker(SimpleWorker):
@@ -87,11 +90,49 @@ class ThreadedWorker(SimpleWorker):
         self._lock = threading.Lock()
         self._cold = False
         self._stopped = threading.Event()
+        self._suspension_checked = 0.0
 
     # -- RQ hooks --------------------------------------------------------------
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         # The monitor heartbeats every running job, so entries can expire soon after a crash.
         return HEARTBEAT_TTL
+
+    def prepare_execution(self, job: Job) -> Execution:
+        """RQ records the execution, then prepares the job, in two round trips; one does both."""
+        with self.connection.pipeline() as pipeline:
+            execution = self._queue_preparation(job, pipeline)
+            pipeline.execute()
+        return execution
+
+    def _queue_preparation(self, job: Job, pipeline) -> Execution:
+        ttl = self.get_heartbeat_ttl(job)
+        execution = Execution.create(job, ttl, pipeline=pipeline, worker_name=self.name)
+        self.executions[execution.id] = execution
+        self.set_state(WorkerStatus.BUSY, pipeline=pipeline)
+        # What RQ's prepare_job_execution() does:
+        self.heartbeat(ttl, pipeline=pipeline)
+        job.heartbeat(now(), ttl, pipeline=pipeline)
+        job.prepare_for_execution(self.name, pipeline=pipeline)
+        pipeline.persist(job.key)
+        if len(self.queues) == 1:
+            pipeline.lrem(self.queues[0].intermediate_queue_key, 1, job.id)
+        return execution
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        """Already done when the job started (``_start``)."""
+
+    def _finalize_success(self, job, queue, execution, return_value):
+        self._wait_prepared(job)
+        return super()._finalize_success(job, queue, execution, return_value)
+
+    def _finalize_failure(self, job, queue, execution, exc_info):
+        self._wait_prepared(job)
+        return super()._finalize_failure(job, queue, execution, exc_info)
+
+    def _wait_prepared(self, job: Job) -> None:
+        running = self._running.get(job.id)
+        if running is not None:
+            running.prepared.wait(PREPARE_WAIT)
 
     def heartbeat(self, timeout=None, pipeline=None):
         """One round trip for RQ's three heartbeat commands."""
@@ -100,6 +141,13 @@ class ThreadedWorker(SimpleWorker):
         with self.connection.pipeline(transaction=False) as own:
             super().heartbeat(timeout or WORKER_TTL, pipeline=own)
             own.execute()
+
+    def check_for_suspension(self, burst: bool):
+        # RQ checks (and heartbeats) on every dequeue: a round trip per job. Once a
+        # second is enough for `rq suspend`; the monitor thread does the heartbeats.
+        if time.monotonic() - self._suspension_checked >= 1.0:
+            self._suspension_checked = time.monotonic()
+            super().check_for_suspension(burst)
 
     def _shutdown(self):
         # RQ raises StopRequested from the signal handler, which could land between
@@ -157,17 +205,25 @@ class ThreadedWorker(SimpleWorker):
     def _start(self, job: Job, queue: Queue) -> None:
         running = Running(job, queue, CancelScope(job.id))
         with self._lock:
-            if not self._running:
-                self.set_state(WorkerStatus.BUSY)  # under the lock, so it cannot overtake an IDLE
+            # Registered before its thread starts: a job finishing meanwhile sees this one
+            # and does not mark the worker idle (BUSY is written with the preparation).
             self._running[job.id] = running
-        running.thread = threading.Thread(target=self._run, args=(running,), name=f"job-{job.id}",
-                                          daemon=True)
-        running.thread.start()
+        # The job starts while its bookkeeping (execution record, started registry,
+        # STARTED status) is written, which takes a round trip off every request;
+        # the job's outcome is recorded only once that write is done (_wait_prepared).
+        with self.connection.pipeline() as pipeline:
+            running.execution = self._queue_preparation(job, pipeline)
+            running.thread = threading.Thread(target=self._run, args=(running,), name=f"job-{job.id}",
+                                              daemon=True)
+            running.thread.start()
+            try:
+                pipeline.execute()
+            finally:
+                running.prepared.set()
 
     def _run(self, running: Running) -> None:
         token = enter_scope(running.scope)
         try:
-            running.execution = self.prepare_execution(running.job)
             self.perform_job(running.job, running.queue, running.execution)
         except Exception:
             log.exception("job bookkeeping failed", extra={"job_id": running.job.id, "worker": self.name})
@@ -181,7 +237,7 @@ class ThreadedWorker(SimpleWorker):
             if self._running.pop(running.job.id, None) is None:
                 return  # already released: its thread outlived its hard timeout
             if not self._running:
-                self.set_state(WorkerStatus.IDLE)
+                self.set_state(WorkerStatus.IDLE)  # under the lock: it cannot overtake a later BUSY
         self._slots.release()
 
     def _drain(self) -> None:
