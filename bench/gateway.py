@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=int, default=50, help="sandbox provider latency")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per phase")
     parser.add_argument("--concurrency", default="1,50")
-    parser.add_argument("--workers", type=int, default=8, help="worker processes for the model")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes for the model (16 jobs each)")
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=64)
     args = parser.parse_args(argv)
@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         lines += [
             f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}.",
             f"Sandbox provider latency {args.latency_ms} ms; gunicorn {args.web_workers} x "
-            f"{args.web_threads} threads; {args.workers} worker processes; {args.duration:.0f} s per phase.",
+            f"{args.web_threads} threads; {args.workers} worker processes x 16 jobs; "
+            f"{args.duration:.0f} s per phase.",
             "",
             "| path | concurrency | requests/s | p50 ms | p99 ms | errors |",
             "|---|---|---|---|---|---|",
