@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 from redis import Redis
 from rq import Callback, Queue
@@ -18,10 +19,10 @@ from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from shared.config import GatewayConfig, ModelConfig
 from shared.durations import format_duration
-from shared.errors import DeadlineExceeded, NoWorkers, QueueFull
+from shared.errors import DeadlineExceeded, NoWorkers, QueueFull, RequestCancelled
 from shared.jobs import JobRequest
 from shared.keys import JOB_FAILURE_CALLBACK, JOB_FUNCTION, cancel_key, queue_name
-from shared.replies import Reply, ReplyChannel
+from shared.replies import ClientGone, Reply, ReplyChannel
 
 log = logging.getLogger("aigw.api")
 
@@ -71,7 +72,7 @@ class Dispatcher:
                             retry_after=5)
 
     def submit(self, model: ModelConfig, *, endpoint: str, body: dict, requested_model: str,
-               request_id: str, caller: dict) -> Reply:
+               request_id: str, caller: dict, client_gone: Callable[[], bool] | None = None) -> Reply:
         self.check_workers(model)
         job_id = uuid.uuid4().hex
         request = JobRequest(job_id=job_id, request_id=request_id, model=model.name,
@@ -100,7 +101,11 @@ class Dispatcher:
             self._withdraw(queue, job_id, depth, model)
         channel = ReplyChannel(self.blocking_redis, job_id)
         try:
-            reply = channel.wait(request.deadline)
+            reply = channel.wait(request.deadline, gone=client_gone)
+        except ClientGone:
+            # Nobody will read the answer: have the worker drop the provider call now.
+            self.redis.set(cancel_key(job_id), 1, ex=max(1, int(jobs.result_ttl)))
+            raise RequestCancelled() from None
         finally:
             self.redis.delete(channel.key)
         if reply is None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from redis import Redis
@@ -26,6 +27,10 @@ from shared.keys import reply_stream_key
 
 RESULT, ERROR = "result", "error"
 FINAL_KINDS = (RESULT, ERROR)
+
+
+class ClientGone(Exception):
+    """The client disconnected while waiting for its answer."""
 
 
 @dataclass
@@ -63,15 +68,24 @@ class ReplyChannel:
         )
 
     # -- API side ----------------------------------------------------------
-    def wait(self, deadline: float) -> Reply | None:
-        """Block until a final entry arrives; ``None`` once ``deadline`` (epoch s) passes."""
+    def wait(self, deadline: float, *, gone: Callable[[], bool] | None = None,
+             check_every: float = 1.0) -> Reply | None:
+        """Block until a final entry arrives; ``None`` once ``deadline`` (epoch s) passes.
+
+        With ``gone`` (is the client still there?), the wait is cut into blocking
+        reads of ``check_every`` seconds, and ``ClientGone`` is raised when it says so.
+        """
         last_id = "0-0"
         while True:
-            remaining_ms = int((deadline - time.time()) * 1000)
-            if remaining_ms <= 0:
+            remaining = deadline - time.time()
+            if remaining <= 0:
                 return None
+            if gone is not None:
+                if gone():
+                    raise ClientGone()
+                remaining = min(remaining, check_every)
             # BLOCK 0 would mean forever; the client's socket timeout must exceed this.
-            answer = self.redis.xread({self.key: last_id}, block=max(1, remaining_ms))
+            answer = self.redis.xread({self.key: last_id}, block=max(1, int(remaining * 1000)))
             for _stream, entries in answer or ():
                 for entry_id, fields in entries:
                     last_id = entry_id

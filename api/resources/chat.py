@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import falcon
 
+from api.disconnect import client_gone_probe
 from api.dispatch import Dispatcher
 from api.routing import Router
 from api.validation import validate_chat
@@ -22,7 +23,8 @@ class ChatCompletions:
         req.context.log.update({"model": body["model"], "destination": model.name, "route": route})
         reply = self.dispatcher.submit(model, endpoint=CHAT_COMPLETIONS, body=body,
                                        requested_model=body["model"],
-                                       request_id=req.context.request_id, caller=identity.job_fields())
+                                       request_id=req.context.request_id, caller=identity.job_fields(),
+                                       client_gone=client_gone_probe(req.env))
         req.context.log.update({k: reply.meta[k] for k in ("attempts", "queue_wait_ms", "upstream_seconds")
                                 if k in reply.meta})
         if reply.error is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -192,6 +193,25 @@ def test_registries_stay_true_and_results_stay_readable(stack):
     assert "upstream_error" in broken.exc_string
 
 
+def test_finished_and_failed_registries_empty_out_after_their_ttls(stack):
+    jobs_queue = queue(stack, "jobs")
+    done = jobs_queue.enqueue("tests.integration.rq_jobs.report", 0.0, result_ttl=1)
+    broken = jobs_queue.enqueue("tests.integration.rq_jobs.fail", "on purpose", failure_ttl=1)
+    assert done.latest_result(timeout=5).type == Result.Type.SUCCESSFUL
+    assert broken.latest_result(timeout=5).type == Result.Type.FAILED
+    client = stack.redis()
+    finished = FinishedJobRegistry("jobs", connection=client, serializer=JSONSerializer)
+    failed = FailedJobRegistry("jobs", connection=client, serializer=JSONSerializer)
+
+    def raw_members(registry) -> set[str]:  # without the clean-up that reading a registry runs
+        return {member.decode() for member in client.zrange(registry.key, 0, -1)}
+
+    assert done.id in raw_members(finished) and broken.id in raw_members(failed)
+    # The workers' own maintenance (every 2 s here) removes expired entries.
+    wait_for(lambda: done.id not in raw_members(finished) and broken.id not in raw_members(failed),
+             timeout=15, message="the expired entries to be cleaned out")
+
+
 def test_dependencies_and_get_current_job_work_side_by_side(stack):
     jobs_queue = queue(stack, "jobs")
     first = jobs_queue.enqueue("tests.integration.rq_jobs.report", 0.5)
@@ -235,6 +255,23 @@ def test_a_cancelled_job_closes_its_upstream_connection(stack):
     assert time.monotonic() - marked < 2.0
     thread.join(10)
     assert results["cancel-1"].json()["error"]["code"] == "client_closed_request"
+
+
+def test_a_client_that_disconnects_gets_its_provider_call_dropped(stack):
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        stack.chat("pool", "[[sandbox hang]] gone", headers={"X-Request-Id": "gone-1"}, timeout=1.0)
+    left = time.monotonic()
+
+    def hang_ended():
+        hangs = requests.get(f"{stack.sandbox_url}/_sandbox/hangs", timeout=5).json()
+        return [h for h in hangs if h["key"] == "gone-1" and h["ended"]]
+
+    ended = wait_for(hang_ended, timeout=6, message="the worker to drop the provider call")
+    assert ended[0]["reason"] == "client_closed"
+    assert time.monotonic() - left < 4.0  # not the model's 10 s deadline
+    records = [json.loads(line) for line in stack.web.log().splitlines() if line.startswith("{")]
+    access = [r for r in records if r.get("logger") == "aigw.access" and r.get("request_id") == "gone-1"]
+    assert access and access[0]["status"] == 499
 
 
 def test_sigkill_fails_the_running_jobs_and_answers_their_clients(stack, tmp_path):
