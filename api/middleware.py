@@ -18,7 +18,7 @@ _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
 
 
 def request_id_from(header: str | None) -> str:
-    if header and _SANE_REQUEST_ID.match(header):
+    if header and _SANE_REQUEST_ID.fullmatch(header):
         return header
     return uuid.uuid4().hex
 

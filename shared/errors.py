@@ -34,6 +34,7 @@ the API then sends ``x-should-retry: false`` so SDKs do not multiply attempts.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -67,8 +68,8 @@ class GatewayError(Exception):
 
     def response_headers(self) -> dict[str, str]:
         headers = dict(self.headers)
-        if self.retry_after is not None:
-            headers["Retry-After"] = str(max(1, int(-(-self.retry_after // 1))))
+        if self.retry_after is not None and math.isfinite(self.retry_after):
+            headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
         if self.should_retry is not None:
             headers["x-should-retry"] = "true" if self.should_retry else "false"
         return headers

@@ -105,6 +105,14 @@ class _Tracked:
             scope.attach(self)
         return super().request(*args, **kwargs)
 
+    def connect(self):
+        # A plain-HTTP connection attaches before its socket exists (urllib3 connects
+        # inside request()); a cancel in that gap found nothing to shut down.
+        super().connect()
+        scope = _current.get()
+        if scope is not None and scope.cancelled:
+            _shutdown(self)
+
 
 class TrackedHTTPConnection(_Tracked, HTTPConnection):
     pass

@@ -63,8 +63,10 @@ def expire_overdue(now: float | None = None) -> list[str]:
         overdue = [penalty for penalty in _armed.values() if penalty.expires_at <= now]
         for penalty in overdue:
             del _armed[id(penalty)]
-    for penalty in overdue:
-        penalty.fire()
+            # Under the lock: a job finishing right now waits in cancel_death_penalty, so
+            # the exception lands inside the penalty's __exit__ (which swallows it), never
+            # later in RQ's bookkeeping.
+            penalty.fire()
     return [penalty.job_id or "" for penalty in overdue]
 
 

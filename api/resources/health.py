@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import falcon
 import redis
 
 from api.dispatch import Dispatcher
 from shared.keys import queue_name
+
+log = logging.getLogger("aigw.api")
 
 
 class Health:
@@ -33,8 +37,10 @@ class Ready:
         try:
             self.dispatcher.redis.ping()
         except redis.RedisError as error:
+            # The detail (host, port) goes to the log, not to whoever probes /ready.
+            log.warning("readiness: redis unreachable", extra={"error": str(error)})
             resp.status = falcon.HTTP_503
-            resp.media = {"status": "unavailable", "redis": {"ok": False, "error": str(error)}}
+            resp.media = {"status": "unavailable", "redis": {"ok": False, "error": "unreachable"}}
             return
         models = {}
         for name in self.dispatcher.queues:
