@@ -52,7 +52,7 @@ class EmbeddedRedis:
             )
             if self._wait_ready(timeout):
                 return self
-            self.stop()
+            self._kill()
             self.port = None
         raise RuntimeError("could not start an embedded redis-server")
 
@@ -70,6 +70,10 @@ class EmbeddedRedis:
         return False
 
     def stop(self) -> None:
+        self._kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _kill(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:

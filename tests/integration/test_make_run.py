@@ -1,0 +1,48 @@
+"""`make run` from nothing: embedded Redis, the sandbox provider, a curl line that works, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import sys
+
+import requests
+
+from tests.harness import Process, wait_for
+from tools.embedded_redis import free_port
+
+
+def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path):
+    port = free_port()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PORT": str(port),
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens: the embedded one starts
+        "WEB_CONCURRENCY": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    run = Process("make-run", [sys.executable, "-m", "tools.run"], env, tmp_path / "run.log")
+    try:
+        found = wait_for(lambda: re.search(r"curl -s (\S+) \\\s+-H '([^']+)' \\\s+-d '([^']+)'", run.log()),
+                         timeout=90, message="the curl line")
+        output = run.log()
+        assert "started an embedded one" in output
+        assert "SANDBOX provider" in output
+        url, header, body = found.groups()
+        name, value = header.split(": ", 1)
+        answer = requests.post(url, data=body, headers={name: value}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["choices"][0]["message"]["content"] == "Sandbox reply: " + \
+            json.loads(body)["messages"][0]["content"]
+        run.signal(signal.SIGINT)
+        assert run.wait(timeout=60) == 0
+        assert "[make run] stopped" in run.log()
+        try:
+            requests.get(f"http://127.0.0.1:{port}/health", timeout=2)
+            still_up = True
+        except requests.ConnectionError:
+            still_up = False
+        assert not still_up
+    finally:
+        run.stop()
