@@ -6,6 +6,8 @@ import falcon
 
 from api import errors
 from api.dispatch import Dispatcher
+from api.gitlab import GitLabClient
+from api.gitlab_cache import GitLabCache
 from api.identity import Authenticator
 from api.media import handlers
 from api.middleware import IdentityMiddleware, RequestContext
@@ -21,16 +23,20 @@ from shared.settings import Settings
 DEFAULT_POOL_SIZE = 128
 
 
-def create_app(settings: Settings, config: GatewayConfig, *,
-               pool_size: int = DEFAULT_POOL_SIZE) -> falcon.App:
+def create_app(settings: Settings, config: GatewayConfig, *, pool_size: int = DEFAULT_POOL_SIZE,
+               authenticator: Authenticator | None = None) -> falcon.App:
+    """The app; ``authenticator`` replaces GitLab verification in in-process unit tests."""
     redis = redis_client(settings.redis_url, max_connections=pool_size)
-    blocking = blocking_redis_client(settings.redis_url, longest_wait=config.max_timeout,
-                                     max_connections=pool_size)
+    longest_wait = max(config.max_timeout, config.gitlab.timeout + 2)
+    blocking = blocking_redis_client(settings.redis_url, longest_wait=longest_wait, max_connections=pool_size)
     dispatcher = Dispatcher(config, redis, blocking)
     router = Router(config)
+    gitlab = GitLabClient(settings.gitlab_url or "http://gitlab.invalid", settings.gitlab_api_token, config.gitlab)
+    cache = GitLabCache(redis, blocking, outage_grace=config.gitlab.outage_grace, fetch_timeout=config.gitlab.timeout)
+    authenticator = authenticator or Authenticator(gitlab, cache, redis, config.gitlab)
 
     app = falcon.App(
-        middleware=[RequestContext(settings.max_body_bytes), IdentityMiddleware(Authenticator())],
+        middleware=[RequestContext(settings.max_body_bytes), IdentityMiddleware(authenticator)],
     )
     app.req_options.media_handlers = handlers(settings.max_body_bytes)
     app.resp_options.media_handlers = handlers(settings.max_body_bytes)
@@ -39,7 +45,7 @@ def create_app(settings: Settings, config: GatewayConfig, *,
 
     models = Models(router)
     app.add_route("/health", Health())
-    app.add_route("/ready", Ready(dispatcher))
+    app.add_route("/ready", Ready(dispatcher, gitlab))
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id}", models, suffix="one")
     app.add_route("/v1/chat/completions", ChatCompletions(router, dispatcher))

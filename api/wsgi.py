@@ -6,16 +6,10 @@ import logging
 import os
 
 from api.app import create_app
-from shared.config import ConfigError, exit_on_config_error, load_config
+from api.startup import load_api_settings
 from shared.logs import setup_logging
-from shared.settings import Settings
 
-try:
-    settings = Settings.from_env()
-    config = load_config(settings.config_file_path)
-except ConfigError as error:
-    exit_on_config_error(error.problems)
-
+settings, config = load_api_settings()
 setup_logging(settings.log_level, settings.log_format, log_dir=settings.log_dir, process_name="api")
 threads = int(os.environ.get("WEB_THREADS", "0") or 0)
 app = create_app(settings, config, pool_size=max(threads + 8, 32) if threads else 128)

@@ -6,22 +6,23 @@ model's answer, so each process needs many threads (about 1.5-2x the requests
 you expect open at once, since connections spread unevenly over processes).
 """
 
+import logging
 import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shared.config import ConfigError, exit_on_config_error, load_config
-from shared.settings import Settings
+from api.startup import check_gateway_token, load_api_settings
+from shared.logs import setup_logging
 
 # Refuse to start on a bad config here, in the master: a worker that exits during
 # boot would only be respawned over and over.
-try:
-    _settings = Settings.from_env()
-    _config = load_config(_settings.config_file_path)
-except ConfigError as error:
-    exit_on_config_error(error.problems)
+_settings, _config = load_api_settings()
+setup_logging(_settings.log_level, _settings.log_format, log_dir=_settings.log_dir, process_name="api-master")
+for _warning in _config.warnings:
+    logging.getLogger("aigw.api").warning(_warning)
+check_gateway_token(_settings, _config)
 
 bind = f"0.0.0.0:{_settings.port}"
 worker_class = "gthread"

@@ -10,6 +10,8 @@ plain dicts (``to_dict`` / ``from_dict``), so nothing is pickled.
     ├── InvalidRequest (400 invalid_request)
     │   ├── InvalidJSON (400 invalid_json)
     │   └── UnsupportedParameter (400 unsupported_parameter)
+    ├── Unauthorized (401 missing_credentials, invalid_credentials)
+    ├── Forbidden (403 user_blocked, insufficient_access, project_mismatch, project_not_found, no_route)
     ├── ModelNotFound (404 model_not_found)
     ├── NotFound (404 not_found)
     ├── MethodNotAllowed (405 method_not_allowed)
@@ -17,7 +19,8 @@ plain dicts (``to_dict`` / ``from_dict``), so nothing is pickled.
     ├── UnsupportedMediaType (415 unsupported_media_type)
     ├── ServiceUnavailable (503 service_unavailable)
     │   ├── QueueFull (503 queue_full)
-    │   └── NoWorkers (503 no_workers)
+    │   ├── NoWorkers (503 no_workers)
+    │   └── GitLabUnavailable (503 gitlab_unavailable: not a bad token, GitLab cannot say)
     ├── DeadlineExceeded (504 deadline_exceeded)
     ├── WorkerLost (502 worker_lost: the worker died or was stopped mid-request)
     ├── RequestCancelled (499 client_closed_request: the client went away; nobody reads it)
@@ -124,6 +127,49 @@ class UnsupportedParameter(InvalidRequest):
     default_message = "The request uses a parameter this model cannot honour."
 
 
+class Unauthorized(GatewayError):
+    status = 401
+    code = "invalid_credentials"
+    openai_type = "authentication_error"
+    anthropic_type = "authentication_error"
+    default_message = "The GitLab credential is missing, invalid, expired or revoked."
+
+
+class MissingCredentials(Unauthorized):
+    code = "missing_credentials"
+    default_message = ("Send a GitLab token: 'Authorization: Bearer <token>', 'PRIVATE-TOKEN', "
+                       "'x-api-key', or a CI job token in 'JOB-TOKEN'.")
+
+
+class Forbidden(GatewayError):
+    status = 403
+    code = "forbidden"
+    openai_type = "permission_error"
+    anthropic_type = "permission_error"
+    default_message = "You may not do this."
+
+
+class UserBlocked(Forbidden):
+    code = "user_blocked"
+    default_message = "Your GitLab account is not active."
+
+
+class InsufficientAccess(Forbidden):
+    code = "insufficient_access"
+
+
+class ProjectMismatch(Forbidden):
+    code = "project_mismatch"
+
+
+class ProjectNotFound(Forbidden):
+    code = "project_not_found"
+
+
+class NoRoute(Forbidden):
+    code = "no_route"
+
+
 class ModelNotFound(GatewayError):
     status = 404
     code = "model_not_found"
@@ -180,6 +226,12 @@ class QueueFull(ServiceUnavailable):
 class NoWorkers(ServiceUnavailable):
     code = "no_workers"
     default_message = "No worker is serving this model."
+
+
+class GitLabUnavailable(ServiceUnavailable):
+    code = "gitlab_unavailable"
+    default_message = ("GitLab cannot verify your credential right now (it is unreachable or overloaded); "
+                       "try again shortly.")
 
 
 class DeadlineExceeded(GatewayError):

@@ -25,3 +25,24 @@ def reply_stream_key(job_id: str) -> str:
 def cancel_key(job_id: str) -> str:
     """Set by the API when nobody waits for a job's answer any more."""
     return f"{KEY_PREFIX}:cancel:{job_id}"
+
+
+def gitlab_cache_key(kind: str, ref: str) -> str:
+    """A cached GitLab answer: ``kind`` is user, job, project, group or member; ``ref``
+    is an id, or the SHA-256 of a credential (a raw token is never a key or a value)."""
+    return f"{KEY_PREFIX}:gitlab:{kind}:{ref}"
+
+
+def gitlab_rejected_key(credential_hash: str) -> str:
+    """A credential GitLab refused moments ago: refused again without asking."""
+    return f"{KEY_PREFIX}:gitlab:rejected:{credential_hash}"
+
+
+def gitlab_lock_key(cache_key: str) -> str:
+    """Held by the one API thread (of any process) asking GitLab for ``cache_key``."""
+    return f"{cache_key}:lock"
+
+
+def gitlab_done_key(cache_key: str) -> str:
+    """Where that thread says it is done, waking the others waiting for the same answer."""
+    return f"{cache_key}:done"

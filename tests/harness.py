@@ -18,10 +18,12 @@ from pathlib import Path
 import redis
 import requests
 
+from sandbox.gitlab import ADMIN_TOKEN, DEMO_TOKEN
 from tools.embedded_redis import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PROVIDER_KEY = "sk-sandbox-provider-key-0123456789"
+CREDENTIAL_HEADERS = {"authorization", "private-token", "x-api-key", "job-token"}
 
 
 def wait_for(predicate, *, timeout: float, interval: float = 0.05, message: str = "condition"):
@@ -87,6 +89,14 @@ def start_sandbox(directory: Path, env: dict, *, api_key: str | None = PROVIDER_
     return process, found.group(1)
 
 
+def start_gitlab(directory: Path, env: dict) -> tuple[Process, str]:
+    process = Process("gitlab", [sys.executable, "-m", "sandbox.gitlab", "--port", "0"], env,
+                      directory / "gitlab.log")
+    found = wait_for(lambda: re.search(r"listening on (http://\S+)", process.log()), timeout=20,
+                     message="the GitLab stand-in to listen")
+    return process, found.group(1)
+
+
 class Stack:
     """The gateway as real processes. ``config`` is YAML text; ``{sandbox}`` in it
     becomes the sandbox provider's URL."""
@@ -103,6 +113,8 @@ class Stack:
         self.redis_server: EmbeddedRedis | None = None
         self.sandbox: Process | None = None
         self.sandbox_url = ""
+        self.gitlab: Process | None = None
+        self.gitlab_url = ""
         self.web: Process | None = None
         self.workers: Process | None = None
         self.port = 0
@@ -127,6 +139,9 @@ class Stack:
         self.env = self.base_env()
         self.sandbox, self.sandbox_url = start_sandbox(self.dir, self.env,
                                                        latency_ms=self.sandbox_latency_ms)
+        self.gitlab, self.gitlab_url = start_gitlab(self.dir, self.env)
+        self.env.setdefault("GITLAB_URL", self.gitlab_url)
+        self.env.setdefault("GITLAB_API_TOKEN", ADMIN_TOKEN)
         (self.dir / "config.yaml").write_text(self.config_text.replace("{sandbox}", self.sandbox_url))
         self.port = free_port()
         self.env.update({"PORT": str(self.port), "WEB_CONCURRENCY": str(self.web_workers),
@@ -166,7 +181,7 @@ class Stack:
         return {model.name: model.workers for model in config.models if model.workers}
 
     def stop(self) -> None:
-        for process in (self.workers, self.web, self.sandbox):
+        for process in (self.workers, self.web, self.sandbox, self.gitlab):
             if process is not None:
                 process.stop()
         if self.redis_server:
@@ -182,9 +197,20 @@ class Stack:
 
     def chat(self, model: str, content: str, *, timeout: float = 30, headers: dict | None = None,
              **extra) -> requests.Response:
+        """A chat request, as the demo user unless ``headers`` carry a credential."""
         body = {"model": model, "messages": [{"role": "user", "content": content}], **extra}
-        return requests.post(f"{self.url}/v1/chat/completions", json=body, headers=headers or {},
+        return requests.post(f"{self.url}/v1/chat/completions", json=body, headers=with_credential(headers),
                              timeout=timeout)
+
+    def gitlab_calls(self, path: str | None = None) -> list[dict]:
+        calls = requests.get(f"{self.gitlab_url}/_gitlab/calls", timeout=5).json()["calls"]
+        return [c for c in calls if path is None or c["path"] == path]
+
+    def gitlab_fault(self, **fault) -> None:
+        if fault:
+            requests.post(f"{self.gitlab_url}/_gitlab/fault", json=fault, timeout=5).raise_for_status()
+        else:
+            requests.delete(f"{self.gitlab_url}/_gitlab/fault", timeout=5).raise_for_status()
 
     def sandbox_calls(self, key: str) -> int:
         answer = requests.get(f"{self.sandbox_url}/_sandbox/calls", params={"key": key}, timeout=5)
@@ -193,5 +219,16 @@ class Stack:
     def sandbox_log(self) -> list[dict]:
         return requests.get(f"{self.sandbox_url}/_sandbox/log", timeout=5).json()["requests"]
 
+    def get(self, path: str, *, headers: dict | None = None, **kwargs) -> requests.Response:
+        return requests.get(f"{self.url}{path}", headers=with_credential(headers), timeout=10, **kwargs)
+
     def logs(self) -> str:
         return "\n".join(p.log() for p in (self.web, self.workers) if p is not None)
+
+
+def with_credential(headers: dict | None) -> dict:
+    """``headers``, plus the demo user's token unless they already carry a credential."""
+    headers = dict(headers or {})
+    if not CREDENTIAL_HEADERS & {name.lower() for name in headers}:
+        headers["Authorization"] = f"Bearer {DEMO_TOKEN}"
+    return headers

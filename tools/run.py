@@ -3,7 +3,9 @@
 1. Redis: ``REDIS_URL`` if it answers, else an embedded one on a free port.
 2. Providers: with the example config, each provider whose key is not set is
    replaced by the local SANDBOX provider (canned answers), and the log says so.
-3. The ``Procfile``'s processes (``web`` and ``worker``), with their output
+3. GitLab: without ``GITLAB_URL``, a local GitLab STAND-IN with fixed demo users
+   and projects (``sandbox/gitlab.py``); its demo user's token goes in the curl line.
+4. The ``Procfile``'s processes (``web`` and ``worker``), with their output
    prefixed; then a ``curl`` line that works. Ctrl-C stops everything.
 """
 
@@ -22,6 +24,7 @@ from pathlib import Path
 import redis
 import requests
 
+from sandbox.gitlab import ADMIN_TOKEN, DEMO_TOKEN
 from shared.config import ConfigError, load_config
 from tools.embedded_redis import EmbeddedRedis
 
@@ -64,6 +67,7 @@ class Launcher:
         self.embedded: EmbeddedRedis | None = None
         self.stopping = threading.Event()
         self.failed = False
+        self.token = DEMO_TOKEN
 
     def prepare(self) -> None:
         bin_dir = str(Path(sys.executable).parent)
@@ -80,6 +84,11 @@ class Launcher:
         if not self.env.get("CONFIG_FILE_PATH"):
             self.env["CONFIG_FILE_PATH"] = str(EXAMPLE_CONFIG)
             self.sandbox_missing_providers()
+        if self.env.get("GITLAB_URL"):
+            say(f"using the GitLab at {self.env['GITLAB_URL']}")
+            self.token = "<your GitLab token>"
+        else:
+            self.start_gitlab_stand_in()
         say(f"config: {self.env['CONFIG_FILE_PATH']}")
         try:
             load_config(self.env["CONFIG_FILE_PATH"], self.env)
@@ -88,24 +97,36 @@ class Launcher:
                 print(f"config error: {problem}", file=sys.stderr)
             raise SystemExit(2) from None
 
-    def sandbox_missing_providers(self) -> None:
-        missing = [key for key in SANDBOXED_PROVIDERS if not self.env.get(key)]
-        if not missing:
-            return
-        process = self.spawn("sandbox", [sys.executable, "-m", "sandbox.provider", "--port", "0"],
-                             relay_output=False)
+    def start_helper(self, name: str, module: str) -> str:
+        """Start one of the project's stand-ins and return the URL it listens on."""
+        process = self.spawn(name, [sys.executable, "-m", module, "--port", "0"], relay_output=False)
         match = None
         for line in iter(process.stdout.readline, ""):
-            sys.stdout.write(f"sandbox | {line}")
+            sys.stdout.write(f"{name:>6} | {line}")
             match = re.search(r"listening on (http://\S+)", line)
             if match:
                 break
         if not match:
-            raise SystemExit("the sandbox provider did not start")
-        threading.Thread(target=relay, args=("sandbox", process.stdout), daemon=True).start()
+            raise SystemExit(f"the {name} stand-in did not start")
+        threading.Thread(target=relay, args=(name, process.stdout), daemon=True).start()
+        return match.group(1)
+
+    def start_gitlab_stand_in(self) -> None:
+        url = self.start_helper("gitlab", "sandbox.gitlab")
+        self.env["GITLAB_URL"] = url
+        self.env["GITLAB_API_TOKEN"] = ADMIN_TOKEN
+        self.token = DEMO_TOKEN
+        say(f"GITLAB_URL is not set: callers are checked against a local GitLab STAND-IN at {url} "
+            f"(fixed demo users and projects; not a real GitLab). Demo user 'alice', token: {DEMO_TOKEN}")
+
+    def sandbox_missing_providers(self) -> None:
+        missing = [key for key in SANDBOXED_PROVIDERS if not self.env.get(key)]
+        if not missing:
+            return
+        base = self.start_helper("sandbox", "sandbox.provider")
         for key in missing:
-            self.env[SANDBOXED_PROVIDERS[key]] = f"{match.group(1)}/v1"
-            say(f"{key} is not set: its models are served by the SANDBOX provider at {match.group(1)} "
+            self.env[SANDBOXED_PROVIDERS[key]] = f"{base}/v1"
+            say(f"{key} is not set: its models are served by the SANDBOX provider at {base} "
                 "(canned, deterministic answers; not a real model)")
 
     def spawn(self, name: str, command, *, relay_output: bool = True) -> subprocess.Popen:
@@ -145,6 +166,7 @@ class Launcher:
                                "messages": [{"role": "user", "content": "Hello!"}]})
             say("the gateway is ready. Try:")
             print(f"\n  curl -s http://127.0.0.1:{port}/v1/chat/completions \\\n"
+                  f"    -H 'Authorization: Bearer {self.token}' \\\n"
                   f"    -H 'Content-Type: application/json' \\\n    -d '{body}'\n", flush=True)
         while not self.stopping.is_set():
             for name, process in self.children:

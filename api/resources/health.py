@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import falcon
 import redis
 
 from api.dispatch import Dispatcher
+from api.gitlab import GitLabClient
 from shared.keys import queue_name
 
 log = logging.getLogger("aigw.api")
+GITLAB_PROBE_EVERY = 5.0
 
 
 class Health:
@@ -30,8 +33,10 @@ class Ready:
     authenticate = False
     access_log = False
 
-    def __init__(self, dispatcher: Dispatcher):
+    def __init__(self, dispatcher: Dispatcher, gitlab: GitLabClient):
         self.dispatcher = dispatcher
+        self.gitlab = gitlab
+        self._gitlab_seen: tuple[float, bool] = (0.0, False)
 
     def on_get(self, req, resp) -> None:
         try:
@@ -48,4 +53,14 @@ class Ready:
                 "workers": self.dispatcher.liveness.count(queue_name(name), fresh=True),
                 "queued": self.dispatcher.queue_depth(name),
             }
-        resp.media = {"status": "ready", "redis": {"ok": True}, "models": models}
+        resp.media = {"status": "ready", "redis": {"ok": True}, "gitlab": {"reachable": self._gitlab_reachable()},
+                      "models": models}
+
+    def _gitlab_reachable(self) -> bool:
+        """Shown, not required: callers with cached identities keep working through an outage.
+        Probed at most every few seconds, however often /ready is polled."""
+        checked, reachable = self._gitlab_seen
+        if time.monotonic() - checked > GITLAB_PROBE_EVERY:
+            reachable = self.gitlab.reachable()
+            self._gitlab_seen = (time.monotonic(), reachable)
+        return reachable

@@ -1,4 +1,4 @@
-"""``GET /v1/models``: the models this caller may use, in OpenAI's list format."""
+"""``GET /v1/models``: the model names this caller may use, in OpenAI's list format."""
 
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ class Models:
         self.router = router
 
     def on_get(self, req, resp) -> None:
-        models = self.router.visible_models(req.context.identity)
-        resp.media = {"object": "list", "data": [model_object(m.name, m.type) for m in models]}
+        visible = self.router.visible_models(req.context.identity)
+        resp.media = {"object": "list", "data": [model_object(name, model.type) for name, model in visible]}
 
     def on_get_one(self, req, resp, model_id: str) -> None:
-        for model in self.router.visible_models(req.context.identity):
-            if model.name == model_id:
-                resp.media = model_object(model.name, model.type)
+        for name, model in self.router.visible_models(req.context.identity):
+            if name == model_id:
+                resp.media = model_object(name, model.type)
                 return
-        raise ModelNotFound(f"The model '{model_id}' does not exist on this gateway.", param="model")
+        raise ModelNotFound(f"The model '{model_id}' does not exist on this gateway, or you may not use it.",
+                            param="model")

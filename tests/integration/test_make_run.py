@@ -9,6 +9,7 @@ import sys
 
 import requests
 
+from sandbox.gitlab import DEMO_TOKEN
 from tests.harness import Process, wait_for
 from tools.embedded_redis import free_port
 
@@ -24,14 +25,16 @@ def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path):
     }
     run = Process("make-run", [sys.executable, "-m", "tools.run"], env, tmp_path / "run.log")
     try:
-        found = wait_for(lambda: re.search(r"curl -s (\S+) \\\s+-H '([^']+)' \\\s+-d '([^']+)'", run.log()),
-                         timeout=90, message="the curl line")
+        found = wait_for(lambda: re.search(r"curl -s (\S+) \\\s+-H '([^']+)' \\\s+-H '([^']+)' \\\s+-d '([^']+)'",
+                                           run.log()), timeout=90, message="the curl line")
         output = run.log()
         assert "started an embedded one" in output
         assert "SANDBOX provider" in output
-        url, header, body = found.groups()
-        name, value = header.split(": ", 1)
-        answer = requests.post(url, data=body, headers={name: value}, timeout=30)
+        assert "GitLab STAND-IN" in output
+        url, first, second, body = found.groups()
+        headers = dict(header.split(": ", 1) for header in (first, second))
+        assert headers["Authorization"] == f"Bearer {DEMO_TOKEN}"
+        answer = requests.post(url, data=body, headers=headers, timeout=30)
         assert answer.status_code == 200, answer.text
         assert answer.json()["choices"][0]["message"]["content"] == "Sandbox reply: " + \
             json.loads(body)["messages"][0]["content"]

@@ -10,7 +10,7 @@ import threading
 import pytest
 import requests
 
-from tests.harness import Process, Stack, wait_for
+from tests.harness import Process, Stack, wait_for, with_credential
 from tools.embedded_redis import free_port
 
 BAD_CONFIG = """
@@ -73,7 +73,8 @@ def test_redis_down_is_503_and_health_stays_ok(tmp_path):
     config.write_text("models:\n  - name: m\n    type: generic\n    base_url: http://127.0.0.1:9/v1\n")
     port = free_port()
     env = {"CONFIG_FILE_PATH": str(config), "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-           "PORT": str(port), "WEB_CONCURRENCY": "1", "PATH": "/usr/bin:/bin"}
+           "PORT": str(port), "WEB_CONCURRENCY": "1", "PATH": "/usr/bin:/bin",
+           "GITLAB_URL": f"http://127.0.0.1:{free_port()}", "GITLAB_API_TOKEN": "glpat-unused"}
     web = Process("web", [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "api.wsgi:app"],
                   env, tmp_path / "web.log")
     try:
@@ -82,7 +83,7 @@ def test_redis_down_is_503_and_health_stays_ok(tmp_path):
         ready = requests.get(f"{url}/ready", timeout=10)
         assert ready.status_code == 503
         assert ready.json()["redis"]["ok"] is False
-        chat = requests.post(f"{url}/v1/chat/completions", timeout=15,
+        chat = requests.post(f"{url}/v1/chat/completions", timeout=15, headers=with_credential({}),
                              json={"model": "m", "messages": [{"role": "user", "content": "x"}]})
         assert chat.status_code == 503
         assert chat.json()["error"]["code"] == "service_unavailable"

@@ -12,7 +12,8 @@ import openai
 import pytest
 import requests
 
-from tests.harness import PROVIDER_KEY, wait_for
+from sandbox.gitlab import DEMO_TOKEN
+from tests.harness import PROVIDER_KEY, wait_for, with_credential
 
 
 def test_health_needs_nothing_and_ready_shows_models(stack):
@@ -50,7 +51,7 @@ def test_callers_request_id_is_kept_when_sane(stack):
     assert replaced.status_code == 200
     assert re.fullmatch(r"[0-9a-f]{32}", replaced.headers["X-Request-Id"])
     errored = requests.post(f"{stack.url}/v1/chat/completions", data=b"{", timeout=5,
-                            headers={"Content-Type": "application/json", "X-Request-Id": "err-1"})
+                            headers=with_credential({"Content-Type": "application/json", "X-Request-Id": "err-1"}))
     assert errored.headers["X-Request-Id"] == "err-1"
 
 
@@ -79,7 +80,7 @@ def test_anthropic_refuses_what_it_cannot_express(stack):
 
 
 def test_openai_sdk_works_unchanged(stack):
-    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="any-token", max_retries=0)
+    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key=DEMO_TOKEN, max_retries=0)
     completion = client.chat.completions.create(
         model="gpt", messages=[{"role": "user", "content": "from the sdk"}])
     assert completion.choices[0].message.content == "Sandbox reply: from the sdk"
@@ -111,7 +112,7 @@ def test_openai_sdk_works_unchanged(stack):
 )
 def test_malformed_requests_are_400(stack, data, code, param):
     response = requests.post(f"{stack.url}/v1/chat/completions", data=data, timeout=5,
-                             headers={"Content-Type": "application/json"})
+                             headers=with_credential({"Content-Type": "application/json"}))
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == code
@@ -130,14 +131,14 @@ def test_unknown_path_and_method(stack):
     missing = requests.get(f"{stack.url}/v1/nothing-here", timeout=5)
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "not_found"
-    wrong = requests.delete(f"{stack.url}/v1/chat/completions", timeout=5)
+    wrong = requests.delete(f"{stack.url}/v1/chat/completions", timeout=5, headers=with_credential({}))
     assert wrong.status_code == 405
     assert wrong.json()["error"]["code"] == "method_not_allowed"
 
 
 def test_wrong_content_type_is_415(stack):
     response = requests.post(f"{stack.url}/v1/chat/completions", data="hello", timeout=5,
-                             headers={"Content-Type": "text/plain"})
+                             headers=with_credential({"Content-Type": "text/plain"}))
     assert response.status_code == 415
     assert response.json()["error"]["code"] == "unsupported_media_type"
 
@@ -155,7 +156,7 @@ def test_body_over_limit_is_413(stack):
         yield b'"}]}'
 
     chunked = requests.post(f"{stack.url}/v1/chat/completions", data=chunks(), timeout=10,
-                            headers={"Content-Type": "application/json"})
+                            headers=with_credential({"Content-Type": "application/json"}))
     assert chunked.status_code == 413
     assert chunked.json()["error"]["code"] == "payload_too_large"
 
@@ -298,7 +299,7 @@ def redis_dump(client) -> bytes:
 
 
 def test_data_at_rest_holds_no_credentials_and_expires(stack):
-    token = "glpat-callers-secret-token-xyz"
+    token = DEMO_TOKEN
     response = stack.chat("chat", "secret check", headers={"Authorization": f"Bearer {token}",
                                                          "X-Request-Id": "rest-1"})
     assert response.status_code == 200

@@ -13,6 +13,7 @@ import falcon.testing
 import pytest
 
 from api.app import create_app
+from api.identity import Identity
 from shared.config import parse_config
 from shared.settings import Settings
 
@@ -24,11 +25,27 @@ CHUNKED = {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
 NO_LENGTH = {"CONTENT_LENGTH": ""}  # what a WSGI server passes for a chunked body
 
 
+class FixedIdentity:
+    """GitLab verification is the integration tests' business; here everyone is one user."""
+
+    def identify(self, req) -> Identity:
+        return Identity("2", "alice", credential="token")
+
+
 @pytest.fixture(scope="module")
 def client() -> falcon.testing.TestClient:
     config = parse_config({"models": [{"name": "m", "type": "generic", "base_url": "http://127.0.0.1:9/v1"}]}, {})
-    app = create_app(Settings(redis_url="redis://127.0.0.1:1/0", max_body_bytes=MAX_BODY), config)
+    app = create_app(Settings(redis_url="redis://127.0.0.1:1/0", max_body_bytes=MAX_BODY), config,
+                     authenticator=FixedIdentity())
     return falcon.testing.TestClient(app)
+
+
+def test_without_a_credential_the_real_authenticator_answers_401() -> None:
+    config = parse_config({"models": [{"name": "m", "type": "generic", "base_url": "http://127.0.0.1:9/v1"}]}, {})
+    app = create_app(Settings(redis_url="redis://127.0.0.1:1/0", gitlab_url="http://127.0.0.1:9"), config)
+    result = falcon.testing.TestClient(app).simulate_post(CHAT, json=chat_body())
+    error = assert_openai_error(result, 401, "missing_credentials", error_type="authentication_error")
+    assert "Authorization: Bearer" in error["message"]
 
 
 def chat_body(model: str = "m", **extra) -> dict:

@@ -1,0 +1,124 @@
+"""A small client for the GitLab REST API v4 calls the gateway makes.
+
+Two kinds of call: with the *caller's* credential (who are you: ``/user``,
+``/job``), and with the *gateway's own* token (``GITLAB_API_TOKEN``: projects,
+groups, memberships). Every call has ``gitlab.timeout``; TLS verification stays
+on (``gitlab.ca_file`` serves a self-signed CA). Failures split in two, because
+they must look different to callers: GitLab refusing a credential
+(``CredentialRejected``, the caller gets 401) versus GitLab not answering
+usefully (``GitLabUnavailable``: unreachable, 5xx, 429; the caller gets 503).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from urllib.parse import quote
+
+import requests
+
+from shared.config import GitLabConfig
+from shared.errors import GitLabUnavailable
+
+log = logging.getLogger("aigw.gitlab")
+
+POOL_SIZE = 32
+
+
+class CredentialRejected(Exception):
+    """GitLab answered 401/403 to the caller's credential."""
+
+
+class GitLabClient:
+    def __init__(self, base_url: str, api_token: str | None, config: GitLabConfig):
+        self.api = f"{base_url.rstrip('/')}/api/v4"
+        self.api_token = api_token
+        self.timeout = config.timeout
+        self.session = requests.Session()
+        self.session.verify = config.ca_file or config.verify_tls
+        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+
+    # -- the caller's credential --------------------------------------------
+    def current_user(self, token: str) -> dict:
+        # Bearer works for personal, project, group and OAuth tokens alike.
+        return self._get("/user", {"Authorization": f"Bearer {token}"}, caller=True)
+
+    def current_job(self, job_token: str) -> dict:
+        return self._get("/job", {"JOB-TOKEN": job_token}, caller=True)
+
+    # -- the gateway's own token ---------------------------------------------
+    def project(self, ref: str | int) -> dict | None:
+        """A project by id or full path; ``None`` if it does not exist or the gateway cannot see it."""
+        return self._get(f"/projects/{quote(str(ref), safe='')}", self._own(), missing_ok=True)
+
+    def member_access_level(self, project_id: int, user_id: int) -> int:
+        """The user's effective (inherited included) access level; 0 for a non-member."""
+        member = self._get(f"/projects/{project_id}/members/all/{user_id}", self._own(), missing_ok=True)
+        if not member or member.get("state", "active") != "active":
+            return 0
+        return int(member.get("access_level") or 0)
+
+    def group(self, group_id: int) -> dict | None:
+        return self._get(f"/groups/{group_id}", self._own(), missing_ok=True)
+
+    def reachable(self) -> bool:
+        """Does GitLab answer at all (for /ready)? Any HTTP answer below 500 counts."""
+        try:
+            response = self.session.get(f"{self.api}/version", headers=self._own(), timeout=min(self.timeout, 2.0))
+        except requests.RequestException:
+            return False
+        return response.status_code < 500
+
+    def gateway_user(self) -> dict:
+        """Who the gateway's own token belongs to (checked at start)."""
+        return self._get("/user", self._own(), caller=True)
+
+    def _own(self) -> dict:
+        return {"PRIVATE-TOKEN": self.api_token or ""}
+
+    # -- plumbing --------------------------------------------------------------
+    def _get(self, path: str, headers: dict, *, caller: bool = False, missing_ok: bool = False):
+        started = time.monotonic()
+        try:
+            response = self.session.get(self.api + path, headers=headers, timeout=self.timeout)
+        except requests.exceptions.SSLError as exc:
+            log.error("gitlab TLS verification failed", extra={"error": str(exc)[:300]})
+            raise GitLabUnavailable("The gateway cannot verify GitLab's TLS certificate.", retry_after=30) from None
+        except requests.RequestException as exc:
+            log.warning("gitlab unreachable", extra={"path": _route(path), "error": type(exc).__name__})
+            raise GitLabUnavailable(retry_after=5) from None
+        status = response.status_code
+        log.debug("gitlab call", extra={"path": _route(path), "status": status,
+                                        "ms": round((time.monotonic() - started) * 1000, 1)})
+        if status == 429 or status >= 500:
+            raise GitLabUnavailable(retry_after=_retry_after(response) or 5)
+        if status in (401, 403) and caller:
+            raise CredentialRejected(status)
+        if status in (401, 403):
+            # The gateway's own token was refused: a deployment problem, not the caller's.
+            log.error("GitLab refused the gateway's GITLAB_API_TOKEN", extra={"status": status})
+            raise GitLabUnavailable("The gateway's own GitLab token was refused; an administrator must fix "
+                                    "GITLAB_API_TOKEN.", retry_after=60)
+        if status == 404 and missing_ok:
+            return None
+        if status >= 400:
+            raise GitLabUnavailable(f"GitLab answered HTTP {status} to a lookup the gateway needs.", retry_after=5)
+        try:
+            return response.json()
+        except ValueError:
+            raise GitLabUnavailable("GitLab answered with something that is not JSON.", retry_after=5) from None
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    try:
+        value = float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+    return value if 0 < value < 3600 else None
+
+
+def _route(path: str) -> str:
+    """A path fit for logs: ids stay, nothing secret is in these paths anyway."""
+    return path.split("?", 1)[0]

@@ -1,0 +1,106 @@
+"""GitLab answers cached in Redis, shared by every API process and host.
+
+- An answer is *fresh* for its TTL and used without asking GitLab.
+- After that it is *stale*: GitLab is asked again, but if GitLab is unreachable
+  (or answers 5xx/429) a stale answer keeps working for ``outage_grace`` more,
+  so an outage does not lock out callers the gateway already knows.
+- Only one thread across all processes asks GitLab for a given key at a time
+  (a Redis lock); the others block on a Redis Stream until it is done, then
+  read its answer. A burst of requests with a new token makes one GitLab call.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from redis import Redis
+
+from shared.errors import GitLabUnavailable
+from shared.keys import gitlab_done_key, gitlab_lock_key
+
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+class Rejected(Exception):
+    """The fetch's own verdict (e.g. a refused credential), shared with the waiters."""
+
+
+class GitLabCache:
+    def __init__(self, redis: Redis, blocking_redis: Redis, *, outage_grace: float, fetch_timeout: float):
+        self.redis = redis
+        self.blocking_redis = blocking_redis
+        self.outage_grace = outage_grace
+        self.fetch_timeout = fetch_timeout
+        self._release = redis.register_script(_RELEASE)
+
+    def get(self, key: str, fetch: Callable[[], Any], *, ttl: float, ttl_if_none: float | None = None) -> Any:
+        """The value for ``key``: cached if fresh, else fetched once (raising ``Rejected``
+        or ``GitLabUnavailable`` from ``fetch``), else stale within the outage grace.
+        A cached ``None`` ("not found") is fresh for ``ttl_if_none`` instead, if given."""
+        entry = self._read(key)
+        if entry is not None:
+            fresh_for = ttl_if_none if entry["value"] is None and ttl_if_none is not None else ttl
+            if time.time() - entry["at"] < fresh_for:
+                return entry["value"]
+        token = uuid.uuid4().hex
+        lock_ms = int((self.fetch_timeout + 2) * 1000)
+        if self.redis.set(gitlab_lock_key(key), token, nx=True, px=lock_ms):
+            try:
+                return self._fetch(key, fetch, ttl, entry)
+            finally:
+                self._release(keys=[gitlab_lock_key(key)], args=[token])
+        return self._wait_for_other(key, ttl, entry, lock_ms)
+
+    def _fetch(self, key: str, fetch: Callable[[], Any], ttl: float, entry: dict | None) -> Any:
+        try:
+            value = fetch()
+        except Rejected:
+            self._done(key, "rejected")
+            raise
+        except GitLabUnavailable:
+            self._done(key, "unavailable")
+            return self._stale_or_raise(entry, ttl)
+        self.redis.set(key, json.dumps({"value": value, "at": time.time()}),
+                       ex=max(1, int(ttl + self.outage_grace)))
+        self._done(key, "ok")
+        return value
+
+    def _wait_for_other(self, key: str, ttl: float, entry: dict | None, lock_ms: int) -> Any:
+        # Stream ids are Redis's clock, not this host's: read from just before "now" by
+        # Redis, so an answer that landed after our failed lock attempt is not missed.
+        seconds, micros = self.redis.time()
+        since_ms = seconds * 1000 + micros // 1000 - 1000
+        outcome = None
+        answer = self.blocking_redis.xread({gitlab_done_key(key): f"{since_ms}-0"}, block=lock_ms, count=1)
+        for _stream, entries in answer or ():
+            for _id, fields in entries:
+                outcome = fields.get(b"outcome", b"").decode()
+        if outcome == "rejected":
+            raise Rejected()
+        fresh = self._read(key)
+        if fresh is not None and time.time() - fresh["at"] < ttl:
+            return fresh["value"]
+        return self._stale_or_raise(entry, ttl)
+
+    def _stale_or_raise(self, entry: dict | None, ttl: float) -> Any:
+        if entry is not None and time.time() - entry["at"] < ttl + self.outage_grace:
+            return entry["value"]
+        raise GitLabUnavailable(retry_after=5)
+
+    def _done(self, key: str, outcome: str) -> None:
+        done = gitlab_done_key(key)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xadd(done, {"outcome": outcome}, maxlen=10, approximate=True)
+        pipe.expire(done, 30)
+        pipe.execute()
+
+    def _read(self, key: str) -> dict | None:
+        raw = self.redis.get(key)
+        return json.loads(raw) if raw else None
