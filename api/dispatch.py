@@ -42,7 +42,9 @@ class WorkerLiveness:
         now = time.monotonic()
         with self._lock:
             cached = self._cache.get(queue)
-        if cached and not fresh and now - cached[0] < self.cache_seconds:
+        # Only a positive count is trusted from the cache: "no workers" refuses requests,
+        # so it is always checked afresh (a worker that just started counts at once).
+        if cached and cached[1] > 0 and not fresh and now - cached[0] < self.cache_seconds:
             return cached[1]
         # A registered worker whose key expired died without unregistering (SIGKILL).
         keys = self.redis.smembers(WORKERS_BY_QUEUE_KEY % queue)
