@@ -64,9 +64,9 @@ class GitLabCache:
         except Rejected:
             self._done(key, "rejected")
             raise
-        except GitLabUnavailable:
+        except GitLabUnavailable as unavailable:
             self._done(key, "unavailable")
-            return self._stale_or_raise(entry, ttl)
+            return self._stale_or_raise(entry, ttl, unavailable)
         self.redis.set(key, json.dumps({"value": value, "at": time.time()}),
                        ex=max(1, int(ttl + self.outage_grace)))
         self._done(key, "ok")
@@ -89,10 +89,10 @@ class GitLabCache:
             return fresh["value"]
         return self._stale_or_raise(entry, ttl)
 
-    def _stale_or_raise(self, entry: dict | None, ttl: float) -> Any:
+    def _stale_or_raise(self, entry: dict | None, ttl: float, error: GitLabUnavailable | None = None) -> Any:
         if entry is not None and time.time() - entry["at"] < ttl + self.outage_grace:
             return entry["value"]
-        raise GitLabUnavailable(retry_after=5)
+        raise error or GitLabUnavailable(retry_after=5)
 
     def _done(self, key: str, outcome: str) -> None:
         done = gitlab_done_key(key)
