@@ -5,6 +5,7 @@ from __future__ import annotations
 import falcon
 
 from api import errors
+from api.admission import Gate
 from api.dispatch import Dispatcher
 from api.gitlab import GitLabClient
 from api.gitlab_cache import GitLabCache
@@ -17,6 +18,7 @@ from api.resources.models import Models
 from api.routing import Router
 from shared.config import GatewayConfig
 from shared.connections import blocking_redis_client, redis_client
+from shared.ratelimit import RateLimiter
 from shared.settings import Settings
 
 # Threads per process that may hold a Redis connection at once (gunicorn gthread).
@@ -29,8 +31,10 @@ def create_app(settings: Settings, config: GatewayConfig, *, pool_size: int = DE
     redis = redis_client(settings.redis_url, max_connections=pool_size)
     longest_wait = max(config.max_timeout, config.gitlab.timeout + 2)
     blocking = blocking_redis_client(settings.redis_url, longest_wait=longest_wait, max_connections=pool_size)
-    dispatcher = Dispatcher(config, redis, blocking)
+    limiter = RateLimiter(redis)
+    dispatcher = Dispatcher(config, redis, blocking, limiter)
     router = Router(config)
+    gate = Gate(router, limiter, dispatcher)
     gitlab = GitLabClient(settings.gitlab_url or "http://gitlab.invalid", settings.gitlab_api_token, config.gitlab)
     cache = GitLabCache(redis, blocking, outage_grace=config.gitlab.outage_grace, fetch_timeout=config.gitlab.timeout)
     authenticator = authenticator or Authenticator(gitlab, cache, redis, config.gitlab)
@@ -48,5 +52,5 @@ def create_app(settings: Settings, config: GatewayConfig, *, pool_size: int = DE
     app.add_route("/ready", Ready(dispatcher, gitlab))
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id}", models, suffix="one")
-    app.add_route("/v1/chat/completions", ChatCompletions(router, dispatcher))
+    app.add_route("/v1/chat/completions", ChatCompletions(gate, dispatcher))
     return app

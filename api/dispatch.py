@@ -22,6 +22,7 @@ from shared.durations import format_duration
 from shared.errors import DeadlineExceeded, NoWorkers, QueueFull, RequestCancelled
 from shared.jobs import JobRequest
 from shared.keys import JOB_FAILURE_CALLBACK, JOB_FUNCTION, cancel_key, queue_name
+from shared.ratelimit import RateLimiter, Reservation
 from shared.replies import ClientGone, Reply, ReplyChannel
 
 log = logging.getLogger("aigw.api")
@@ -55,8 +56,9 @@ class WorkerLiveness:
 
 
 class Dispatcher:
-    def __init__(self, config: GatewayConfig, redis: Redis, blocking_redis: Redis):
+    def __init__(self, config: GatewayConfig, redis: Redis, blocking_redis: Redis, limiter: RateLimiter):
         self.config = config
+        self.limiter = limiter
         self.redis = redis
         self.blocking_redis = blocking_redis
         self.queues = {
@@ -74,12 +76,13 @@ class Dispatcher:
                             retry_after=5)
 
     def submit(self, model: ModelConfig, *, endpoint: str, body: dict, requested_model: str,
-               request_id: str, caller: dict, client_gone: Callable[[], bool] | None = None) -> Reply:
-        self.check_workers(model)
+               request_id: str, caller: dict, reservation: Reservation | None = None,
+               client_gone: Callable[[], bool] | None = None) -> Reply:
         job_id = uuid.uuid4().hex
         request = JobRequest(job_id=job_id, request_id=request_id, model=model.name,
                              requested_model=requested_model, endpoint=endpoint, body=body,
-                             deadline=time.time() + model.timeout, caller=caller)
+                             deadline=time.time() + model.timeout, caller=caller,
+                             reservation=reservation.to_dict() if reservation else {})
         jobs = self.config.jobs
         queue = self.queues[model.name]
         # One round trip for the depth check and RQ's writes (which it would send in two).
@@ -100,7 +103,7 @@ class Dispatcher:
         pipeline.llen(queue.key)  # after RQ's commands: RQ opens the transaction itself
         depth = pipeline.execute()[-1] - 1  # jobs waiting ahead of this one
         if depth >= model.max_queue_depth:
-            self._withdraw(queue, job_id, depth, model)
+            self._withdraw(queue, job_id, depth, model, request.reservation)
         channel = ReplyChannel(self.blocking_redis, job_id)
         try:
             reply = channel.wait(request.deadline, gone=client_gone)
@@ -120,9 +123,11 @@ class Dispatcher:
             reply.meta["queue_wait_ms"] = round((started_at - request.enqueued_at) * 1000, 2)
         return reply
 
-    def _withdraw(self, queue: Queue, job_id: str, depth: int, model: ModelConfig) -> None:
-        """The queue was already full: take the job back, unless a worker has just taken it."""
+    def _withdraw(self, queue: Queue, job_id: str, depth: int, model: ModelConfig, reservation: dict) -> None:
+        """The queue was already full: take the job back (and its allowance), unless a worker
+        has just taken it."""
         if self.redis.lrem(queue.key, 1, job_id):
             self.redis.delete(queue.job_class.key_for(job_id))
+            self.limiter.refund(reservation)
             raise QueueFull(f"Model '{model.name}' has {depth} requests waiting, its limit; "
                             "try again shortly.", retry_after=1)

@@ -10,6 +10,7 @@ import uuid
 
 from api.identity import Authenticator
 from api.media import too_large
+from api.rate_headers import headers_for
 
 log = logging.getLogger("aigw.access")
 
@@ -54,6 +55,10 @@ class RequestContext:
         if not hasattr(ctx, "request_id"):
             return
         resp.set_header("X-Request-Id", ctx.request_id)
+        figures = getattr(ctx, "rate_figures", None)
+        if figures:  # on every response a limit touched, errors included
+            for name, value in headers_for(figures, ctx.wire).items():
+                resp.set_header(name, value)
         if getattr(resource, "access_log", True) is False and resp.status_code < 400:
             return
         fields = {

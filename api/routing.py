@@ -10,9 +10,21 @@ route (403, saying who, which model and which project).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from api.identity import Identity
 from shared.config import GatewayConfig, ModelConfig, Route, RouteMatch
 from shared.errors import ModelNotFound, NoRoute
+
+
+@dataclass(frozen=True)
+class Decision:
+    model: ModelConfig  # the model that serves the request
+    route: Route | None  # the route that admitted it (None: no routes configured)
+
+    @property
+    def route_name(self) -> str | None:
+        return self.route.name if self.route else None
 
 
 class Router:
@@ -21,8 +33,7 @@ class Router:
         aliases = {name for route in config.routes for name in (route.match.model_name or ())}
         self.known_names = sorted({model.name for model in config.models} | aliases)
 
-    def resolve(self, identity: Identity, requested: str) -> tuple[ModelConfig, str | None]:
-        """(the model that serves ``requested``, the name of the route that admitted it)."""
+    def resolve(self, identity: Identity, requested: str) -> Decision:
         if requested not in self.known_names:
             raise ModelNotFound(f"The model '{requested}' does not exist on this gateway. "
                                 "GET /v1/models lists the models you can use.", param="model")
@@ -37,19 +48,19 @@ class Router:
         for name in self.known_names:
             found = self._first_route(identity, name)
             if found is not None:
-                visible.append((name, found[0]))
+                visible.append((name, found.model))
         return visible
 
-    def _first_route(self, identity: Identity, requested: str) -> tuple[ModelConfig, str | None] | None:
+    def _first_route(self, identity: Identity, requested: str) -> Decision | None:
         if not self.config.routes_configured:
             model = self.config.model(requested)
-            return (model, None) if model is not None else None
+            return Decision(model, None) if model is not None else None
         for route in self.config.routes:
             if not matches(route.match, identity, requested):
                 continue
             model = self.config.model(route.destination or requested)
             if model is not None:  # a route without destination cannot serve an alias
-                return model, route.name
+                return Decision(model, route)
         return None
 
     def _refusal(self, identity: Identity, requested: str) -> str:

@@ -84,7 +84,7 @@ class ModelConfig:
     max_queue_depth: int = 1000
     verify_tls: bool = True
     ca_file: str | None = None
-    max_output_tokens: int = 4096  # for requests without max_tokens to providers that need one
+    max_output_tokens: int = 1024  # max_tokens when a request gives none: sent where required, and reserved
 
 
 @dataclass(frozen=True)
@@ -257,7 +257,7 @@ def _models(c: _Checker, top: dict, env: Mapping[str, str]) -> list[ModelConfig]
             max_queue_depth=c.get(node, "max_queue_depth", path, _integer, 1000, lo=1),
             verify_tls=c.get(node, "verify_tls", path, _boolean, True),
             ca_file=c.get(node, "ca_file", path, _readable_file),
-            max_output_tokens=c.get(node, "max_output_tokens", path, _integer, 4096, lo=1),
+            max_output_tokens=c.get(node, "max_output_tokens", path, _integer, 1024, lo=1),
         ))
     return models
 

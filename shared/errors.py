@@ -16,6 +16,7 @@ plain dicts (``to_dict`` / ``from_dict``), so nothing is pickled.
     ├── NotFound (404 not_found)
     ├── MethodNotAllowed (405 method_not_allowed)
     ├── PayloadTooLarge (413 payload_too_large)
+    ├── RateLimited (429 rate_limited: the gateway's own limits; never enqueued)
     ├── UnsupportedMediaType (415 unsupported_media_type)
     ├── ServiceUnavailable (503 service_unavailable)
     │   ├── QueueFull (503 queue_full)
@@ -200,6 +201,14 @@ class PayloadTooLarge(GatewayError):
     openai_type = "invalid_request_error"
     anthropic_type = "request_too_large"
     default_message = "The request body is too large."
+
+
+class RateLimited(GatewayError):
+    status = 429
+    code = "rate_limited"
+    openai_type = "rate_limit_error"
+    anthropic_type = "rate_limit_error"
+    default_message = "Rate limit exceeded."
 
 
 class UnsupportedMediaType(GatewayError):

@@ -34,6 +34,7 @@ class JobRequest:
     deadline: float  # epoch seconds; the whole request must finish by then
     enqueued_at: float = field(default_factory=time.time)
     caller: dict = field(default_factory=dict)  # identity fields for logs, never credentials
+    reservation: dict = field(default_factory=dict)  # rate-limit admission the worker settles
     version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:

@@ -29,6 +29,7 @@ class CancelScope:
         self.job_id = job_id
         self.deadline: float | None = None  # epoch seconds; the job sets it
         self.reason: str | None = None
+        self.upstream_attempts = 0  # calls started: 0 means the provider never saw the request
         self._event = threading.Event()
         self._lock = threading.Lock()
         self._connections: set = set()

@@ -42,15 +42,18 @@ def execute(payload: dict) -> dict:
     scope = current_scope()
     if scope is not None:
         scope.deadline = request.deadline  # the worker's monitor cancels the call past it
+    limiter = runtime.limiter(job.connection)
     if request.remaining(started) <= 0:
         log.warning("job dropped: its deadline passed while it was queued",
                     extra={**fields, "outcome": "dropped", "reason": "deadline"})
+        limiter.refund(request.reservation)  # the provider never saw it
         channel.send_error(DeadlineExceeded("The request waited in the queue past its deadline."))
         return {"outcome": "dropped", "reason": "deadline"}
     try:
         status, body, meta = runtime.serve(request)
     except GatewayError as error:
         meta = {"started_at": started, "upstream_seconds": round(time.time() - started, 4)}
+        _settle(limiter, request, scope, None)
         channel.send_error(error, meta)
         _log_outcome(fields, error.status, started, code=error.code)
         if error.status >= 500 or error.status == 429:
@@ -61,6 +64,8 @@ def execute(payload: dict) -> dict:
         channel.send_error(GatewayError())
         raise JobFailed(f"internal_error: {type(exc).__name__}") from exc
     meta["started_at"] = started
+    # Settled before answering, so the caller's next request sees the true figures.
+    _settle(limiter, request, scope, meta.get("usage") or {})
     channel.send_result(status, body, meta)
     _log_outcome(fields, status, started, attempts=meta.get("attempts"), usage=meta.get("usage"))
     return {"outcome": "ok", "status": status, "attempts": meta.get("attempts")}
@@ -78,6 +83,23 @@ def on_failure(job, connection, exc_type, exc_value, traceback) -> None:
         error = GatewayError()
     ttl = get_runtime().config.jobs.result_ttl
     ReplyChannel(connection, job.id, ttl=ttl).send_error(error)
+
+
+def _settle(limiter, request: JobRequest, scope, usage: dict | None) -> None:
+    """Correct the rate-limit reservation: all back if the provider never saw the request,
+    else the token estimate replaced by the usage reported (none reported on a failure: 0)."""
+    if not request.reservation:
+        return
+    if scope is not None and scope.upstream_attempts == 0:
+        limiter.refund(request.reservation)
+    elif usage is None:
+        limiter.reconcile(request.reservation, 0)
+    elif usage:
+        total = usage.get("total_tokens")
+        if total is None:
+            total = (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
+        limiter.reconcile(request.reservation, total)
+    # A success without any usage reported keeps its estimate.
 
 
 def _log_outcome(fields: dict, status: int, started: float, **extra) -> None:

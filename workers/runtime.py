@@ -9,6 +9,7 @@ import threading
 from shared.config import GatewayConfig, load_config
 from shared.errors import InvalidRequest, ModelNotFound
 from shared.jobs import CHAT_COMPLETIONS, JobRequest
+from shared.ratelimit import RateLimiter
 from shared.settings import Settings
 from workers.providers import Provider, provider_for
 from workers.upstream import UpstreamClient
@@ -19,6 +20,7 @@ class Runtime:
         self.settings = settings
         self.config = config
         self.pool_size = pool_size
+        self._limiter: RateLimiter | None = None
         self._models: dict[str, tuple[Provider, UpstreamClient]] = {}
         self._lock = threading.Lock()
 
@@ -31,6 +33,11 @@ class Runtime:
                     raise ModelNotFound(f"Model '{name}' is not configured on the worker that took the job.")
                 self._models[name] = (provider_for(model), UpstreamClient(model, pool_size=self.pool_size))
             return self._models[name]
+
+    def limiter(self, connection) -> RateLimiter:
+        if self._limiter is None:
+            self._limiter = RateLimiter(connection)
+        return self._limiter
 
     def serve(self, request: JobRequest) -> tuple[int, bytes, dict]:
         """Call the provider for one job; return (status, response JSON, facts for the log)."""

@@ -100,6 +100,8 @@ class UpstreamClient:
             raise cancelled_error(scope)
         if remaining <= 0:
             raise DeadlineExceeded()
+        if scope is not None:
+            scope.upstream_attempts += 1
         try:
             response = self.session.post(
                 request.url,

@@ -4,26 +4,24 @@ from __future__ import annotations
 
 import falcon
 
+from api.admission import Gate
 from api.disconnect import client_gone_probe
 from api.dispatch import Dispatcher
-from api.routing import Router
 from api.validation import validate_chat
 from shared.jobs import CHAT_COMPLETIONS
 
 
 class ChatCompletions:
-    def __init__(self, router: Router, dispatcher: Dispatcher):
-        self.router = router
+    def __init__(self, gate: Gate, dispatcher: Dispatcher):
+        self.gate = gate
         self.dispatcher = dispatcher
 
     def on_post(self, req, resp) -> None:
         body = validate_chat(req.get_media())
-        identity = req.context.identity
-        model, route = self.router.resolve(identity, body["model"])
-        req.context.log.update({"model": body["model"], "destination": model.name, "route": route})
-        reply = self.dispatcher.submit(model, endpoint=CHAT_COMPLETIONS, body=body,
-                                       requested_model=body["model"],
-                                       request_id=req.context.request_id, caller=identity.job_fields(),
+        decision, reservation = self.gate.admit(req, body["model"], body)
+        reply = self.dispatcher.submit(decision.model, endpoint=CHAT_COMPLETIONS, body=body,
+                                       requested_model=body["model"], request_id=req.context.request_id,
+                                       caller=req.context.identity.job_fields(), reservation=reservation,
                                        client_gone=client_gone_probe(req.env))
         req.context.log.update({k: reply.meta[k] for k in ("attempts", "queue_wait_ms", "upstream_seconds")
                                 if k in reply.meta})

@@ -168,7 +168,7 @@ def test_minimal_file_gets_defaults(tmp_path: Path) -> None:
                                          api_key=OPENAI_KEY, model="gpt"),)
     gpt = config.models[0]
     assert (gpt.timeout, gpt.retry_attempts, gpt.workers, gpt.max_queue_depth) == (30.0, 3, 1, 1000)
-    assert (gpt.verify_tls, gpt.ca_file, gpt.max_output_tokens) == (True, None, 4096)
+    assert (gpt.verify_tls, gpt.ca_file, gpt.max_output_tokens) == (True, None, 1024)
     assert gpt.rate_limit.is_empty()
     assert config.routes == () and config.routes_configured is False
     assert (config.gitlab, config.jobs, config.logging) == (GitLabConfig(), JobsConfig(), LoggingConfig())

@@ -27,8 +27,8 @@ DAVE_IN_200 = Identity("5", "dave", "200", "other/secret", ("20",), "token")
 
 def test_without_routes_every_model_by_its_own_name():
     r = router()
-    assert r.resolve(ALICE_NO_PROJECT, "b")[0].name == "b"
-    assert r.resolve(ALICE_NO_PROJECT, "b")[1] is None
+    assert r.resolve(ALICE_NO_PROJECT, "b").model.name == "b"
+    assert r.resolve(ALICE_NO_PROJECT, "b").route is None
     assert [name for name, _ in r.visible_models(ALICE_NO_PROJECT)] == ["a", "b", "c"]
     with pytest.raises(ModelNotFound):
         r.resolve(ALICE_NO_PROJECT, "zzz")
@@ -46,8 +46,8 @@ def test_group_route_covers_every_ancestor_and_first_match_wins():
         {"name": "ml", "match": {"gitlab_group_id": 12, "model_name": "a"}, "destination": "b"},
         {"name": "acme", "match": {"gitlab_group_id": ["10"]}},
     ])
-    assert r.resolve(ALICE_IN_101, "a") == (r.config.model("b"), "ml")  # first match: a -> b
-    assert r.resolve(ALICE_IN_101, "c") == (r.config.model("c"), "acme")  # ancestor group 10
+    assert (r.resolve(ALICE_IN_101, "a").model.name, r.resolve(ALICE_IN_101, "a").route_name) == ("b", "ml")
+    assert (r.resolve(ALICE_IN_101, "c").model.name, r.resolve(ALICE_IN_101, "c").route_name) == ("c", "acme")
     with pytest.raises(NoRoute):
         r.resolve(DAVE_IN_200, "a")
 
@@ -55,7 +55,7 @@ def test_group_route_covers_every_ancestor_and_first_match_wins():
 def test_all_keys_must_hold_and_lists_are_any_of():
     r = router([{"name": "x", "match": {"gitlab_user_id": [2, 3], "gitlab_project_id": "101",
                                         "model_name": ["a", "c"]}}])
-    assert r.resolve(ALICE_IN_101, "c")[1] == "x"
+    assert r.resolve(ALICE_IN_101, "c").route_name == "x"
     with pytest.raises(NoRoute):
         r.resolve(ALICE_IN_101, "b")  # model not listed
     with pytest.raises(NoRoute):
@@ -64,13 +64,14 @@ def test_all_keys_must_hold_and_lists_are_any_of():
 
 def test_project_by_path_case_insensitive():
     r = router([{"name": "p", "match": {"gitlab_project_id": "ACME/Platform/ML/models"}}])
-    assert r.resolve(ALICE_IN_101, "a")[1] == "p"
+    assert r.resolve(ALICE_IN_101, "a").route_name == "p"
 
 
 def test_alias_names_are_known_only_through_routes():
     r = router([{"name": "alias", "match": {"model_name": "fast", "gitlab_user_id": 2}, "destination": "a"},
                 {"name": "rest", "match": {"gitlab_user_id": 2}}])
-    assert r.resolve(ALICE_NO_PROJECT, "fast") == (r.config.model("a"), "alias")
+    decision = r.resolve(ALICE_NO_PROJECT, "fast")
+    assert (decision.model.name, decision.route_name) == ("a", "alias")
     assert {name for name, _ in r.visible_models(ALICE_NO_PROJECT)} == {"a", "b", "c", "fast"}
     with pytest.raises(NoRoute):
         r.resolve(DAVE_IN_200, "fast")  # known name, but no route for dave: 403, not 404
