@@ -1,0 +1,130 @@
+"""The sliding-log limiter against a real Redis (embedded), and its header formats."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from api.rate_headers import headers_for, openai_duration
+from shared import ratelimit
+from shared.ratelimit import DAY, MINUTE, REQUESTS, TOKENS, Limit, RateLimited, RateLimiter, estimate_tokens
+from tools.embedded_redis import EmbeddedRedis
+
+
+@pytest.fixture(scope="module")
+def server():
+    embedded = EmbeddedRedis().start()
+    yield embedded
+    embedded.stop()
+
+
+@pytest.fixture
+def limiter(server, monkeypatch):
+    client = redis.Redis.from_url(server.url)
+    client.flushdb()
+    monkeypatch.setattr(ratelimit, "WINDOW_SCALE", 0.01)  # a minute is 0.6 s
+    return RateLimiter(client)
+
+
+def req_limit(scope: str, n: int, period: int = MINUTE) -> Limit:
+    return Limit(scope, f"'{scope}'", REQUESTS, period, n)
+
+
+def tok_limit(scope: str, n: int) -> Limit:
+    return Limit(scope, f"'{scope}'", TOKENS, MINUTE, n)
+
+
+def test_admits_exactly_n_in_a_window_then_again_after_it_slides(limiter):
+    limit = req_limit("a", 3)
+    for expected_remaining in (2, 1, 0):
+        assert limiter.admit([limit], 0).figures[0].remaining == expected_remaining
+    with pytest.raises(RateLimited) as refused:
+        limiter.admit([limit], 0)
+    assert 0 < refused.value.retry_after <= 0.6
+    time.sleep(refused.value.retry_after + 0.05)  # the window slides with time: the point of the test
+    # The three were admitted together, so they left the window together.
+    assert limiter.admit([limit], 0).figures[0].remaining == 2
+
+
+def test_a_rolling_window_never_admits_double_across_a_boundary(limiter):
+    limit = req_limit("b", 4)
+    admitted = []
+    end = time.monotonic() + 1.5  # two and a half windows of 0.6 s
+    while time.monotonic() < end:
+        try:
+            limiter.admit([limit], 0)
+            admitted.append(time.monotonic())
+        except RateLimited:
+            pass
+        time.sleep(0.005)
+    for i, at in enumerate(admitted):  # any 0.6 s span holds at most 4 admissions
+        assert sum(1 for other in admitted[i:] if other - at < 0.58) <= 4
+    assert len(admitted) >= 8
+
+
+def test_all_or_nothing_across_limits(limiter):
+    wide, narrow = req_limit("wide", 10), req_limit("narrow", 1)
+    limiter.admit([wide, narrow], 0)
+    with pytest.raises(RateLimited) as refused:
+        limiter.admit([wide, narrow], 0)
+    assert refused.value.limit == narrow
+    assert limiter.redis.zcard(wide.keys[0]) == 1  # the refusal took nothing from "wide"
+
+
+def test_tokens_reserve_refund_and_reconcile(limiter):
+    budget = tok_limit("t", 100)
+    first = limiter.admit([budget], 60)
+    assert first.figures[0].remaining == 40
+    with pytest.raises(RateLimited):
+        limiter.admit([budget], 50)
+    limiter.reconcile(first, 20)  # the real usage was smaller: 40 back
+    second = limiter.admit([budget], 50)
+    assert second.figures[0].remaining == 30
+    limiter.refund(second)  # never reached the provider
+    assert int(limiter.redis.hget(budget.keys[1], "_sum")) == 20
+    limiter.reconcile(first, 130)  # an overdraw is allowed...
+    with pytest.raises(RateLimited):
+        limiter.admit([budget], 1)  # ...and refuses what follows until the window slides
+
+
+def test_a_request_bigger_than_the_limit_is_never_admissible(limiter):
+    with pytest.raises(RateLimited) as refused:
+        limiter.admit([tok_limit("small", 10)], 11)
+    assert refused.value.retry_after is None
+
+
+def test_refund_takes_back_the_request_count(limiter):
+    limit = req_limit("r", 1)
+    reservation = limiter.admit([limit], 0)
+    limiter.refund(reservation.to_dict())  # as the worker does, from the job payload
+    limiter.admit([limit], 0)
+
+
+def test_day_windows_are_separate_keys(limiter):
+    assert req_limit("d", 5, DAY).keys != req_limit("d", 5, MINUTE).keys
+
+
+def test_estimate_counts_prompt_and_max_tokens():
+    body = {"messages": [{"role": "user", "content": "x" * 400}], "max_tokens": 7}
+    assert estimate_tokens(body, 1024) >= 100 + 7
+    assert estimate_tokens({"messages": []}, 1024) == 1024  # no prompt: the model's default output
+
+
+@pytest.mark.parametrize(("ms", "text"), [(0, "0ms"), (250, "250ms"), (1000, "1s"), (1500, "1.5s"),
+                                          (60_000, "1m0s"), (360_000, "6m0s"), (3_723_000, "1h2m3s")])
+def test_openai_durations(ms, text):
+    assert openai_duration(ms) == text
+
+
+def test_headers_show_the_tightest_limit_in_each_wire_format():
+    figures = [ratelimit.Figure(req_limit("model", 100), 10, 5000), ratelimit.Figure(req_limit("route", 5), 4, 2000),
+               ratelimit.Figure(tok_limit("route", 1000), 300, 60_000)]
+    openai = headers_for(figures, "openai")
+    assert (openai["x-ratelimit-limit-requests"], openai["x-ratelimit-remaining-requests"]) == ("5", "1")
+    assert openai["x-ratelimit-reset-requests"] == "2s"
+    assert openai["x-ratelimit-remaining-tokens"] == "700"
+    anthropic = headers_for(figures, "anthropic")
+    assert anthropic["anthropic-ratelimit-requests-remaining"] == "1"
+    assert anthropic["anthropic-ratelimit-tokens-reset"].endswith("Z")
