@@ -40,6 +40,13 @@ class GitLabCache:
         self.fetch_timeout = fetch_timeout
         self._release = redis.register_script(_RELEASE)
 
+    def fresh(self, key: str, ttl: float) -> Any | None:
+        """A fresh cached value, or None (not cached, or stale)."""
+        entry = self._read(key)
+        if entry is not None and time.time() - entry["at"] < ttl:
+            return entry["value"]
+        return None
+
     def get(self, key: str, fetch: Callable[[], Any], *, ttl: float, ttl_if_none: float | None = None) -> Any:
         """The value for ``key``: cached if fresh, else fetched once (raising ``Rejected``
         or ``GitLabUnavailable`` from ``fetch``), else stale within the outage grace.

@@ -123,6 +123,10 @@ class Authenticator:
     # -- each lookup, cached ---------------------------------------------------
     def _who(self, credential: Credential) -> tuple[dict, int | None]:
         digest = credential.digest
+        key = gitlab_cache_key(credential.kind, digest)
+        known = self.cache.fresh(key, self.config.cache_ttl)  # the common case: one round trip
+        if known is not None:
+            return known["user"], known.get("project_id")
         if self.redis.exists(gitlab_rejected_key(digest)):
             raise Unauthorized()
 
@@ -138,7 +142,7 @@ class Authenticator:
                 raise Rejected() from None
 
         try:
-            value = self.cache.get(gitlab_cache_key(credential.kind, digest), fetch, ttl=self.config.cache_ttl)
+            value = self.cache.get(key, fetch, ttl=self.config.cache_ttl)
         except Rejected:
             raise Unauthorized() from None
         return value["user"], value.get("project_id")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -20,6 +21,8 @@ import redis
 
 from bench.load import LoadResult, run_load
 from bench.processes import rss_mb
+from sandbox.gitlab import DEMO_TOKEN
+from shared.ratelimit import DAY, MINUTE, REQUESTS, TOKENS, Limit, RateLimiter
 from tests.harness import PROVIDER_KEY, Stack
 
 CONFIG = """
@@ -31,6 +34,8 @@ models:
     timeout: 60s
     workers: {workers}
     max_queue_depth: 100000
+    # Limits that never refuse, so every request pays for the check and the settlement.
+    rate_limit: {{requests_per_minute: 100000000, tokens_per_minute: 1000000000, requests_per_day: 1000000000}}
 """
 BODY = {"model": "bench", "messages": [{"role": "user", "content": "Say something short."}], "max_tokens": 16}
 
@@ -53,9 +58,26 @@ def redis_commands_per_request(stack: Stack, count: int = 200) -> float:
     session = requests.Session()
     before = client.info("stats")["total_commands_processed"]
     for _ in range(count):
-        session.post(f"{stack.url}/v1/chat/completions", json=BODY, timeout=30).raise_for_status()
+        session.post(f"{stack.url}/v1/chat/completions", json=BODY, timeout=30,
+                     headers={"Authorization": f"Bearer {DEMO_TOKEN}"}).raise_for_status()
     after = client.info("stats")["total_commands_processed"]
     return (after - before - 2) / count
+
+
+def limiter_cost(stack: Stack, count: int = 2000) -> tuple[float, float]:
+    """Median microseconds of one admission (3 limits) and one token reconciliation."""
+    limiter = RateLimiter(redis.Redis.from_url(stack.redis_server.url))
+    limits = [Limit("bench:model", "m", REQUESTS, MINUTE, 10**9), Limit("bench:route", "r", TOKENS, MINUTE, 10**12),
+              Limit("bench:user", "u", REQUESTS, DAY, 10**9)]
+    admit, settle = [], []
+    for _ in range(count):
+        started = time.perf_counter()
+        reservation = limiter.admit(limits, 500)
+        admitted = time.perf_counter()
+        limiter.reconcile(reservation, 300)
+        settle.append(time.perf_counter() - admitted)
+        admit.append(admitted - started)
+    return statistics.median(admit) * 1e6, statistics.median(settle) * 1e6
 
 
 def row(result: LoadResult) -> str:
@@ -84,11 +106,13 @@ def main(argv: list[str] | None = None) -> int:
         gateway_url = f"{stack.url}/v1/chat/completions"
         results: dict[tuple[str, int], LoadResult] = {}
         for concurrency in [int(c) for c in args.concurrency.split(",")]:
-            for label, url in (("direct", direct_url), ("gateway", gateway_url)):
+            # Each side gets its own credential: the provider's key, or a GitLab token.
+            for label, url, token in (("direct", direct_url, PROVIDER_KEY), ("gateway", gateway_url, DEMO_TOKEN)):
                 results[(label, concurrency)] = run_load(
                     label, url, BODY, concurrency=concurrency, duration=args.duration,
-                    headers={"Authorization": f"Bearer {PROVIDER_KEY}"})
+                    headers={"Authorization": f"Bearer {token}"})
         commands = redis_commands_per_request(stack)
+        admit_us, settle_us = limiter_cost(stack)
         memory = {
             "web (gunicorn master + workers)": rss_mb(stack.web.pid),
             f"workers (supervisor + {args.workers} processes)": rss_mb(stack.workers.pid),
@@ -113,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"(ratio {gateway.p50_ms / direct.p50_ms:.3f}); throughput ratio "
                 f"{gateway.rps / direct.rps:.3f}")
         lines.append(f"- Redis commands per gateway request: {commands:.1f}")
+        lines.append(f"- Rate limiting (3 limits on every request above): one round trip to admit, median "
+                     f"{admit_us:.0f} µs; one to reconcile tokens (in the worker), median {settle_us:.0f} µs")
         lines += ["", "| process | RSS MB |", "|---|---|"]
         lines += [f"| {name} | {mb:.0f} |" for name, mb in memory.items()]
     finally:

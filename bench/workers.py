@@ -16,6 +16,7 @@ from pathlib import Path
 from bench.gateway import machine
 from bench.load import run_load
 from bench.processes import rss_mb, tree
+from sandbox.gitlab import DEMO_TOKEN
 from tests.harness import Stack
 
 CONFIG = """
@@ -41,7 +42,7 @@ def measure(layout: str, args) -> dict:
     try:
         stack.start()
         result = run_load(layout, f"{stack.url}/v1/chat/completions", BODY, concurrency=args.in_flight,
-                          duration=args.duration, warmup=2.0)
+                          duration=args.duration, warmup=2.0, headers={"Authorization": f"Bearer {DEMO_TOKEN}"})
         supervisor = stack.workers.pid
         workers_mb = sum(rss_mb(pid) for pid in tree(supervisor) if pid != supervisor)
         return {"layout": layout, "result": result, "workers_mb": workers_mb,
