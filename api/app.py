@@ -12,8 +12,8 @@ from api.gitlab_cache import GitLabCache
 from api.identity import Authenticator
 from api.media import handlers
 from api.middleware import IdentityMiddleware, RequestContext
-from api.resources.chat import ChatCompletions
 from api.resources.health import Health, Ready
+from api.resources.inference import endpoints
 from api.resources.models import Models
 from api.routing import Router
 from shared.config import GatewayConfig
@@ -52,5 +52,6 @@ def create_app(settings: Settings, config: GatewayConfig, *, pool_size: int = DE
     app.add_route("/ready", Ready(dispatcher, gitlab))
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id}", models, suffix="one")
-    app.add_route("/v1/chat/completions", ChatCompletions(gate, dispatcher))
+    for path, resource in endpoints(gate, dispatcher).items():
+        app.add_route(path, resource)
     return app

@@ -23,7 +23,7 @@ from shared.errors import DeadlineExceeded, NoWorkers, QueueFull, RequestCancell
 from shared.jobs import JobRequest
 from shared.keys import JOB_FAILURE_CALLBACK, JOB_FUNCTION, cancel_key, queue_name
 from shared.ratelimit import RateLimiter, Reservation
-from shared.replies import ClientGone, Reply, ReplyChannel
+from shared.replies import CHUNK, ClientGone, Reply, ReplyChannel
 
 log = logging.getLogger("aigw.api")
 
@@ -77,12 +77,15 @@ class Dispatcher:
 
     def submit(self, model: ModelConfig, *, endpoint: str, body: dict, requested_model: str,
                request_id: str, caller: dict, reservation: Reservation | None = None,
-               client_gone: Callable[[], bool] | None = None) -> Reply:
+               client_gone: Callable[[], bool] | None = None, stream: bool = False) -> Reply:
+        """Enqueue the job and wait for its answer; for a stream, for its first entry
+        (``Reply.kind`` is then ``chunk``: read the rest with ``ReplyChannel.read``)."""
         job_id = uuid.uuid4().hex
         request = JobRequest(job_id=job_id, request_id=request_id, model=model.name,
                              requested_model=requested_model, endpoint=endpoint, body=body,
                              deadline=time.time() + model.timeout, caller=caller,
-                             reservation=reservation.to_dict() if reservation else {})
+                             reservation=reservation.to_dict() if reservation else {},
+                             stream=stream, stream_seconds=model.max_stream_duration if stream else 0.0)
         jobs = self.config.jobs
         queue = self.queues[model.name]
         # One round trip for the depth check and RQ's writes (which it would send in two).
@@ -104,24 +107,33 @@ class Dispatcher:
         depth = pipeline.execute()[-1] - 1  # jobs waiting ahead of this one
         if depth >= model.max_queue_depth:
             self._withdraw(queue, job_id, depth, model, request.reservation)
-        channel = ReplyChannel(self.blocking_redis, job_id)
+        channel = self.channel(job_id)
+        committed = False
         try:
-            reply = channel.wait(request.deadline, gone=client_gone)
+            reply = channel.wait(request.deadline, gone=client_gone, first=stream)
+            committed = reply is not None and reply.kind == CHUNK
         except ClientGone:
-            # Nobody will read the answer: have the worker drop the provider call now.
-            self.redis.set(cancel_key(job_id), 1, ex=max(1, int(jobs.result_ttl)))
+            self.cancel(job_id)  # nobody will read the answer: have the worker drop the call now
             raise RequestCancelled() from None
         finally:
-            self.redis.delete(channel.key)
+            if not committed:
+                self.redis.delete(channel.key)
         if reply is None:
-            # Tell the worker nobody is waiting any more; it may still be calling upstream.
-            self.redis.set(cancel_key(job_id), 1, ex=max(1, int(jobs.result_ttl)))
+            self.cancel(job_id)  # nobody waits any more; the worker may still be calling upstream
             raise DeadlineExceeded(f"Model '{model.name}' did not answer within its timeout of "
                                    f"{format_duration(model.timeout)}.")
+        reply.meta["job_id"] = job_id
+        reply.meta["enqueued_at"] = request.enqueued_at
         started_at = reply.meta.pop("started_at", None)
         if started_at:
             reply.meta["queue_wait_ms"] = round((started_at - request.enqueued_at) * 1000, 2)
         return reply
+
+    def channel(self, job_id: str) -> ReplyChannel:
+        return ReplyChannel(self.blocking_redis, job_id)
+
+    def cancel(self, job_id: str) -> None:
+        self.redis.set(cancel_key(job_id), 1, ex=max(1, int(self.config.jobs.result_ttl)))
 
     def _withdraw(self, queue: Queue, job_id: str, depth: int, model: ModelConfig, reservation: dict) -> None:
         """The queue was already full: take the job back (and its allowance), unless a worker

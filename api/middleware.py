@@ -61,28 +61,41 @@ class RequestContext:
                 resp.set_header(name, value)
         if getattr(resource, "access_log", True) is False and resp.status_code < 400:
             return
-        fields = {
-            "request_id": ctx.request_id,
-            "method": req.method,
-            "path": req.path,
-            "status": resp.status_code,
-            "duration_ms": round((time.perf_counter() - ctx.started) * 1000, 2),
-            **ctx.log,
-        }
-        if getattr(ctx, "error_code", None):
-            fields["error_code"] = ctx.error_code
-        identity = getattr(ctx, "identity", None)
-        if identity is not None:
-            fields.update(identity.log_fields())
-        log.info("request", extra=fields)
+        if getattr(ctx, "streaming", False) and resp.status_code == 200:
+            return  # written when the stream ends (api.streaming)
+        log_access(req, resp.status_code)
+
+
+def log_access(req, status: int) -> None:
+    """The one access record of a request."""
+    ctx = req.context
+    fields = {
+        "request_id": ctx.request_id,
+        "method": req.method,
+        "path": req.path,
+        "status": status,
+        "duration_ms": round((time.perf_counter() - ctx.started) * 1000, 2),
+        **ctx.log,
+    }
+    if getattr(ctx, "error_code", None):
+        fields["error_code"] = ctx.error_code
+    identity = getattr(ctx, "identity", None)
+    if identity is not None:
+        fields.update(identity.log_fields())
+    log.info("request", extra=fields)
 
 
 class IdentityMiddleware:
-    """Establishes who is calling before any resource that needs it runs."""
+    """Establishes who is calling before any resource that needs it runs, after noting
+    the resource's wire format, so even a 401 comes in the endpoint's own error format."""
 
     def __init__(self, authenticator: Authenticator):
         self.authenticator = authenticator
 
     def process_resource(self, req, resp, resource, params) -> None:
-        if resource is not None and getattr(resource, "authenticate", True):
+        if resource is None:
+            return
+        wire_for = getattr(resource, "wire_for", None)
+        req.context.wire = wire_for(req) if wire_for else getattr(resource, "wire", "openai")
+        if getattr(resource, "authenticate", True):
             req.context.identity = self.authenticator.identify(req)

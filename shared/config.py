@@ -30,7 +30,9 @@ ACCESS_LEVELS = (10, 20, 30, 40, 50)
 
 _TOP_KEYS = ("models", "routes", "gitlab", "jobs", "logging")
 _MODEL_KEYS = ("name", "type", "base_url", "api_key", "model", "timeout", "rate_limit", "retries",
-               "workers", "concurrency", "max_queue_depth", "verify_tls", "ca_file", "max_output_tokens")
+               "workers", "concurrency", "max_queue_depth", "verify_tls", "ca_file", "max_output_tokens",
+               "stream_idle_timeout", "max_stream_duration", "project", "location", "credentials_file")
+_VERTEX_KEYS = ("project", "location", "credentials_file")
 _LIMITS = ("requests_per_minute", "tokens_per_minute", "requests_per_day")
 _ROUTE_KEYS = ("name", "match", "destination", "rate_limit")
 _GITLAB_KEYS = ("timeout", "verify_tls", "ca_file", "min_access_level", "cache_ttl", "outage_grace")
@@ -85,6 +87,11 @@ class ModelConfig:
     verify_tls: bool = True
     ca_file: str | None = None
     max_output_tokens: int = 1024  # max_tokens when a request gives none: sent where required, and reserved
+    stream_idle_timeout: float = 60.0  # longest silence between two chunks of a stream
+    max_stream_duration: float = 600.0  # longest stream, first chunk to last
+    project: str | None = None  # vertex: the Google Cloud project
+    location: str | None = None  # vertex: the region, e.g. us-central1
+    credentials_file: str | None = None  # vertex: a service-account JSON; else application default credentials
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,11 @@ class GatewayConfig:
     @property
     def max_timeout(self) -> float:
         return max((m.timeout for m in self.models), default=ModelConfig.timeout)
+
+    @property
+    def max_stream_duration(self) -> float:
+        """The longest any request may hold an API thread: a stream's first chunk, then its length."""
+        return max((m.timeout + m.max_stream_duration for m in self.models), default=ModelConfig.timeout)
 
 
 def load_config(path: str, environ: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -228,9 +240,17 @@ def _models(c: _Checker, top: dict, env: Mapping[str, str]) -> list[ModelConfig]
         elif name is not None:
             first_seen[name] = i
         kind = c.get(node, "type", path, _one_of(*MODEL_TYPES), required=True)
-        if kind == "vertex":  # documented, but no vertex provider is built yet
-            c.add(f"{path}.type", "vertex is not supported by this version yet")
-        base_url = c.get(node, "base_url", path, _url) or DEFAULT_BASE_URLS.get(kind)
+        location = None
+        if kind == "vertex":
+            if "project" not in node:
+                c.add(f"{path}.project", "required for vertex models")
+            location = c.get(node, "location", path, _text) or "us-central1"
+        else:
+            for key in _VERTEX_KEYS:
+                if key in node:
+                    c.add(f"{path}.{key}", "only vertex models take this key")
+        default_base = f"https://{location}-aiplatform.googleapis.com/v1" if kind == "vertex" else None
+        base_url = c.get(node, "base_url", path, _url) or DEFAULT_BASE_URLS.get(kind) or default_base
         if kind == "generic" and "base_url" not in node:
             c.add(f"{path}.base_url", "required for generic models")
         if "api_key" in node:
@@ -258,6 +278,12 @@ def _models(c: _Checker, top: dict, env: Mapping[str, str]) -> list[ModelConfig]
             verify_tls=c.get(node, "verify_tls", path, _boolean, True),
             ca_file=c.get(node, "ca_file", path, _readable_file),
             max_output_tokens=c.get(node, "max_output_tokens", path, _integer, 1024, lo=1),
+            stream_idle_timeout=c.get(node, "stream_idle_timeout", path, parse_duration, 60.0, nonzero=True, hi=3600.0),
+            max_stream_duration=c.get(node, "max_stream_duration", path, parse_duration, 600.0, nonzero=True,
+                                      hi=86400.0),
+            project=c.get(node, "project", path, _text) if kind == "vertex" else None,
+            location=location,
+            credentials_file=c.get(node, "credentials_file", path, _readable_file) if kind == "vertex" else None,
         ))
     return models
 

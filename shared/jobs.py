@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 
 SCHEMA_VERSION = 1
 
-# Endpoints a job can serve; the worker picks the provider call by this.
-CHAT_COMPLETIONS = "chat.completions"
-ENDPOINTS = (CHAT_COMPLETIONS,)
+# The client's endpoint (and so its wire format); the worker answers in it.
+CHAT_COMPLETIONS = "chat.completions"  # OpenAI
+MESSAGES = "messages"  # Anthropic
+EMBEDDINGS = "embeddings"  # OpenAI
+COMPLETIONS = "completions"  # OpenAI's legacy completions (fill-in-the-middle)
+ENDPOINTS = (CHAT_COMPLETIONS, MESSAGES, EMBEDDINGS, COMPLETIONS)
 
 # Slack given to RQ's own timers, which only back up the deadline the job checks itself.
 RQ_TIMEOUT_MARGIN = 5
@@ -35,6 +38,8 @@ class JobRequest:
     enqueued_at: float = field(default_factory=time.time)
     caller: dict = field(default_factory=dict)  # identity fields for logs, never credentials
     reservation: dict = field(default_factory=dict)  # rate-limit admission the worker settles
+    stream: bool = False
+    stream_seconds: float = 0.0  # a stream may run this long after its first chunk
     version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:
@@ -50,8 +55,8 @@ class JobRequest:
         return self.deadline - (time.time() if now is None else now)
 
     def rq_job_timeout(self) -> int:
-        """RQ's own job timeout: a backstop a little past the deadline."""
-        return max(1, math.ceil(self.remaining())) + RQ_TIMEOUT_MARGIN
+        """RQ's own job timeout: a backstop a little past the deadline (and the stream's length)."""
+        return max(1, math.ceil(self.remaining() + self.stream_seconds)) + RQ_TIMEOUT_MARGIN
 
     def rq_queue_ttl(self) -> int:
         """How long RQ may keep the job queued (a backstop: the worker drops late jobs)."""

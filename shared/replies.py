@@ -1,16 +1,20 @@
 """How a job's outcome travels back from a worker to the waiting API process.
 
 Each job has a reply Redis Stream (``shared.keys.reply_stream_key``). The worker
-appends entries; the API blocks on ``XREAD`` until a final entry arrives or the
-request's deadline passes, so there is no polling and no race: an entry written
-before the reader attaches is still read. Final entry kinds:
+appends entries; the API blocks on ``XREAD`` until they arrive, so there is no
+polling and no race: an entry written before the reader attaches is still read.
+Entry kinds:
 
-- ``result``: ``status`` and ``body`` (the response JSON, passed through as bytes).
-- ``error``: a ``GatewayError`` as a dict.
+- ``result`` (final): ``status`` and ``body``, the response JSON passed through as bytes.
+- ``error`` (final): a ``GatewayError`` as a dict. Before any ``chunk`` it is an
+  ordinary HTTP error; after one, the API ends the stream with an error event.
+- ``chunk``: ``data``, bytes of server-sent events already framed in the
+  client's wire format, relayed as they are. The first one commits the stream:
+  only then does the API send its 200.
+- ``end`` (final): the stream finished cleanly (its last chunk carried the end marker).
 
-Both carry ``meta``: facts for the access log (when the job started, attempts, ...).
-
-The stream expires on its own; the API deletes it as soon as it has the answer.
+Final entries carry ``meta``: facts for the access log (when the job started,
+attempts, usage). The stream expires on its own; the API deletes it when done.
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ from redis import Redis
 from shared.errors import GatewayError
 from shared.keys import reply_stream_key
 
-RESULT, ERROR = "result", "error"
-FINAL_KINDS = (RESULT, ERROR)
+RESULT, ERROR, CHUNK, END = "result", "error", "chunk", "end"
+FINAL_KINDS = (RESULT, ERROR, END)
 
 
 class ClientGone(Exception):
@@ -35,10 +39,16 @@ class ClientGone(Exception):
 
 @dataclass
 class Reply:
-    status: int
-    body: bytes = b""
+    kind: str
+    status: int = 200
+    body: bytes = b""  # a result's JSON, or a chunk's framed events
     error: GatewayError | None = None
     meta: dict = field(default_factory=dict)
+    entry_id: bytes | str = "0-0"
+
+    @property
+    def final(self) -> bool:
+        return self.kind in FINAL_KINDS
 
 
 class ReplyChannel:
@@ -58,24 +68,33 @@ class ReplyChannel:
         self._append({"kind": RESULT, "status": status, "body": body, "meta": json.dumps(meta or {})})
 
     def send_error(self, error: GatewayError, meta: dict | None = None) -> None:
-        self._append(
-            {
-                "kind": ERROR,
-                "status": error.status,
-                "error": json.dumps(error.to_dict()),
-                "meta": json.dumps(meta or {}),
-            }
-        )
+        self._append({"kind": ERROR, "status": error.status, "error": json.dumps(error.to_dict()),
+                      "meta": json.dumps(meta or {})})
+
+    def send_chunk(self, data: bytes) -> None:
+        self._append({"kind": CHUNK, "data": data})
+
+    def send_end(self, meta: dict | None = None) -> None:
+        self._append({"kind": END, "meta": json.dumps(meta or {})})
 
     # -- API side ----------------------------------------------------------
-    def wait(self, deadline: float, *, gone: Callable[[], bool] | None = None,
-             check_every: float = 1.0) -> Reply | None:
-        """Block until a final entry arrives; ``None`` once ``deadline`` (epoch s) passes.
+    def read(self, after: bytes | str, block_ms: int) -> list[Reply]:
+        """Entries after ``after``, waiting up to ``block_ms`` for the first (0: do not wait)."""
+        if block_ms > 0:
+            answer = self.redis.xread({self.key: after}, block=block_ms)
+        else:
+            answer = self.redis.xread({self.key: after})
+        return [_decode(entry_id, fields) for _stream, entries in answer or () for entry_id, fields in entries]
+
+    def wait(self, deadline: float, *, gone: Callable[[], bool] | None = None, check_every: float = 1.0,
+             first: bool = False) -> Reply | None:
+        """Block until a final entry arrives (or, with ``first``, any entry); ``None`` once
+        ``deadline`` (epoch s) passes.
 
         With ``gone`` (is the client still there?), the wait is cut into blocking
         reads of ``check_every`` seconds, and ``ClientGone`` is raised when it says so.
         """
-        last_id = "0-0"
+        after: bytes | str = "0-0"
         while True:
             remaining = deadline - time.time()
             if remaining <= 0:
@@ -85,28 +104,24 @@ class ReplyChannel:
                     raise ClientGone()
                 remaining = min(remaining, check_every)
             # BLOCK 0 would mean forever; the client's socket timeout must exceed this.
-            answer = self.redis.xread({self.key: last_id}, block=max(1, int(remaining * 1000)))
-            for _stream, entries in answer or ():
-                for entry_id, fields in entries:
-                    last_id = entry_id
-                    kind = _text(fields.get(b"kind"))
-                    if kind in FINAL_KINDS:
-                        return _decode_final(kind, fields)
+            for reply in self.read(after, max(1, int(remaining * 1000))):
+                after = reply.entry_id
+                if first or reply.final:
+                    return reply
 
     def discard(self) -> None:
         self.redis.delete(self.key)
 
 
-def _text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _decode_final(kind: str, fields: dict) -> Reply:
+def _decode(entry_id, fields: dict) -> Reply:
+    kind = (fields.get(b"kind") or b"").decode()
     meta = json.loads(fields.get(b"meta") or b"{}")
-    status = int(fields.get(b"status") or 500)
+    if kind == CHUNK:
+        return Reply(CHUNK, body=fields.get(b"data") or b"", entry_id=entry_id)
+    if kind == ERROR:
+        error = GatewayError.from_dict(json.loads(fields.get(b"error") or b"{}"))
+        return Reply(ERROR, status=error.status, error=error, meta=meta, entry_id=entry_id)
     if kind == RESULT:
-        return Reply(status=status, body=fields.get(b"body") or b"", meta=meta)
-    error = GatewayError.from_dict(json.loads(fields.get(b"error") or b"{}"))
-    return Reply(status=error.status, error=error, meta=meta)
+        return Reply(RESULT, status=int(fields.get(b"status") or 500), body=fields.get(b"body") or b"",
+                     meta=meta, entry_id=entry_id)
+    return Reply(kind or END, meta=meta, entry_id=entry_id)

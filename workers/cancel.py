@@ -18,10 +18,21 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from shared.errors import DeadlineExceeded, GatewayError, RequestCancelled, ServiceUnavailable
+
 DEADLINE = "deadline"
 CLIENT_GONE = "client_gone"
 HARD_TIMEOUT = "hard_timeout"
 SHUTDOWN = "shutdown"
+
+
+def cancelled_error(scope: CancelScope) -> GatewayError:
+    """What a cancelled job answers (mostly to nobody: its client is gone or gave up)."""
+    if scope.reason == CLIENT_GONE:
+        return RequestCancelled()
+    if scope.reason == SHUTDOWN:
+        return ServiceUnavailable("The worker handling this request is shutting down.")
+    return DeadlineExceeded()
 
 
 class CancelScope:

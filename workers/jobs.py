@@ -20,6 +20,7 @@ from shared.errors import DeadlineExceeded, GatewayError, WorkerLost
 from shared.jobs import JobRequest
 from shared.replies import ReplyChannel
 from workers.cancel import current_scope
+from workers.endpoints import usage_total
 from workers.runtime import get_runtime
 from workers.worker_classes import JobAbandoned
 
@@ -49,13 +50,17 @@ def execute(payload: dict) -> dict:
         limiter.refund(request.reservation)  # the provider never saw it
         channel.send_error(DeadlineExceeded("The request waited in the queue past its deadline."))
         return {"outcome": "dropped", "reason": "deadline"}
+    emit = Emitter(channel, scope, request.stream_seconds) if request.stream else None
     try:
-        status, body, meta = runtime.serve(request)
+        outcome = runtime.serve(request, emit)
     except GatewayError as error:
-        meta = {"started_at": started, "upstream_seconds": round(time.time() - started, 4)}
-        _settle(limiter, request, scope, None)
+        meta = {"started_at": started, "upstream_seconds": round(time.time() - started, 4),
+                "chunks": emit.sent if emit else 0}
+        # Chunks already reached the client: tokens were spent; keep the estimate.
+        if not (emit and emit.sent):
+            _settle(limiter, request, scope, None)
         channel.send_error(error, meta)
-        _log_outcome(fields, error.status, started, code=error.code)
+        _log_outcome(fields, error.status, started, code=error.code, stream=request.stream)
         if error.status >= 500 or error.status == 429:
             raise JobFailed(f"{error.code}: {error.message}") from None
         return {"outcome": "error", "status": error.status, "code": error.code}
@@ -63,12 +68,35 @@ def execute(payload: dict) -> dict:
         log.exception("job failed unexpectedly", extra=fields)
         channel.send_error(GatewayError())
         raise JobFailed(f"internal_error: {type(exc).__name__}") from exc
-    meta["started_at"] = started
+    meta = {"started_at": started, "attempts": outcome.attempts, "upstream_seconds": outcome.upstream_seconds,
+            "retry_reasons": outcome.retry_reasons, "usage": outcome.usage}
     # Settled before answering, so the caller's next request sees the true figures.
-    _settle(limiter, request, scope, meta.get("usage") or {})
-    channel.send_result(status, body, meta)
-    _log_outcome(fields, status, started, attempts=meta.get("attempts"), usage=meta.get("usage"))
-    return {"outcome": "ok", "status": status, "attempts": meta.get("attempts")}
+    _settle(limiter, request, scope, outcome.usage or {})
+    if emit is not None:
+        meta["chunks"] = emit.sent
+        channel.send_end(meta)
+    else:
+        channel.send_result(outcome.status, outcome.body, meta)
+    _log_outcome(fields, outcome.status, started, attempts=outcome.attempts, usage=outcome.usage,
+                 stream=request.stream)
+    return {"outcome": "ok", "status": outcome.status, "attempts": outcome.attempts}
+
+
+class Emitter:
+    """Hands a stream's framed chunks to the reply stream; the first one commits it."""
+
+    def __init__(self, channel: ReplyChannel, scope, stream_seconds: float):
+        self.channel = channel
+        self.scope = scope
+        self.stream_seconds = stream_seconds
+        self.sent = 0
+
+    def __call__(self, data: bytes) -> None:
+        if not self.sent and self.scope is not None:
+            # Committed: from here the stream's own length bounds it, not the first-chunk deadline.
+            self.scope.deadline = time.time() + self.stream_seconds
+        self.channel.send_chunk(data)
+        self.sent += 1
 
 
 def on_failure(job, connection, exc_type, exc_value, traceback) -> None:
@@ -94,11 +122,8 @@ def _settle(limiter, request: JobRequest, scope, usage: dict | None) -> None:
         limiter.refund(request.reservation)
     elif usage is None:
         limiter.reconcile(request.reservation, 0)
-    elif usage:
-        total = usage.get("total_tokens")
-        if total is None:
-            total = (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
-        limiter.reconcile(request.reservation, total)
+    elif usage_total(usage) is not None:
+        limiter.reconcile(request.reservation, usage_total(usage))
     # A success without any usage reported keeps its estimate.
 
 

@@ -3,14 +3,15 @@ pooled HTTP client per model, built once and reused by every job it runs."""
 
 from __future__ import annotations
 
-import json
 import threading
 
 from shared.config import GatewayConfig, load_config
 from shared.errors import InvalidRequest, ModelNotFound
-from shared.jobs import CHAT_COMPLETIONS, JobRequest
+from shared.jobs import ENDPOINTS, JobRequest
 from shared.ratelimit import RateLimiter
 from shared.settings import Settings
+from workers import endpoints
+from workers.endpoints import Emit, Outcome
 from workers.providers import Provider, provider_for
 from workers.upstream import UpstreamClient
 
@@ -39,21 +40,14 @@ class Runtime:
             self._limiter = RateLimiter(connection)
         return self._limiter
 
-    def serve(self, request: JobRequest) -> tuple[int, bytes, dict]:
-        """Call the provider for one job; return (status, response JSON, facts for the log)."""
-        if request.endpoint != CHAT_COMPLETIONS:
+    def serve(self, request: JobRequest, emit: Emit | None = None) -> Outcome:
+        """Call the provider for one job. A stream hands each framed chunk to ``emit``."""
+        if request.endpoint not in ENDPOINTS:
             raise InvalidRequest(f"Endpoint '{request.endpoint}' is not served by this worker.")
         provider, client = self.for_model(request.model)
-        upstream_request = provider.chat_request(request.body, request_id=request.request_id)
-        result = client.post_json(upstream_request, deadline=request.deadline)
-        answer = provider.chat_response(result.data, requested_model=request.requested_model)
-        meta = {
-            "attempts": result.attempts,
-            "upstream_seconds": round(result.seconds, 4),
-            "retry_reasons": result.retry_reasons,
-            "usage": answer.get("usage"),
-        }
-        return 200, json.dumps(answer).encode(), meta
+        if request.stream:
+            return endpoints.serve_stream(provider, client, request, emit)
+        return endpoints.serve(provider, client, request)
 
 
 _runtime: Runtime | None = None

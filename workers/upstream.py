@@ -22,16 +22,15 @@ from shared.config import ModelConfig
 from shared.errors import (
     DeadlineExceeded,
     GatewayError,
-    RequestCancelled,
-    ServiceUnavailable,
     UpstreamAuthError,
     UpstreamError,
     UpstreamModelNotFound,
     UpstreamRateLimited,
     UpstreamRejected,
 )
-from workers.cancel import CLIENT_GONE, SHUTDOWN, CancellableAdapter, CancelScope, current_scope
+from workers.cancel import CancellableAdapter, CancelScope, cancelled_error, current_scope
 from workers.retry import RETRYABLE_STATUSES, Retryable, upstream_retrying
+from workers.upstream_stream import UpstreamStream
 
 CONNECT_TIMEOUT = 5.0
 PASSED_THROUGH = frozenset({400, 413, 422})
@@ -73,8 +72,28 @@ class UpstreamClient:
 
     def post_json(self, request: UpstreamRequest, *, deadline: float) -> UpstreamResult:
         started = time.monotonic()
-        reasons: list[str] = []
-        attempts = 0
+        response, attempts, reasons = self._call(request, deadline, read_timeout=None)
+        try:
+            data = response.json()
+        except ValueError:
+            raise UpstreamError(f"The provider for model '{self.model.name}' answered HTTP {response.status_code} "
+                                "with a body that is not JSON.") from None
+        if not isinstance(data, dict):
+            raise UpstreamError(f"The provider for model '{self.model.name}' answered an unexpected "
+                                "JSON shape.")
+        return UpstreamResult(response.status_code, data, attempts, time.monotonic() - started, reasons)
+
+    def open_stream(self, request: UpstreamRequest, *, deadline: float) -> UpstreamStream:
+        """Retries until the provider accepts the request; after that, no retries: the
+        answer is already flowing to the client."""
+        started = time.monotonic()
+        idle = self.model.stream_idle_timeout
+        response, attempts, reasons = self._call(request, deadline, read_timeout=idle)
+        return UpstreamStream(response, model=self.model, scope=current_scope(), attempts=attempts,
+                              retry_reasons=reasons, started=started)
+
+    def _call(self, request: UpstreamRequest, deadline: float, *, read_timeout: float | None):
+        attempts, reasons = 0, []
         scope = current_scope()
         retrying = upstream_retrying(attempts=self.model.retry_attempts, deadline=deadline,
                                      sleep=scope.sleep if scope else time.sleep)
@@ -83,7 +102,7 @@ class UpstreamClient:
                 with attempt:
                     attempts += 1
                     try:
-                        status, data = self._attempt(request, deadline, scope)
+                        return self._attempt(request, deadline, scope, read_timeout), attempts, reasons
                     except Retryable as retryable:
                         reasons.append(retryable.reason)
                         raise
@@ -91,10 +110,11 @@ class UpstreamClient:
             if scope is not None and scope.cancelled:
                 raise cancelled_error(scope) from None
             raise self._exhausted(last, attempts, deadline) from None
-        return UpstreamResult(status, data, attempts, time.monotonic() - started, reasons[:])
+        raise AssertionError("unreachable: tenacity either returns or raises")
 
-    def _attempt(self, request: UpstreamRequest, deadline: float,
-                 scope: CancelScope | None) -> tuple[int, dict]:
+    def _attempt(self, request: UpstreamRequest, deadline: float, scope: CancelScope | None,
+                 read_timeout: float | None) -> requests.Response:
+        """One call. ``read_timeout`` set: a stream, whose reads wait at most that long."""
         remaining = deadline - time.time()
         if scope is not None and scope.cancelled:
             raise cancelled_error(scope)
@@ -102,12 +122,15 @@ class UpstreamClient:
             raise DeadlineExceeded()
         if scope is not None:
             scope.upstream_attempts += 1
+        stream = read_timeout is not None
+        headers = {**request.headers, "Accept-Encoding": "identity"} if stream else request.headers
         try:
             response = self.session.post(
                 request.url,
                 json=request.body,
-                headers=request.headers,
-                timeout=(min(CONNECT_TIMEOUT, remaining), remaining),
+                headers=headers,
+                timeout=(min(CONNECT_TIMEOUT, remaining), min(remaining, read_timeout or remaining)),
+                stream=stream,
             )
         except requests.exceptions.RequestException as exc:
             if scope is not None and scope.cancelled:
@@ -119,15 +142,7 @@ class UpstreamClient:
                             message=self._error_message(response))
         if status >= 400:
             raise self._refused(status, self._error_message(response))
-        try:
-            data = response.json()
-        except ValueError:
-            raise UpstreamError(f"The provider for model '{self.model.name}' answered HTTP {status} "
-                                "with a body that is not JSON.") from None
-        if not isinstance(data, dict):
-            raise UpstreamError(f"The provider for model '{self.model.name}' answered an unexpected "
-                                "JSON shape.")
-        return status, data
+        return response
 
     def _transport_error(self, exc: requests.exceptions.RequestException, deadline: float) -> Exception:
         """No HTTP answer: retry what another attempt may fix."""
@@ -191,14 +206,6 @@ class UpstreamClient:
         if self.model.api_key:
             text = text.replace(self.model.api_key, "[redacted]")
         return text[:MAX_MESSAGE]
-
-
-def cancelled_error(scope: CancelScope) -> GatewayError:
-    if scope.reason == CLIENT_GONE:
-        return RequestCancelled()
-    if scope.reason == SHUTDOWN:
-        return ServiceUnavailable("The worker handling this request is shutting down.")
-    return DeadlineExceeded()
 
 
 def error_message_from(data) -> str:

@@ -179,9 +179,16 @@ def test_text_plain_is_415(client) -> None:
     assert_openai_error(result, 415, "unsupported_media_type")
 
 
-def test_stream_true_is_unsupported(client) -> None:
-    result = client.simulate_post(CHAT, json=chat_body(stream=True))
-    assert_openai_error(result, 400, "unsupported_parameter", param="stream")
+def test_stream_must_be_a_boolean(client) -> None:
+    result = client.simulate_post(CHAT, json=chat_body(stream="yes"))
+    assert_openai_error(result, 400, "invalid_request", param="stream")
+
+
+def test_messages_errors_come_in_anthropics_format(client) -> None:
+    result = client.simulate_post("/v1/messages", json={"model": "m", "messages": [{"role": "user", "content": "x"}]})
+    assert result.status_code == 400
+    assert result.json == {"type": "error", "error": {"type": "invalid_request_error",
+                                                      "message": "max_tokens: field required."}}
 
 
 @pytest.mark.parametrize("field", ["max_tokens", "n"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from shared.errors import InvalidRequest, UnsupportedParameter
+from shared.errors import InvalidRequest, UnsupportedParameter, UpstreamError
 
 # Top-level keys handled below. Everything else (seed, logit_bias, metadata, ...) is
 # refused unless its value is None, so new OpenAI features never pass unnoticed.
@@ -306,6 +306,14 @@ def anthropic_stop_reason_to_finish_reason(reason: str | None) -> str:
     return _FINISH_REASONS.get(reason or "", "stop")
 
 
+_INPUT_TOKEN_KEYS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+
+
+def _input_tokens(usage: dict) -> int:
+    """Anthropic counts cached prompt tokens apart; OpenAI's prompt_tokens includes them."""
+    return sum(usage.get(k) or 0 for k in _INPUT_TOKEN_KEYS)
+
+
 def anthropic_response_to_chat(resp: dict, *, requested_model: str, created: int) -> dict:
     """Anthropic Messages response -> OpenAI `chat.completion` object."""
     texts: list[str] = []
@@ -329,8 +337,7 @@ def anthropic_response_to_chat(resp: dict, *, requested_model: str, created: int
     if tool_calls:
         message["tool_calls"] = tool_calls
     usage = resp.get("usage") or {}
-    prompt = sum(usage.get(k) or 0 for k in
-                 ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
+    prompt = _input_tokens(usage)
     completion = usage.get("output_tokens") or 0
     return {
         "id": f"chatcmpl-{resp.get('id', '')}",
@@ -346,3 +353,72 @@ def anthropic_response_to_chat(resp: dict, *, requested_model: str, created: int
         "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
                   "total_tokens": prompt + completion},
     }
+
+
+class AnthropicStreamToChat:
+    """Anthropic stream events -> OpenAI `chat.completion.chunk` dicts, one event at a time."""
+
+    def __init__(self, requested_model: str, created: int, include_usage: bool):
+        self.requested_model = requested_model
+        self.created = created
+        self.include_usage = include_usage
+        self._id = "chatcmpl-"
+        self._prompt: int | None = None
+        self._completion = 0
+        self._tool_calls: dict[Any, int] = {}  # Anthropic block index -> OpenAI tool call index
+
+    @property
+    def usage(self) -> dict | None:
+        if self._prompt is None:
+            return None
+        return {"prompt_tokens": self._prompt, "completion_tokens": self._completion,
+                "total_tokens": self._prompt + self._completion}
+
+    def _chunk(self, delta: dict, finish_reason: str | None = None) -> dict:
+        return {"id": self._id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.requested_model,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+
+    def feed(self, event: str, data: dict) -> list[dict]:
+        if event == "message_start":
+            message = data.get("message") or {}
+            self._id = f"chatcmpl-{message.get('id', '')}"
+            usage = message.get("usage") or {}
+            self._prompt = _input_tokens(usage)
+            self._completion = usage.get("output_tokens") or 0
+            return [self._chunk({"role": "assistant", "content": ""})]
+        if event == "content_block_start":
+            block = data.get("content_block") or {}
+            if block.get("type") != "tool_use":
+                return []  # text starts empty; thinking and server-side blocks have no OpenAI field
+            k = self._tool_calls[data.get("index")] = len(self._tool_calls)
+            return [self._chunk({"tool_calls": [{"index": k, "id": block.get("id"), "type": "function",
+                                                 "function": {"name": block.get("name"), "arguments": ""}}]})]
+        if event == "content_block_delta":
+            delta = data.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                return [self._chunk({"content": delta.get("text") or ""})]
+            k = self._tool_calls.get(data.get("index"))
+            if delta.get("type") == "input_json_delta" and k is not None:
+                return [self._chunk({"tool_calls": [{"index": k, "function": {
+                    "arguments": delta.get("partial_json") or ""}}]})]
+            return []
+        if event == "message_delta":
+            # message_delta usage is cumulative; recent API versions repeat the input counts there.
+            usage = data.get("usage") or {}
+            if usage.get("output_tokens") is not None:
+                self._completion = usage["output_tokens"]
+            if any(usage.get(k) is not None for k in _INPUT_TOKEN_KEYS):
+                self._prompt = _input_tokens(usage)
+            reason = (data.get("delta") or {}).get("stop_reason")
+            return [self._chunk({}, anthropic_stop_reason_to_finish_reason(reason))]
+        if event == "message_stop":
+            if not self.include_usage:
+                return []
+            usage = self.usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+            return [{"id": self._id, "object": "chat.completion.chunk", "created": self.created,
+                     "model": self.requested_model, "choices": [], "usage": usage}]
+        if event == "error":
+            error = data.get("error") or {}
+            raise UpstreamError(error.get("message") or None)
+        return []  # ping, and events added to the protocol later

@@ -1,0 +1,61 @@
+"""The model endpoints: one resource class, configured per endpoint.
+
+Each validates its body, is admitted (routes, workers, rate limits), enqueues a
+job, and answers whole, or as a stream once the worker's first chunk is in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import falcon
+
+from api.admission import Gate
+from api.disconnect import client_gone_probe
+from api.dispatch import Dispatcher
+from api.streaming import respond_with_stream
+from api.validation import validate_chat, validate_completions, validate_embeddings, validate_messages
+from shared.jobs import CHAT_COMPLETIONS, COMPLETIONS, EMBEDDINGS, MESSAGES
+from shared.replies import CHUNK
+
+
+class Inference:
+    def __init__(self, gate: Gate, dispatcher: Dispatcher, *, endpoint: str, validate: Callable[[object], dict],
+                 wire: str = "openai"):
+        self.gate = gate
+        self.dispatcher = dispatcher
+        self.endpoint = endpoint
+        self.validate = validate
+        self.wire = wire  # read by the middleware: errors come in this format
+
+    def on_post(self, req, resp) -> None:
+        body = self.validate(req.get_media())
+        stream = bool(body.get("stream"))
+        decision, reservation = self.gate.admit(req, body["model"], body)
+        reply = self.dispatcher.submit(decision.model, endpoint=self.endpoint, body=body,
+                                       requested_model=body["model"], request_id=req.context.request_id,
+                                       caller=req.context.identity.job_fields(), reservation=reservation,
+                                       client_gone=client_gone_probe(req.env), stream=stream)
+        started_at = reply.meta.get("queue_wait_ms")
+        req.context.log.update({k: reply.meta[k] for k in ("attempts", "upstream_seconds") if k in reply.meta})
+        if started_at is not None:
+            req.context.log["queue_wait_ms"] = started_at
+        if reply.error is not None:
+            raise reply.error
+        if reply.kind == CHUNK:
+            respond_with_stream(req, resp, self.dispatcher, reply, decision.model)
+            return
+        if reply.meta.get("usage"):
+            req.context.log["usage"] = reply.meta["usage"]
+        resp.status = reply.status
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = reply.body
+
+
+def endpoints(gate: Gate, dispatcher: Dispatcher) -> dict[str, Inference]:
+    return {
+        "/v1/chat/completions": Inference(gate, dispatcher, endpoint=CHAT_COMPLETIONS, validate=validate_chat),
+        "/v1/messages": Inference(gate, dispatcher, endpoint=MESSAGES, validate=validate_messages, wire="anthropic"),
+        "/v1/embeddings": Inference(gate, dispatcher, endpoint=EMBEDDINGS, validate=validate_embeddings),
+        "/v1/completions": Inference(gate, dispatcher, endpoint=COMPLETIONS, validate=validate_completions),
+    }

@@ -1,0 +1,416 @@
+"""Anthropic Messages clients in front of OpenAI-format models (pure functions).
+
+The mirror of ``anthropic.py``: an Anthropic request becomes an OpenAI chat
+request, and the OpenAI answer (whole or streamed) becomes an Anthropic one.
+Anything the Anthropic request asks for that an OpenAI chat model cannot honour
+is refused with ``UnsupportedParameter`` naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from shared.errors import InvalidRequest, UnsupportedParameter, UpstreamError
+
+# Top-level keys handled below. Everything else (thinking, container, mcp_servers,
+# service_tier, top_k, ...) is refused unless its value is None.
+_HANDLED_KEYS = frozenset(
+    {"model", "messages", "system", "max_tokens", "temperature", "top_p", "stop_sequences", "metadata",
+     "tools", "tool_choice", "stream"}
+)
+_MESSAGE_KEYS = frozenset({"role", "content"})
+_TOOL_KEYS = frozenset({"type", "name", "description", "input_schema", "cache_control"})
+_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal"}
+
+
+def _unsupported(param: str, why: str) -> UnsupportedParameter:
+    return UnsupportedParameter(f"'{param}' is not supported for OpenAI-format models ({why})", param=param)
+
+
+def _check_keys(body: dict) -> None:
+    for key, value in body.items():
+        if key in _HANDLED_KEYS or value is None:
+            continue
+        if key == "thinking" and value == {"type": "disabled"}:
+            continue  # the neutral value asks for nothing
+        raise _unsupported(key, "no OpenAI chat equivalent")
+
+
+def _text(block: dict, param: str) -> str:
+    text = block.get("text")
+    if not isinstance(text, str):
+        raise InvalidRequest(f"'{param}.text' must be a string", param=f"{param}.text")
+    return text  # `cache_control` and `citations` are hints/annotations with no OpenAI field
+
+
+def _blocks(content: Any, param: str) -> list[dict]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if not isinstance(content, list):
+        raise InvalidRequest(f"'{param}' must be a string or a list of content blocks", param=param)
+    for j, block in enumerate(content):
+        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+            raise InvalidRequest(f"'{param}[{j}]' must be an object with a 'type'", param=f"{param}[{j}].type")
+    return content
+
+
+def _image_part(block: dict, param: str) -> dict:
+    source = block.get("source")
+    kind = source.get("type") if isinstance(source, dict) else None
+    if kind == "base64":
+        media_type, data = source.get("media_type"), source.get("data")
+        if not isinstance(media_type, str) or not isinstance(data, str) or not media_type or not data:
+            raise InvalidRequest(f"'{param}.source' needs string 'media_type' and 'data'", param=f"{param}.source")
+        url = f"data:{media_type};base64,{data}"
+    elif kind == "url":
+        url = source.get("url")
+        if not isinstance(url, str):
+            raise InvalidRequest(f"'{param}.source.url' must be a string", param=f"{param}.source.url")
+    elif kind is None:
+        raise InvalidRequest(f"'{param}.source' must be an object with a 'type'", param=f"{param}.source")
+    else:
+        raise _unsupported(f"{param}.source.type", f"image source {kind!r}")
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _content(parts: list[dict]) -> str | list[dict]:
+    """A single text part reads best as a plain string, as most clients send it."""
+    if len(parts) == 1 and parts[0]["type"] == "text":
+        return parts[0]["text"]
+    return parts
+
+
+def _tool_message(block: dict, param: str) -> dict:
+    tool_id = block.get("tool_use_id")
+    if not isinstance(tool_id, str):
+        raise InvalidRequest(f"'{param}.tool_use_id' must be a string", param=f"{param}.tool_use_id")
+    content = block.get("content")
+    if content is None:
+        text = ""
+    else:
+        texts = []
+        for k, part in enumerate(_blocks(content, f"{param}.content")):
+            if part["type"] != "text":
+                # OpenAI tool messages carry text only.
+                raise _unsupported(f"{param}.content[{k}].type", f"tool result block type {part['type']!r}")
+            texts.append(_text(part, f"{param}.content[{k}]"))
+        text = "\n".join(texts)
+    if block.get("is_error"):
+        text = f"Error: {text}"
+    return {"role": "tool", "tool_call_id": tool_id, "content": text}
+
+
+def _tool_call(block: dict, param: str) -> dict:
+    tool_id, name, args = block.get("id"), block.get("name"), block.get("input")
+    if not isinstance(tool_id, str) or not isinstance(name, str):
+        raise InvalidRequest(f"'{param}' needs a string 'id' and 'name'", param=param)
+    if not isinstance(args, dict):
+        raise InvalidRequest(f"'{param}.input' must be an object", param=f"{param}.input")
+    return {"id": tool_id, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+
+
+def _convert_message(msg: Any, p: str) -> list[dict]:
+    """One Anthropic turn -> OpenAI messages (tool results first, as OpenAI wants them)."""
+    if not isinstance(msg, dict):
+        raise InvalidRequest(f"'{p}' must be an object", param=p)
+    for key, value in msg.items():
+        if key not in _MESSAGE_KEYS and value is not None:
+            raise _unsupported(f"{p}.{key}", "no OpenAI equivalent")
+    role = msg.get("role")
+    if role not in ("user", "assistant"):
+        raise InvalidRequest(f"'{p}.role' must be user or assistant", param=f"{p}.role")
+    parts: list[dict] = []
+    tool_messages: list[dict] = []
+    tool_calls: list[dict] = []
+    for j, block in enumerate(_blocks(msg.get("content"), f"{p}.content")):
+        q, kind = f"{p}.content[{j}]", block["type"]
+        if kind == "text":
+            parts.append({"type": "text", "text": _text(block, q)})
+        elif kind == "image" and role == "user":
+            parts.append(_image_part(block, q))
+        elif kind == "tool_result" and role == "user":
+            tool_messages.append(_tool_message(block, q))
+        elif kind == "tool_use" and role == "assistant":
+            tool_calls.append(_tool_call(block, q))
+        elif kind in ("image", "tool_result", "tool_use"):
+            raise InvalidRequest(f"'{q}' of type {kind!r} is not valid in a {role} message", param=f"{q}.type")
+        else:
+            raise _unsupported(f"{q}.type", f"content block type {kind!r}")
+    if role == "assistant":
+        # OpenAI assistant messages carry text only; empty text next to tool calls is noise.
+        parts = [part for part in parts if part["text"]] if tool_calls else parts
+        out: dict[str, Any] = {"role": "assistant", "content": _content(parts) if parts else None}
+        if tool_calls:
+            out["tool_calls"] = tool_calls
+        elif not parts:
+            raise InvalidRequest(f"'{p}.content' must not be empty", param=f"{p}.content")
+        return [out]
+    if not parts and not tool_messages:
+        raise InvalidRequest(f"'{p}.content' must not be empty", param=f"{p}.content")
+    return tool_messages + ([{"role": "user", "content": _content(parts)}] if parts else [])
+
+
+def _convert_messages(messages: Any) -> list[dict]:
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' must be a non-empty list", param="messages")
+    out: list[dict] = []
+    for i, msg in enumerate(messages):
+        out.extend(_convert_message(msg, f"messages[{i}]"))
+    last = len(messages) - 1
+    if messages[last].get("role") == "assistant":
+        # Anthropic continues a final assistant turn; an OpenAI model would answer after it instead.
+        raise _unsupported(f"messages[{last}].role", "a final assistant message (prefill) cannot be continued")
+    return out
+
+
+def _system_text(system: Any) -> str:
+    if isinstance(system, str):
+        return system
+    texts = []
+    for j, block in enumerate(_blocks(system, "system")):
+        if block["type"] != "text":
+            raise _unsupported(f"system[{j}].type", "system blocks must be text")
+        texts.append(_text(block, f"system[{j}]"))
+    # Hoisting several system blocks into one string is what the reverse direction does too.
+    return "\n\n".join(texts)
+
+
+def _convert_tools(tools: Any) -> list[dict]:
+    if not isinstance(tools, list):
+        raise InvalidRequest("'tools' must be a list", param="tools")
+    out = []
+    for k, tool in enumerate(tools):
+        p = f"tools[{k}]"
+        if not isinstance(tool, dict):
+            raise InvalidRequest(f"'{p}' must be an object", param=p)
+        if tool.get("type", "custom") not in ("custom", None):
+            raise _unsupported(f"{p}.type", f"Anthropic server tool {tool['type']!r}")
+        for key, value in tool.items():
+            if key not in _TOOL_KEYS and value is not None:
+                raise _unsupported(f"{p}.{key}", "no OpenAI equivalent")
+        if not isinstance(tool.get("name"), str):
+            raise InvalidRequest(f"'{p}.name' must be a string", param=f"{p}.name")
+        schema = tool.get("input_schema")
+        if not isinstance(schema, dict):
+            raise InvalidRequest(f"'{p}.input_schema' must be an object", param=f"{p}.input_schema")
+        fn: dict[str, Any] = {"name": tool["name"]}
+        if tool.get("description") is not None:
+            fn["description"] = tool["description"]
+        fn["parameters"] = schema
+        out.append({"type": "function", "function": fn})
+    return out
+
+
+def _convert_tool_choice(choice: Any, out: dict) -> None:
+    if not isinstance(choice, dict):
+        raise InvalidRequest("'tool_choice' must be an object", param="tool_choice")
+    kind = choice.get("type")
+    if kind == "tool":
+        if not isinstance(choice.get("name"), str):
+            raise InvalidRequest("'tool_choice.name' must be a string", param="tool_choice.name")
+        out["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
+    elif kind in ("auto", "any", "none"):
+        out["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}[kind]
+    else:
+        raise _unsupported("tool_choice.type", f"tool_choice type {kind!r}")
+    if choice.get("disable_parallel_tool_use") and kind != "none":
+        out["parallel_tool_calls"] = False
+
+
+def _number(body: dict, key: str) -> float | None:
+    value = body.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise InvalidRequest(f"'{key}' must be a number", param=key)
+    return value
+
+
+def messages_request_to_chat(body: dict, *, upstream_model: str) -> dict:
+    """Anthropic Messages request body -> OpenAI chat request body (without `stream`)."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object")
+    _check_keys(body)
+    max_tokens = body.get("max_tokens")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise InvalidRequest("'max_tokens' is required and must be a positive integer", param="max_tokens")
+    messages = _convert_messages(body.get("messages"))
+    system = _system_text(body["system"]) if body.get("system") is not None else ""
+    if system:
+        messages.insert(0, {"role": "system", "content": system})
+    out: dict[str, Any] = {"model": upstream_model, "messages": messages, "max_tokens": max_tokens}
+    for key in ("temperature", "top_p"):
+        if _number(body, key) is not None:
+            out[key] = body[key]
+    stops = body.get("stop_sequences")
+    if stops is not None:
+        if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+            raise InvalidRequest("'stop_sequences' must be a list of strings", param="stop_sequences")
+        if stops:
+            out["stop"] = stops
+    metadata = body.get("metadata")
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            raise InvalidRequest("'metadata' must be an object", param="metadata")
+        for key, value in metadata.items():
+            if key != "user_id" and value is not None:
+                raise _unsupported(f"metadata.{key}", "only metadata.user_id")
+        user = metadata.get("user_id")
+        if user is not None:
+            if not isinstance(user, str):
+                raise InvalidRequest("'metadata.user_id' must be a string", param="metadata.user_id")
+            out["user"] = user
+    if body.get("tools") is not None:
+        out["tools"] = _convert_tools(body["tools"])
+    if body.get("tool_choice") is not None:
+        _convert_tool_choice(body["tool_choice"], out)
+    return out
+
+
+def _stop_reason(finish_reason: str | None) -> str:
+    """OpenAI finish_reason -> Anthropic stop_reason; unknown reasons read as a normal end of turn."""
+    return _STOP_REASONS.get(finish_reason or "", "end_turn")
+
+
+def _tool_input(arguments: Any) -> dict:
+    try:
+        args = json.loads(arguments)
+    except (TypeError, ValueError):
+        args = None
+    # Anthropic clients expect an object; keep what the model wrote rather than lose it.
+    return args if isinstance(args, dict) else {"_raw": arguments}
+
+
+def chat_response_to_messages(resp: dict, *, requested_model: str) -> dict:
+    """OpenAI `chat.completion` object -> Anthropic Messages response (only choices[0])."""
+    choices = resp.get("choices") or [{}]
+    message = choices[0].get("message") or {}
+    text = message.get("content")
+    if not isinstance(text, str) or not text:
+        text = message.get("refusal")
+    content: list[dict] = [{"type": "text", "text": text}] if isinstance(text, str) and text else []
+    for k, call in enumerate(message.get("tool_calls") or []):
+        fn = call.get("function") or {}
+        content.append({"type": "tool_use", "id": call.get("id") or f"toolu_{k}", "name": fn.get("name"),
+                        "input": _tool_input(fn.get("arguments"))})
+    usage = resp.get("usage") or {}
+    return {
+        "id": "msg_" + str(resp.get("id") or "").removeprefix("chatcmpl-"),
+        "type": "message",
+        "role": "assistant",
+        "model": requested_model,
+        "content": content,
+        "stop_reason": _stop_reason(choices[0].get("finish_reason")),
+        "stop_sequence": None,
+        "usage": {"input_tokens": usage.get("prompt_tokens") or 0,
+                  "output_tokens": usage.get("completion_tokens") or 0},
+    }
+
+
+class ChatStreamToMessages:
+    """OpenAI `chat.completion.chunk` dicts -> Anthropic stream events as (event, data) pairs."""
+
+    def __init__(self, requested_model: str, message_id: str, input_tokens: int = 0):
+        self.requested_model = requested_model
+        self.message_id = message_id
+        self._input = input_tokens
+        self._output = 0
+        self._started = self._stopped = False
+        self._next_index = 0
+        self._open: tuple[str, Any, int] | None = None  # ("text" | "tool", OpenAI tool key, block index)
+        self._tools: dict[Any, int] = {}  # OpenAI tool call key -> block index
+        self._stop_reason: str | None = None  # set once a finish_reason arrived
+
+    @property
+    def usage(self) -> dict:
+        return {"input_tokens": self._input, "output_tokens": self._output}
+
+    def _start(self, events: list) -> None:
+        if not self._started:
+            self._started = True
+            events.append(("message_start", {"type": "message_start", "message": {
+                "id": self.message_id, "type": "message", "role": "assistant", "model": self.requested_model,
+                "content": [], "stop_reason": None, "stop_sequence": None,
+                "usage": {"input_tokens": self._input, "output_tokens": 0}}}))
+
+    def _open_block(self, events: list, kind: str, key: Any, block: dict) -> int:
+        self._close_block(events)
+        index = self._next_index
+        self._next_index += 1
+        self._open = (kind, key, index)
+        events.append(("content_block_start", {"type": "content_block_start", "index": index,
+                                               "content_block": block}))
+        return index
+
+    def _close_block(self, events: list) -> None:
+        if self._open is not None:
+            events.append(("content_block_stop", {"type": "content_block_stop", "index": self._open[2]}))
+            self._open = None
+
+    def _end(self, events: list) -> None:
+        events.append(("message_delta", {"type": "message_delta",
+                                         "delta": {"stop_reason": self._stop_reason, "stop_sequence": None},
+                                         "usage": {"output_tokens": self._output}}))
+        events.append(("message_stop", {"type": "message_stop"}))
+        self._stopped = True
+
+    def _tool_deltas(self, events: list, calls: list) -> None:
+        for call in calls:
+            key = call.get("index")
+            if key is None:  # some servers omit the index: an id names the call, no id continues the open one
+                key = call.get("id") or (self._open[1] if self._open and self._open[0] == "tool" else None)
+            fn = call.get("function") or {}
+            if key not in self._tools:
+                self._tools[key] = self._open_block(events, "tool", key, {
+                    "type": "tool_use", "id": call.get("id") or f"toolu_{len(self._tools)}",
+                    "name": fn.get("name") or "", "input": {}})
+            elif self._open is None or self._open[:2] != ("tool", key):
+                raise UpstreamError("The model interleaved tool call arguments, which Anthropic streams cannot carry.")
+            if fn.get("arguments"):
+                events.append(("content_block_delta", {"type": "content_block_delta", "index": self._tools[key],
+                                                       "delta": {"type": "input_json_delta",
+                                                                 "partial_json": fn["arguments"]}}))
+
+    def feed(self, chunk: dict) -> list[tuple[str, dict]]:
+        if isinstance(chunk.get("error"), dict):
+            raise UpstreamError(chunk["error"].get("message") or None)
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            if usage.get("prompt_tokens") is not None:
+                self._input = usage["prompt_tokens"]
+            if usage.get("completion_tokens") is not None:
+                self._output = usage["completion_tokens"]
+        events: list[tuple[str, dict]] = []
+        if self._stopped:
+            return events
+        self._start(events)
+        choices = chunk.get("choices") or []
+        choice = next((c for c in choices if c.get("index", 0) == 0), None)
+        if choice is None:
+            if isinstance(usage, dict) and self._stop_reason is not None:
+                self._end(events)  # the usage-only chunk that follows the finish_reason
+            return events
+        delta = choice.get("delta") or {}
+        text = delta.get("content") or delta.get("refusal")
+        if isinstance(text, str) and text:
+            index = self._open[2] if self._open and self._open[0] == "text" else self._open_block(
+                events, "text", None, {"type": "text", "text": ""})
+            events.append(("content_block_delta", {"type": "content_block_delta", "index": index,
+                                                   "delta": {"type": "text_delta", "text": text}}))
+        self._tool_deltas(events, delta.get("tool_calls") or [])
+        if choice.get("finish_reason") is not None and self._stop_reason is None:
+            self._close_block(events)
+            self._stop_reason = _stop_reason(choice["finish_reason"])
+            if isinstance(usage, dict):
+                self._end(events)  # otherwise hold message_delta for a usage-only chunk or finish()
+        return events
+
+    def finish(self) -> list[tuple[str, dict]]:
+        events: list[tuple[str, dict]] = []
+        if self._stopped:
+            return events
+        self._start(events)
+        self._close_block(events)
+        if self._stop_reason is None:
+            self._stop_reason = "end_turn"
+        self._end(events)
+        return events
