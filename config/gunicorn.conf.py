@@ -32,7 +32,8 @@ os.environ.setdefault("WEB_THREADS", str(threads))  # the app sizes its Redis po
 # gthread's timeout is about a stuck worker process, not a request; still keep it
 # past the longest model deadline so no request is ever cut by it.
 timeout = int(_config.max_timeout) + 30
-graceful_timeout = int(_config.max_timeout) + 15
+# A stream holds its thread for its whole length; a graceful stop lets it finish.
+graceful_timeout = int(_config.max_stream_duration) + 15
 keepalive = 75  # longer than common load balancer idle timeouts (60 s)
 accesslog = None  # the app writes its own access records, with request ids
 errorlog = "-"

@@ -109,8 +109,8 @@ class Supervisor:
     def _on_signal(self, signum, frame) -> None:
         self.signals_received += 1
         if self.stop_deadline is None:
-            # Running jobs end by their deadline; give them that long, plus slack.
-            self.stop_deadline = time.time() + self.config.max_timeout + 15
+            # Running jobs end by their deadline (a stream by its length); give them that, plus slack.
+            self.stop_deadline = time.time() + self.config.max_stream_duration + 15
         log.info("stopping worker processes", extra={"signal": signal.Signals(signum).name,
                                                      "cold": self.signals_received > 1})
         for _, process, _ in self.children.values():
