@@ -4,10 +4,23 @@
 the upstream and the benchmark uses it as the baseline. It is NOT a model: every answer is
 "Sandbox reply: " + the text of the last user message.
 
+    POST /v1/chat/completions, /v1/messages    chat; `"stream": true` answers Server-Sent Events
+    POST /v1/completions                       legacy (fill-in-the-middle): "Sandbox completion of: <last 5
+                                               prompt words> [before: <first 3 suffix words>]", streams too
+    POST /v1/embeddings                        8 (or `dimensions`) floats in [-1, 1] from sha256 of each input
+    GET  /v1/models
+    GET  /_sandbox/calls?key=K  /_sandbox/log  /_sandbox/hangs  /_sandbox/streams     POST /_sandbox/reset
+
 The gateway never lets a client choose the upstream URL, so tests steer the sandbox with a
-directive inside the last user message (removed from the reply and the token counts):
+directive inside the last user message (or the prompt, or an embedding input; removed from the
+reply and the token counts):
 
     [[sandbox fail=503 times=2 retry_after=1 delay_ms=50]]    [[sandbox hang]]    [[sandbox close]]
+    [[sandbox tool=search]]  call the request's tool `search` with {"query": <the reply text>}
+    [[sandbox chunk_delay_ms=20 silence_ms=500 fail_after=3 error_after=3]]    streams only
+
+`times` bounds every fault (fail, hang, close, fail_after, error_after); the delays always apply.
+A request whose newest turn is a tool result answers "Sandbox reply: tool said <the result>".
 
 Run: python -m sandbox.provider [--host 127.0.0.1] [--port 0] [--latency-ms 0] [--api-key KEY]
 """
@@ -15,19 +28,33 @@ Run: python -m sandbox.provider [--host 127.0.0.1] [--port 0] [--latency-ms 0] [
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import hmac
 import json
 import re
-import select
 import signal
-import socket
+import struct
 import sys
 import threading
 import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from sandbox.provider_stream import (
+    Answer,
+    StreamRun,
+    anthropic_error_event,
+    anthropic_events,
+    anthropic_payload,
+    chat_events,
+    completion_events,
+    completion_payload,
+    openai_chat_payload,
+    openai_error_event,
+    wait_for_close,
+)
 
 LABEL = "SANDBOX PROVIDER: canned deterministic answers, not a real model"
 MODEL_ID = "sandbox-model"
@@ -37,6 +64,10 @@ MAX_BODY = 32 * 1024 * 1024
 HANG_TIMEOUT = 300.0
 SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "proxy-authorization"})
 DIRECTIVE_RE = re.compile(r"\[\[sandbox\b([^\]]*)\]\]")
+TOOL_NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+INT_KEYS = ("times", "delay_ms", "chunk_delay_ms", "silence_ms", "fail_after", "error_after")
+EMBEDDING_DIMENSIONS = 8
+MAX_DIMENSIONS = 4096
 ANTHROPIC_ERRORS = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
     404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
@@ -57,8 +88,10 @@ def parse_directive(text: str) -> tuple[str, dict]:
                 opts[key] = True
             elif key == "fail" and value.isdigit() and 400 <= int(value) <= 599:
                 opts[key] = int(value)
-            elif key in ("times", "delay_ms") and value.isdigit():
+            elif key in INT_KEYS and value.isdigit():
                 opts[key] = int(value)
+            elif key == "tool" and TOOL_NAME_RE.fullmatch(value):
+                opts[key] = value
             elif key == "retry_after" and value.isdigit():
                 opts[key] = value
             else:
@@ -80,11 +113,36 @@ def text_of(content) -> str:
     raise ValueError("content must be a string or a list of content parts")
 
 
+def _tool_result_texts(content) -> list[str]:
+    """Texts of the Anthropic `tool_result` blocks in a message content."""
+    if not isinstance(content, list):
+        return []
+    return [text_of(block.get("content")) for block in content
+            if isinstance(block, dict) and block.get("type") == "tool_result"]
+
+
+def tool_results(messages: list) -> str | None:
+    """Text of the tool results the newest turn carries, or None when it is not a tool result turn.
+
+    OpenAI: the `tool` messages at the end; Anthropic: the `tool_result` blocks of the last message.
+    """
+    found: list[str] = []
+    for message in reversed(messages):
+        if message.get("role") == "tool":
+            found.insert(0, text_of(message.get("content")))
+            continue
+        if not found and message.get("role") == "user":
+            found = _tool_result_texts(message.get("content"))
+        break
+    return " ".join(" ".join(found).split()) if found else None
+
+
 def read_prompt(messages, system=None) -> tuple[str, dict, int]:
     """Return (cleaned last user text, directive options, prompt tokens)."""
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         raise ValueError("'messages' must be a list of message objects")
     texts = [text_of(system)] + [text_of(m.get("content")) for m in messages]
+    texts += [text for m in messages for text in _tool_result_texts(m.get("content"))]
     last_user = next((text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
     cleaned, opts = parse_directive(last_user)
     prompt_tokens = sum(len(DIRECTIVE_RE.sub(" ", t).split()) for t in texts)
@@ -93,7 +151,11 @@ def read_prompt(messages, system=None) -> tuple[str, dict, int]:
 
 def make_reply(text: str, max_tokens: int | None, stops: list[str]) -> tuple[str, str, str | None]:
     """Return (reply, finish, matched stop); finish is "end", "length" or "stop_sequence"."""
-    reply = "Sandbox reply: " + text
+    return cut_reply("Sandbox reply: " + text, max_tokens, stops)
+
+
+def cut_reply(reply: str, max_tokens: int | None, stops: list[str]) -> tuple[str, str, str | None]:
+    """Apply the stop sequences and the token limit to a full reply, like make_reply."""
     cut, matched = None, None
     for stop in stops:
         index = reply.find(stop) if stop else -1
@@ -126,6 +188,129 @@ def _stop_list(value, name: str) -> list[str]:
     raise ValueError(f"'{name}' must be a string or a list of strings")
 
 
+def _has_tool(tools, name: str) -> bool:
+    if tools is None:
+        return False
+    if not isinstance(tools, list):
+        raise ValueError("'tools' must be a list")
+    for tool in tools:
+        if isinstance(tool, dict):
+            function = tool.get("function")
+            if (function.get("name") if isinstance(function, dict) else tool.get("name")) == name:
+                return True
+    return False
+
+
+def chat_answer(api: str, body: dict, digest: str) -> tuple[Answer, dict]:
+    """The answer to a chat call (OpenAI chat completions or Anthropic messages) and its directive."""
+    if api == "anthropic":
+        limit = _positive_int(body.get("max_tokens"), "max_tokens", required=True)
+        stops = _stop_list(body.get("stop_sequences"), "stop_sequences")
+        text, opts, prompt_tokens = read_prompt(body.get("messages"), body.get("system"))
+        answer = Answer(f"msg_sbx_{digest[:24]}", body.get("model"), prompt_tokens, 0)
+        tool_id = f"toolu_sbx_{digest[:24]}"
+    else:
+        limit = body.get("max_completion_tokens")
+        limit = _positive_int(body.get("max_tokens") if limit is None else limit, "max_tokens")
+        stops = _stop_list(body.get("stop"), "stop")
+        text, opts, prompt_tokens = read_prompt(body.get("messages"))
+        answer = Answer(f"chatcmpl-sbx-{digest[:12]}", body.get("model"), prompt_tokens, 0, created=int(time.time()))
+        tool_id = f"call_sbx_{digest[:24]}"
+    results = tool_results(body["messages"])
+    if results is None and "tool" in opts and _has_tool(body.get("tools"), opts["tool"]):
+        # A tool call ignores max_tokens and stop: its arguments must stay valid JSON.
+        answer.tool_id, answer.tool_name, answer.finish = tool_id, opts["tool"], "tool"
+        answer.arguments = json.dumps({"query": text})
+        answer.completion_tokens = len(answer.arguments.split())
+        return answer, opts
+    if results is not None:
+        text = " ".join(f"tool said {results}".split())
+    answer.text, answer.finish, answer.stop = make_reply(text, limit, stops)
+    answer.completion_tokens = len(answer.text.split())
+    return answer, opts
+
+
+def completion_answer(body: dict, digest: str) -> tuple[Answer, dict]:
+    """The answer to a legacy completion call: the end of the prompt, and the start of the suffix."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and prompt and all(isinstance(part, str) for part in prompt):
+        prompt = " ".join(prompt)  # a batch of prompts is answered as one prompt
+    if not isinstance(prompt, str):
+        raise ValueError("'prompt' must be a string or a list of strings")
+    suffix = body.get("suffix")
+    if suffix is not None and not isinstance(suffix, str):
+        raise ValueError("'suffix' must be a string")
+    limit = _positive_int(body.get("max_tokens"), "max_tokens")
+    stops = _stop_list(body.get("stop"), "stop")
+    cleaned, opts = parse_directive(prompt)
+    words = cleaned.split()
+    completion = "Sandbox completion of: " + " ".join(words[-5:])
+    if suffix:
+        completion += " [before: " + " ".join(suffix.split()[:3]) + "]"
+    prompt_tokens = len(words) + len((suffix or "").split())
+    answer = Answer(f"cmpl-sbx-{digest[:12]}", body.get("model"), prompt_tokens, 0, created=int(time.time()))
+    answer.text, answer.finish, answer.stop = cut_reply(completion, limit, stops)
+    answer.completion_tokens = len(answer.text.split())
+    return answer, opts
+
+
+def _token_ids(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(t, int) and not isinstance(t, bool) for t in value)
+
+
+def embedding_texts(value) -> list[str]:
+    """The texts to embed; a token id array counts as its ids joined by spaces."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value:
+        if all(isinstance(v, str) for v in value):
+            return value
+        if _token_ids(value):
+            return [" ".join(map(str, value))]
+        if all(_token_ids(v) for v in value):
+            return [" ".join(map(str, v)) for v in value]
+    raise ValueError("'input' must be a string, a list of strings, a token id list or a list of token id lists")
+
+
+def embed(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
+    """Deterministic vector for `text`: sha256 read as little-endian int32s scaled into [-1, 1].
+
+    The first 8 values come from sha256(text), the next 8 from sha256("1:" + text) and so on; every
+    value is exactly representable as a float32, so the base64 form decodes to the same numbers.
+    """
+    values: list[float] = []
+    block = 0
+    while len(values) < dimensions:
+        seed = text if block == 0 else f"{block}:{text}"
+        values += [n / 2**31 for n in struct.unpack("<8i", hashlib.sha256(seed.encode()).digest())]
+        block += 1
+    return list(struct.unpack(f"<{dimensions}f", struct.pack(f"<{dimensions}f", *values[:dimensions])))
+
+
+def embeddings_payload(body: dict) -> tuple[dict, dict]:
+    """The embeddings answer and the directive options found in the inputs."""
+    texts = embedding_texts(body.get("input"))
+    dimensions = _positive_int(body.get("dimensions"), "dimensions") or EMBEDDING_DIMENSIONS
+    if dimensions > MAX_DIMENSIONS:
+        raise ValueError(f"'dimensions' must be at most {MAX_DIMENSIONS}")
+    encoding = body.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise ValueError("'encoding_format' must be 'float' or 'base64'")
+    opts: dict = {}
+    data, tokens = [], 0
+    for index, text in enumerate(texts):
+        cleaned, found = parse_directive(text)
+        opts.update(found)
+        tokens += len(cleaned.split())
+        vector = embed(cleaned, dimensions)
+        if encoding == "base64":
+            vector = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": vector})
+    return {"object": "list", "data": data, "model": body.get("model"),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}, opts
+
+
 # --- HTTP server ------------------------------------------------------------------------------
 
 class SandboxServer(ThreadingHTTPServer):
@@ -141,16 +326,17 @@ class SandboxServer(ThreadingHTTPServer):
         self.counts: dict[str, int] = {}
         self.log: deque = deque(maxlen=LOG_SIZE)
         self.hangs: deque = deque(maxlen=LOG_SIZE)
+        self.streams: deque = deque(maxlen=LOG_SIZE)
 
     @property
     def base_url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
 
-    def record_call(self, path: str, key: str, headers) -> int:
+    def record_call(self, path: str, key: str, headers, stream: bool = False) -> int:
         """Count and log one model call; return the attempt number for its key."""
         entry = {
-            "path": path, "key": key, "time": time.time(),
+            "path": path, "key": key, "time": time.time(), "stream": stream,
             "headers": {
                 name.lower(): f"<redacted len={len(value)}>" if name.lower() in SECRET_HEADERS else value
                 for name, value in headers.items()
@@ -169,6 +355,7 @@ class SandboxServer(ThreadingHTTPServer):
             self.counts.clear()
             self.log.clear()
             self.hangs.clear()
+            self.streams.clear()
 
     def stop(self) -> None:
         self.shutdown()
@@ -201,12 +388,15 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if raw is None:
             return
         routes = {
-            "/v1/chat/completions": ("POST", lambda: self._model_call("openai", url.path, raw)),
-            "/v1/messages": ("POST", lambda: self._model_call("anthropic", url.path, raw)),
+            "/v1/chat/completions": ("POST", lambda: self._model_call("chat", url.path, raw)),
+            "/v1/messages": ("POST", lambda: self._model_call("messages", url.path, raw)),
+            "/v1/completions": ("POST", lambda: self._model_call("completions", url.path, raw)),
+            "/v1/embeddings": ("POST", lambda: self._model_call("embeddings", url.path, raw)),
             "/v1/models": ("GET", self._models),
             "/_sandbox/calls": ("GET", lambda: self._calls(url.query)),
             "/_sandbox/log": ("GET", lambda: self._send_json(200, {"requests": self._snapshot("log")})),
             "/_sandbox/hangs": ("GET", lambda: self._send_json(200, self._snapshot("hangs"))),
+            "/_sandbox/streams": ("GET", lambda: self._send_json(200, self._snapshot("streams"))),
             "/_sandbox/reset": ("POST", self._reset),
         }
         route = routes.get(url.path)
@@ -236,62 +426,60 @@ class SandboxHandler(BaseHTTPRequestHandler):
 
     # --- model endpoints ---
 
-    def _model_call(self, api: str, path: str, raw: bytes) -> None:
+    def _model_call(self, kind: str, path: str, raw: bytes) -> None:
+        api = "anthropic" if kind == "messages" else "openai"
         digest = hashlib.sha256(raw).hexdigest()
         key = self.headers.get("X-Request-Id") or digest
-        attempt = self.server.record_call(path, key, self.headers)
+        try:
+            body, problem = json.loads(raw), None
+            if not isinstance(body, dict):
+                raise ValueError("request body must be a JSON object")
+        except ValueError as exc:
+            body, problem = {}, f"invalid JSON body: {exc}"
+        stream = body.get("stream") is True and kind != "embeddings"
+        attempt = self.server.record_call(path, key, self.headers, stream=stream)
         if self.server.latency_ms:
             time.sleep(self.server.latency_ms / 1000)
         if not self._authorized(api):
             return self._error(api, 401, "invalid or missing sandbox api key", code="invalid_api_key")
         if api == "anthropic" and not self.headers.get("anthropic-version"):
             return self._error(api, 400, "anthropic-version header is required")
+        if problem:
+            return self._error(api, 400, problem)
         try:
-            body = json.loads(raw)
-            if not isinstance(body, dict):
-                raise ValueError("request body must be a JSON object")
-        except ValueError as exc:
-            return self._error(api, 400, f"invalid JSON body: {exc}")
-        try:
-            if api == "anthropic":
-                limit = _positive_int(body.get("max_tokens"), "max_tokens", required=True)
-                stops = _stop_list(body.get("stop_sequences"), "stop_sequences")
-                text, opts, prompt_tokens = read_prompt(body.get("messages"), body.get("system"))
+            if kind != "embeddings" and body.get("stream") not in (None, True, False):
+                raise ValueError("'stream' must be a boolean")
+            if kind == "embeddings":
+                payload, opts = embeddings_payload(body)
+            elif kind == "completions":
+                answer, opts = completion_answer(body, digest)
             else:
-                limit = body.get("max_completion_tokens")
-                limit = _positive_int(body.get("max_tokens") if limit is None else limit, "max_tokens")
-                stops = _stop_list(body.get("stop"), "stop")
-                text, opts, prompt_tokens = read_prompt(body.get("messages"))
+                answer, opts = chat_answer(api, body, digest)
         except ValueError as exc:
             return self._error(api, 400, str(exc))
-        if body.get("stream"):
-            return self._stream(api, body)
         if self._inject_fault(api, opts, key, attempt):
             return None
-        reply, finish, matched = make_reply(text, limit, stops)
-        completion_tokens = len(reply.split())
-        if api == "anthropic":
-            return self._send_json(200, {
-                "id": f"msg_sbx_{digest[:24]}", "type": "message", "role": "assistant",
-                "model": body.get("model"), "content": [{"type": "text", "text": reply}],
-                "stop_reason": {"end": "end_turn", "length": "max_tokens"}.get(finish, finish),
-                "stop_sequence": matched,
-                "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
-            })
-        return self._send_json(200, {
-            "id": f"chatcmpl-sbx-{digest[:12]}", "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model"), "system_fingerprint": "sandbox",
-            "choices": [{
-                "index": 0, "message": {"role": "assistant", "content": reply, "refusal": None},
-                "logprobs": None, "finish_reason": "length" if finish == "length" else "stop",
-            }],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-        })
+        if kind == "embeddings":
+            return self._send_json(200, payload)
+        if stream:
+            return self._stream(kind, answer, body, opts, key, attempt)
+        build = {"chat": openai_chat_payload, "messages": anthropic_payload, "completions": completion_payload}
+        return self._send_json(200, build[kind](answer))
 
-    def _stream(self, api: str, body: dict) -> None:
-        # Seam for SSE: emit chat.completion.chunk / message_start..message_stop events here.
-        self._error(api, 400, "sandbox does not stream yet")
+    def _stream(self, kind: str, answer: Answer, body: dict, opts: dict, key: str, attempt: int) -> None:
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        if kind == "messages":
+            events, error = anthropic_events(answer), anthropic_error_event()
+        elif kind == "chat":
+            events, error = chat_events(answer, include_usage), openai_error_event()
+        else:
+            events, error = completion_events(answer, include_usage), openai_error_event()
+        faults = "times" not in opts or attempt <= opts["times"]
+        record = {"key": key, "started": time.time(), "ended": None, "events_sent": 0, "reason": None}
+        with self.server.lock:
+            self.server.streams.append(record)
+        StreamRun(self, events, error, opts, faults, record, self.server.lock).run()
 
     def _authorized(self, api: str) -> bool:
         expected = self.server.api_key
@@ -327,20 +515,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
         entry = {"key": key, "started": time.time(), "ended": None, "reason": None}
         with self.server.lock:
             self.server.hangs.append(entry)
-        deadline = time.monotonic() + self.server.hang_timeout
-        reason = "timeout"
-        while (remaining := deadline - time.monotonic()) > 0:
-            readable, _, _ = select.select([self.connection], [], [], min(remaining, 1.0))
-            if not readable:
-                continue
-            try:
-                if self.connection.recv(1, socket.MSG_PEEK) == b"":
-                    reason = "client_closed"
-                    break
-            except OSError:
-                reason = "client_closed"
-                break
-            time.sleep(0.05)  # the client sent more bytes, which is not a close; avoid spinning
+        closed = wait_for_close(self.connection, self.server.hang_timeout)
+        reason = "client_closed" if closed else "timeout"
         with self.server.lock:
             entry["ended"], entry["reason"] = time.time(), reason
 

@@ -1,0 +1,296 @@
+"""Output half of the sandbox provider: the answer model, its JSON bodies, its SSE events, the stream runner.
+
+Every stream is an HTTP/1.1 chunked body (one chunk per SSE event, written and flushed at once), so
+a finished stream ends with the zero-length chunk and the connection stays reusable, while an
+injected `fail_after` drop is visibly incomplete to any client (an "incomplete chunked read").
+
+Events are tagged so the runner knows where the directives act:
+    start    the role chunk / message_start (sent right after the headers)
+    head     ping, content_block_start, the tool call header chunk
+    content  a word of text or a fragment of tool arguments: what `fail_after`/`error_after` count
+    tail     finish chunk, usage chunk, [DONE], content_block_stop, message_delta, message_stop
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import select
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+PIECE_RE = re.compile(r"\S+\s*")
+STREAM_ERROR = "sandbox injected stream error"
+
+
+@dataclass
+class Answer:
+    """What a model call answers, in either wire format, streamed or not."""
+
+    id: str
+    model: object
+    prompt_tokens: int
+    completion_tokens: int
+    text: str = ""
+    finish: str = "end"  # end | length | stop_sequence | tool
+    stop: str | None = None  # the stop sequence that matched
+    tool_id: str | None = None
+    tool_name: str | None = None
+    arguments: str = ""  # the tool call's arguments as a JSON string
+    created: int = 0
+
+    @property
+    def openai_finish(self) -> str:
+        return {"length": "length", "tool": "tool_calls"}.get(self.finish, "stop")
+
+    @property
+    def anthropic_stop(self) -> str:
+        return {"end": "end_turn", "length": "max_tokens", "tool": "tool_use"}.get(self.finish, self.finish)
+
+    def usage(self) -> dict:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens}
+
+
+def pieces(text: str) -> list[str]:
+    """The reply split into words, each keeping the whitespace after it (so they join back exactly)."""
+    return PIECE_RE.findall(text)
+
+
+def fragments(text: str, count: int = 3) -> list[str]:
+    """`text` cut into `count` consecutive fragments of about equal length (none empty if it is long enough)."""
+    cuts = [len(text) * i // count for i in range(count + 1)]
+    return [text[cuts[i]:cuts[i + 1]] for i in range(count) if cuts[i] < cuts[i + 1]]
+
+
+# --- whole answers (JSON bodies) -------------------------------------------------------------
+
+def openai_chat_payload(answer: Answer) -> dict:
+    message = {"role": "assistant", "content": answer.text, "refusal": None}
+    if answer.tool_name is not None:
+        message["content"] = None
+        message["tool_calls"] = [{"id": answer.tool_id, "type": "function",
+                                  "function": {"name": answer.tool_name, "arguments": answer.arguments}}]
+    return {
+        "id": answer.id, "object": "chat.completion", "created": answer.created,
+        "model": answer.model, "system_fingerprint": "sandbox",
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": answer.openai_finish}],
+        "usage": answer.usage(),
+    }
+
+
+def anthropic_payload(answer: Answer) -> dict:
+    if answer.tool_name is None:
+        content = [{"type": "text", "text": answer.text}]
+    else:
+        content = [{"type": "tool_use", "id": answer.tool_id, "name": answer.tool_name,
+                    "input": json.loads(answer.arguments)}]
+    return {
+        "id": answer.id, "type": "message", "role": "assistant", "model": answer.model, "content": content,
+        "stop_reason": answer.anthropic_stop, "stop_sequence": answer.stop,
+        "usage": {"input_tokens": answer.prompt_tokens, "output_tokens": answer.completion_tokens},
+    }
+
+
+def completion_payload(answer: Answer) -> dict:
+    return {
+        "id": answer.id, "object": "text_completion", "created": answer.created, "model": answer.model,
+        "choices": [{"text": answer.text, "index": 0, "logprobs": None, "finish_reason": answer.openai_finish}],
+        "usage": answer.usage(),
+    }
+
+
+# --- streamed answers (SSE events) --------------------------------------------------------------
+
+def _data(payload) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _event(name: str, payload) -> bytes:
+    return f"event: {name}\n".encode() + _data(payload)
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+def openai_error_event() -> bytes:
+    return _data({"error": {"message": STREAM_ERROR, "type": "server_error", "param": None,
+                            "code": "sandbox_injected"}})
+
+
+def anthropic_error_event() -> bytes:
+    return _event("error", {"type": "error", "error": {"type": "overloaded_error", "message": STREAM_ERROR}})
+
+
+def chat_events(answer: Answer, include_usage: bool) -> list[tuple[str, bytes]]:
+    """OpenAI chat.completion.chunk events for `answer`."""
+    def chunk(delta: dict, finish=None) -> bytes:
+        payload = {
+            "id": answer.id, "object": "chat.completion.chunk", "created": answer.created, "model": answer.model,
+            "system_fingerprint": "sandbox",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if include_usage:
+            payload["usage"] = None
+        return _data(payload)
+
+    if answer.tool_name is None:
+        events = [("start", chunk({"role": "assistant", "content": ""}))]
+        events += [("content", chunk({"content": piece})) for piece in pieces(answer.text)]
+    else:
+        header = {"index": 0, "id": answer.tool_id, "type": "function",
+                  "function": {"name": answer.tool_name, "arguments": ""}}
+        events = [("start", chunk({"role": "assistant", "content": None})),
+                  ("head", chunk({"tool_calls": [header]}))]
+        events += [("content", chunk({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}))
+                   for part in fragments(answer.arguments)]
+    events.append(("tail", chunk({}, answer.openai_finish)))
+    if include_usage:
+        events.append(("tail", _data({
+            "id": answer.id, "object": "chat.completion.chunk", "created": answer.created, "model": answer.model,
+            "system_fingerprint": "sandbox", "choices": [], "usage": answer.usage(),
+        })))
+    events.append(("tail", DONE))
+    return events
+
+
+def completion_events(answer: Answer, include_usage: bool) -> list[tuple[str, bytes]]:
+    """OpenAI legacy text_completion events for `answer` (no role event: silence starts at the headers)."""
+    def chunk(text: str, finish=None) -> bytes:
+        payload = {"id": answer.id, "object": "text_completion", "created": answer.created, "model": answer.model,
+                   "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}]}
+        if include_usage:
+            payload["usage"] = None
+        return _data(payload)
+
+    events = [("content", chunk(piece)) for piece in pieces(answer.text)]
+    events.append(("tail", chunk("", answer.openai_finish)))
+    if include_usage:
+        events.append(("tail", _data({"id": answer.id, "object": "text_completion", "created": answer.created,
+                                      "model": answer.model, "choices": [], "usage": answer.usage()})))
+    events.append(("tail", DONE))
+    return events
+
+
+def anthropic_events(answer: Answer) -> list[tuple[str, bytes]]:
+    """Anthropic Messages stream events for `answer`."""
+    message = {
+        "id": answer.id, "type": "message", "role": "assistant", "model": answer.model, "content": [],
+        "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": answer.prompt_tokens, "output_tokens": 1},
+    }
+    events = [("start", _event("message_start", {"type": "message_start", "message": message})),
+              ("head", _event("ping", {"type": "ping"}))]
+    if answer.tool_name is None:
+        block = {"type": "text", "text": ""}
+        deltas = [{"type": "text_delta", "text": piece} for piece in pieces(answer.text)]
+    else:
+        block = {"type": "tool_use", "id": answer.tool_id, "name": answer.tool_name, "input": {}}
+        deltas = [{"type": "input_json_delta", "partial_json": part} for part in fragments(answer.arguments)]
+    events.append(("head", _event("content_block_start",
+                                  {"type": "content_block_start", "index": 0, "content_block": block})))
+    events += [("content", _event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": d}))
+               for d in deltas]
+    events += [
+        ("tail", _event("content_block_stop", {"type": "content_block_stop", "index": 0})),
+        ("tail", _event("message_delta", {
+            "type": "message_delta",
+            "delta": {"stop_reason": answer.anthropic_stop, "stop_sequence": answer.stop},
+            "usage": {"output_tokens": answer.completion_tokens},
+        })),
+        ("tail", _event("message_stop", {"type": "message_stop"})),
+    ]
+    return events
+
+
+# --- the runner ---------------------------------------------------------------------------------
+
+def wait_for_close(sock: socket.socket, seconds: float) -> bool:
+    """Sleep up to `seconds` watching `sock`; True as soon as the peer has closed it (EOF or reset)."""
+    deadline = time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        readable, _, _ = select.select([sock], [], [], min(remaining, 1.0))
+        if not readable:
+            continue
+        try:
+            if sock.recv(1, socket.MSG_PEEK) == b"":
+                return True
+        except OSError:
+            return True
+        time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))  # bytes from the client are not a close
+    return False
+
+
+class StreamRun:
+    """Write `events` as one SSE response on `handler`, applying the stream directives in `opts`."""
+
+    def __init__(self, handler, events: list[tuple[str, bytes]], error_event: bytes, opts: dict,
+                 faults: bool, record: dict, lock: threading.Lock):
+        self.handler = handler
+        self.events = events
+        self.error_event = error_event
+        self.delay = opts.get("chunk_delay_ms", 0) / 1000
+        self.silence = opts.get("silence_ms", 0) / 1000
+        self.fail_after = opts.get("fail_after") if faults else None
+        self.error_after = opts.get("error_after") if faults else None
+        self.record = record
+        self.lock = lock
+        self.chunked = handler.request_version != "HTTP/1.0"
+
+    def run(self) -> None:
+        reason = "failed"  # kept only if the sandbox itself breaks mid-stream
+        try:
+            reason = self._run()
+        except OSError:  # BrokenPipe / ConnectionReset: the client went away mid-stream
+            reason = "client_closed"
+        finally:
+            if reason != "completed":
+                self.handler.close_connection = True
+            with self.lock:
+                self.record["ended"], self.record["reason"] = time.time(), reason
+
+    def _run(self) -> str:
+        handler = self.handler
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.send_header("Cache-Control", "no-cache")
+        if self.chunked:
+            handler.send_header("Transfer-Encoding", "chunked")
+        else:  # an HTTP/1.0 client cannot read chunks: the end of the body is the end of the connection
+            handler.close_connection = True
+            handler.send_header("Connection", "close")
+        handler.end_headers()
+        content, silent = 0, self.silence > 0
+        for index, (tag, data) in enumerate(self.events):
+            if index and self.delay and wait_for_close(handler.connection, self.delay):
+                return "client_closed"
+            if silent and tag != "start":
+                silent = False
+                if wait_for_close(handler.connection, self.silence):
+                    return "client_closed"
+            if tag != "head" and tag != "start":
+                # A fault fires after n content events, or at the first tail event if the reply is shorter.
+                if self.fail_after is not None and (content >= self.fail_after or tag == "tail"):
+                    return "failed"  # no terminating chunk: the client sees the body cut short
+                if self.error_after is not None and (content >= self.error_after or tag == "tail"):
+                    self._write(self.error_event)
+                    self._end()
+                    return "failed"
+            self._write(data)
+            if tag == "content":
+                content += 1
+        self._end()
+        return "completed"
+
+    def _write(self, data: bytes) -> None:
+        wfile = self.handler.wfile
+        wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data)
+        wfile.flush()
+        self.record["events_sent"] += 1
+
+    def _end(self) -> None:
+        if self.chunked:
+            self.handler.wfile.write(b"0\r\n\r\n")
+            self.handler.wfile.flush()

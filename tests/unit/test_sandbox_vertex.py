@@ -1,0 +1,386 @@
+"""The Vertex AI stand-in, over real HTTP on loopback, with google-auth as the token client."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from google.auth import crypt, jwt
+from google.auth.transport.requests import Request
+from google.oauth2 import service_account
+
+from sandbox.vertex import CLIENT_EMAIL, GOOGLE_TOKEN_URI, JWT_GRANT, SCOPE, serve_in_thread, vector
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL_URL = "/v1/projects/standin-project/locations/us-central1/publishers/google/models/gemini-test"
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vertex") / "sa.json"
+    srv, base = serve_in_thread(credentials_path=str(path))
+    yield srv, base, path
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def token(standin):
+    return fetch_token(standin[2])
+
+
+def fetch_token(path) -> str:
+    credentials = service_account.Credentials.from_service_account_file(str(path), scopes=[SCOPE])
+    credentials.refresh(Request())
+    return credentials.token
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.05)
+    pytest.fail("condition not met before the deadline")
+
+
+def generate(base, token, text, method="generateContent", *, request_id=None, **extra):
+    body = {"contents": [{"role": "user", "parts": [{"text": text}]}], **extra}
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if request_id:
+        headers["X-Request-Id"] = request_id
+    return requests.post(f"{base}{MODEL_URL}:{method}", json=body, headers=headers, timeout=10,
+                         stream=method.startswith("stream"))
+
+
+def sse_events(response) -> list[dict]:
+    raw = response.raw.read()
+    chunks = raw.split(b"\r\n\r\n")
+    assert chunks[-1] == b"", "every event ends with a blank line"
+    assert all(c.startswith(b"data: ") for c in chunks[:-1])
+    return [json.loads(c[len(b"data: "):]) for c in chunks[:-1]]
+
+
+def signed_assertion(signer, **claims) -> str:
+    now = int(time.time())
+    payload = {"iss": CLIENT_EMAIL, "aud": GOOGLE_TOKEN_URI, "iat": now, "exp": now + 3600, "scope": SCOPE, **claims}
+    return jwt.encode(signer, payload).decode()
+
+
+def grant(base, assertion, grant_type=JWT_GRANT):
+    return requests.post(f"{base}/token", data={"grant_type": grant_type, "assertion": assertion}, timeout=10)
+
+
+# --- credentials and tokens ----------------------------------------------------------------------
+
+
+def test_credentials_file(standin):
+    srv, base, path = standin
+    info = json.loads(path.read_text())
+    assert info["type"] == "service_account"
+    assert info["project_id"] == "standin-project"
+    assert info["client_email"] == "gateway@standin-project.iam.gserviceaccount.com"
+    assert info["token_uri"] == f"{base}/token"
+    assert info["private_key"].startswith("-----BEGIN PRIVATE KEY-----")
+    assert info["private_key_id"] and info["client_id"]
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_google_auth_gets_a_token(standin):
+    srv, base, path = standin
+    before = requests.get(f"{base}/_vertex/tokens", timeout=5).json()["issued"]
+    credentials = service_account.Credentials.from_service_account_file(str(path), scopes=[SCOPE])
+    credentials.refresh(Request())
+    assert credentials.token.startswith("ya29.standin-")
+    assert credentials.valid
+    assert requests.get(f"{base}/_vertex/tokens", timeout=5).json() == {"issued": before + 1}
+
+
+def test_token_answer_shape(standin):
+    srv, base, path = standin
+    signer = crypt.RSASigner.from_service_account_file(str(path))
+    answer = grant(base, signed_assertion(signer, aud=f"{base}/token"))  # its own token URI works too
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["token_type"] == "Bearer" and body["expires_in"] == 3600
+    assert body["access_token"].startswith("ya29.standin-")
+
+
+@pytest.mark.parametrize("case", ["garbage", "other_key", "wrong_aud", "wrong_iss", "expired", "no_scope"])
+def test_bad_assertions_are_refused(standin, case):
+    srv, base, path = standin
+    signer = crypt.RSASigner.from_service_account_file(str(path))
+    if case == "garbage":
+        assertion = "abc.def.ghi"
+    elif case == "other_key":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        assertion = signed_assertion(crypt.RSASigner.from_string(pem, key_id=signer.key_id))
+    elif case == "wrong_aud":
+        assertion = signed_assertion(signer, aud="https://elsewhere.example/token")
+    elif case == "wrong_iss":
+        assertion = signed_assertion(signer, iss="intruder@example.iam.gserviceaccount.com")
+    elif case == "expired":
+        assertion = signed_assertion(signer, iat=int(time.time()) - 7200, exp=int(time.time()) - 3600)
+    else:
+        assertion = signed_assertion(signer, scope="https://www.googleapis.com/auth/userinfo.email")
+    answer = grant(base, assertion)
+    assert answer.status_code == 400
+    assert answer.json()["error"] == ("invalid_scope" if case == "no_scope" else "invalid_grant")
+
+
+def test_wrong_grant_type(standin):
+    srv, base, path = standin
+    answer = grant(base, "x", grant_type="client_credentials")
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "unsupported_grant_type"
+
+
+def test_expired_token_is_refused(tmp_path):
+    path = tmp_path / "sa.json"
+    srv, base = serve_in_thread(credentials_path=str(path), token_ttl=0.5)
+    try:
+        token = fetch_token(path)
+        assert generate(base, token, "hi").status_code == 200
+        # A Response is falsy when not ok, so poll for its body instead.
+        refused = wait_for(lambda: (r := generate(base, token, "hi")).status_code == 401 and r.json())
+        assert refused == {"error": {
+            "code": 401, "status": "UNAUTHENTICATED", "message": refused["error"]["message"]}}
+        assert "authentication credentials" in refused["error"]["message"]
+        assert generate(base, fetch_token(path), "hi").status_code == 200  # a fresh one works
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("header", [None, "Bearer ya29.made-up", "Basic dXNlcjpwYXNz"])
+def test_model_calls_need_an_issued_token(standin, header):
+    srv, base, path = standin
+    headers = {"Authorization": header} if header else {}
+    answer = requests.post(f"{base}{MODEL_URL}:generateContent", headers=headers, timeout=10,
+                           json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]})
+    assert answer.status_code == 401
+    assert answer.json()["error"]["status"] == "UNAUTHENTICATED"
+
+
+# --- model endpoints -----------------------------------------------------------------------------
+
+
+def test_generate_content(standin, token):
+    srv, base, path = standin
+    answer = generate(base, token, "hello there", systemInstruction={"parts": [{"text": "be nice"}]})
+    assert answer.status_code == 200
+    body = answer.json()
+    candidate = body["candidates"][0]
+    assert candidate["content"] == {"role": "model", "parts": [{"text": "Sandbox reply: hello there"}]}
+    assert candidate["finishReason"] == "STOP"
+    assert body["usageMetadata"] == {"promptTokenCount": 4, "candidatesTokenCount": 4, "totalTokenCount": 8}
+    assert body["modelVersion"] == "gemini-test" and body["responseId"]
+
+
+def test_generation_config_is_honoured(standin, token):
+    srv, base, path = standin
+    limited = generate(base, token, "one two three four", generationConfig={"maxOutputTokens": 3}).json()
+    assert limited["candidates"][0]["content"]["parts"][0]["text"] == "Sandbox reply: one"
+    assert limited["candidates"][0]["finishReason"] == "MAX_TOKENS"
+    stopped = generate(base, token, "one two three", generationConfig={"stopSequences": [" two"]}).json()
+    assert stopped["candidates"][0]["content"]["parts"][0]["text"] == "Sandbox reply: one"
+    assert stopped["candidates"][0]["finishReason"] == "STOP"
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    ({"generationConfig": {"max_tokens": 5}}, "generation_config.max_tokens"),
+    ({"messages": []}, "messages"),
+    ({"contents": []}, "contents"),
+    ({"contents": [{"role": "assistant", "parts": [{"text": "x"}]}]}, "role"),
+    ({"contents": [{"role": "user", "parts": [{"text": ""}]}]}, "empty text"),
+])
+def test_bad_requests_are_refused_like_vertex(standin, token, extra, fragment):
+    srv, base, path = standin
+    answer = generate(base, token, "hi", **extra)
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["status"] == "INVALID_ARGUMENT" and error["code"] == 400
+    assert fragment in error["message"]
+
+
+def test_stream_generate_content(standin, token):
+    srv, base, path = standin
+    answer = generate(base, token, "hello brave new world", "streamGenerateContent?alt=sse")
+    assert answer.status_code == 200
+    assert answer.headers["Content-Type"] == "text/event-stream"
+    events = sse_events(answer)
+    assert len(events) == 6  # one per word of "Sandbox reply: hello brave new world"
+    text = "".join(p["text"] for e in events for p in e["candidates"][0]["content"]["parts"])
+    assert text == "Sandbox reply: hello brave new world"
+    assert all("finishReason" not in e["candidates"][0] and "usageMetadata" not in e for e in events[:-1])
+    assert events[-1]["candidates"][0]["finishReason"] == "STOP"
+    assert events[-1]["usageMetadata"]["candidatesTokenCount"] == 6
+
+
+def test_stream_needs_alt_sse(standin, token):
+    srv, base, path = standin
+    answer = generate(base, token, "hi", "streamGenerateContent")
+    assert answer.status_code == 400 and answer.json()["error"]["status"] == "INVALID_ARGUMENT"
+
+
+def test_predict(standin, token):
+    srv, base, path = standin
+    body = {"instances": [{"content": "hello world"}, {"content": "bye"}]}
+    headers = {"Authorization": f"Bearer {token}"}
+    first = requests.post(f"{base}{MODEL_URL}:predict", json=body, headers=headers, timeout=10)
+    again = requests.post(f"{base}{MODEL_URL}:predict", json=body, headers=headers, timeout=10)
+    assert first.status_code == 200
+    predictions = first.json()["predictions"]
+    assert [len(p["embeddings"]["values"]) for p in predictions] == [8, 8]
+    assert [p["embeddings"]["statistics"]["token_count"] for p in predictions] == [2, 1]
+    assert predictions[0]["embeddings"]["values"] == vector("hello world", 8)
+    assert predictions[0]["embeddings"]["values"] != predictions[1]["embeddings"]["values"]
+    assert again.json() == first.json()
+    sized = requests.post(f"{base}{MODEL_URL}:predict", headers=headers, timeout=10,
+                          json={**body, "parameters": {"outputDimensionality": 3}})
+    assert len(sized.json()["predictions"][0]["embeddings"]["values"]) == 3
+    bad = requests.post(f"{base}{MODEL_URL}:predict", json={"instances": [{"text": "x"}]}, headers=headers,
+                        timeout=10)
+    assert bad.status_code == 400 and bad.json()["error"]["status"] == "INVALID_ARGUMENT"
+
+
+# --- directives ----------------------------------------------------------------------------------
+
+
+def test_fail_times_and_retry_after(standin, token):
+    srv, base, path = standin
+    rid = uuid.uuid4().hex
+    text = "hi [[sandbox fail=429 times=2 retry_after=3]]"
+    for _ in range(2):
+        failed = generate(base, token, text, request_id=rid)
+        assert failed.status_code == 429
+        assert failed.headers["Retry-After"] == "3"
+        assert failed.json()["error"] == {"code": 429, "message": "stand-in injected 429",
+                                          "status": "RESOURCE_EXHAUSTED"}
+    third = generate(base, token, text, request_id=rid)
+    assert third.status_code == 200
+    assert third.json()["candidates"][0]["content"]["parts"][0]["text"] == "Sandbox reply: hi"
+
+
+def test_fail_applies_to_predict(standin, token):
+    srv, base, path = standin
+    answer = requests.post(f"{base}{MODEL_URL}:predict", headers={"Authorization": f"Bearer {token}"},
+                           json={"instances": [{"content": "x [[sandbox fail=503]]"}]}, timeout=10)
+    assert answer.status_code == 503 and answer.json()["error"]["status"] == "UNAVAILABLE"
+
+
+def test_delay_ms(standin, token):
+    srv, base, path = standin
+    started = time.monotonic()
+    answer = generate(base, token, "slow [[sandbox delay_ms=300]]")
+    assert answer.status_code == 200
+    assert time.monotonic() - started >= 0.3
+
+
+def test_tool_directive_and_tool_result(standin, token):
+    srv, base, path = standin
+    call = generate(base, token, "weather in Oslo [[sandbox tool=get_weather]]").json()
+    assert call["candidates"][0]["content"]["parts"] == [
+        {"functionCall": {"name": "get_weather", "args": {"query": "weather in Oslo"}}}]
+    assert call["candidates"][0]["finishReason"] == "STOP"
+    contents = [
+        {"role": "user", "parts": [{"text": "weather in Oslo [[sandbox tool=get_weather]]"}]},
+        {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"query": "weather in Oslo"}}}]},
+        {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"content": "snow"}}}]},
+    ]
+    answer = requests.post(f"{base}{MODEL_URL}:generateContent", json={"contents": contents},
+                           headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
+    assert answer["candidates"][0]["content"]["parts"] == [{"text": "Sandbox reply: tool said snow"}]
+
+
+def test_tool_directive_streams_one_call(standin, token):
+    srv, base, path = standin
+    events = sse_events(generate(base, token, "find cats [[sandbox tool=search fail=500 times=0]]",
+                                 "streamGenerateContent?alt=sse"))
+    assert len(events) == 1
+    assert events[0]["candidates"][0]["content"]["parts"] == [
+        {"functionCall": {"name": "search", "args": {"query": "find cats"}}}]
+    assert events[0]["candidates"][0]["finishReason"] == "STOP"
+
+
+def test_close_and_hang(standin, token):
+    srv, base, path = standin
+    with pytest.raises(requests.ConnectionError):
+        generate(base, token, "bye [[sandbox close]]")
+    started = time.monotonic()
+    with pytest.raises(requests.ReadTimeout):
+        requests.post(f"{base}{MODEL_URL}:generateContent", headers={"Authorization": f"Bearer {token}"},
+                      json={"contents": [{"role": "user", "parts": [{"text": "[[sandbox hang]]"}]}]}, timeout=0.3)
+    assert time.monotonic() - started < 5
+    assert generate(base, token, "still serving").status_code == 200
+
+
+def test_bad_directive_is_a_400(standin, token):
+    srv, base, path = standin
+    answer = generate(base, token, "hi [[sandbox explode]]")
+    assert answer.status_code == 400 and "explode" in answer.json()["error"]["message"]
+
+
+# --- test controls -------------------------------------------------------------------------------
+
+
+def test_calls_log_never_holds_the_token(standin, token):
+    srv, base, path = standin
+    rid = uuid.uuid4().hex
+    generate(base, token, "logged", request_id=rid)
+    generate(base, "ya29.made-up", "logged", request_id=rid)
+    log = requests.get(f"{base}/_vertex/calls", timeout=5)
+    assert token not in log.text and "made-up" not in log.text
+    mine = [c for c in log.json()["calls"] if c["request_id"] == rid]
+    assert [(c["model"], c["method"], c["project"], c["location"], c["authorized"]) for c in mine] == [
+        ("gemini-test", "generateContent", "standin-project", "us-central1", True),
+        ("gemini-test", "generateContent", "standin-project", "us-central1", False),
+    ]
+    assert mine[0]["path"] == f"{MODEL_URL}:generateContent"
+
+
+def test_unknown_paths_and_methods(standin):
+    srv, base, path = standin
+    missing = requests.get(f"{base}/v1/nothing", timeout=5)
+    assert missing.status_code == 404 and missing.json()["error"]["status"] == "NOT_FOUND"
+    wrong = requests.get(f"{base}/token", timeout=5)
+    assert wrong.status_code == 405
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+def test_command_line(tmp_path):
+    path = tmp_path / "cli-sa.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sandbox.vertex", "--port", "0", "--write-credentials", str(path),
+         "--token-ttl", "120"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline().strip()
+        assert line.startswith("vertex stand-in listening on http://127.0.0.1:")
+        base = line.rsplit(" ", 1)[1]
+        assert json.loads(path.read_text())["token_uri"] == f"{base}/token"
+        credentials = service_account.Credentials.from_service_account_file(str(path), scopes=[SCOPE])
+        credentials.refresh(Request())
+        assert generate(base, credentials.token, "cli").json()["candidates"][0]["content"]["parts"][0]["text"] == (
+            "Sandbox reply: cli")
+        grant_answer = grant(base, signed_assertion(crypt.RSASigner.from_service_account_file(str(path))))
+        assert grant_answer.json()["expires_in"] == 120
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=10)
+    assert out == ""  # exactly one stdout line, already read
+    assert "VERTEX STAND-IN: canned answers, not Google" in err
+    assert proc.returncode == 0

@@ -1,0 +1,444 @@
+"""OpenAI Chat Completions / Embeddings <-> Vertex AI Gemini translation (pure functions).
+
+Chat maps to ``generateContent`` / ``streamGenerateContent``, embeddings to the
+text-embedding models' ``predict``. As for Anthropic, whatever the OpenAI request
+asks for that Gemini cannot honour is refused with ``UnsupportedParameter`` naming
+the field, rather than silently dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from shared.errors import InvalidRequest, UnsupportedParameter
+
+# Top-level keys handled below; any other key with a non-None value is refused.
+_HANDLED_KEYS = frozenset({
+    "model", "messages", "stream", "stream_options", "user", "max_tokens", "max_completion_tokens",
+    "temperature", "top_p", "stop", "n", "seed", "presence_penalty", "frequency_penalty",
+    "response_format", "tools", "tool_choice", "parallel_tool_calls", "logprobs",
+})
+_MESSAGE_KEYS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
+_EMBEDDING_KEYS = frozenset({"model", "input", "dimensions", "encoding_format", "user"})
+_FINISH_REASONS = {
+    "STOP": "stop", "MAX_TOKENS": "length",
+    "SAFETY": "content_filter", "RECITATION": "content_filter", "BLOCKLIST": "content_filter",
+    "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter", "IMAGE_SAFETY": "content_filter",
+}
+_TOOL_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
+# A fixed table, not `mimetypes`: that reads the host's /etc/mime.types and varies between machines.
+_IMAGE_TYPES = {
+    ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
+    ".webp": "image/webp", ".heic": "image/heic", ".heif": "image/heif",
+}
+
+
+def _unsupported(param: str, why: str) -> UnsupportedParameter:
+    return UnsupportedParameter(f"'{param}' is not supported for Vertex AI Gemini models ({why})", param=param)
+
+
+def _check_keys(body: dict) -> None:
+    for key, value in body.items():
+        if key not in _HANDLED_KEYS and value is not None:
+            raise _unsupported(key, "no Gemini equivalent")
+    if body.get("logprobs") not in (None, False):
+        raise _unsupported("logprobs", "the gateway does not return Gemini log probabilities")
+    if body.get("parallel_tool_calls") is False:
+        raise _unsupported("parallel_tool_calls", "Gemini cannot be told to call one tool at a time")
+
+
+# --- messages -----------------------------------------------------------------------------------
+
+def _image_part(part: dict, param: str) -> dict:
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, dict) else image
+    url_param = f"{param}.image_url.url"
+    if not isinstance(url, str):
+        raise InvalidRequest(f"'{url_param}' must be a string", param=url_param)
+    if url.startswith("data:"):
+        header, sep, data = url[5:].partition(",")
+        mime, _, encoding = header.partition(";")
+        if not sep or encoding != "base64" or not mime or not data:
+            raise InvalidRequest(f"'{url_param}' must be a data:<media>;base64,<data> URL", param=url_param)
+        return {"inlineData": {"mimeType": mime, "data": data}}
+    if url.startswith(("http://", "https://", "gs://")):
+        path = urlsplit(url).path.lower()
+        mime = next((t for ext, t in _IMAGE_TYPES.items() if path.endswith(ext)), "image/jpeg")
+        return {"fileData": {"mimeType": mime, "fileUri": url}}
+    raise _unsupported(url_param, "images must be http(s), gs:// or base64 data URLs")
+
+
+def _parts(content: Any, param: str, *, images: bool) -> list[dict]:
+    """OpenAI message content -> Gemini parts (text, and images where allowed)."""
+    if isinstance(content, str):
+        return [{"text": content}]
+    if not isinstance(content, list):
+        raise InvalidRequest(f"'{param}' must be a string or a list of content parts", param=param)
+    parts = []
+    for j, part in enumerate(content):
+        p = f"{param}[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            if not isinstance(part.get("text"), str):
+                raise InvalidRequest(f"'{p}.text' must be a string", param=f"{p}.text")
+            parts.append({"text": part["text"]})
+        elif kind == "image_url" and images:
+            parts.append(_image_part(part, p))
+        elif kind is None:
+            raise InvalidRequest(f"'{p}' must be an object with a 'type'", param=f"{p}.type")
+        else:
+            raise _unsupported(f"{p}.type", f"content part type {kind!r} cannot be sent here")
+    return parts
+
+
+def _function_calls(tool_calls: Any, param: str, names: dict[str, str]) -> list[dict]:
+    """Assistant tool calls -> functionCall parts; remembers id -> name for later tool results."""
+    if not isinstance(tool_calls, list):
+        raise InvalidRequest(f"'{param}' must be a list", param=param)
+    parts = []
+    for k, call in enumerate(tool_calls):
+        p = f"{param}[{k}]"
+        if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
+            raise InvalidRequest(f"'{p}.function' must be an object", param=f"{p}.function")
+        if call.get("type", "function") != "function":
+            raise _unsupported(f"{p}.type", "only function tool calls")
+        fn = call["function"]
+        if not isinstance(call.get("id"), str) or not isinstance(fn.get("name"), str):
+            raise InvalidRequest(f"'{p}' needs a string 'id' and 'function.name'", param=p)
+        try:
+            args = json.loads(fn.get("arguments"))
+        except (TypeError, ValueError):
+            args = None
+        if not isinstance(args, dict):
+            raise InvalidRequest(f"'{p}.function.arguments' must be a JSON object encoded as a string",
+                                 param=f"{p}.function.arguments")
+        names[call["id"]] = fn["name"]
+        parts.append({"functionCall": {"name": fn["name"], "args": args}})
+    return parts
+
+
+def _convert_messages(messages: Any) -> tuple[list[dict], list[dict]]:
+    """Returns (Gemini contents, system instruction parts)."""
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' must be a non-empty list", param="messages")
+    contents: list[dict] = []
+    system: list[dict] = []
+    names: dict[str, str] = {}  # tool_call_id -> function name: Gemini matches results by name
+    in_tool_turn = False  # contents[-1] holds tool results: later ones join it, as Gemini expects
+    for i, msg in enumerate(messages):
+        p = f"messages[{i}]"
+        if not isinstance(msg, dict):
+            raise InvalidRequest(f"'{p}' must be an object", param=p)
+        for key, value in msg.items():
+            # Echoed assistant messages carry `refusal: null`, `annotations: []` etc.
+            if key not in _MESSAGE_KEYS and value not in (None, [], ""):
+                raise _unsupported(f"{p}.{key}", "no Gemini equivalent")
+        if msg.get("name") is not None:
+            raise _unsupported(f"{p}.name", "Gemini messages have no per-message name")
+        role, content = msg.get("role"), msg.get("content")
+        if role in ("system", "developer"):
+            # Gemini has one systemInstruction and no system turns: hoist, like for Anthropic.
+            system.extend(_parts(content, f"{p}.content", images=False))
+            continue
+        if role == "tool":
+            tool_id = msg.get("tool_call_id")
+            if not isinstance(tool_id, str):
+                raise InvalidRequest(f"'{p}.tool_call_id' must be a string", param=f"{p}.tool_call_id")
+            if tool_id not in names:
+                raise InvalidRequest(f"'{p}.tool_call_id' {tool_id!r} matches no earlier assistant tool call",
+                                     param=f"{p}.tool_call_id")
+            text = "".join(part["text"] for part in _parts(content, f"{p}.content", images=False))
+            part = {"functionResponse": {"name": names[tool_id], "response": {"content": text}}}
+            if in_tool_turn:
+                contents[-1]["parts"].append(part)
+            else:
+                contents.append({"role": "user", "parts": [part]})
+            in_tool_turn = True
+            continue
+        if role not in ("user", "assistant"):
+            raise InvalidRequest(f"'{p}.role' must be one of system, developer, user, assistant, tool",
+                                 param=f"{p}.role")
+        tool_calls = msg.get("tool_calls")
+        if tool_calls is not None and role != "assistant":
+            raise InvalidRequest(f"'{p}.tool_calls' is only valid on assistant messages", param=f"{p}.tool_calls")
+        parts = [] if content is None else _parts(content, f"{p}.content", images=True)
+        # Gemini rejects empty text parts; SDKs often send content "" alongside tool calls.
+        parts = [part for part in parts if part.get("text") != ""]
+        if tool_calls:
+            parts += _function_calls(tool_calls, f"{p}.tool_calls", names)
+        if not parts:
+            raise InvalidRequest(f"'{p}.content' must not be empty", param=f"{p}.content")
+        contents.append({"role": "user" if role == "user" else "model", "parts": parts})
+        in_tool_turn = False
+    if not contents:
+        raise InvalidRequest("'messages' needs at least one user or assistant message", param="messages")
+    return contents, system
+
+
+# --- tools and generation settings --------------------------------------------------------------
+
+def _convert_tools(tools: Any) -> list[dict]:
+    if not isinstance(tools, list):
+        raise InvalidRequest("'tools' must be a list", param="tools")
+    declarations = []
+    for k, tool in enumerate(tools):
+        p = f"tools[{k}]"
+        if not isinstance(tool, dict):
+            raise InvalidRequest(f"'{p}' must be an object", param=p)
+        if tool.get("type") != "function":
+            raise _unsupported(f"{p}.type", "only function tools")
+        fn = tool.get("function")
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise InvalidRequest(f"'{p}.function.name' must be a string", param=f"{p}.function.name")
+        if fn.get("strict"):
+            raise _unsupported(f"{p}.function.strict", "strict schema adherence is OpenAI-only")
+        declaration = {"name": fn["name"]}
+        if fn.get("description") is not None:
+            declaration["description"] = fn["description"]
+        if fn.get("parameters") is not None:
+            declaration["parameters"] = fn["parameters"]
+        declarations.append(declaration)
+    return [{"functionDeclarations": declarations}] if declarations else []
+
+
+def _convert_tool_choice(choice: Any) -> dict:
+    if isinstance(choice, str) and choice in _TOOL_MODES:
+        return {"mode": _TOOL_MODES[choice]}
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        name = (choice.get("function") or {}).get("name")
+        if not isinstance(name, str):
+            raise InvalidRequest("'tool_choice.function.name' must be a string", param="tool_choice.function.name")
+        return {"mode": "ANY", "allowedFunctionNames": [name]}
+    if isinstance(choice, dict):
+        raise _unsupported("tool_choice", f"tool_choice type {choice.get('type')!r}")
+    raise InvalidRequest("'tool_choice' must be auto, none, required or a function choice", param="tool_choice")
+
+
+def _generation_config(body: dict) -> dict:
+    config: dict[str, Any] = {}
+    for key, name in (("temperature", "temperature"), ("top_p", "topP"),
+                      ("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty")):
+        if body.get(key) is not None:
+            if isinstance(body[key], bool) or not isinstance(body[key], int | float):
+                raise InvalidRequest(f"'{key}' must be a number", param=key)
+            config[name] = body[key]
+    a, b = body.get("max_tokens"), body.get("max_completion_tokens")
+    if a is not None and b is not None and a != b:
+        raise InvalidRequest("'max_tokens' and 'max_completion_tokens' disagree; send one",
+                             param="max_completion_tokens")
+    param, value = ("max_tokens", a) if a is not None else ("max_completion_tokens", b)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise InvalidRequest(f"'{param}' must be a positive integer", param=param)
+    if value is not None:
+        config["maxOutputTokens"] = value
+    stop = body.get("stop")
+    if stop is not None:
+        stops = [stop] if isinstance(stop, str) else stop
+        if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+            raise InvalidRequest("'stop' must be a string or a list of strings", param="stop")
+        if stops:
+            config["stopSequences"] = stops
+    n = body.get("n")
+    if n is not None:
+        if n != 1 or isinstance(n, bool):
+            raise _unsupported("n", "only n=1: the gateway returns one choice")
+        config["candidateCount"] = 1
+    seed = body.get("seed")
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise InvalidRequest("'seed' must be an integer", param="seed")
+        config["seed"] = seed
+    fmt = body.get("response_format")
+    if fmt is not None:
+        kind = fmt.get("type") if isinstance(fmt, dict) else None
+        if kind == "json_object":
+            config["responseMimeType"] = "application/json"
+        elif kind == "json_schema":
+            schema = (fmt.get("json_schema") or {}).get("schema")
+            if not isinstance(schema, dict):
+                raise InvalidRequest("'response_format.json_schema.schema' must be an object",
+                                     param="response_format.json_schema.schema")
+            config["responseMimeType"] = "application/json"
+            config["responseSchema"] = schema
+        elif kind != "text":
+            raise _unsupported("response_format", "only text, json_object and json_schema")
+    return config
+
+
+def chat_request_to_gemini(body: dict) -> dict:
+    """OpenAI chat request body -> Vertex ``generateContent`` body (the model is in the URL)."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object")
+    _check_keys(body)
+    contents, system = _convert_messages(body.get("messages"))
+    out: dict[str, Any] = {"contents": contents}
+    if system:
+        out["systemInstruction"] = {"parts": system}
+    if body.get("tools") is not None:
+        tools = _convert_tools(body["tools"])
+        if tools:
+            out["tools"] = tools
+    if body.get("tool_choice") is not None:
+        out["toolConfig"] = {"functionCallingConfig": _convert_tool_choice(body["tool_choice"])}
+    config = _generation_config(body)
+    if config:
+        out["generationConfig"] = config
+    return out
+
+
+# --- responses ----------------------------------------------------------------------------------
+
+def _tool_call(response_id: str, index: int, call: dict) -> dict:
+    name, arguments = call.get("name") or "", json.dumps(call.get("args") or {})
+    # Gemini names no call ids; derive one so the same answer always gets the same ids.
+    digest = hashlib.sha256(f"{response_id}\0{index}\0{name}\0{arguments}".encode()).hexdigest()
+    return {"id": f"call_{digest[:24]}", "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def _visible_parts(candidate: dict) -> list[dict]:
+    # Thought summaries (`thought: true`) are the model's reasoning, not its answer.
+    parts = (candidate.get("content") or {}).get("parts") or []
+    return [part for part in parts if isinstance(part, dict) and not part.get("thought")]
+
+
+def gemini_finish_reason(reason: str | None, *, tool_calls: bool) -> str:
+    finish = _FINISH_REASONS.get(reason or "", "stop")
+    return "tool_calls" if finish == "stop" and tool_calls else finish
+
+
+def gemini_usage_to_chat(meta: dict) -> dict:
+    """usageMetadata -> OpenAI usage. Thinking tokens are billed output, so they count as completion."""
+    prompt = int(meta.get("promptTokenCount") or 0)
+    thoughts = int(meta.get("thoughtsTokenCount") or 0)
+    completion = int(meta.get("candidatesTokenCount") or 0) + thoughts
+    total = int(meta.get("totalTokenCount") or prompt + completion)
+    usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
+    if meta.get("cachedContentTokenCount"):
+        usage["prompt_tokens_details"] = {"cached_tokens": int(meta["cachedContentTokenCount"])}
+    if thoughts:
+        usage["completion_tokens_details"] = {"reasoning_tokens": thoughts}
+    return usage
+
+
+def gemini_response_to_chat(resp: dict, *, requested_model: str, created: int, response_id: str) -> dict:
+    """Vertex ``generateContent`` response -> OpenAI ``chat.completion`` object."""
+    candidates = resp.get("candidates") or []
+    texts: list[str] = []
+    tool_calls: list[dict] = []
+    if candidates:
+        for part in _visible_parts(candidates[0]):
+            if isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif isinstance(part.get("functionCall"), dict):
+                tool_calls.append(_tool_call(response_id, len(tool_calls), part["functionCall"]))
+        finish = gemini_finish_reason(candidates[0].get("finishReason"), tool_calls=bool(tool_calls))
+    else:
+        finish = "content_filter"  # the prompt itself was blocked (promptFeedback.blockReason)
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return {
+        "id": f"chatcmpl-{response_id}",
+        "object": "chat.completion",
+        "created": created,
+        "model": requested_model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+        "usage": gemini_usage_to_chat(resp.get("usageMetadata") or {}),
+    }
+
+
+class GeminiStreamToChat:
+    """Streamed GenerateContentResponse objects -> OpenAI ``chat.completion.chunk`` dicts."""
+
+    def __init__(self, requested_model: str, created: int, response_id: str, include_usage: bool):
+        self.requested_model = requested_model
+        self.created = created
+        self.response_id = response_id
+        self.include_usage = include_usage
+        self._id = f"chatcmpl-{response_id}"
+        self._started = False
+        self._tool_calls = 0
+        self._meta: dict | None = None
+
+    @property
+    def usage(self) -> dict | None:
+        return None if self._meta is None else gemini_usage_to_chat(self._meta)
+
+    def _chunk(self, delta: dict, finish_reason: str | None = None) -> dict:
+        if not self._started:
+            delta = {"role": "assistant", **delta}
+            self._started = True
+        return {"id": self._id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.requested_model,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+
+    def feed(self, chunk: dict) -> list[dict]:
+        if isinstance(chunk.get("usageMetadata"), dict):
+            self._meta = chunk["usageMetadata"]  # cumulative: the last one seen is the whole stream's
+        candidates = chunk.get("candidates") or []
+        if not candidates:
+            blocked = (chunk.get("promptFeedback") or {}).get("blockReason")
+            return [self._chunk({}, "content_filter")] if blocked else []
+        out = []
+        parts = _visible_parts(candidates[0])
+        text = "".join(part["text"] for part in parts if isinstance(part.get("text"), str))
+        if text:
+            out.append(self._chunk({"content": text}))
+        for part in parts:
+            if isinstance(part.get("functionCall"), dict):
+                # Gemini sends each call whole, so it is one complete tool_calls delta.
+                call = {"index": self._tool_calls, **_tool_call(self.response_id, self._tool_calls,
+                                                                part["functionCall"])}
+                self._tool_calls += 1
+                out.append(self._chunk({"tool_calls": [call]}))
+        reason = candidates[0].get("finishReason")
+        if reason:
+            out.append(self._chunk({}, gemini_finish_reason(reason, tool_calls=self._tool_calls > 0)))
+        return out
+
+    def finish(self) -> list[dict]:
+        if not self.include_usage:
+            return []
+        usage = self.usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        return [{"id": self._id, "object": "chat.completion.chunk", "created": self.created,
+                 "model": self.requested_model, "choices": [], "usage": usage}]
+
+
+# --- embeddings ---------------------------------------------------------------------------------
+
+def embeddings_request_to_predict(body: dict) -> dict:
+    """OpenAI embeddings request -> Vertex text-embedding ``predict`` body."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object")
+    for key, value in body.items():
+        if key not in _EMBEDDING_KEYS and value is not None:
+            raise _unsupported(key, "no Vertex AI embeddings equivalent")
+    inp = body.get("input")
+    texts = [inp] if isinstance(inp, str) else inp
+    if not isinstance(texts, list) or not texts or not all(isinstance(x, str) for x in texts):
+        if isinstance(inp, list) and inp and all(isinstance(x, int | list) and not isinstance(x, bool) for x in inp):
+            raise _unsupported("input", "token arrays: Vertex AI embeds text only")
+        raise InvalidRequest("'input' must be a string or a non-empty list of strings", param="input")
+    if body.get("encoding_format") not in (None, "float"):
+        raise _unsupported("encoding_format", "only float")
+    out: dict[str, Any] = {"instances": [{"content": text} for text in texts]}
+    dimensions = body.get("dimensions")
+    if dimensions is not None:
+        if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1:
+            raise InvalidRequest("'dimensions' must be a positive integer", param="dimensions")
+        out["parameters"] = {"outputDimensionality": dimensions}
+    return out
+
+
+def predict_response_to_embeddings(resp: dict, *, requested_model: str) -> dict:
+    """Vertex ``predict`` response -> OpenAI embeddings list."""
+    data, tokens = [], 0
+    for i, prediction in enumerate(resp.get("predictions") or []):
+        embeddings = (prediction or {}).get("embeddings") or {}
+        data.append({"object": "embedding", "index": i, "embedding": list(embeddings.get("values") or [])})
+        tokens += int((embeddings.get("statistics") or {}).get("token_count") or 0)
+    return {"object": "list", "data": data, "model": requested_model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
