@@ -249,7 +249,10 @@ def _models(c: _Checker, top: dict, env: Mapping[str, str]) -> list[ModelConfig]
             for key in _VERTEX_KEYS:
                 if key in node:
                     c.add(f"{path}.{key}", "only vertex models take this key")
-        default_base = f"https://{location}-aiplatform.googleapis.com/v1" if kind == "vertex" else None
+        default_base = None
+        if kind == "vertex":  # the global endpoint has no region prefix
+            host = "aiplatform.googleapis.com" if location == "global" else f"{location}-aiplatform.googleapis.com"
+            default_base = f"https://{host}/v1"
         base_url = c.get(node, "base_url", path, _url) or DEFAULT_BASE_URLS.get(kind) or default_base
         if kind == "generic" and "base_url" not in node:
             c.add(f"{path}.base_url", "required for generic models")

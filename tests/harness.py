@@ -97,6 +97,15 @@ def start_gitlab(directory: Path, env: dict) -> tuple[Process, str]:
     return process, found.group(1)
 
 
+def start_vertex(directory: Path, env: dict) -> tuple[Process, str, Path]:
+    credentials = directory / "vertex-service-account.json"
+    process = Process("vertex", [sys.executable, "-m", "sandbox.vertex", "--port", "0",
+                                 "--write-credentials", str(credentials)], env, directory / "vertex.log")
+    found = wait_for(lambda: re.search(r"listening on (http://\S+)", process.log()), timeout=20,
+                     message="the Vertex stand-in to listen")
+    return process, found.group(1), credentials
+
+
 class Stack:
     """The gateway as real processes. ``config`` is YAML text; ``{sandbox}`` in it
     becomes the sandbox provider's URL."""
@@ -115,6 +124,8 @@ class Stack:
         self.sandbox_url = ""
         self.gitlab: Process | None = None
         self.gitlab_url = ""
+        self.vertex: Process | None = None
+        self.vertex_url = ""
         self.web: Process | None = None
         self.workers: Process | None = None
         self.port = 0
@@ -142,7 +153,11 @@ class Stack:
         self.gitlab, self.gitlab_url = start_gitlab(self.dir, self.env)
         self.env.setdefault("GITLAB_URL", self.gitlab_url)
         self.env.setdefault("GITLAB_API_TOKEN", ADMIN_TOKEN)
-        (self.dir / "config.yaml").write_text(self.config_text.replace("{sandbox}", self.sandbox_url))
+        config = self.config_text.replace("{sandbox}", self.sandbox_url)
+        if "{vertex}" in config:  # a Vertex AI stand-in, and a service-account key for it
+            self.vertex, self.vertex_url, credentials = start_vertex(self.dir, self.env)
+            config = config.replace("{vertex}", self.vertex_url).replace("{vertex_credentials}", str(credentials))
+        (self.dir / "config.yaml").write_text(config)
         self.port = free_port()
         self.env.update({"PORT": str(self.port), "WEB_CONCURRENCY": str(self.web_workers),
                          "WEB_THREADS": str(self.web_threads)})
@@ -181,7 +196,7 @@ class Stack:
         return {model.name: model.workers for model in config.models if model.workers}
 
     def stop(self) -> None:
-        for process in (self.workers, self.web, self.sandbox, self.gitlab):
+        for process in (self.workers, self.web, self.sandbox, self.gitlab, self.vertex):
             if process is not None:
                 process.stop()
         if self.redis_server:

@@ -8,7 +8,9 @@ a time, so the API relays bytes without touching them.
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,12 +86,25 @@ def serve(provider: Provider, client: UpstreamClient, request: JobRequest) -> Ou
                       lambda data: chat_response_to_messages(provider.chat_response(data, requested_model=name),
                                                              requested_model=name))
     if request.endpoint == EMBEDDINGS:
-        return _whole(provider.embeddings_request(body, request_id=rid), client, request,
-                      lambda data: provider.embeddings_response(data, requested_model=name))
+        # Providers are asked for floats; base64 (the OpenAI SDK's default) is made here,
+        # so every provider type answers it alike.
+        wants_base64 = body.get("encoding_format") == "base64"
+        floats = {k: v for k, v in body.items() if k != "encoding_format"}
+        return _whole(provider.embeddings_request(floats, request_id=rid), client, request,
+                      lambda data: _encoded(provider.embeddings_response(data, requested_model=name), wants_base64))
     if request.endpoint == COMPLETIONS:
         return _whole(provider.completions_request(body, request_id=rid), client, request,
                       lambda data: provider.completions_response(data, requested_model=name))
     raise ValueError(f"unknown endpoint {request.endpoint!r}")
+
+
+def _encoded(answer: dict, base64_wanted: bool) -> dict:
+    if base64_wanted:
+        for item in answer.get("data") or []:
+            vector = item.get("embedding")
+            if isinstance(vector, list):
+                item["embedding"] = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return answer
 
 
 def serve_stream(provider: Provider, client: UpstreamClient, request: JobRequest, emit: Emit) -> Outcome:

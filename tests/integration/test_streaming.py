@@ -35,6 +35,15 @@ models:
     stream_idle_timeout: 5s
     workers: 1
     concurrency: 1
+  - name: gemini
+    type: vertex
+    project: standin-project
+    location: us-central1
+    base_url: "{vertex}/v1"
+    credentials_file: "{vertex_credentials}"
+    model: gemini-2.0-flash
+    timeout: 10s
+    workers: 1
   - name: budget
     type: anthropic
     base_url: "{sandbox}"
@@ -76,7 +85,7 @@ def user(text: str) -> list[dict]:
 
 # -- OpenAI clients ----------------------------------------------------------------
 
-@pytest.mark.parametrize("model", ["chat", "claude"])
+@pytest.mark.parametrize("model", ["chat", "claude", "gemini"])
 def test_openai_sdk_streams_from_each_model_type(oai, model):
     whole = oai.chat.completions.create(model=model, messages=user("one two three four")).choices[0].message.content
     chunks = list(oai.chat.completions.create(model=model, messages=user("one two three four"), stream=True,
@@ -93,7 +102,7 @@ def test_usage_chunk_only_when_asked(oai):
     assert all(getattr(c, "usage", None) is None for c in chunks)
 
 
-@pytest.mark.parametrize("model", ["chat", "claude"])
+@pytest.mark.parametrize("model", ["chat", "claude", "gemini"])
 def test_openai_sdk_tool_round_trip(oai, model):
     first = oai.chat.completions.create(model=model, tools=[TOOL], messages=user("[[sandbox tool=lookup]] weather"))
     call = first.choices[0].message.tool_calls[0]
@@ -113,7 +122,7 @@ def test_openai_sdk_tool_round_trip(oai, model):
 
 # -- Anthropic clients -------------------------------------------------------------
 
-@pytest.mark.parametrize("model", ["claude", "chat"])
+@pytest.mark.parametrize("model", ["claude", "chat", "gemini"])
 def test_anthropic_sdk_streaming_and_not_to_each_model_type(claude, model):
     message = claude.messages.create(model=model, max_tokens=50, messages=user("alpha beta"),
                                      system="be brief")
@@ -126,7 +135,7 @@ def test_anthropic_sdk_streaming_and_not_to_each_model_type(claude, model):
     assert final.usage.output_tokens == 4 and final.stop_reason == "end_turn"
 
 
-@pytest.mark.parametrize("model", ["claude", "chat"])
+@pytest.mark.parametrize("model", ["claude", "chat", "gemini"])
 def test_anthropic_sdk_tool_round_trip(claude, model):
     first = claude.messages.create(model=model, max_tokens=50, tools=[ANTHROPIC_TOOL],
                                    messages=user("[[sandbox tool=lookup]] rain"))
@@ -225,10 +234,17 @@ def test_streamed_usage_settles_the_token_limit(stack, claude):
 
 # -- embeddings and legacy completions ---------------------------------------------
 
-def test_embeddings(oai):
-    vectors = oai.embeddings.create(model="chat", input=["one", "two"])
-    assert len(vectors.data) == 2 and vectors.model == "chat"
+@pytest.mark.parametrize("model", ["chat", "gemini"])
+def test_embeddings(oai, model):
+    vectors = oai.embeddings.create(model=model, input=["one", "two"], encoding_format="float")
+    assert len(vectors.data) == 2 and vectors.model == model
     assert vectors.data[0].embedding != vectors.data[1].embedding
+    default = oai.embeddings.create(model=model, input=["one", "two"])  # the SDK asks for base64 by default
+    assert default.data[0].embedding == pytest.approx(vectors.data[0].embedding, rel=1e-6)  # float32 on the wire
+
+
+
+def test_an_anthropic_model_has_no_embeddings(oai):
     with pytest.raises(openai.BadRequestError) as refused:
         oai.embeddings.create(model="claude", input="x")
     assert "does not offer embeddings" in refused.value.message

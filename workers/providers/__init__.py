@@ -1,6 +1,6 @@
 """Provider adapters by model ``type``. Importing a module registers its types."""
 
-from workers.providers import anthropic, openai  # noqa: F401  (registration)
+from workers.providers import anthropic, openai, vertex  # noqa: F401  (registration)
 from workers.providers.base import PROVIDERS, Provider
 
 
