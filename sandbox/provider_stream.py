@@ -54,6 +54,10 @@ class Answer:
                 "total_tokens": self.prompt_tokens + self.completion_tokens}
 
 
+# A word the streamer replaces by the time it sends the event (for latency benchmarks).
+SEND_TIME_MARK = b"@@SENT@@"
+
+
 def pieces(text: str) -> list[str]:
     """The reply split into words, each keeping the whitespace after it (so they join back exactly)."""
     return PIECE_RE.findall(text)
@@ -285,6 +289,8 @@ class StreamRun:
         return "completed"
 
     def _write(self, data: bytes) -> None:
+        if SEND_TIME_MARK in data:  # the benchmark's clock: each marked word becomes its send time
+            data = data.replace(SEND_TIME_MARK, b"%.6f" % time.time())
         wfile = self.handler.wfile
         wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data)
         wfile.flush()

@@ -71,8 +71,16 @@ class ReplyChannel:
         self._append({"kind": ERROR, "status": error.status, "error": json.dumps(error.to_dict()),
                       "meta": json.dumps(meta or {})})
 
-    def send_chunk(self, data: bytes) -> None:
-        self._append({"kind": CHUNK, "data": data})
+    def send_chunk(self, data: bytes, *, lasts: float | None = None) -> None:
+        """A stream's chunk. The first one (``lasts``: how long the stream may run) sets the
+        key's expiry once; the others are a bare XADD, the cheapest write per chunk."""
+        if lasts is None:
+            self.redis.xadd(self.key, {"kind": CHUNK, "data": data})
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xadd(self.key, {"kind": CHUNK, "data": data})
+        pipe.expire(self.key, self.ttl + max(1, int(lasts)))
+        pipe.execute()
 
     def send_end(self, meta: dict | None = None) -> None:
         self._append({"kind": END, "meta": json.dumps(meta or {})})

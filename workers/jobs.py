@@ -95,7 +95,7 @@ class Emitter:
         if not self.sent and self.scope is not None:
             # Committed: from here the stream's own length bounds it, not the first-chunk deadline.
             self.scope.deadline = time.time() + self.stream_seconds
-        self.channel.send_chunk(data)
+        self.channel.send_chunk(data, lasts=None if self.sent else self.stream_seconds)
         self.sent += 1
 
 
