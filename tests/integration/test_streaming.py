@@ -32,7 +32,7 @@ models:
     base_url: "{sandbox}/v1"
     api_key: "${SANDBOX_PROVIDER_KEY}"
     timeout: 10s
-    stream_idle_timeout: 5s
+    stream_idle_timeout: 2s
     workers: 1
     concurrency: 1
   - name: gemini
@@ -198,6 +198,15 @@ def test_a_long_silent_upstream_is_kept_alive(stack, oai):
     chunks = list(oai.chat.completions.create(model="chat", stream=True,
                                               messages=user("[[sandbox silence_ms=1500]] patient")))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Sandbox reply: patient"
+
+
+def test_a_provider_silent_past_the_idle_timeout_ends_the_stream_with_an_error(stack, oai):
+    started = time.monotonic()
+    with pytest.raises(openai.APIError) as failed:
+        list(oai.chat.completions.create(model="narrow", stream=True,  # stream_idle_timeout: 2s
+                                         messages=user("[[sandbox silence_ms=4000]] too quiet")))
+    assert "sent nothing for 2s" in str(failed.value)
+    assert time.monotonic() - started < 4.0  # cut at the idle timeout, not when the provider spoke again
 
 
 def test_a_client_that_disconnects_frees_its_worker(stack):
