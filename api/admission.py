@@ -12,7 +12,7 @@ import math
 
 from api.dispatch import Dispatcher
 from api.routing import Decision, Router
-from shared import errors
+from shared import errors, metrics
 from shared.ratelimit import RateLimited, RateLimiter, Reservation, estimate_tokens, limits_for
 
 
@@ -34,6 +34,7 @@ class Gate:
         except RateLimited as refused:
             req.context.rate_figures = refused.figures
             req.context.log["rate_limit_scope"] = refused.limit.scope
+            metrics.RATE_LIMITED.labels(decision.model.name, refused.limit.scope_kind).inc()
             raise _refusal(refused) from None
         req.context.rate_figures = reservation.figures
         return decision, reservation

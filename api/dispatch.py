@@ -15,13 +15,13 @@ from collections.abc import Callable
 from redis import Redis
 from rq import Callback, Queue
 from rq.serializers import JSONSerializer
-from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from shared.config import GatewayConfig, ModelConfig
 from shared.durations import format_duration
 from shared.errors import DeadlineExceeded, NoWorkers, QueueFull, RequestCancelled
 from shared.jobs import JobRequest
 from shared.keys import JOB_FAILURE_CALLBACK, JOB_FUNCTION, cancel_key, queue_name
+from shared.queues import live_workers
 from shared.ratelimit import RateLimiter, Reservation
 from shared.replies import CHUNK, ClientGone, Reply, ReplyChannel
 
@@ -39,19 +39,17 @@ class WorkerLiveness:
         self._cache: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()
 
-    def count(self, queue: str, *, fresh: bool = False) -> int:
+    def count(self, model_name: str, *, fresh: bool = False) -> int:
         now = time.monotonic()
         with self._lock:
-            cached = self._cache.get(queue)
+            cached = self._cache.get(model_name)
         # Only a positive count is trusted from the cache: "no workers" refuses requests,
         # so it is always checked afresh (a worker that just started counts at once).
         if cached and cached[1] > 0 and not fresh and now - cached[0] < self.cache_seconds:
             return cached[1]
-        # A registered worker whose key expired died without unregistering (SIGKILL).
-        keys = self.redis.smembers(WORKERS_BY_QUEUE_KEY % queue)
-        live = self.redis.exists(*keys) if keys else 0
+        live = live_workers(self.redis, model_name)
         with self._lock:
-            self._cache[queue] = (now, live)
+            self._cache[model_name] = (now, live)
         return live
 
 
@@ -71,13 +69,14 @@ class Dispatcher:
         return self.redis.llen(self.queues[model_name].key)
 
     def check_workers(self, model: ModelConfig) -> None:
-        if self.liveness.count(queue_name(model.name)) == 0:
+        if self.liveness.count(model.name) == 0:
             raise NoWorkers(f"No worker is serving model '{model.name}' right now; try again later.",
                             retry_after=5)
 
     def submit(self, model: ModelConfig, *, endpoint: str, body: dict, requested_model: str,
                request_id: str, caller: dict, reservation: Reservation | None = None,
-               client_gone: Callable[[], bool] | None = None, stream: bool = False) -> Reply:
+               client_gone: Callable[[], bool] | None = None, stream: bool = False,
+               route: str | None = None) -> Reply:
         """Enqueue the job and wait for its answer; for a stream, for its first entry
         (``Reply.kind`` is then ``chunk``: read the rest with ``ReplyChannel.read``)."""
         job_id = uuid.uuid4().hex
@@ -85,7 +84,8 @@ class Dispatcher:
                              requested_model=requested_model, endpoint=endpoint, body=body,
                              deadline=time.time() + model.timeout, caller=caller,
                              reservation=reservation.to_dict() if reservation else {},
-                             stream=stream, stream_seconds=model.max_stream_duration if stream else 0.0)
+                             stream=stream, stream_seconds=model.max_stream_duration if stream else 0.0,
+                             route=route)
         jobs = self.config.jobs
         queue = self.queues[model.name]
         # One round trip for the depth check and RQ's writes (which it would send in two).

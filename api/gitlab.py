@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import requests
 
+from shared import metrics
 from shared.config import GitLabConfig
 from shared.errors import GitLabUnavailable
 
@@ -84,12 +85,15 @@ class GitLabClient:
         try:
             response = self.session.get(self.api + path, headers=headers, timeout=self.timeout)
         except requests.exceptions.SSLError as exc:
+            metrics.GITLAB_REQUESTS.labels("tls_error").inc()
             log.error("gitlab TLS verification failed", extra={"error": str(exc)[:300]})
             raise GitLabUnavailable("The gateway cannot verify GitLab's TLS certificate.", retry_after=30) from None
         except requests.RequestException as exc:
+            metrics.GITLAB_REQUESTS.labels("unreachable").inc()
             log.warning("gitlab unreachable", extra={"path": _route(path), "error": type(exc).__name__})
             raise GitLabUnavailable(retry_after=5) from None
         status = response.status_code
+        metrics.GITLAB_REQUESTS.labels(str(status)).inc()
         log.debug("gitlab call", extra={"path": _route(path), "status": status,
                                         "ms": round((time.monotonic() - started) * 1000, 1)})
         if status == 429 or status >= 500:

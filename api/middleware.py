@@ -11,8 +11,12 @@ import uuid
 from api.identity import Authenticator
 from api.media import too_large
 from api.rate_headers import headers_for
+from shared import metrics
+from shared.usage import token_counts
 
 log = logging.getLogger("aigw.access")
+AUTH_FAILURE_CODES = frozenset({"missing_credentials", "invalid_credentials", "user_blocked", "insufficient_access",
+                                "project_mismatch", "project_not_found", "no_route", "gitlab_unavailable"})
 
 # A caller's request id is echoed in headers and logs: keep it short and inert.
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
@@ -67,22 +71,35 @@ class RequestContext:
 
 
 def log_access(req, status: int) -> None:
-    """The one access record of a request."""
+    """The one access record of a request, and its request metrics."""
     ctx = req.context
+    seconds = time.perf_counter() - ctx.started
     fields = {
         "request_id": ctx.request_id,
         "method": req.method,
         "path": req.path,
         "status": status,
-        "duration_ms": round((time.perf_counter() - ctx.started) * 1000, 2),
+        "duration_ms": round(seconds * 1000, 2),
         **ctx.log,
     }
-    if getattr(ctx, "error_code", None):
-        fields["error_code"] = ctx.error_code
+    usage = fields.pop("usage", None)
+    if usage:
+        fields["prompt_tokens"], fields["completion_tokens"] = token_counts(usage)
+    code = getattr(ctx, "error_code", None)
+    if code:
+        fields["error_code"] = code
+        if code in AUTH_FAILURE_CODES:
+            metrics.AUTH_FAILURES.labels(code).inc()
     identity = getattr(ctx, "identity", None)
     if identity is not None:
         fields.update(identity.log_fields())
     log.info("request", extra=fields)
+    endpoint = getattr(ctx, "endpoint", None)
+    if endpoint:
+        model = ctx.log.get("destination") or "-"
+        metrics.REQUESTS.labels(endpoint, model, ctx.log.get("route") or "-", str(status)).inc()
+        metrics.REQUEST_SECONDS.labels(endpoint, model).observe(seconds)
+
 
 
 class IdentityMiddleware:
@@ -95,6 +112,7 @@ class IdentityMiddleware:
     def process_resource(self, req, resp, resource, params) -> None:
         if resource is None:
             return
+        req.context.endpoint = getattr(resource, "endpoint", None)  # labels the request metrics
         wire_for = getattr(resource, "wire_for", None)
         req.context.wire = wire_for(req) if wire_for else getattr(resource, "wire", "openai")
         if getattr(resource, "authenticate", True):

@@ -14,6 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from api.startup import check_gateway_token, load_api_settings
+from shared import metrics  # first: it picks prometheus-client's multiprocess directory
 from shared.logs import setup_logging
 
 # Refuse to start on a bad config here, in the master: a worker that exits during
@@ -42,3 +43,20 @@ proc_name = "ai-gateway-api"
 # gunicorn 25+ opens a control socket at one fixed path per user; several gateways
 # on one host would fight over it, and nothing here uses it.
 control_socket_disable = True
+
+
+def when_ready(server):
+    """The master serves /metrics on its own port: every worker process's files summed,
+    the RQ workers' on this host included, plus queue facts read from Redis."""
+    metrics.forget_dead_processes(metrics.prepare())
+    if _settings.metrics_enabled:
+        from shared.metrics_server import start_metrics_server
+
+        start_metrics_server(_settings.metrics_port, _settings.redis_url, [m.name for m in _config.models],
+                             metrics.prepare())
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -38,6 +38,7 @@ class JobRequest:
     enqueued_at: float = field(default_factory=time.time)
     caller: dict = field(default_factory=dict)  # identity fields for logs, never credentials
     reservation: dict = field(default_factory=dict)  # rate-limit admission the worker settles
+    route: str | None = None  # the route that admitted it: a label for token metrics
     stream: bool = False
     stream_seconds: float = 0.0  # a stream may run this long after its first chunk
     version: int = SCHEMA_VERSION

@@ -147,6 +147,12 @@ class Limit:
         base = f"{KEY_PREFIX}:rl:{self.scope}:{self.kind}:{self.period}"
         return f"{base}:log", f"{base}:amounts"
 
+    @property
+    def scope_kind(self) -> str:
+        """model, route, user or project: a bounded label for metrics."""
+        parts = self.scope.split(":")
+        return parts[2] if len(parts) > 2 else parts[0]
+
     def describe(self) -> str:
         unit = "requests" if self.kind == REQUESTS else "tokens"
         return f"{self.limit} {unit} per {'minute' if self.period == MINUTE else '24 hours'}"

@@ -141,6 +141,7 @@ class Stack:
             "LOG_LEVEL": "info",
             "LOG_FORMAT": "json",
             "METRICS_ENABLED": "false",
+            "PROMETHEUS_MULTIPROC_DIR": str(self.dir / "metrics"),  # one host's directory, per stack
         })
         env.update(self.extra_env)
         return env

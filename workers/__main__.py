@@ -30,6 +30,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="models whose queues to serve (default: WORKER_MODELS, else all)")
     parser.add_argument("--processes", type=int, metavar="N",
                         help="worker processes per model (default: WORKER_PROCESSES, else the model's `workers`)")
+    parser.add_argument("--metrics-port", type=int, metavar="PORT",
+                        help="serve /metrics here (default: WORKER_METRICS_PORT, else none: on a host with a "
+                             "web process, its metrics port already covers the workers)")
     parser.add_argument("--concurrency", type=int, metavar="N",
                         help="jobs at once per process (default: WORKER_CONCURRENCY, else the model's "
                              "`concurrency`)")
@@ -63,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         problems += error.problems
     processes = args.processes if args.processes is not None else _env_int("WORKER_PROCESSES", problems)
     concurrency = args.concurrency if args.concurrency is not None else _env_int("WORKER_CONCURRENCY", problems)
+    metrics_port = args.metrics_port if args.metrics_port is not None else _env_int("WORKER_METRICS_PORT", problems)
     for flag, value in (("--processes", args.processes), ("--concurrency", args.concurrency)):
         if value is not None and value < 1:
             problems.append(f"{flag}: must be at least 1")
@@ -87,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if not any(count for count, _ in plan.values()):
         log.warning("no worker processes to run: every selected model has workers: 0")
         return 0
-    return Supervisor(settings, config, plan).run()
+    return Supervisor(settings, config, plan, metrics_port=metrics_port).run()
 
 
 if __name__ == "__main__":

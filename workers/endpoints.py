@@ -38,17 +38,6 @@ class Outcome:
     retry_reasons: list[str] = field(default_factory=list)
 
 
-def usage_total(usage: dict | None) -> int | None:
-    """Total tokens from either format's usage; None when nothing was reported."""
-    if not usage:
-        return None
-    if usage.get("total_tokens") is not None:
-        return int(usage["total_tokens"])
-    parts = [usage.get(k) for k in ("prompt_tokens", "completion_tokens", "input_tokens", "output_tokens",
-                                      "cache_creation_input_tokens", "cache_read_input_tokens")]
-    return sum(int(p) for p in parts if p) if any(p is not None for p in parts) else None
-
-
 def _whole(provider_call, client: UpstreamClient, request: JobRequest, to_client) -> Outcome:
     result = client.post_json(provider_call, deadline=request.deadline)
     answer = to_client(result.data)

@@ -9,6 +9,7 @@ finished job that answered with an error.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -16,15 +17,17 @@ from rq import get_current_job
 from rq.exceptions import AbandonedJobError
 from rq.timeouts import JobTimeoutException
 
-from shared.errors import DeadlineExceeded, GatewayError, WorkerLost
+from shared import metrics
+from shared.errors import DeadlineExceeded, GatewayError, RequestCancelled, WorkerLost
 from shared.jobs import JobRequest
 from shared.replies import ReplyChannel
+from shared.usage import token_counts, usage_total
 from workers.cancel import current_scope
-from workers.endpoints import usage_total
 from workers.runtime import get_runtime
 from workers.worker_classes import JobAbandoned
 
 log = logging.getLogger("aigw.worker")
+PAYLOAD_FIELDS = ("system", "messages", "prompt", "suffix", "input", "tools")
 
 
 class JobFailed(Exception):
@@ -40,6 +43,7 @@ def execute(payload: dict) -> dict:
               "requested_model": request.requested_model, **request.caller}
     started = time.time()
     fields["queue_wait_ms"] = round((started - request.enqueued_at) * 1000, 1)
+    metrics.QUEUE_WAIT.labels(request.model).observe(max(0.0, started - request.enqueued_at))
     scope = current_scope()
     if scope is not None:
         scope.deadline = request.deadline  # the worker's monitor cancels the call past it
@@ -48,9 +52,10 @@ def execute(payload: dict) -> dict:
         log.warning("job dropped: its deadline passed while it was queued",
                     extra={**fields, "outcome": "dropped", "reason": "deadline"})
         limiter.refund(request.reservation)  # the provider never saw it
+        metrics.JOBS_DROPPED.labels(request.model, "deadline").inc()
         channel.send_error(DeadlineExceeded("The request waited in the queue past its deadline."))
         return {"outcome": "dropped", "reason": "deadline"}
-    emit = Emitter(channel, scope, request.stream_seconds) if request.stream else None
+    emit = Emitter(channel, scope, request) if request.stream else None
     try:
         outcome = runtime.serve(request, emit)
     except GatewayError as error:
@@ -59,6 +64,8 @@ def execute(payload: dict) -> dict:
         # Chunks already reached the client: tokens were spent; keep the estimate.
         if not (emit and emit.sent):
             _settle(limiter, request, scope, None)
+        if isinstance(error, RequestCancelled):
+            metrics.JOBS_DROPPED.labels(request.model, "cancelled").inc()
         channel.send_error(error, meta)
         _log_outcome(fields, error.status, started, code=error.code, stream=request.stream)
         if error.status >= 500 or error.status == 429:
@@ -72,11 +79,19 @@ def execute(payload: dict) -> dict:
             "retry_reasons": outcome.retry_reasons, "usage": outcome.usage}
     # Settled before answering, so the caller's next request sees the true figures.
     _settle(limiter, request, scope, outcome.usage or {})
+    if outcome.usage:
+        prompt, completion = token_counts(outcome.usage)
+        metrics.TOKENS.labels(request.model, "prompt", request.route or "-").inc(prompt)
+        metrics.TOKENS.labels(request.model, "completion", request.route or "-").inc(completion)
     if emit is not None:
         meta["chunks"] = emit.sent
         channel.send_end(meta)
     else:
         channel.send_result(outcome.status, outcome.body, meta)
+    if runtime.config.logging.log_payloads:  # off by default: prompts are the users' data
+        fields["prompt"] = {k: request.body[k] for k in PAYLOAD_FIELDS if k in request.body}
+        if outcome.body:
+            fields["completion"] = json.loads(outcome.body)
     _log_outcome(fields, outcome.status, started, attempts=outcome.attempts, usage=outcome.usage,
                  stream=request.stream)
     return {"outcome": "ok", "status": outcome.status, "attempts": outcome.attempts}
@@ -85,16 +100,19 @@ def execute(payload: dict) -> dict:
 class Emitter:
     """Hands a stream's framed chunks to the reply stream; the first one commits it."""
 
-    def __init__(self, channel: ReplyChannel, scope, stream_seconds: float):
+    def __init__(self, channel: ReplyChannel, scope, request: JobRequest):
         self.channel = channel
         self.scope = scope
-        self.stream_seconds = stream_seconds
+        self.request = request
+        self.stream_seconds = request.stream_seconds
         self.sent = 0
 
     def __call__(self, data: bytes) -> None:
-        if not self.sent and self.scope is not None:
-            # Committed: from here the stream's own length bounds it, not the first-chunk deadline.
-            self.scope.deadline = time.time() + self.stream_seconds
+        if not self.sent:
+            metrics.TIME_TO_FIRST_TOKEN.labels(self.request.model).observe(time.time() - self.request.enqueued_at)
+            if self.scope is not None:
+                # Committed: from here the stream's own length bounds it, not the first-chunk deadline.
+                self.scope.deadline = time.time() + self.stream_seconds
         self.channel.send_chunk(data, lasts=None if self.sent else self.stream_seconds)
         self.sent += 1
 

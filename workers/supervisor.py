@@ -12,6 +12,9 @@ import time
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 
+from prometheus_client import multiprocess
+
+from shared import metrics
 from shared.config import GatewayConfig
 from shared.connections import redis_client
 from shared.keys import queue_name
@@ -22,6 +25,7 @@ from workers.worker_classes import ThreadedWorker
 
 log = logging.getLogger("aigw.workers")
 
+METRICS = "__metrics__"  # the plan's name for the metrics child
 RESTART_BACKOFF_MAX = 30.0
 HEALTHY_RUN = 60.0  # a child that ran this long resets its restart backoff
 PR_SET_PDEATHSIG = 1
@@ -43,6 +47,19 @@ def run_worker_process(settings: Settings, config: GatewayConfig, model_name: st
     worker.work(logging_level=None)
 
 
+def run_metrics_process(settings: Settings, config: GatewayConfig, port: int) -> None:
+    """A host without a web process: this small child serves the workers' /metrics. (Not the
+    supervisor itself: workers forked later would inherit its listening socket.)"""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _die_with_parent()
+    setup_logging(settings.log_level, settings.log_format, log_dir=settings.log_dir, process_name="worker-metrics")
+    from shared.metrics_server import start_metrics_server
+
+    start_metrics_server(port, settings.redis_url, [m.name for m in config.models], metrics.prepare())
+    signal.pause()
+
+
 def _die_with_parent() -> None:
     """Ask Linux to SIGTERM this process if the supervisor dies, so no worker is orphaned."""
     try:
@@ -52,8 +69,10 @@ def _die_with_parent() -> None:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, config: GatewayConfig, plan: dict[str, tuple[int, int]]):
+    def __init__(self, settings: Settings, config: GatewayConfig, plan: dict[str, tuple[int, int]],
+                 metrics_port: int | None = None):
         """``plan``: model name -> (processes, jobs at once per process)."""
+        self.metrics_port = metrics_port
         self.settings = settings
         self.config = config
         self.plan = plan
@@ -66,6 +85,9 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        metrics.forget_dead_processes(metrics.prepare())
+        if self.metrics_port:
+            self._start(METRICS)
         for model_name, (count, _) in self.plan.items():
             for _ in range(count):
                 self._start(model_name)
@@ -84,16 +106,18 @@ class Supervisor:
         return 0
 
     def _start(self, model_name: str) -> None:
-        process = self.context.Process(
-            target=run_worker_process, args=(self.settings, self.config, model_name, self.plan[model_name][1]),
-            name=f"worker-{model_name}", daemon=False,
-        )
+        if model_name == METRICS:
+            target, args = run_metrics_process, (self.settings, self.config, self.metrics_port)
+        else:
+            target, args = run_worker_process, (self.settings, self.config, model_name, self.plan[model_name][1])
+        process = self.context.Process(target=target, args=args, name=f"worker-{model_name}", daemon=False)
         process.start()
         self.children[process.sentinel] = (model_name, process, time.time())
 
     def _reap(self, sentinel: int) -> None:
         model_name, process, started = self.children.pop(sentinel)
         process.join()
+        multiprocess.mark_process_dead(process.pid)
         if self.signals_received:
             return
         ran = time.time() - started

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import requests
 
+from shared import metrics
 from shared.config import ModelConfig
 from shared.errors import (
     DeadlineExceeded,
@@ -95,6 +96,7 @@ class UpstreamClient:
     def _call(self, request: UpstreamRequest, deadline: float, *, read_timeout: float | None):
         attempts, reasons = 0, []
         scope = current_scope()
+        started = time.monotonic()
         retrying = upstream_retrying(attempts=self.model.retry_attempts, deadline=deadline,
                                      sleep=scope.sleep if scope else time.sleep)
         try:
@@ -102,15 +104,26 @@ class UpstreamClient:
                 with attempt:
                     attempts += 1
                     try:
-                        return self._attempt(request, deadline, scope, read_timeout), attempts, reasons
+                        response = self._attempt(request, deadline, scope, read_timeout)
                     except Retryable as retryable:
                         reasons.append(retryable.reason)
                         raise
+                    self._observe(started, reasons)
+                    return response, attempts, reasons
         except Retryable as last:
+            self._observe(started, reasons[:-1])  # the last failure was not retried
             if scope is not None and scope.cancelled:
                 raise cancelled_error(scope) from None
             raise self._exhausted(last, attempts, deadline) from None
+        except GatewayError:
+            self._observe(started, reasons)
+            raise
         raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def _observe(self, started: float, retried: list[str]) -> None:
+        metrics.UPSTREAM_SECONDS.labels(self.model.name).observe(time.monotonic() - started)
+        for reason in retried:
+            metrics.UPSTREAM_RETRIES.labels(self.model.name, reason).inc()
 
     def _attempt(self, request: UpstreamRequest, deadline: float, scope: CancelScope | None,
                  read_timeout: float | None) -> requests.Response:
@@ -133,10 +146,13 @@ class UpstreamClient:
                 stream=stream,
             )
         except requests.exceptions.RequestException as exc:
-            if scope is not None and scope.cancelled:
+            cancelled = scope is not None and scope.cancelled
+            metrics.UPSTREAM_REQUESTS.labels(self.model.name, "cancelled" if cancelled else _failure(exc)).inc()
+            if cancelled:
                 raise cancelled_error(scope) from None
             raise self._transport_error(exc, deadline) from None
         status = response.status_code
+        metrics.UPSTREAM_REQUESTS.labels(self.model.name, str(status)).inc()
         if status in RETRYABLE_STATUSES:
             raise Retryable(f"status_{status}", status=status, retry_after=retry_after_seconds(response),
                             message=self._error_message(response))
@@ -206,6 +222,17 @@ class UpstreamClient:
         if self.model.api_key:
             text = text.replace(self.model.api_key, "[redacted]")
         return text[:MAX_MESSAGE]
+
+
+def _failure(exc: requests.exceptions.RequestException) -> str:
+    """A bounded label for a call that got no HTTP answer."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "tls_error"
+    if isinstance(exc, requests.exceptions.Timeout):
+        return "timeout"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return "connection_error"
+    return "error"
 
 
 def error_message_from(data) -> str:

@@ -29,6 +29,7 @@ from rq import SimpleWorker
 from rq.exceptions import DequeueTimeout
 from rq.executions import Execution
 from rq.job import Job
+from rq.job_lifecycle import call_exception_handlers
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
 from rq.utils import now
@@ -117,6 +118,14 @@ class ThreadedWorker(SimpleWorker):
         if len(self.queues) == 1:
             pipeline.lrem(self.queues[0].intermediate_queue_key, 1, job.id)
         return execution
+
+    def handle_exception(self, job: Job, *exc_info):
+        """RQ logs a failed job with its arguments, which here are the user's prompt:
+        log what failed, never what was asked (the job record has the rest)."""
+        exc_type, exc_value = exc_info[0], exc_info[1]
+        log.warning("job failed", extra={"job_id": job.id, "queue": job.origin, "worker": self.name,
+                                         "error": f"{exc_type.__name__ if exc_type else 'Error'}: {exc_value}"[:500]})
+        call_exception_handlers(self._exc_handlers, job, *exc_info)
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         """Already done when the job started (``_start``)."""

@@ -10,7 +10,6 @@ import redis
 
 from api.dispatch import Dispatcher
 from api.gitlab import GitLabClient
-from shared.keys import queue_name
 
 log = logging.getLogger("aigw.api")
 GITLAB_PROBE_EVERY = 5.0
@@ -50,7 +49,7 @@ class Ready:
         models = {}
         for name in self.dispatcher.queues:
             models[name] = {
-                "workers": self.dispatcher.liveness.count(queue_name(name), fresh=True),
+                "workers": self.dispatcher.liveness.count(name, fresh=True),
                 "queued": self.dispatcher.queue_depth(name),
             }
         resp.media = {"status": "ready", "redis": {"ok": True}, "gitlab": {"reachable": self._gitlab_reachable()},

@@ -35,7 +35,8 @@ class Inference:
         reply = self.dispatcher.submit(decision.model, endpoint=self.endpoint, body=body,
                                        requested_model=body["model"], request_id=req.context.request_id,
                                        caller=req.context.identity.job_fields(), reservation=reservation,
-                                       client_gone=client_gone_probe(req.env), stream=stream)
+                                       client_gone=client_gone_probe(req.env), stream=stream,
+                                       route=decision.route_name)
         started_at = reply.meta.get("queue_wait_ms")
         req.context.log.update({k: reply.meta[k] for k in ("attempts", "upstream_seconds") if k in reply.meta})
         if started_at is not None:

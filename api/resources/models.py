@@ -21,6 +21,8 @@ def anthropic_object(name: str) -> dict:
 
 
 class Models:
+    endpoint = "models"  # the label in request metrics
+
     def __init__(self, router: Router):
         self.router = router
 

@@ -1,0 +1,83 @@
+"""Prometheus metrics, shared by every process on a host (prometheus-client's
+multiprocess mode): each process writes its own files in one directory, and the
+web process's master (or a standalone worker supervisor) serves their sum.
+
+The library picks its storage (memory or the directory) when it is imported;
+``prepare()`` sets the directory and picks again, so the order in which modules
+import it does not matter, as long as this module creates the metrics. Facts that belong to Redis rather
+than to a process (queue depth, live workers) are read from Redis at scrape
+time, so every scrape target reports the same number: dashboards take ``max``.
+Labels are bounded (configured model and route names, status codes); never a
+token, a prompt, a user or a request id.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from prometheus_client import Counter, Histogram, values
+
+log = logging.getLogger("aigw.metrics")
+
+DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+QUICK = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+LLM = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
+
+
+def prepare() -> Path:
+    """Choose (and create) the host's metrics directory, and store values there."""
+    directory = os.environ.get(DIR_ENV) or str(Path(tempfile.gettempdir()) / f"ai-gateway-metrics-{os.getuid()}")
+    os.environ[DIR_ENV] = directory
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    values.ValueClass = values.get_value_class()  # chosen at import, maybe before the variable was set
+    return Path(directory)
+
+
+def forget_dead_processes(directory: Path) -> None:
+    """At start, drop what processes of an earlier run left behind. Files of live processes
+    (the other process type on this host) are kept: their counts must not vanish."""
+    from prometheus_client import multiprocess
+
+    for path in directory.glob("*.db"):
+        try:
+            pid = int(path.stem.rsplit("_", 1)[1])
+        except (IndexError, ValueError):
+            continue
+        if not _alive(pid):
+            multiprocess.mark_process_dead(pid, str(directory))
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+prepare()  # the metrics below must be created in multiprocess mode
+
+
+REQUESTS = Counter("aigw_requests_total", "Requests answered by the API.", ["endpoint", "model", "route", "status"])
+REQUEST_SECONDS = Histogram("aigw_request_duration_seconds", "Request duration in the API (streams: to their end).",
+                            ["endpoint", "model"], buckets=LLM)
+QUEUE_WAIT = Histogram("aigw_queue_wait_seconds", "From enqueue to the job's start in a worker.", ["model"],
+                       buckets=QUICK)
+UPSTREAM_REQUESTS = Counter("aigw_upstream_requests_total", "Calls to providers, by outcome.", ["model", "status"])
+UPSTREAM_SECONDS = Histogram("aigw_upstream_duration_seconds", "Provider call time, retries included.", ["model"],
+                             buckets=LLM)
+UPSTREAM_RETRIES = Counter("aigw_upstream_retries_total", "Provider calls retried, by reason.", ["model", "reason"])
+TIME_TO_FIRST_TOKEN = Histogram("aigw_time_to_first_token_seconds", "From enqueue to a stream's first chunk.",
+                                ["model"], buckets=QUICK)
+TOKENS = Counter("aigw_tokens_total", "Tokens the providers reported.", ["model", "kind", "route"])
+RATE_LIMITED = Counter("aigw_rate_limited_total", "Requests refused by the gateway's rate limits.",
+                       ["model", "scope"])
+AUTH_FAILURES = Counter("aigw_auth_failures_total", "Requests refused on identity or access.", ["reason"])
+GITLAB_REQUESTS = Counter("aigw_gitlab_requests_total", "Calls to the GitLab API, by status.", ["status"])
+JOBS_DROPPED = Counter("aigw_jobs_dropped_total", "Jobs dropped without an answer.", ["model", "reason"])
