@@ -12,6 +12,7 @@ from api.identity import Authenticator
 from api.media import too_large
 from api.rate_headers import headers_for
 from shared import metrics
+from shared.logs import current_request_id
 from shared.usage import token_counts
 
 log = logging.getLogger("aigw.access")
@@ -36,6 +37,7 @@ class RequestContext:
         ctx = req.context
         ctx.started = time.perf_counter()
         ctx.request_id = request_id_from(req.get_header("X-Request-Id"))
+        ctx.log_token = current_request_id.set(ctx.request_id)  # every record of this request carries it
         ctx.wire = "openai"
         ctx.log = {}
         resp.set_header("X-Request-Id", ctx.request_id)
@@ -59,6 +61,9 @@ class RequestContext:
         if not hasattr(ctx, "request_id"):
             return
         resp.set_header("X-Request-Id", ctx.request_id)
+        if getattr(ctx, "log_token", None) is not None:
+            current_request_id.reset(ctx.log_token)  # the thread serves other requests next
+            ctx.log_token = None
         figures = getattr(ctx, "rate_figures", None)
         if figures:  # on every response a limit touched, errors included
             for name, value in headers_for(figures, ctx.wire).items():

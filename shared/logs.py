@@ -6,6 +6,7 @@ them. Nothing here ever receives a token: callers log identities, not credential
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import logging.handlers
@@ -18,6 +19,20 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNI
 
 # Attributes every LogRecord has; anything else was passed through ``extra``.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+# The request being served by this thread (an API request or a worker's job), so that
+# every record logged while serving it carries its id, whichever module logs it.
+current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("aigw_request_id", default=None)
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            request_id = current_request_id.get()
+            if request_id is not None:
+                record.request_id = request_id
+        return True
 
 
 def record_fields(record: logging.LogRecord) -> dict:
@@ -76,6 +91,7 @@ def setup_logging(level: str = "info", fmt: str = "text", *, log_dir: str | None
         root.removeHandler(old)
     for handler in handlers:
         handler.setFormatter(formatter)
+        handler.addFilter(RequestIdFilter())
         root.addHandler(handler)
     root.setLevel(LEVELS.get(level, logging.INFO))
     # Libraries that chat at INFO about every job or connection.

@@ -20,6 +20,7 @@ from rq.timeouts import JobTimeoutException
 from shared import metrics
 from shared.errors import DeadlineExceeded, GatewayError, RequestCancelled, WorkerLost
 from shared.jobs import JobRequest
+from shared.logs import current_request_id
 from shared.replies import ReplyChannel
 from shared.usage import token_counts, usage_total
 from workers.cancel import current_scope
@@ -35,8 +36,16 @@ class JobFailed(Exception):
 
 
 def execute(payload: dict) -> dict:
-    job = get_current_job()
     request = JobRequest.from_dict(payload)
+    token = current_request_id.set(request.request_id)  # on every record logged for this job
+    try:
+        return _execute(request)
+    finally:
+        current_request_id.reset(token)
+
+
+def _execute(request: JobRequest) -> dict:
+    job = get_current_job()
     runtime = get_runtime()
     channel = ReplyChannel(job.connection, request.job_id, ttl=runtime.config.jobs.result_ttl)
     fields = {"request_id": request.request_id, "job_id": request.job_id, "model": request.model,

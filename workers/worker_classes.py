@@ -36,6 +36,7 @@ from rq.utils import now
 from rq.worker import WorkerStatus
 
 from shared.keys import cancel_key
+from shared.logs import current_request_id
 from workers.cancel import CLIENT_GONE, DEADLINE, SHUTDOWN, CancelScope, enter_scope, leave_scope
 from workers.timeouts import ThreadDeathPenalty, expire_overdue
 
@@ -63,6 +64,15 @@ PREPARE_WAIT = 10.0  # bounded wait for a job's start bookkeeping before recordi
 
 class JobAbandoned(Exception):
     """A job failed because its worker stopped (or gave up on it), not because of the job."""
+
+
+def request_id_of(job: Job) -> str | None:
+    """The gateway request a job serves (from its payload), for logs; None for other jobs."""
+    try:
+        payload = job.args[0] if job.args else None
+    except Exception:  # a job whose data cannot be read: no id, but never a failure
+        return None
+    return payload.get("request_id") if isinstance(payload, dict) else None
 
 
 @dataclass
@@ -232,6 +242,7 @@ class ThreadedWorker(SimpleWorker):
 
     def _run(self, running: Running) -> None:
         token = enter_scope(running.scope)
+        log_token = current_request_id.set(request_id_of(running.job))  # RQ's own records of the job too
         try:
             self.perform_job(running.job, running.queue, running.execution)
         except Exception:
@@ -239,6 +250,7 @@ class ThreadedWorker(SimpleWorker):
         finally:
             running.scope.close()
             leave_scope(token)
+            current_request_id.reset(log_token)
             self._finish(running)
 
     def _finish(self, running: Running) -> None:
@@ -303,7 +315,7 @@ class ThreadedWorker(SimpleWorker):
             limit = (each.job.timeout or 0) + STUCK_GRACE
             if each.job.timeout and time.monotonic() - each.started > limit:
                 log.error("job thread stuck past its hard timeout; releasing its slot",
-                          extra={"job_id": each.job.id, "worker": self.name})
+                          extra={"job_id": each.job.id, "request_id": request_id_of(each.job), "worker": self.name})
                 self._fail(each, "The job did not stop after its timeout.")
                 self._finish(each)
 
@@ -321,7 +333,8 @@ class ThreadedWorker(SimpleWorker):
             flags = pipe.execute()
         for each, flagged in zip(running, flags, strict=True):
             if flagged and each.scope.cancel(CLIENT_GONE):
-                log.info("job cancelled: its client has gone", extra={"job_id": each.job.id})
+                log.info("job cancelled: its client has gone",
+                         extra={"job_id": each.job.id, "request_id": request_id_of(each.job)})
 
     def _heartbeat_all(self) -> None:
         running = [r for r in self._snapshot() if r.execution is not None]

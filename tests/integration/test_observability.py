@@ -52,6 +52,7 @@ def traffic(stack: Stack) -> None:
     for i in range(3):
         stack.chat("chat", f"hello {i}", headers={"Authorization": f"Bearer {DEMO_TOKEN}", "X-Request-Id": f"obs-{i}"})
     stack.chat("chat", "[[sandbox fail=503 times=1]] retried", headers={"X-Request-Id": "obs-retry"})
+    stack.chat("chat", "[[sandbox fail=503]] broken", headers={"X-Request-Id": "obs-fail"})
     list(client.chat.completions.create(model="chat", stream=True, messages=[{"role": "user", "content": "s t"}]))
     stack.chat("tight", "one")
     assert stack.chat("tight", "two").status_code == 429
@@ -97,9 +98,9 @@ def test_api_request_metrics(samples):
 
 def test_worker_metrics_reach_the_web_masters_endpoint(samples):
     assert value(samples, "aigw_queue_wait_seconds_count", model="chat") >= 5
-    assert value(samples, "aigw_upstream_requests_total", model="chat", status=503) == 1
+    assert value(samples, "aigw_upstream_requests_total", model="chat", status=503) == 4  # 1 retried + 3 failed
     assert value(samples, "aigw_upstream_requests_total", model="chat", status=200) >= 5
-    assert value(samples, "aigw_upstream_retries_total", model="chat", reason="status_503") == 1
+    assert value(samples, "aigw_upstream_retries_total", model="chat", reason="status_503") == 3  # 1 + 2
     assert value(samples, "aigw_upstream_duration_seconds_count", model="chat") >= 5
     assert value(samples, "aigw_time_to_first_token_seconds_count", model="chat") == 1
     assert value(samples, "aigw_tokens_total", model="chat", kind="prompt", route="-") > 0
@@ -146,6 +147,18 @@ def test_the_worker_logs_each_job_under_the_same_request_id(stack):
     jobs = [r for r in records if r.get("message") == "job done" and r.get("request_id") == "obs-0"]
     assert len(jobs) == 1 and jobs[0]["status"] == 200 and jobs[0]["username"] == "alice"
     assert "prompt" not in jobs[0]  # logging.log_payloads is off
+
+
+def test_every_record_of_a_request_carries_its_id(stack):
+    records = [json.loads(line) for line in (stack.web.log() + stack.workers.log()).splitlines()
+               if line.startswith("{")]
+    job_ids = {r["job_id"] for r in records if r.get("request_id") == "obs-fail" and "job_id" in r}
+    assert len(job_ids) == 1
+    about_the_job = [r for r in records if r.get("job_id") in job_ids]
+    assert {r["message"] for r in about_the_job} >= {"job done", "job failed"}  # ours, and RQ's failure
+    assert all(r.get("request_id") == "obs-fail" for r in about_the_job)
+    api = [r for r in records if r.get("request_id") == "obs-fail" and r.get("logger", "").startswith("aigw.")]
+    assert any(r["logger"] == "aigw.access" for r in api)
 
 
 def test_no_token_or_key_in_any_log_line_at_debug_level(stack):
