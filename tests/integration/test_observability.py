@@ -192,16 +192,23 @@ def _answers(port: int) -> bool:
         return False
 
 
-def test_payloads_are_logged_only_when_configured(tmp_path):
+def test_payloads_are_logged_only_when_configured_and_log_dir_gets_a_file_per_process(tmp_path):
     config = CONFIG + "logging:\n  log_payloads: true\n"
-    gateway = Stack(tmp_path / "payloads", config)
+    log_dir = tmp_path / "logs"
+    gateway = Stack(tmp_path / "payloads", config, web_workers=2, env={"LOG_DIR": str(log_dir)})
     try:
         gateway.start()
-        assert gateway.chat("chat", "tell me a secret recipe").status_code == 200
+        assert gateway.chat("chat", "tell me a secret recipe", headers={"X-Request-Id": "to-file"}).status_code == 200
         records = [json.loads(line) for line in gateway.workers.log().splitlines() if line.startswith("{")]
         job = next(r for r in records if r.get("message") == "job done")
         assert job["prompt"]["messages"][0]["content"] == "tell me a secret recipe"
         assert job["completion"]["choices"][0]["message"]["content"] == "Sandbox reply: tell me a secret recipe"
+        files = {path.name for path in log_dir.iterdir()}
+        assert len([f for f in files if f.startswith("api-")]) == 2  # one per gunicorn worker process
+        assert any(f.startswith("worker-chat-") for f in files)
+        written = "".join(path.read_text() for path in log_dir.iterdir())
+        assert '"request_id": "to-file"' in written
+        assert all(json.loads(line) for path in log_dir.iterdir() for line in path.read_text().splitlines())
     finally:
         gateway.stop()
 
