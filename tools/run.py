@@ -15,6 +15,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,7 +27,7 @@ import requests
 
 from sandbox.gitlab import ADMIN_TOKEN, DEMO_TOKEN
 from shared.config import ConfigError, load_config
-from tools.embedded_redis import EmbeddedRedis
+from tools.embedded_redis import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = ROOT / "config" / "example.yaml"
@@ -43,6 +44,15 @@ def redis_answers(url: str) -> bool:
         return bool(redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5).ping())
     except (redis.RedisError, ValueError):
         return False
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
 
 
 def read_procfile() -> dict[str, str]:
@@ -159,6 +169,10 @@ class Launcher:
     def run(self) -> int:
         self.prepare()
         port = self.env.setdefault("PORT", "8080")
+        if not self.env.get("METRICS_PORT") and not port_free(9090):
+            self.env["METRICS_PORT"] = str(free_port())
+            say(f"port 9090 is taken: metrics are served on {self.env['METRICS_PORT']} instead")
+        say(f"metrics: http://127.0.0.1:{self.env.get('METRICS_PORT', '9090')}/metrics")
         for name, command in read_procfile().items():
             self.spawn(name, command)
         if self.wait_ready(port):

@@ -204,7 +204,8 @@ def test_payloads_are_logged_only_when_configured_and_log_dir_gets_a_file_per_pr
         assert job["prompt"]["messages"][0]["content"] == "tell me a secret recipe"
         assert job["completion"]["choices"][0]["message"]["content"] == "Sandbox reply: tell me a secret recipe"
         files = {path.name for path in log_dir.iterdir()}
-        assert len([f for f in files if f.startswith("api-")]) == 2  # one per gunicorn worker process
+        assert len([f for f in files if re.fullmatch(r"api-\d+\.log", f)]) == 2  # one per gunicorn worker
+        assert any(f.startswith("api-master-") for f in files)
         assert any(f.startswith("worker-chat-") for f in files)
         written = "".join(path.read_text() for path in log_dir.iterdir())
         assert '"request_id": "to-file"' in written

@@ -73,7 +73,7 @@ def test_redis_down_is_503_and_health_stays_ok(tmp_path):
     config.write_text("models:\n  - name: m\n    type: generic\n    base_url: http://127.0.0.1:9/v1\n")
     port = free_port()
     env = {"CONFIG_FILE_PATH": str(config), "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-           "PORT": str(port), "WEB_CONCURRENCY": "1", "PATH": "/usr/bin:/bin",
+           "PORT": str(port), "WEB_CONCURRENCY": "1", "PATH": "/usr/bin:/bin", "METRICS_PORT": str(free_port()),
            "GITLAB_URL": f"http://127.0.0.1:{free_port()}", "GITLAB_API_TOKEN": "glpat-unused"}
     web = Process("web", [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "api.wsgi:app"],
                   env, tmp_path / "web.log")

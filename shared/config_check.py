@@ -1,0 +1,62 @@
+"""``python -m shared.config check [PATH]``: validate a config file and print a summary without API keys."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from shared.config import (
+    DEFAULT_CONFIG_PATH,
+    MATCH_KEYS,
+    ConfigError,
+    GatewayConfig,
+    RateLimit,
+    exit_on_config_error,
+    load_config,
+)
+from shared.durations import format_duration
+
+
+def format_summary(config: GatewayConfig, source: str) -> str:
+    """What ``check`` prints: enough to review a deployment, but never an API key."""
+    lines = [f"{source}: OK", f"models ({len(config.models)}):"]
+    for m in config.models:
+        lines += [f"  {m.name}: type {m.type}, base_url {m.base_url}, upstream model {m.model}",
+                  f"    timeout {format_duration(m.timeout)}, workers {m.workers} x {m.concurrency}, "
+                  f"max_queue_depth {m.max_queue_depth}, rate limits: {_limits(m.rate_limit)}",
+                  f"    api key: {'set' if m.api_key else 'not set'}"]
+    lines.append(f"routes ({len(config.routes)}):" if config.routes_configured else "routes: not configured")
+    for r in config.routes:
+        match = ", ".join(f"{key}={'|'.join(getattr(r.match, key))}"
+                          for key in MATCH_KEYS if getattr(r.match, key) is not None)
+        lines.append(f"  {r.name}: match {match or 'any request'} -> "
+                     f"{r.destination or 'the requested model'}, rate limits: {_limits(r.rate_limit)}")
+    g, j = config.gitlab, config.jobs
+    lines.append(f"gitlab: timeout {format_duration(g.timeout)}, min_access_level {g.min_access_level}, "
+                 f"cache_ttl {format_duration(g.cache_ttl)}, outage_grace {format_duration(g.outage_grace)}")
+    lines.append(f"jobs: result_ttl {format_duration(j.result_ttl)}, "
+                 f"failure_ttl {format_duration(j.failure_ttl)}")
+    lines.append(f"warnings ({len(config.warnings)}):" if config.warnings else "warnings: none")
+    lines += [f"  warning: {w}" for w in config.warnings]
+    return "\n".join(lines)
+
+
+def _limits(limit: RateLimit) -> str:
+    parts = [f"{value} {unit}" for value, unit in ((limit.requests_per_minute, "requests/min"),
+             (limit.tokens_per_minute, "tokens/min"), (limit.requests_per_day, "requests/day")) if value]
+    return (", ".join(parts) or "none") + (f" per {limit.per}" if limit.per else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shared.config", description="AI gateway config file")
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("check", help="validate a config file and print a summary")
+    check.add_argument("path", nargs="?", help="default: $CONFIG_FILE_PATH, else " + DEFAULT_CONFIG_PATH)
+    args = parser.parse_args(argv)
+    path = args.path or os.environ.get("CONFIG_FILE_PATH") or DEFAULT_CONFIG_PATH
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        exit_on_config_error(exc.problems)
+    print(format_summary(config, path))
+    return 0

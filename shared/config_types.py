@@ -1,0 +1,127 @@
+"""The config file's data model: the dataclasses ``shared.config`` builds, its constants and ``ConfigError``.
+
+Import these from ``shared.config``, which re-exports every name here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_CONFIG_PATH = "/etc/ai-gateway/config.yaml"
+MODEL_TYPES = ("openai", "anthropic", "vertex", "generic")
+DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com/v1"}
+API_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+MATCH_KEYS = ("gitlab_project_id", "gitlab_group_id", "gitlab_user_id", "model_name")
+ACCESS_LEVELS = (10, 20, 30, 40, 50)
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True,
+               "false": False, "0": False, "no": False, "off": False}
+
+
+class ConfigError(Exception):
+    """Invalid settings or config file; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+def parse_bool(text: str) -> bool:
+    """true/false, 1/0, yes/no, on/off in any case; ``ValueError`` otherwise."""
+    try:
+        return _BOOL_WORDS[text.strip().lower()]
+    except KeyError:
+        raise ValueError("must be true or false (or 1/0, yes/no, on/off)") from None
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    requests_per_day: int | None = None
+    per: str | None = None  # "user" | "project"; routes only
+
+    def is_empty(self) -> bool:
+        return (self.requests_per_minute, self.tokens_per_minute, self.requests_per_day) == (None,) * 3
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    type: str
+    base_url: str
+    api_key: str | None = field(repr=False)
+    model: str
+    timeout: float = 30.0
+    rate_limit: RateLimit = RateLimit()
+    retry_attempts: int = 3  # total attempts, including the first
+    workers: int = 1
+    concurrency: int = 16  # jobs at once in one worker process
+    max_queue_depth: int = 1000
+    verify_tls: bool = True
+    ca_file: str | None = None
+    max_output_tokens: int = 1024  # max_tokens when a request gives none: sent where required, and reserved
+    stream_idle_timeout: float = 60.0  # longest silence between two chunks of a stream
+    max_stream_duration: float = 600.0  # longest stream, first chunk to last
+    project: str | None = None  # vertex: the Google Cloud project
+    location: str | None = None  # vertex: the region, e.g. us-central1
+    credentials_file: str | None = None  # vertex: a service-account JSON; else application default credentials
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    gitlab_project_id: tuple[str, ...] | None = None
+    gitlab_group_id: tuple[str, ...] | None = None
+    gitlab_user_id: tuple[str, ...] | None = None
+    model_name: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    match: RouteMatch
+    destination: str | None  # None: the requested model name
+    rate_limit: RateLimit
+
+
+@dataclass(frozen=True)
+class GitLabConfig:
+    timeout: float = 10.0
+    verify_tls: bool = True
+    ca_file: str | None = None
+    min_access_level: int = 30
+    cache_ttl: float = 60.0
+    outage_grace: float = 900.0
+
+
+@dataclass(frozen=True)
+class JobsConfig:
+    result_ttl: float = 60.0
+    failure_ttl: float = 86400.0
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    log_payloads: bool = False
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    models: tuple[ModelConfig, ...]
+    routes: tuple[Route, ...] = ()
+    routes_configured: bool = False  # the file has a `routes` key, even an empty list
+    gitlab: GitLabConfig = GitLabConfig()
+    jobs: JobsConfig = JobsConfig()
+    logging: LoggingConfig = LoggingConfig()
+    warnings: tuple[str, ...] = ()
+
+    def model(self, name: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.name == name), None)
+
+    @property
+    def max_timeout(self) -> float:
+        return max((m.timeout for m in self.models), default=ModelConfig.timeout)
+
+    @property
+    def max_stream_duration(self) -> float:
+        """The longest any request may hold an API thread: a stream's first chunk, then its length."""
+        return max((m.timeout + m.max_stream_duration for m in self.models), default=ModelConfig.timeout)
