@@ -203,8 +203,11 @@ def test_payloads_are_logged_only_when_configured_and_log_dir_gets_a_file_per_pr
         job = next(r for r in records if r.get("message") == "job done")
         assert job["prompt"]["messages"][0]["content"] == "tell me a secret recipe"
         assert job["completion"]["choices"][0]["message"]["content"] == "Sandbox reply: tell me a secret recipe"
+        def api_files():  # one per gunicorn worker; the second may still be booting
+            return [p.name for p in log_dir.iterdir() if re.fullmatch(r"api-\d+\.log", p.name)]
+
+        assert len(wait_for(lambda: len(api_files()) == 2 and api_files(), timeout=30, message="two api logs")) == 2
         files = {path.name for path in log_dir.iterdir()}
-        assert len([f for f in files if re.fullmatch(r"api-\d+\.log", f)]) == 2  # one per gunicorn worker
         assert any(f.startswith("api-master-") for f in files)
         assert any(f.startswith("worker-chat-") for f in files)
         written = "".join(path.read_text() for path in log_dir.iterdir())
