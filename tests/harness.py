@@ -184,9 +184,10 @@ class Stack:
                 return None
             expected = self.expected_workers()
             models = body.get("models", {})
-            if all(models.get(name, {}).get("workers", 0) >= count for name, count in expected.items()):
-                return body
-            return None
+            if not all(models.get(name, {}).get("workers", 0) >= count for name, count in expected.items()):
+                return None
+            # Every gunicorn worker has booted, not just the one that answered.
+            return body if self.web.log().count("api process ready") >= self.web_workers else None
 
         return wait_for(ready, timeout=timeout, interval=0.1, message="the gateway to be ready")
 
