@@ -7,6 +7,7 @@ job's reply stream until the worker answers or the model's deadline passes.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -53,6 +54,32 @@ class WorkerLiveness:
         return live
 
 
+class Janitor:
+    """Deletes read reply streams off the request path, in batches: the answer need not
+    wait for the round trip. A key this misses still expires on its own."""
+
+    def __init__(self, redis: Redis):
+        self.redis = redis
+        self._keys: queue.SimpleQueue[str] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="reply-janitor", daemon=True).start()
+
+    def discard(self, key: str) -> None:
+        self._keys.put(key)
+
+    def _run(self) -> None:
+        while True:
+            keys = [self._keys.get()]
+            while len(keys) < 500:
+                try:
+                    keys.append(self._keys.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self.redis.delete(*keys)
+            except Exception as error:  # Redis away: the keys expire by themselves
+                log.warning("could not delete reply streams", extra={"count": len(keys), "error": str(error)})
+
+
 class Dispatcher:
     def __init__(self, config: GatewayConfig, redis: Redis, blocking_redis: Redis, limiter: RateLimiter):
         self.config = config
@@ -64,6 +91,7 @@ class Dispatcher:
             for model in config.models
         }
         self.liveness = WorkerLiveness(redis)
+        self.janitor = Janitor(redis)
 
     def queue_depth(self, model_name: str) -> int:
         return self.redis.llen(self.queues[model_name].key)
@@ -117,7 +145,7 @@ class Dispatcher:
             raise RequestCancelled() from None
         finally:
             if not committed:
-                self.redis.delete(channel.key)
+                self.janitor.discard(channel.key)
         if reply is None:
             self.cancel(job_id)  # nobody waits any more; the worker may still be calling upstream
             raise DeadlineExceeded(f"Model '{model.name}' did not answer within its timeout of "

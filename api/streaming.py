@@ -76,7 +76,7 @@ def _relay(req, dispatcher: Dispatcher, first: Reply, model: ModelConfig) -> Ite
     finally:
         if outcome != "completed" and outcome != "failed":
             dispatcher.cancel(job_id)  # the client left, or the stream timed out: drop the provider call
-        dispatcher.redis.delete(channel.key)
+        dispatcher.janitor.discard(channel.key)
         ctx.log.update({"stream": True, "stream_outcome": outcome, "chunks": chunks,
                         "stream_seconds": round(time.monotonic() - started, 3)})
         if meta.get("usage"):

@@ -237,15 +237,16 @@ class RateLimiter:
         figures[index] = Figure(refused, refused.limit, max(0, retry_ms))
         raise RateLimited(refused, None if retry_ms < 0 else retry_ms / 1000, figures)
 
-    def refund(self, reservation: dict | Reservation) -> None:
+    def refund(self, reservation: dict | Reservation, *, pipeline=None) -> None:
         """Give everything back: the request never reached the provider."""
-        self._settle_all(reservation, lambda kind: -1)
+        self._settle_all(reservation, lambda kind: -1, pipeline)
 
-    def reconcile(self, reservation: dict | Reservation, actual_tokens: int) -> None:
-        """Replace the token estimate with what the provider reported (refund or overdraw)."""
-        self._settle_all(reservation, lambda kind: max(0, int(actual_tokens)) if kind == TOKENS else 0)
+    def reconcile(self, reservation: dict | Reservation, actual_tokens: int, *, pipeline=None) -> None:
+        """Replace the token estimate with what the provider reported (refund or overdraw).
+        With ``pipeline``, it rides on the caller's round trip."""
+        self._settle_all(reservation, lambda kind: max(0, int(actual_tokens)) if kind == TOKENS else 0, pipeline)
 
-    def _settle_all(self, reservation: dict | Reservation, cost) -> None:
+    def _settle_all(self, reservation: dict | Reservation, cost, pipeline=None) -> None:
         data = reservation.to_dict() if isinstance(reservation, Reservation) else reservation
         if not data or not data.get("limits"):
             return
@@ -256,7 +257,7 @@ class RateLimiter:
             keys += [log_key, amounts_key]
             args += [kind, cost(kind)]
         if keys:
-            self._settle(keys=keys, args=args)
+            self._settle(keys=keys, args=args, client=pipeline)
 
 
 def estimate_tokens(body: dict, default_output: int) -> int:

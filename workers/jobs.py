@@ -86,17 +86,20 @@ def _execute(request: JobRequest) -> dict:
         raise JobFailed(f"internal_error: {type(exc).__name__}") from exc
     meta = {"started_at": started, "attempts": outcome.attempts, "upstream_seconds": outcome.upstream_seconds,
             "retry_reasons": outcome.retry_reasons, "usage": outcome.usage}
-    # Settled before answering, so the caller's next request sees the true figures.
-    _settle(limiter, request, scope, outcome.usage or {})
+    # Settled before the answer, in the answer's round trip: the caller's next request
+    # sees the true figures, and the answer waits for no extra round trip.
+    pipeline = job.connection.pipeline(transaction=False)
+    _settle(limiter, request, scope, outcome.usage or {}, pipeline)
     if outcome.usage:
         prompt, completion = token_counts(outcome.usage)
         metrics.TOKENS.labels(request.model, "prompt", request.route or "-").inc(prompt)
         metrics.TOKENS.labels(request.model, "completion", request.route or "-").inc(completion)
     if emit is not None:
         meta["chunks"] = emit.sent
-        channel.send_end(meta)
+        channel.send_end(meta, pipeline=pipeline)
     else:
-        channel.send_result(outcome.status, outcome.body, meta)
+        channel.send_result(outcome.status, outcome.body, meta, pipeline=pipeline)
+    pipeline.execute()
     if runtime.config.logging.log_payloads:  # off by default: prompts are the users' data
         fields["prompt"] = {k: request.body[k] for k in PAYLOAD_FIELDS if k in request.body}
         if outcome.body:
@@ -140,17 +143,17 @@ def on_failure(job, connection, exc_type, exc_value, traceback) -> None:
     ReplyChannel(connection, job.id, ttl=ttl).send_error(error)
 
 
-def _settle(limiter, request: JobRequest, scope, usage: dict | None) -> None:
+def _settle(limiter, request: JobRequest, scope, usage: dict | None, pipeline=None) -> None:
     """Correct the rate-limit reservation: all back if the provider never saw the request,
     else the token estimate replaced by the usage reported (none reported on a failure: 0)."""
     if not request.reservation:
         return
     if scope is not None and scope.upstream_attempts == 0:
-        limiter.refund(request.reservation)
+        limiter.refund(request.reservation, pipeline=pipeline)
     elif usage is None:
-        limiter.reconcile(request.reservation, 0)
+        limiter.reconcile(request.reservation, 0, pipeline=pipeline)
     elif usage_total(usage) is not None:
-        limiter.reconcile(request.reservation, usage_total(usage))
+        limiter.reconcile(request.reservation, usage_total(usage), pipeline=pipeline)
     # A success without any usage reported keeps its estimate.
 
 

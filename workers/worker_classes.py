@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ DEQUEUE_TIMEOUT = 1  # seconds; the main loop looks at its stop flags this often
 DEADLINE_GRACE = 0.5  # the upstream read timeout fires at the deadline; this is its backstop
 STUCK_GRACE = 10.0  # past the hard timeout, a thread that still runs gives up its slot
 PREPARE_WAIT = 10.0  # bounded wait for a job's start bookkeeping before recording its outcome
+IDLE_THREAD_SECONDS = 60.0  # an idle job thread waits this long for the next job, then ends
 
 
 class JobAbandoned(Exception):
@@ -102,6 +104,8 @@ class ThreadedWorker(SimpleWorker):
         self._cold = False
         self._stopped = threading.Event()
         self._suspension_checked = 0.0
+        self._handoff: queue.SimpleQueue[Running] = queue.SimpleQueue()
+        self._idle_threads = 0
 
     # -- RQ hooks --------------------------------------------------------------
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
@@ -232,13 +236,42 @@ class ThreadedWorker(SimpleWorker):
         # the job's outcome is recorded only once that write is done (_wait_prepared).
         with self.connection.pipeline() as pipeline:
             running.execution = self._queue_preparation(job, pipeline)
-            running.thread = threading.Thread(target=self._run, args=(running,), name=f"job-{job.id}",
-                                              daemon=True)
-            running.thread.start()
+            self._hand_over(running)
             try:
                 pipeline.execute()
             finally:
                 running.prepared.set()
+
+    def _hand_over(self, running: Running) -> None:
+        """To a job thread: an idle one if any (starting a thread costs a fraction of a
+        millisecond on every request), else a new one. A thread that stays idle a while ends."""
+        with self._lock:
+            reuse = self._idle_threads > 0
+            if reuse:
+                self._idle_threads -= 1  # reserved: that thread will take this job
+        if reuse:
+            self._handoff.put(running)
+        else:
+            threading.Thread(target=self._job_thread, args=(running,), name="job", daemon=True).start()
+
+    def _job_thread(self, running: Running | None) -> None:
+        while running is not None:
+            running.thread = threading.current_thread()
+            self._run(running)
+            running = self._next_job()
+
+    def _next_job(self) -> Running | None:
+        with self._lock:
+            self._idle_threads += 1
+        while True:
+            try:
+                return self._handoff.get(timeout=IDLE_THREAD_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle_threads > 0:  # nobody reserved this thread: it may go
+                        self._idle_threads -= 1
+                        return None
+                # Reserved just as it timed out: its job is on the way.
 
     def _run(self, running: Running) -> None:
         token = enter_scope(running.scope)
