@@ -41,3 +41,10 @@ def rss_mb(pid: int) -> float:
         except OSError:
             continue
     return total_kb / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) that ``pid`` itself has used so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
