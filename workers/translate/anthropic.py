@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from shared.errors import InvalidRequest, UnsupportedParameter, UpstreamError
+from workers.translate import openai_chat as chat
 
 # Top-level keys handled below. Everything else (seed, logit_bias, metadata, ...) is
 # refused unless its value is None, so new OpenAI features never pass unnoticed.
@@ -21,7 +22,6 @@ _HANDLED_KEYS = frozenset(
         "n", "response_format", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs",
     }
 )
-_MESSAGE_KEYS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
 _FINISH_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -55,74 +55,21 @@ def _check_keys(body: dict) -> None:
         raise _unsupported("response_format", "only {'type': 'text'}")
 
 
-def _text_of(part: dict, param: str) -> str:
-    text = part.get("text")
-    if not isinstance(text, str):
-        raise InvalidRequest(f"'{param}.text' must be a string", param=f"{param}.text")
-    return text
-
-
-def _image_block(part: dict, param: str) -> dict:
-    image = part.get("image_url")
-    url = image.get("url") if isinstance(image, dict) else image
-    url_param = f"{param}.image_url.url"
-    if not isinstance(url, str):
-        raise InvalidRequest(f"'{url_param}' must be a string", param=url_param)
-    # `detail` is only a resolution hint; Anthropic sizes images itself, so it is ignored.
-    if url.startswith("data:"):
-        header, sep, data = url[5:].partition(",")
-        media_type, _, encoding = header.partition(";")
-        if not sep or encoding != "base64" or not media_type or not data:
-            raise InvalidRequest(f"'{url_param}' must be a data:<media>;base64,<data> URL", param=url_param)
-        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
-    if url.startswith(("http://", "https://")):
-        return {"type": "image", "source": {"type": "url", "url": url}}
-    raise _unsupported(url_param, "images must be http(s) or base64 data URLs")
+def _image_block(image: chat.Image) -> dict:
+    if image.url is not None:
+        return {"type": "image", "source": {"type": "url", "url": image.url}}
+    return {"type": "image", "source": {"type": "base64", "media_type": image.media_type, "data": image.data}}
 
 
 def _content_blocks(content: Any, param: str, *, images: bool) -> list[dict]:
     """OpenAI content parts -> Anthropic blocks (text, and images where allowed)."""
-    if not isinstance(content, list):
-        raise InvalidRequest(f"'{param}' must be a string or a list of content parts", param=param)
-    blocks = []
-    for j, part in enumerate(content):
-        p = f"{param}[{j}]"
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            blocks.append({"type": "text", "text": _text_of(part, p)})
-        elif kind == "image_url" and images:
-            blocks.append(_image_block(part, p))
-        elif kind is None:
-            raise InvalidRequest(f"'{p}' must be an object with a 'type'", param=f"{p}.type")
-        else:
-            raise _unsupported(f"{p}.type", f"content part type {kind!r} cannot be sent here")
-    return blocks
+    return [{"type": "text", "text": part} if isinstance(part, str) else _image_block(part)
+            for part in chat.content_parts(content, param, _unsupported, images=images)]
 
 
 def _tool_use_blocks(tool_calls: Any, param: str) -> list[dict]:
-    if not isinstance(tool_calls, list):
-        raise InvalidRequest(f"'{param}' must be a list", param=param)
-    blocks = []
-    for k, call in enumerate(tool_calls):
-        p = f"{param}[{k}]"
-        if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
-            raise InvalidRequest(f"'{p}.function' must be an object", param=f"{p}.function")
-        if call.get("type", "function") != "function":
-            raise _unsupported(f"{p}.type", "only function tool calls")
-        fn = call["function"]
-        if not isinstance(call.get("id"), str) or not isinstance(fn.get("name"), str):
-            raise InvalidRequest(f"'{p}' needs a string 'id' and 'function.name'", param=p)
-        try:
-            args = json.loads(fn.get("arguments"))
-        except (TypeError, ValueError):
-            args = None
-        if not isinstance(args, dict):
-            raise InvalidRequest(
-                f"'{p}.function.arguments' must be a JSON object encoded as a string",
-                param=f"{p}.function.arguments",
-            )
-        blocks.append({"type": "tool_use", "id": call["id"], "name": fn["name"], "input": args})
-    return blocks
+    return [{"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments}
+            for call in chat.tool_calls(tool_calls, param, _unsupported)]
 
 
 def _convert_messages(messages: Any) -> tuple[list[dict], list[tuple[Any, str]]]:
@@ -136,15 +83,7 @@ def _convert_messages(messages: Any) -> tuple[list[dict], list[tuple[Any, str]]]
     in_tool_turn = False
     for i, msg in enumerate(messages):
         p = f"messages[{i}]"
-        if not isinstance(msg, dict):
-            raise InvalidRequest(f"'{p}' must be an object", param=p)
-        for key, value in msg.items():
-            # Echoed assistant messages carry `refusal: null`, `annotations: []` etc.
-            if key not in _MESSAGE_KEYS and value not in (None, [], ""):
-                raise _unsupported(f"{p}.{key}", "no Anthropic equivalent")
-        if msg.get("name") is not None:
-            raise _unsupported(f"{p}.name", "Anthropic messages have no per-message name")
-        role, content = msg.get("role"), msg.get("content")
+        role, content = chat.message(msg, p, _unsupported, "Anthropic")
         if role in ("system", "developer"):
             # Anthropic has no mid-conversation system turn; hoisting is the usual practice.
             if not isinstance(content, str):
@@ -152,25 +91,16 @@ def _convert_messages(messages: Any) -> tuple[list[dict], list[tuple[Any, str]]]
             system.append((content, p))
             continue
         if role == "tool":
-            tool_id = msg.get("tool_call_id")
-            if not isinstance(tool_id, str):
-                raise InvalidRequest(f"'{p}.tool_call_id' must be a string", param=f"{p}.tool_call_id")
             if not isinstance(content, str):
                 content = _content_blocks(content, f"{p}.content", images=False)
-            block = {"type": "tool_result", "tool_use_id": tool_id, "content": content}
+            block = {"type": "tool_result", "tool_use_id": msg["tool_call_id"], "content": content}
             if in_tool_turn:
                 out[-1]["content"].append(block)
             else:
                 out.append({"role": "user", "content": [block]})
             in_tool_turn = True
             continue
-        if role not in ("user", "assistant"):
-            raise InvalidRequest(f"'{p}.role' must be one of system, developer, user, assistant, tool",
-                                 param=f"{p}.role")
         tool_calls = msg.get("tool_calls")
-        if tool_calls is not None and role != "assistant":
-            raise InvalidRequest(f"'{p}.tool_calls' is only valid on assistant messages",
-                                 param=f"{p}.tool_calls")
         if content is None and not tool_calls:
             raise InvalidRequest(f"'{p}.content' is required", param=f"{p}.content")
         if tool_calls:
@@ -203,24 +133,12 @@ def _system_field(system: list[tuple[Any, str]]) -> str | list[dict]:
 
 
 def _convert_tools(tools: Any) -> list[dict]:
-    if not isinstance(tools, list):
-        raise InvalidRequest("'tools' must be a list", param="tools")
     out = []
-    for k, tool in enumerate(tools):
-        p = f"tools[{k}]"
-        if not isinstance(tool, dict):
-            raise InvalidRequest(f"'{p}' must be an object", param=p)
-        if tool.get("type") != "function":
-            raise _unsupported(f"{p}.type", "only function tools")
-        fn = tool.get("function")
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise InvalidRequest(f"'{p}.function.name' must be a string", param=f"{p}.function.name")
-        if fn.get("strict"):
-            raise _unsupported(f"{p}.function.strict", "strict schema adherence is OpenAI-only")
-        converted = {"name": fn["name"]}
-        if fn.get("description") is not None:
-            converted["description"] = fn["description"]
-        converted["input_schema"] = fn.get("parameters") or {"type": "object", "properties": {}}
+    for tool in chat.function_tools(tools, _unsupported):
+        converted = {"name": tool.name}
+        if tool.description is not None:
+            converted["description"] = tool.description
+        converted["input_schema"] = tool.parameters or {"type": "object", "properties": {}}
         out.append(converted)
     return out
 

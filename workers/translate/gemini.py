@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shared.errors import InvalidRequest, UnsupportedParameter
+from workers.translate import openai_chat as chat
 
 # Top-level keys handled below; any other key with a non-None value is refused.
 _HANDLED_KEYS = frozenset({
@@ -21,7 +22,6 @@ _HANDLED_KEYS = frozenset({
     "temperature", "top_p", "stop", "n", "seed", "presence_penalty", "frequency_penalty",
     "response_format", "tools", "tool_choice", "parallel_tool_calls", "logprobs",
 })
-_MESSAGE_KEYS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
 _EMBEDDING_KEYS = frozenset({"model", "input", "dimensions", "encoding_format", "user"})
 _FINISH_REASONS = {
     "STOP": "stop", "MAX_TOKENS": "length",
@@ -52,71 +52,28 @@ def _check_keys(body: dict) -> None:
 
 # --- messages -----------------------------------------------------------------------------------
 
-def _image_part(part: dict, param: str) -> dict:
-    image = part.get("image_url")
-    url = image.get("url") if isinstance(image, dict) else image
-    url_param = f"{param}.image_url.url"
-    if not isinstance(url, str):
-        raise InvalidRequest(f"'{url_param}' must be a string", param=url_param)
-    if url.startswith("data:"):
-        header, sep, data = url[5:].partition(",")
-        mime, _, encoding = header.partition(";")
-        if not sep or encoding != "base64" or not mime or not data:
-            raise InvalidRequest(f"'{url_param}' must be a data:<media>;base64,<data> URL", param=url_param)
-        return {"inlineData": {"mimeType": mime, "data": data}}
-    if url.startswith(("http://", "https://", "gs://")):
-        path = urlsplit(url).path.lower()
-        mime = next((t for ext, t in _IMAGE_TYPES.items() if path.endswith(ext)), "image/jpeg")
-        return {"fileData": {"mimeType": mime, "fileUri": url}}
-    raise _unsupported(url_param, "images must be http(s), gs:// or base64 data URLs")
+def _image_part(image: chat.Image) -> dict:
+    if image.url is None:
+        return {"inlineData": {"mimeType": image.media_type, "data": image.data}}
+    path = urlsplit(image.url).path.lower()
+    mime = next((t for ext, t in _IMAGE_TYPES.items() if path.endswith(ext)), "image/jpeg")
+    return {"fileData": {"mimeType": mime, "fileUri": image.url}}
 
 
 def _parts(content: Any, param: str, *, images: bool) -> list[dict]:
     """OpenAI message content -> Gemini parts (text, and images where allowed)."""
     if isinstance(content, str):
         return [{"text": content}]
-    if not isinstance(content, list):
-        raise InvalidRequest(f"'{param}' must be a string or a list of content parts", param=param)
-    parts = []
-    for j, part in enumerate(content):
-        p = f"{param}[{j}]"
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            if not isinstance(part.get("text"), str):
-                raise InvalidRequest(f"'{p}.text' must be a string", param=f"{p}.text")
-            parts.append({"text": part["text"]})
-        elif kind == "image_url" and images:
-            parts.append(_image_part(part, p))
-        elif kind is None:
-            raise InvalidRequest(f"'{p}' must be an object with a 'type'", param=f"{p}.type")
-        else:
-            raise _unsupported(f"{p}.type", f"content part type {kind!r} cannot be sent here")
-    return parts
+    return [{"text": part} if isinstance(part, str) else _image_part(part)
+            for part in chat.content_parts(content, param, _unsupported, images=images, image_schemes=("gs://",))]
 
 
 def _function_calls(tool_calls: Any, param: str, names: dict[str, str]) -> list[dict]:
     """Assistant tool calls -> functionCall parts; remembers id -> name for later tool results."""
-    if not isinstance(tool_calls, list):
-        raise InvalidRequest(f"'{param}' must be a list", param=param)
     parts = []
-    for k, call in enumerate(tool_calls):
-        p = f"{param}[{k}]"
-        if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
-            raise InvalidRequest(f"'{p}.function' must be an object", param=f"{p}.function")
-        if call.get("type", "function") != "function":
-            raise _unsupported(f"{p}.type", "only function tool calls")
-        fn = call["function"]
-        if not isinstance(call.get("id"), str) or not isinstance(fn.get("name"), str):
-            raise InvalidRequest(f"'{p}' needs a string 'id' and 'function.name'", param=p)
-        try:
-            args = json.loads(fn.get("arguments"))
-        except (TypeError, ValueError):
-            args = None
-        if not isinstance(args, dict):
-            raise InvalidRequest(f"'{p}.function.arguments' must be a JSON object encoded as a string",
-                                 param=f"{p}.function.arguments")
-        names[call["id"]] = fn["name"]
-        parts.append({"functionCall": {"name": fn["name"], "args": args}})
+    for call in chat.tool_calls(tool_calls, param, _unsupported):
+        names[call.id] = call.name
+        parts.append({"functionCall": {"name": call.name, "args": call.arguments}})
     return parts
 
 
@@ -130,23 +87,13 @@ def _convert_messages(messages: Any) -> tuple[list[dict], list[dict]]:
     in_tool_turn = False  # contents[-1] holds tool results: later ones join it, as Gemini expects
     for i, msg in enumerate(messages):
         p = f"messages[{i}]"
-        if not isinstance(msg, dict):
-            raise InvalidRequest(f"'{p}' must be an object", param=p)
-        for key, value in msg.items():
-            # Echoed assistant messages carry `refusal: null`, `annotations: []` etc.
-            if key not in _MESSAGE_KEYS and value not in (None, [], ""):
-                raise _unsupported(f"{p}.{key}", "no Gemini equivalent")
-        if msg.get("name") is not None:
-            raise _unsupported(f"{p}.name", "Gemini messages have no per-message name")
-        role, content = msg.get("role"), msg.get("content")
+        role, content = chat.message(msg, p, _unsupported, "Gemini")
         if role in ("system", "developer"):
             # Gemini has one systemInstruction and no system turns: hoist, like for Anthropic.
             system.extend(_parts(content, f"{p}.content", images=False))
             continue
         if role == "tool":
-            tool_id = msg.get("tool_call_id")
-            if not isinstance(tool_id, str):
-                raise InvalidRequest(f"'{p}.tool_call_id' must be a string", param=f"{p}.tool_call_id")
+            tool_id = msg["tool_call_id"]
             if tool_id not in names:
                 raise InvalidRequest(f"'{p}.tool_call_id' {tool_id!r} matches no earlier assistant tool call",
                                      param=f"{p}.tool_call_id")
@@ -158,12 +105,7 @@ def _convert_messages(messages: Any) -> tuple[list[dict], list[dict]]:
                 contents.append({"role": "user", "parts": [part]})
             in_tool_turn = True
             continue
-        if role not in ("user", "assistant"):
-            raise InvalidRequest(f"'{p}.role' must be one of system, developer, user, assistant, tool",
-                                 param=f"{p}.role")
         tool_calls = msg.get("tool_calls")
-        if tool_calls is not None and role != "assistant":
-            raise InvalidRequest(f"'{p}.tool_calls' is only valid on assistant messages", param=f"{p}.tool_calls")
         parts = [] if content is None else _parts(content, f"{p}.content", images=True)
         # Gemini rejects empty text parts; SDKs often send content "" alongside tool calls.
         parts = [part for part in parts if part.get("text") != ""]
@@ -181,25 +123,13 @@ def _convert_messages(messages: Any) -> tuple[list[dict], list[dict]]:
 # --- tools and generation settings --------------------------------------------------------------
 
 def _convert_tools(tools: Any) -> list[dict]:
-    if not isinstance(tools, list):
-        raise InvalidRequest("'tools' must be a list", param="tools")
     declarations = []
-    for k, tool in enumerate(tools):
-        p = f"tools[{k}]"
-        if not isinstance(tool, dict):
-            raise InvalidRequest(f"'{p}' must be an object", param=p)
-        if tool.get("type") != "function":
-            raise _unsupported(f"{p}.type", "only function tools")
-        fn = tool.get("function")
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise InvalidRequest(f"'{p}.function.name' must be a string", param=f"{p}.function.name")
-        if fn.get("strict"):
-            raise _unsupported(f"{p}.function.strict", "strict schema adherence is OpenAI-only")
-        declaration = {"name": fn["name"]}
-        if fn.get("description") is not None:
-            declaration["description"] = fn["description"]
-        if fn.get("parameters") is not None:
-            declaration["parameters"] = fn["parameters"]
+    for tool in chat.function_tools(tools, _unsupported):
+        declaration = {"name": tool.name}
+        if tool.description is not None:
+            declaration["description"] = tool.description
+        if tool.parameters is not None:
+            declaration["parameters"] = tool.parameters
         declarations.append(declaration)
     return [{"functionDeclarations": declarations}] if declarations else []
 
