@@ -17,14 +17,13 @@ import argparse
 import hashlib
 import json
 import re
-import signal
-import sys
 import threading
 import time
 from collections import deque
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
+
+from sandbox import serving
 
 LABEL = "GITLAB STAND-IN: fixed demo users, groups and projects; not a real GitLab"
 VERSION = {"version": "17.5.0-standin", "revision": "standin"}
@@ -187,9 +186,7 @@ def parse_fault(body) -> dict:
 
 # --- HTTP server ------------------------------------------------------------------------------
 
-class GitLabServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 1024
+class GitLabServer(serving.StandinServer):
 
     def __init__(self, address):
         super().__init__(address, GitLabHandler)
@@ -197,11 +194,6 @@ class GitLabServer(ThreadingHTTPServer):
         self.calls: deque = deque(maxlen=CALL_LOG_SIZE)
         self.fault: dict | None = None
         self.states: dict[int, str] = {}  # run-time user state changes
-
-    @property
-    def base_url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
 
     def user_state(self, user_id: int) -> str:
         with self.lock:
@@ -225,22 +217,9 @@ class GitLabServer(ThreadingHTTPServer):
             self.fault = None
             self.states.clear()
 
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
 
-    def handle_error(self, request, client_address):
-        if not isinstance(sys.exc_info()[1], OSError):  # clients vanishing mid-request is routine
-            super().handle_error(request, client_address)
-
-
-class GitLabHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, so every response carries Content-Length
-    disable_nagle_algorithm = True  # headers and body are separate writes; avoid delayed-ACK stalls
+class GitLabHandler(serving.JSONHandler):
     server: GitLabServer
-
-    def log_message(self, format, *args):
-        pass
 
     def _dispatch(self) -> None:
         method, path = self.command, urlsplit(self.path).path
@@ -425,18 +404,6 @@ class GitLabHandler(BaseHTTPRequestHandler):
     def _message(self, status: int, message: str, headers=None) -> None:
         self._send_json(status, {"message": message}, headers)
 
-    def _send_json(self, status: int, payload, headers=None) -> None:
-        data = json.dumps(payload, separators=(",", ":")).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data)
-
 
 # --- entry points -----------------------------------------------------------------------------
 
@@ -446,9 +413,7 @@ def make_server(host: str = "127.0.0.1", port: int = 0) -> GitLabServer:
 
 def serve_in_thread(host: str = "127.0.0.1", port: int = 0) -> tuple[GitLabServer, str]:
     """Start a server on a daemon thread; stop it with `server.stop()`."""
-    server = make_server(host, port)
-    threading.Thread(target=server.serve_forever, name="gitlab-standin", daemon=True).start()
-    return server, server.base_url
+    return serving.serve_in_thread(make_server(host, port), "gitlab-standin")
 
 
 def demo_lines() -> list[str]:
@@ -467,19 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     args = parser.parse_args(argv)
     server = make_server(args.host, args.port)
-
-    def _exit(signum, frame):
-        raise SystemExit(0)  # unwinds serve_forever so the finally below closes the socket
-
-    signal.signal(signal.SIGTERM, _exit)
-    signal.signal(signal.SIGINT, _exit)
-    print("\n".join(demo_lines()), file=sys.stderr, flush=True)
-    print(f"gitlab stand-in listening on {server.base_url}", flush=True)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
-    return 0
+    return serving.serve_until_signalled(server, "\n".join(demo_lines()), "gitlab stand-in")
 
 
 if __name__ == "__main__":

@@ -31,14 +31,12 @@ import argparse
 import hashlib
 import hmac
 import json
-import signal
-import sys
 import threading
 import time
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from sandbox import serving
 from sandbox.provider_logic import (
     DIRECTIVE_RE,
     EMBEDDING_DIMENSIONS,
@@ -97,9 +95,7 @@ REASONS = {529: "Overloaded"}  # not in http.HTTPStatus, so http.server would se
 
 # --- HTTP server ------------------------------------------------------------------------------
 
-class SandboxServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 1024
+class SandboxServer(serving.StandinServer):
 
     def __init__(self, address, latency_ms: int = 0, api_key: str | None = None):
         super().__init__(address, SandboxHandler)
@@ -111,11 +107,6 @@ class SandboxServer(ThreadingHTTPServer):
         self.log: deque = deque(maxlen=LOG_SIZE)
         self.hangs: deque = deque(maxlen=LOG_SIZE)
         self.streams: deque = deque(maxlen=LOG_SIZE)
-
-    @property
-    def base_url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
 
     def record_call(self, path: str, key: str, headers, stream: bool = False) -> int:
         """Count and log one model call; return the attempt number for its key."""
@@ -141,23 +132,9 @@ class SandboxServer(ThreadingHTTPServer):
             self.hangs.clear()
             self.streams.clear()
 
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
 
-    def handle_error(self, request, client_address):
-        # Clients vanishing mid-request is routine here (close/hang/timeouts); stay quiet about it.
-        if not isinstance(sys.exc_info()[1], OSError):
-            super().handle_error(request, client_address)
-
-
-class SandboxHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, so every response carries Content-Length
-    disable_nagle_algorithm = True  # headers and body are separate writes; avoid 40 ms delayed-ACK stalls
+class SandboxHandler(serving.JSONHandler):
     server: SandboxServer
-
-    def log_message(self, format, *args):  # per-request stderr lines cost time; say nothing
-        pass
 
     def do_GET(self):
         self._dispatch("GET")
@@ -336,19 +313,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
             kind = "rate_limit_error" if status == 429 else "server_error" if status >= 500 else (
                 "invalid_request_error")
             payload = {"error": {"message": message, "type": kind, "param": None, "code": code}}
-        self._send_json(status, payload, headers)
-
-    def _send_json(self, status: int, payload, headers=None) -> None:
-        data = json.dumps(payload, separators=(",", ":")).encode()
-        self.send_response(status, REASONS.get(status))
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data)
+        self._send_json(status, payload, headers, REASONS.get(status))
 
 
 # --- entry points -----------------------------------------------------------------------------
@@ -361,9 +326,7 @@ def make_server(host: str = "127.0.0.1", port: int = 0, latency_ms: int = 0,
 def serve_in_thread(host: str = "127.0.0.1", port: int = 0, latency_ms: int = 0,
                     api_key: str | None = None) -> tuple[SandboxServer, str]:
     """Start a server on a daemon thread; stop it with `server.stop()`."""
-    server = make_server(host, port, latency_ms, api_key)
-    threading.Thread(target=server.serve_forever, name="sandbox-provider", daemon=True).start()
-    return server, server.base_url
+    return serving.serve_in_thread(make_server(host, port, latency_ms, api_key), "sandbox-provider")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -374,19 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key", default=None, help="require this key from clients")
     args = parser.parse_args(argv)
     server = make_server(args.host, args.port, args.latency_ms, args.api_key)
-
-    def _exit(signum, frame):
-        raise SystemExit(0)  # unwinds serve_forever so the finally below closes the socket
-
-    signal.signal(signal.SIGTERM, _exit)
-    signal.signal(signal.SIGINT, _exit)
-    print(LABEL, file=sys.stderr, flush=True)
-    print(f"sandbox provider listening on {server.base_url}", flush=True)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
-    return 0
+    return serving.serve_until_signalled(server, LABEL, "sandbox provider")
 
 
 if __name__ == "__main__":

@@ -21,18 +21,16 @@ import math
 import os
 import re
 import secrets
-import signal
-import sys
 import threading
 import time
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from sandbox import serving
 from sandbox.provider import DIRECTIVE_RE, make_reply, parse_directive, read_prompt
 
 LABEL = "VERTEX STAND-IN: canned answers, not Google"
@@ -167,9 +165,7 @@ def vector(text: str, dims: int) -> list[float]:
 
 # --- HTTP server --------------------------------------------------------------------------------
 
-class VertexServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 1024
+class VertexServer(serving.StandinServer):
 
     def __init__(self, address, *, token_ttl: float = 3600, credentials_path: str | None = None):
         super().__init__(address, VertexHandler)
@@ -184,11 +180,6 @@ class VertexServer(ThreadingHTTPServer):
         self.calls: deque = deque(maxlen=LOG_SIZE)
         if credentials_path:
             self.write_credentials(credentials_path)
-
-    @property
-    def base_url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
 
     @property
     def token_uri(self) -> str:
@@ -230,22 +221,10 @@ class VertexServer(ThreadingHTTPServer):
             self.calls.append(entry)
         return count
 
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
 
-    def handle_error(self, request, client_address):
-        if not isinstance(sys.exc_info()[1], OSError):  # clients vanishing mid-request is routine
-            super().handle_error(request, client_address)
-
-
-class VertexHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
+class VertexHandler(serving.JSONHandler):
+    json_content_type = "application/json; charset=UTF-8"
     server: VertexServer
-
-    def log_message(self, format, *args):
-        pass
 
     def do_GET(self):
         self._dispatch("GET")
@@ -403,18 +382,6 @@ class VertexHandler(BaseHTTPRequestHandler):
         error = {"code": status, "message": message, "status": STATUS_NAMES.get(status, "UNKNOWN")}
         self._send_json(status, {"error": error}, headers)
 
-    def _send_json(self, status: int, payload, headers=None) -> None:
-        data = json.dumps(payload, separators=(",", ":")).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data)
-
 
 # --- entry points -------------------------------------------------------------------------------
 
@@ -426,9 +393,8 @@ def make_server(host: str = "127.0.0.1", port: int = 0, *, credentials_path: str
 def serve_in_thread(host: str = "127.0.0.1", port: int = 0, *, credentials_path: str | None = None,
                     token_ttl: float = 3600) -> tuple[VertexServer, str]:
     """Start a server on a daemon thread; stop it with ``server.stop()``."""
-    server = make_server(host, port, credentials_path=credentials_path, token_ttl=token_ttl)
-    threading.Thread(target=server.serve_forever, name="vertex-standin", daemon=True).start()
-    return server, server.base_url
+    return serving.serve_in_thread(make_server(host, port, credentials_path=credentials_path, token_ttl=token_ttl),
+                                   "vertex-standin")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -441,19 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.token_ttl <= 0:
         parser.error("--token-ttl must be positive")
     server = make_server(args.host, args.port, credentials_path=args.write_credentials, token_ttl=args.token_ttl)
-
-    def _exit(signum, frame):
-        raise SystemExit(0)  # unwinds serve_forever so the finally below closes the socket
-
-    signal.signal(signal.SIGTERM, _exit)
-    signal.signal(signal.SIGINT, _exit)
-    print(LABEL, file=sys.stderr, flush=True)
-    print(f"vertex stand-in listening on {server.base_url}", flush=True)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
-    return 0
+    return serving.serve_until_signalled(server, LABEL, "vertex stand-in")
 
 
 if __name__ == "__main__":
