@@ -14,9 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.gateway import BODY, CONFIG, machine
+from bench.gateway import BODY, CONFIG
 from bench.load import run_load
-from bench.processes import _children, cpu_seconds
+from bench.processes import children, cpu_seconds
+from bench.report import machine, publish
 from sandbox.gitlab import DEMO_TOKEN
 from tests.harness import PROVIDER_KEY, Stack
 
@@ -40,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         gateway_url, direct_url = f"{stack.url}/v1/chat/completions", f"{stack.sandbox_url}/v1/chat/completions"
         gateway_headers = {"Authorization": f"Bearer {DEMO_TOKEN}"}
         run_load("warm-up", gateway_url, BODY, concurrency=1, duration=2, headers=gateway_headers)
-        pids = {"web": _children(stack.web.pid)[0],
-                "worker": next(pid for pid in _children(stack.workers.pid)),
+        pids = {"web": children(stack.web.pid)[0],
+                "worker": children(stack.workers.pid)[0],
                 "redis": stack.redis_server.process.pid}
         for run in range(1, args.runs + 1):
             before = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{gateway.p50_ms - direct.p50_ms:.2f} | {' | '.join(per_request)} |")
     finally:
         stack.stop()
-    print("\n".join(lines))
+    publish("cpu", lines)
     return 0
 
 

@@ -10,7 +10,6 @@ machines are shared and noisy, so compare the two paths within one run.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import tempfile
@@ -21,6 +20,7 @@ import redis
 
 from bench.load import LoadResult, run_load
 from bench.processes import rss_mb
+from bench.report import machine, publish
 from sandbox.gitlab import DEMO_TOKEN
 from shared.ratelimit import DAY, MINUTE, REQUESTS, TOKENS, Limit, RateLimiter
 from tests.harness import PROVIDER_KEY, Stack
@@ -38,17 +38,6 @@ models:
     rate_limit: {{requests_per_minute: 100000000, tokens_per_minute: 1000000000, requests_per_day: 1000000000}}
 """
 BODY = {"model": "bench", "messages": [{"role": "user", "content": "Say something short."}], "max_tokens": 16}
-
-
-def machine() -> str:
-    cpus = len(__import__("os").sched_getaffinity(0))
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                     if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor()
-    system = f"{platform.system()} {platform.release()}"
-    return f"{cpus} CPUs ({model}), Python {platform.python_version()}, {system}"
 
 
 def redis_commands_per_request(stack: Stack, count: int = 200) -> float:
@@ -143,11 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += [f"| {name} | {mb:.0f} |" for name, mb in memory.items()]
     finally:
         stack.stop()
-    report = "\n".join(lines)
-    print(report)
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"gateway-{time.strftime('%Y%m%d-%H%M%S')}.md").write_text(report + "\n")
+    publish("gateway", lines)
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -25,7 +25,7 @@ def tree(pid: int) -> list[int]:
     while queue:
         current = queue.pop()
         pids.append(current)
-        queue.extend(_children(current))
+        queue.extend(children(current))
     return pids
 
 

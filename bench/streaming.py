@@ -19,7 +19,7 @@ from pathlib import Path
 
 import requests
 
-from bench.gateway import machine
+from bench.report import machine, publish
 from sandbox.gitlab import DEMO_TOKEN
 from sandbox.provider_stream import SEND_TIME_MARK
 from shared.sse import SSEParser
@@ -106,11 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{row['chunks']} |")
     lines += ["", f"- gateway adds {gateway['ttft'] - direct['ttft']:.2f} ms to time to first token (p50)",
               f"- gateway adds {gateway['chunk_p50'] - direct['chunk_p50']:.3f} ms per chunk (p50)"]
-    report = "\n".join(lines)
-    print(report)
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"streaming-{time.strftime('%Y%m%d-%H%M%S')}.md").write_text(report + "\n")
+    publish("streaming", lines)
     return 0
 
 

@@ -13,9 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.gateway import machine
 from bench.load import run_load
 from bench.processes import rss_mb, tree
+from bench.report import machine, publish
 from sandbox.gitlab import DEMO_TOKEN
 from tests.harness import Stack
 
@@ -81,11 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     lines.append("")
     lines.append("Worker RSS counts the worker processes, not their supervisor "
                  f"(about {rows[0]['supervisor_mb']:.0f} MB, once per host).")
-    report = "\n".join(lines)
-    print(report)
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"workers-{time.strftime('%Y%m%d-%H%M%S')}.md").write_text(report + "\n")
+    publish("workers", lines)
     return 0
 
 
