@@ -36,7 +36,8 @@ def create_app(settings: Settings, config: GatewayConfig, *, pool_size: int = DE
     router = Router(config)
     gate = Gate(router, limiter, dispatcher)
     gitlab = GitLabClient(settings.gitlab_url or "http://gitlab.invalid", settings.gitlab_api_token, config.gitlab)
-    cache = GitLabCache(redis, blocking, outage_grace=config.gitlab.outage_grace, fetch_timeout=config.gitlab.timeout)
+    cache = GitLabCache(redis, blocking, outage_grace=config.gitlab.outage_grace, fetch_timeout=config.gitlab.timeout,
+                        local_ttl=config.gitlab.local_cache_ttl)
     authenticator = authenticator or Authenticator(gitlab, cache, redis, config.gitlab)
 
     app = falcon.App(

@@ -4,6 +4,10 @@
 - After that it is *stale*: GitLab is asked again, but if GitLab is unreachable
   (or answers 5xx/429) a stale answer keeps working for ``outage_grace`` more,
   so an outage does not lock out callers the gateway already knows.
+- Each process reuses an entry it has read for ``local_ttl`` (a second by
+  default, and never past the entry's own freshness), so a caller's requests in
+  a row cost no round trip; an entry deleted from Redis stops counting within
+  ``local_ttl``.
 - Only one thread across all processes asks GitLab for a given key at a time
   (a Redis lock); the others block on a Redis Stream until it is done, then
   read its answer. A burst of requests with a new token makes one GitLab call.
@@ -12,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -21,6 +26,8 @@ from redis import Redis
 
 from shared.errors import GitLabUnavailable
 from shared.keys import gitlab_done_key, gitlab_lock_key
+
+LOCAL_ENTRIES = 10_000  # per process; the oldest go first past this
 
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -33,16 +40,20 @@ class Rejected(Exception):
 
 
 class GitLabCache:
-    def __init__(self, redis: Redis, blocking_redis: Redis, *, outage_grace: float, fetch_timeout: float):
+    def __init__(self, redis: Redis, blocking_redis: Redis, *, outage_grace: float, fetch_timeout: float,
+                 local_ttl: float = 1.0):
         self.redis = redis
         self.blocking_redis = blocking_redis
         self.outage_grace = outage_grace
         self.fetch_timeout = fetch_timeout
         self._release = redis.register_script(_RELEASE)
+        self.local_ttl = local_ttl
+        self._local: dict[str, tuple[float, dict]] = {}  # key -> (when read, monotonic; the entry)
+        self._local_lock = threading.Lock()
 
     def fresh(self, key: str, ttl: float) -> Any | None:
         """A fresh cached value, or None (not cached, or stale)."""
-        entry = self._read(key)
+        entry = self._read(key, ttl)
         if entry is not None and time.time() - entry["at"] < ttl:
             return entry["value"]
         return None
@@ -51,11 +62,9 @@ class GitLabCache:
         """The value for ``key``: cached if fresh, else fetched once (raising ``Rejected``
         or ``GitLabUnavailable`` from ``fetch``), else stale within the outage grace.
         A cached ``None`` ("not found") is fresh for ``ttl_if_none`` instead, if given."""
-        entry = self._read(key)
-        if entry is not None:
-            fresh_for = ttl_if_none if entry["value"] is None and ttl_if_none is not None else ttl
-            if time.time() - entry["at"] < fresh_for:
-                return entry["value"]
+        entry = self._read(key, ttl, ttl_if_none)
+        if entry is not None and time.time() - entry["at"] < _fresh_for(entry, ttl, ttl_if_none):
+            return entry["value"]
         token = uuid.uuid4().hex
         lock_ms = int((self.fetch_timeout + 2) * 1000)
         if self.redis.set(gitlab_lock_key(key), token, nx=True, px=lock_ms):
@@ -74,8 +83,9 @@ class GitLabCache:
         except GitLabUnavailable as unavailable:
             self._done(key, "unavailable")
             return self._stale_or_raise(entry, ttl, unavailable)
-        self.redis.set(key, json.dumps({"value": value, "at": time.time()}),
-                       ex=max(1, int(ttl + self.outage_grace)))
+        entry = {"value": value, "at": time.time()}
+        self.redis.set(key, json.dumps(entry), ex=max(1, int(ttl + self.outage_grace)))
+        self._remember(key, entry)
         self._done(key, "ok")
         return value
 
@@ -108,6 +118,28 @@ class GitLabCache:
         pipe.expire(done, 30)
         pipe.execute()
 
-    def _read(self, key: str) -> dict | None:
+    def _read(self, key: str, ttl: float | None = None, ttl_if_none: float | None = None) -> dict | None:
+        """The entry for ``key``: this process's copy while fresh (given ``ttl``), else Redis's."""
+        seen, local = self._local.get(key, (0.0, None))
+        if (ttl is not None and local is not None and time.monotonic() - seen < self.local_ttl
+                and time.time() - local["at"] < _fresh_for(local, ttl, ttl_if_none)):
+            return local
         raw = self.redis.get(key)
-        return json.loads(raw) if raw else None
+        entry = json.loads(raw) if raw else None
+        if entry is not None:
+            self._remember(key, entry)
+        return entry
+
+    def _remember(self, key: str, entry: dict) -> None:
+        if self.local_ttl <= 0:
+            return
+        with self._local_lock:
+            self._local.pop(key, None)  # re-inserted last: the dict's order is the eviction order
+            self._local[key] = (time.monotonic(), entry)
+            while len(self._local) > LOCAL_ENTRIES:
+                self._local.pop(next(iter(self._local)))
+
+
+def _fresh_for(entry: dict, ttl: float, ttl_if_none: float | None) -> float:
+    """A cached "not found" may have its own, shorter, freshness."""
+    return ttl_if_none if entry["value"] is None and ttl_if_none is not None else ttl

@@ -124,7 +124,7 @@ class Authenticator:
     def _who(self, credential: Credential) -> tuple[dict, int | None]:
         digest = credential.digest
         key = gitlab_cache_key(credential.kind, digest)
-        known = self.cache.fresh(key, self.config.cache_ttl)  # the common case: one round trip
+        known = self.cache.fresh(key, self.config.cache_ttl)  # the common case: no round trip at all
         if known is not None:
             return known["user"], known.get("project_id")
         if self.redis.exists(gitlab_rejected_key(digest)):

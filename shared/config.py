@@ -101,6 +101,7 @@ def parse_config(data: object, environ: Mapping[str, str] | None = None, *,
             ca_file=c.get(gitlab, "ca_file", "gitlab", _readable_file),
             min_access_level=c.get(gitlab, "min_access_level", "gitlab", _one_of(*ACCESS_LEVELS), 30),
             cache_ttl=c.get(gitlab, "cache_ttl", "gitlab", parse_duration, 60.0),
+            local_cache_ttl=c.get(gitlab, "local_cache_ttl", "gitlab", parse_duration, 1.0),
             outage_grace=c.get(gitlab, "outage_grace", "gitlab", parse_duration, 900.0),
         ),
         jobs=JobsConfig(

@@ -33,7 +33,8 @@ def format_summary(config: GatewayConfig, source: str) -> str:
                      f"{r.destination or 'the requested model'}, rate limits: {_limits(r.rate_limit)}")
     g, j = config.gitlab, config.jobs
     lines.append(f"gitlab: timeout {format_duration(g.timeout)}, min_access_level {g.min_access_level}, "
-                 f"cache_ttl {format_duration(g.cache_ttl)}, outage_grace {format_duration(g.outage_grace)}")
+                 f"cache_ttl {format_duration(g.cache_ttl)}, local_cache_ttl {format_duration(g.local_cache_ttl)}, "
+                 f"outage_grace {format_duration(g.outage_grace)}")
     lines.append(f"jobs: result_ttl {format_duration(j.result_ttl)}, "
                  f"failure_ttl {format_duration(j.failure_ttl)}")
     lines.append(f"warnings ({len(config.warnings)}):" if config.warnings else "warnings: none")

@@ -90,6 +90,7 @@ class GitLabConfig:
     ca_file: str | None = None
     min_access_level: int = 30
     cache_ttl: float = 60.0
+    local_cache_ttl: float = 1.0
     outage_grace: float = 900.0
 
 

@@ -243,7 +243,9 @@ class RateLimiter:
 
     def reconcile(self, reservation: dict | Reservation, actual_tokens: int, *, pipeline=None) -> None:
         """Replace the token estimate with what the provider reported (refund or overdraw).
-        With ``pipeline``, it rides on the caller's round trip."""
+        With ``pipeline``, it rides on the caller's round trip; executing it raises
+        ``redis.exceptions.NoScriptError`` if Redis has lost the script (the pipeline's other
+        commands ran): then call this again without ``pipeline``."""
         self._settle_all(reservation, lambda kind: max(0, int(actual_tokens)) if kind == TOKENS else 0, pipeline)
 
     def _settle_all(self, reservation: dict | Reservation, cost, pipeline=None) -> None:
@@ -256,8 +258,14 @@ class RateLimiter:
                 continue  # a request stays counted once it reached the provider
             keys += [log_key, amounts_key]
             args += [kind, cost(kind)]
-        if keys:
-            self._settle(keys=keys, args=args, client=pipeline)
+        if not keys:
+            return
+        if pipeline is None:
+            self._settle(keys=keys, args=args)
+        else:
+            # A Script object makes the pipeline ask SCRIPT EXISTS first: a round trip on every
+            # answer. Its caller catches NoScriptError (Redis restarted) and settles again.
+            pipeline.evalsha(self._settle.sha, len(keys), *keys, *args)
 
 
 def estimate_tokens(body: dict, default_output: int) -> int:

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 
+from redis.exceptions import NoScriptError
 from rq import get_current_job
 from rq.exceptions import AbandonedJobError
 from rq.timeouts import JobTimeoutException
@@ -99,7 +100,10 @@ def _execute(request: JobRequest) -> dict:
         channel.send_end(meta, pipeline=pipeline)
     else:
         channel.send_result(outcome.status, outcome.body, meta, pipeline=pipeline)
-    pipeline.execute()
+    try:
+        pipeline.execute()
+    except NoScriptError:  # Redis lost its scripts (a restart); the answer itself went out
+        _settle(limiter, request, scope, outcome.usage or {})
     if runtime.config.logging.log_payloads:  # off by default: prompts are the users' data
         fields["prompt"] = {k: request.body[k] for k in PAYLOAD_FIELDS if k in request.body}
         if outcome.body:

@@ -57,6 +57,7 @@ routes:
     match: {gitlab_project_id: "acme/handbook"}
 gitlab:
   cache_ttl: 2s
+  local_cache_ttl: 0s   # each test empties the cache in Redis; no process may keep a copy
   outage_grace: 4s
   min_access_level: 30
 """

@@ -394,6 +394,8 @@ RULES = {
         "gitlab.timeout: must be greater than 0, got 0s"),
     "gitlab-cache-ttl": (config_with(gitlab={"cache_ttl": "-1s"}),
         "gitlab.cache_ttl: must be a duration such as 500ms, 30s, 2m"),
+    "gitlab-local-cache-ttl": (config_with(gitlab={"local_cache_ttl": "soon"}),
+        "gitlab.local_cache_ttl: must be a duration such as 500ms, 30s, 2m"),
     "gitlab-grace": (config_with(gitlab={"outage_grace": -5}),
         "gitlab.outage_grace: must be a duration such as 500ms, 30s, 2m"),
     "gitlab-verify-tls": (config_with(gitlab={"verify_tls": "false"}),

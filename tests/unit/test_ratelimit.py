@@ -102,6 +102,32 @@ def test_refund_takes_back_the_request_count(limiter):
     limiter.admit([limit], 0)
 
 
+def test_reconcile_in_a_pipeline_rides_its_round_trip_without_asking_for_the_script(limiter):
+    budget = tok_limit("p", 100)
+    reservation = limiter.admit([budget], 60)
+    pipeline = limiter.redis.pipeline(transaction=False)
+    pipeline.set("answer", "sent")
+    limiter.reconcile(reservation, 20, pipeline=pipeline)
+    before = limiter.redis.info("commandstats").get("cmdstat_script|exists", {}).get("calls", 0)
+    pipeline.execute()
+    assert limiter.redis.info("commandstats").get("cmdstat_script|exists", {}).get("calls", 0) == before
+    assert int(limiter.redis.hget(budget.keys[1], "_sum")) == 20
+
+
+def test_a_pipelined_reconcile_after_redis_lost_its_scripts_raises_and_can_be_redone(limiter):
+    budget = tok_limit("f", 100)
+    reservation = limiter.admit([budget], 60)
+    limiter.redis.script_flush()
+    pipeline = limiter.redis.pipeline(transaction=False)
+    pipeline.set("answer", "sent")
+    limiter.reconcile(reservation, 20, pipeline=pipeline)
+    with pytest.raises(redis.exceptions.NoScriptError):
+        pipeline.execute()
+    assert limiter.redis.get("answer") == b"sent"  # the rest of the pipeline ran
+    limiter.reconcile(reservation, 20)  # what the worker does then: the script is loaded again
+    assert int(limiter.redis.hget(budget.keys[1], "_sum")) == 20
+
+
 def test_day_windows_are_separate_keys(limiter):
     assert req_limit("d", 5, DAY).keys != req_limit("d", 5, MINUTE).keys
 
