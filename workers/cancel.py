@@ -41,7 +41,6 @@ class CancelScope:
         self.deadline: float | None = None  # epoch seconds; the job sets it
         self.reason: str | None = None
         self.upstream_attempts = 0  # calls started: 0 means the provider never saw the request
-        self.waiting = threading.Event()  # set once the job waits on the network (or is done)
         self._event = threading.Event()
         self._lock = threading.Lock()
         self._connections: set = set()
@@ -68,7 +67,6 @@ class CancelScope:
         self._event.wait(max(0.0, seconds))
 
     def attach(self, connection) -> None:
-        self.waiting.set()
         with self._lock:
             if self._closed:
                 return

@@ -61,7 +61,6 @@ DEQUEUE_TIMEOUT = 1  # seconds; the main loop looks at its stop flags this often
 DEADLINE_GRACE = 0.5  # the upstream read timeout fires at the deadline; this is its backstop
 STUCK_GRACE = 10.0  # past the hard timeout, a thread that still runs gives up its slot
 PREPARE_WAIT = 10.0  # bounded wait for a job's start bookkeeping before recording its outcome
-PREPARE_DELAY = 0.02  # the longest a job's start bookkeeping waits for the job to reach its provider
 IDLE_THREAD_SECONDS = 60.0  # an idle job thread waits this long for the next job, then ends
 
 
@@ -146,19 +145,17 @@ class ThreadedWorker(SimpleWorker):
         """Already done when the job started (``_start``)."""
 
     def _finalize_success(self, job, queue, execution, return_value):
-        return super()._finalize_success(job, queue, self._wait_prepared(job, execution), return_value)
+        self._wait_prepared(job)
+        return super()._finalize_success(job, queue, execution, return_value)
 
     def _finalize_failure(self, job, queue, execution, exc_info):
-        return super()._finalize_failure(job, queue, self._wait_prepared(job, execution), exc_info)
+        self._wait_prepared(job)
+        return super()._finalize_failure(job, queue, execution, exc_info)
 
-    def _wait_prepared(self, job: Job, execution: Execution | None) -> Execution | None:
-        """The job's execution record, once its start bookkeeping is written (``_start``)."""
+    def _wait_prepared(self, job: Job) -> None:
         running = self._running.get(job.id)
-        if running is None:
-            return execution
-        running.scope.waiting.set()  # the bookkeeping need not wait for an upstream call any more
-        running.prepared.wait(PREPARE_WAIT)
-        return running.execution
+        if running is not None:
+            running.prepared.wait(PREPARE_WAIT)
 
     def heartbeat(self, timeout=None, pipeline=None):
         """One round trip for RQ's three heartbeat commands."""
@@ -234,15 +231,13 @@ class ThreadedWorker(SimpleWorker):
             # Registered before its thread starts: a job finishing meanwhile sees this one
             # and does not mark the worker idle (BUSY is written with the preparation).
             self._running[job.id] = running
-        # The job starts first; its bookkeeping (execution record, started registry,
-        # STARTED status) is written once the job waits on its provider, which takes that
-        # Python and a round trip off every request. The job's outcome is recorded only
-        # once that write is done (_wait_prepared).
-        self._hand_over(running)
-        running.scope.waiting.wait(PREPARE_DELAY)
+        # The job starts while its bookkeeping (execution record, started registry,
+        # STARTED status) is written, which takes a round trip off every request;
+        # the job's outcome is recorded only once that write is done (_wait_prepared).
         with self.connection.pipeline() as pipeline:
+            running.execution = self._queue_preparation(job, pipeline)
+            self._hand_over(running)
             try:
-                running.execution = self._queue_preparation(job, pipeline)
                 pipeline.execute()
             finally:
                 running.prepared.set()
