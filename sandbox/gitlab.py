@@ -1,8 +1,9 @@
 """GitLab stand-in: the few GitLab REST API v4 endpoints the gateway uses, over a FIXED demo dataset.
 
 `make run` uses it when no GITLAB_URL is set and the integration tests use it as GitLab. It is NOT
-a GitLab: users, groups, projects, memberships and tokens are the constants below, answered with
-GitLab's documented JSON shapes. Tests steer it through `/_gitlab/...` (no auth, never faulted):
+a GitLab: users, groups, projects, memberships and tokens are the constants in ``sandbox.gitlab_data``,
+answered with GitLab's documented JSON shapes. Tests steer it through `/_gitlab/...` (no auth, never
+faulted; ``sandbox.gitlab_controls``):
 
     POST /_gitlab/fault {"status": 503, "times": 2, "retry_after": 1, "delay_ms": 50, "close": false,
                          "paths": ["/api/v4/user"]}          DELETE /_gitlab/fault      GET /_gitlab/fault
@@ -15,210 +16,66 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import re
-import threading
 import time
-from collections import deque
 from http import HTTPStatus
 from urllib.parse import unquote, urlsplit
 
 from sandbox import serving
+from sandbox.gitlab_controls import ControlEndpoints, ControlledServer, token_digest
+from sandbox.gitlab_data import (
+    ADMIN_TOKEN,
+    ALICE_JOB_TOKEN,
+    BLOCKED_JOB_TOKEN,
+    BLOCKED_TOKEN,
+    BOB_TOKEN,
+    CAROL_JOB_TOKEN,
+    CAROL_TOKEN,
+    CREATED_AT,
+    DAVE_TOKEN,
+    DEMO_OAUTH_TOKEN,
+    DEMO_TOKEN,
+    ERIN_JOB_TOKEN,
+    ERIN_TOKEN,
+    GROUPS,
+    JOB_TOKENS,
+    PROJECT_BOT_TOKEN,
+    PROJECTS,
+    TOKENS,
+    USERS,
+    can_see_group,
+    can_see_project,
+    find_by_ref,
+    group_json,
+    project_json,
+    project_level,
+)
+
+# The public API; the demo tokens are defined in sandbox.gitlab_data and re-exported for the code that logs in.
+__all__ = [
+    "ADMIN_TOKEN", "ALICE_JOB_TOKEN", "BLOCKED_JOB_TOKEN", "BLOCKED_TOKEN", "BOB_TOKEN", "CAROL_JOB_TOKEN",
+    "CAROL_TOKEN", "DAVE_TOKEN", "DEMO_OAUTH_TOKEN", "DEMO_TOKEN", "ERIN_JOB_TOKEN", "ERIN_TOKEN", "LABEL",
+    "MAX_BODY", "PROJECT_BOT_TOKEN", "VERSION", "GitLabHandler", "GitLabServer", "demo_lines", "main",
+    "make_server", "serve_in_thread",
+]
 
 LABEL = "GITLAB STAND-IN: fixed demo users, groups and projects; not a real GitLab"
 VERSION = {"version": "17.5.0-standin", "revision": "standin"}
-CALL_LOG_SIZE = 1000
 MAX_BODY = 1024 * 1024
-CREATED_AT = "2024-01-01T00:00:00.000Z"
-
-GUEST, REPORTER, DEVELOPER, MAINTAINER, OWNER = 10, 20, 30, 40, 50
-
-ADMIN_TOKEN = "glpat-root-admin-token"  # root, admin: the gateway's own GITLAB_API_TOKEN in demos and tests
-DEMO_TOKEN = "glpat-alice-demo-token"  # alice, the demo user (personal access token)
-DEMO_OAUTH_TOKEN = "gloas-alice-oauth-token"  # alice (OAuth token)
-BOB_TOKEN = "glpat-bob-token"
-BLOCKED_TOKEN = CAROL_TOKEN = "glpat-carol-blocked-token"
-DAVE_TOKEN = "glpat-dave-token"
-ERIN_TOKEN = "glpat-erin-token"
-PROJECT_BOT_TOKEN = "glpat-project-100-bot-token"  # project access token of bot user 7 (Maintainer of 100)
-ALICE_JOB_TOKEN = "glcbt-alice-job-100"
-ERIN_JOB_TOKEN = "glcbt-erin-job-101"
-BLOCKED_JOB_TOKEN = CAROL_JOB_TOKEN = "glcbt-carol-job-100"
-
-# id -> (username, name, admin, bot, state)
-USERS = {
-    1: ("root", "Administrator", True, False, "active"),
-    2: ("alice", "Alice Demo", False, False, "active"),
-    3: ("bob", "Bob", False, False, "active"),
-    4: ("carol", "Carol", False, False, "blocked"),
-    5: ("dave", "Dave", False, False, "active"),
-    6: ("erin", "Erin", False, False, "active"),
-    7: ("project_100_bot", "project_100_bot", False, True, "active"),
-}
-# token -> (user id, kind, personal access token id or None, token name)
-TOKENS = {
-    ADMIN_TOKEN: (1, "personal", 1, "gateway"),
-    DEMO_TOKEN: (2, "personal", 2, "alice-demo"),
-    DEMO_OAUTH_TOKEN: (2, "oauth", None, "alice-oauth"),
-    BOB_TOKEN: (3, "personal", 3, "bob"),
-    CAROL_TOKEN: (4, "personal", 4, "carol"),
-    DAVE_TOKEN: (5, "personal", 5, "dave"),
-    ERIN_TOKEN: (6, "personal", 6, "erin"),
-    PROJECT_BOT_TOKEN: (7, "project", 7, "project_100_bot"),
-}
-# job token -> (job id, user id, project id)
-JOB_TOKENS = {ALICE_JOB_TOKEN: (9001, 2, 100), ERIN_JOB_TOKEN: (9002, 6, 101), CAROL_JOB_TOKEN: (9003, 4, 100)}
-# id -> (full path, parent id)
-GROUPS = {10: ("acme", None), 11: ("acme/platform", 10), 12: ("acme/platform/ml", 11), 20: ("other", None)}
-USER_NAMESPACES = {50: {"id": 50, "name": "alice", "path": "alice", "kind": "user", "full_path": "alice",
-                        "parent_id": None}}
-# id -> (full path, namespace id, visibility)
-PROJECTS = {
-    100: ("acme/platform/api", 11, "private"),
-    101: ("acme/platform/ml/models", 12, "private"),
-    102: ("acme/handbook", 10, "public"),
-    200: ("other/secret", 20, "private"),
-    300: ("alice/scratch", 50, "private"),
-}
-GROUP_MEMBERS = {10: {2: DEVELOPER}, 20: {5: MAINTAINER}}  # group id -> {user id: access level}
-PROJECT_MEMBERS = {100: {3: REPORTER, 4: DEVELOPER, 7: MAINTAINER}, 101: {6: DEVELOPER}, 300: {2: OWNER}}
 
 PROJECT_RE = re.compile(r"/api/v4/projects/(?P<id>.+?)(?:/members/all/(?P<uid>[^/]+))?/?")
-STATE_RE = re.compile(r"/_gitlab/users/(?P<uid>[^/]+)/state")
-
-
-# --- pure dataset logic -----------------------------------------------------------------------
-
-def token_digest(token: str | None) -> str | None:
-    return hashlib.sha256(token.encode()).hexdigest()[:16] if token else None
-
-
-def group_chain(group_id: int | None) -> list[int]:
-    """The group and its ancestors, nearest first; [] for a user namespace."""
-    chain = []
-    while group_id in GROUPS:
-        chain.append(group_id)
-        group_id = GROUPS[group_id][1]
-    return chain
-
-
-def group_level(group_id: int, user_id: int) -> int | None:
-    levels = [GROUP_MEMBERS.get(g, {}).get(user_id) for g in group_chain(group_id)]
-    return max((lv for lv in levels if lv), default=None)
-
-
-def project_level(project_id: int, user_id: int) -> int | None:
-    """Effective access level: the highest of the direct and the inherited (ancestor group) memberships."""
-    direct = PROJECT_MEMBERS.get(project_id, {}).get(user_id)
-    inherited = group_level(PROJECTS[project_id][1], user_id)  # None for a user namespace
-    return max((lv for lv in (direct, inherited) if lv), default=None)
-
-
-def can_see_project(project_id: int, user_id: int) -> bool:
-    return USERS[user_id][2] or PROJECTS[project_id][2] == "public" or project_level(project_id, user_id) is not None
-
-
-def can_see_group(group_id: int, user_id: int) -> bool:
-    """Admins, members of the group (direct or inherited), and members of anything below it."""
-    if USERS[user_id][2] or group_level(group_id, user_id) is not None:
-        return True
-    if any(group_id in group_chain(g) and user_id in members for g, members in GROUP_MEMBERS.items()):
-        return True
-    return any(group_id in group_chain(PROJECTS[p][1]) and user_id in members for p, members in PROJECT_MEMBERS.items())
-
-
-def find_by_ref(ref: str, table: dict) -> int | None:
-    """Resolve a numeric id or a (URL-decoded) full path, case-insensitively like GitLab."""
-    if ref.isdigit():
-        return int(ref) if int(ref) in table else None
-    return next((key for key, row in table.items() if row[0].lower() == ref.lower()), None)
-
-
-def namespace_json(namespace_id: int) -> dict:
-    if namespace_id in USER_NAMESPACES:
-        return dict(USER_NAMESPACES[namespace_id])
-    full_path, parent = GROUPS[namespace_id]
-    name = full_path.rsplit("/", 1)[-1]
-    return {"id": namespace_id, "name": name, "path": name, "kind": "group", "full_path": full_path,
-            "parent_id": parent}
-
-
-def project_json(project_id: int) -> dict:
-    full_path, namespace_id, visibility = PROJECTS[project_id]
-    name = full_path.rsplit("/", 1)[-1]
-    return {"id": project_id, "name": name, "path": name, "path_with_namespace": full_path,
-            "visibility": visibility, "namespace": namespace_json(namespace_id)}
-
-
-def group_json(group_id: int) -> dict:
-    full_path, parent = GROUPS[group_id]
-    name = full_path.rsplit("/", 1)[-1]
-    return {"id": group_id, "name": name, "path": name, "full_path": full_path, "parent_id": parent,
-            "visibility": "private"}
-
-
-def parse_fault(body) -> dict:
-    """Validate a POST /_gitlab/fault body; raise ValueError on anything unexpected."""
-    if not isinstance(body, dict):
-        raise ValueError("fault must be a JSON object")
-    unknown = set(body) - {"status", "times", "retry_after", "delay_ms", "close", "paths"}
-    if unknown:
-        raise ValueError(f"unknown fault keys: {sorted(unknown)}")
-
-    def number(key, low, high=float("inf"), kinds=(int,)):
-        value = body.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high):
-            raise ValueError(f"'{key}' must be a number from {low} to {high}")
-        return value
-
-    fault = {"status": number("status", 400, 599), "times": number("times", 1), "delay_ms": number("delay_ms", 0),
-             "retry_after": number("retry_after", 0, kinds=(int, float)), "close": body.get("close", False),
-             "paths": body.get("paths")}
-    if not isinstance(fault["close"], bool):
-        raise ValueError("'close' must be a boolean")
-    paths = fault["paths"]
-    if paths is not None and not (isinstance(paths, list) and all(isinstance(p, str) and p for p in paths)):
-        raise ValueError("'paths' must be a list of path prefixes")
-    if fault["status"] is None and not fault["close"] and not fault["delay_ms"]:
-        raise ValueError("a fault needs 'status', 'close' or 'delay_ms'")
-    return fault
 
 
 # --- HTTP server ------------------------------------------------------------------------------
 
-class GitLabServer(serving.StandinServer):
+class GitLabServer(ControlledServer):
+    """The stand-in: GitLabHandler answers the API and, through ControlEndpoints, the test controls."""
 
     def __init__(self, address):
         super().__init__(address, GitLabHandler)
-        self.lock = threading.Lock()
-        self.calls: deque = deque(maxlen=CALL_LOG_SIZE)
-        self.fault: dict | None = None
-        self.states: dict[int, str] = {}  # run-time user state changes
-
-    def user_state(self, user_id: int) -> str:
-        with self.lock:
-            return self.states.get(user_id, USERS[user_id][4])
-
-    def take_fault(self, path: str) -> dict | None:
-        """The fault that applies to this API call, if any (consuming one of its `times`)."""
-        with self.lock:
-            fault = self.fault
-            if fault is None or not any(path.startswith(p) for p in fault["paths"] or ["/api/v4"]):
-                return None
-            if fault["times"] is not None:
-                fault["times"] -= 1
-                if fault["times"] <= 0:
-                    self.fault = None
-            return dict(fault)
-
-    def reset(self) -> None:
-        with self.lock:
-            self.calls.clear()
-            self.fault = None
-            self.states.clear()
 
 
-class GitLabHandler(serving.JSONHandler):
+class GitLabHandler(ControlEndpoints, serving.JSONHandler):
     server: GitLabServer
 
     def _dispatch(self) -> None:
@@ -360,44 +217,6 @@ class GitLabHandler(serving.JSONHandler):
         if group_id is None or not can_see_group(group_id, user_id):
             return self._message(404, "404 Group Not Found")
         self._send_json(200, group_json(group_id))
-
-    # --- test controls ---
-
-    def _control(self, method: str, path: str, raw: bytes) -> None:
-        server, state_path = self.server, STATE_RE.fullmatch(path)
-        if path == "/_gitlab/calls" and method == "GET":
-            with server.lock:
-                calls = [dict(call) for call in server.calls]
-            return self._send_json(200, {"calls": calls})
-        if path == "/_gitlab/reset" and method == "POST":
-            server.reset()
-            return self._send_json(200, {"ok": True})
-        if path == "/_gitlab/fault" and method in ("GET", "POST", "DELETE"):
-            fault = None
-            if method == "POST":
-                try:
-                    fault = parse_fault(json.loads(raw or b"null"))
-                except ValueError as exc:  # JSONDecodeError is a ValueError too
-                    return self._message(400, f"400 Bad request - {exc}")
-            with server.lock:
-                if method != "GET":
-                    server.fault = fault
-                current = dict(server.fault) if server.fault else None
-            return self._send_json(200, {"fault": current})
-        if state_path and method == "POST":
-            uid = state_path["uid"]
-            if not uid.isdigit() or int(uid) not in USERS:
-                return self._message(404, "404 User Not Found")
-            try:
-                state = json.loads(raw or b"null")["state"]
-            except (ValueError, TypeError, KeyError):
-                state = None
-            if state not in ("active", "blocked"):
-                return self._message(400, "400 Bad request - state must be 'active' or 'blocked'")
-            with server.lock:
-                server.states[int(uid)] = state
-            return self._send_json(200, {"id": int(uid), "state": state})
-        return self._message(404, "404 Not Found")
 
     # --- responses ---
 

@@ -18,11 +18,9 @@ from dataclasses import dataclass, field
 from shared.jobs import CHAT_COMPLETIONS, COMPLETIONS, EMBEDDINGS, MESSAGES, JobRequest
 from shared.sse import ANTHROPIC, OPENAI, done, frame
 from workers.providers.base import Provider
-from workers.translate.anthropic_client import (
-    ChatStreamToMessages,
-    chat_response_to_messages,
-    messages_request_to_chat,
-)
+from workers.translate.anthropic_client_request import messages_request_to_chat
+from workers.translate.anthropic_client_response import chat_response_to_messages
+from workers.translate.anthropic_client_stream import ChatStreamToMessages
 from workers.upstream import UpstreamClient
 
 Emit = Callable[[bytes], None]

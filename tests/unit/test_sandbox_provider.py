@@ -1,6 +1,7 @@
 """Tests for the sandbox provider, over real HTTP on loopback: plain answers, auth, directives, admin, CLI.
 
-Streaming, tool calls, legacy completions and embeddings: test_sandbox_provider_stream.py.
+Streaming: test_sandbox_provider_stream.py (and _stream_faults.py); tool calls:
+test_sandbox_provider_tools.py; legacy completions and embeddings: test_sandbox_provider_completions.py.
 """
 
 from __future__ import annotations

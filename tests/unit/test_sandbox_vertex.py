@@ -19,7 +19,9 @@ from google.auth import crypt, jwt
 from google.auth.transport.requests import Request
 from google.oauth2 import service_account
 
-from sandbox.vertex import CLIENT_EMAIL, GOOGLE_TOKEN_URI, JWT_GRANT, SCOPE, serve_in_thread, vector
+from sandbox.vertex import serve_in_thread
+from sandbox.vertex_answers import vector
+from sandbox.vertex_auth import CLIENT_EMAIL, GOOGLE_TOKEN_URI, JWT_GRANT, SCOPE
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_URL = "/v1/projects/standin-project/locations/us-central1/publishers/google/models/gemini-test"

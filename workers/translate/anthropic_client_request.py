@@ -1,9 +1,9 @@
-"""Anthropic Messages clients in front of OpenAI-format models (pure functions).
+"""Anthropic Messages request -> OpenAI chat request, for OpenAI-format models (pure functions).
 
-The mirror of ``anthropic.py``: an Anthropic request becomes an OpenAI chat
-request, and the OpenAI answer (whole or streamed) becomes an Anthropic one.
-Anything the Anthropic request asks for that an OpenAI chat model cannot honour
-is refused with ``UnsupportedParameter`` naming the field.
+The mirror of ``anthropic.py``'s request direction. Anything the Anthropic request
+asks for that an OpenAI chat model cannot honour is refused with
+``UnsupportedParameter`` naming the field. The answer goes back through
+``anthropic_client_response`` (whole) or ``anthropic_client_stream`` (streamed).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from shared.errors import InvalidRequest, UnsupportedParameter, UpstreamError
+from shared.errors import InvalidRequest, UnsupportedParameter
 
 # Top-level keys handled below. Everything else (thinking, container, mcp_servers,
 # service_tier, top_k, ...) is refused unless its value is None.
@@ -21,7 +21,6 @@ _HANDLED_KEYS = frozenset(
 )
 _MESSAGE_KEYS = frozenset({"role", "content"})
 _TOOL_KEYS = frozenset({"type", "name", "description", "input_schema", "cache_control"})
-_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal"}
 
 
 def _unsupported(param: str, why: str) -> UnsupportedParameter:
@@ -264,153 +263,3 @@ def messages_request_to_chat(body: dict, *, upstream_model: str) -> dict:
     if body.get("tool_choice") is not None:
         _convert_tool_choice(body["tool_choice"], out)
     return out
-
-
-def _stop_reason(finish_reason: str | None) -> str:
-    """OpenAI finish_reason -> Anthropic stop_reason; unknown reasons read as a normal end of turn."""
-    return _STOP_REASONS.get(finish_reason or "", "end_turn")
-
-
-def _tool_input(arguments: Any) -> dict:
-    try:
-        args = json.loads(arguments)
-    except (TypeError, ValueError):
-        args = None
-    # Anthropic clients expect an object; keep what the model wrote rather than lose it.
-    return args if isinstance(args, dict) else {"_raw": arguments}
-
-
-def chat_response_to_messages(resp: dict, *, requested_model: str) -> dict:
-    """OpenAI `chat.completion` object -> Anthropic Messages response (only choices[0])."""
-    choices = resp.get("choices") or [{}]
-    message = choices[0].get("message") or {}
-    text = message.get("content")
-    if not isinstance(text, str) or not text:
-        text = message.get("refusal")
-    content: list[dict] = [{"type": "text", "text": text}] if isinstance(text, str) and text else []
-    for k, call in enumerate(message.get("tool_calls") or []):
-        fn = call.get("function") or {}
-        content.append({"type": "tool_use", "id": call.get("id") or f"toolu_{k}", "name": fn.get("name"),
-                        "input": _tool_input(fn.get("arguments"))})
-    usage = resp.get("usage") or {}
-    return {
-        "id": "msg_" + str(resp.get("id") or "").removeprefix("chatcmpl-"),
-        "type": "message",
-        "role": "assistant",
-        "model": requested_model,
-        "content": content,
-        "stop_reason": _stop_reason(choices[0].get("finish_reason")),
-        "stop_sequence": None,
-        "usage": {"input_tokens": usage.get("prompt_tokens") or 0,
-                  "output_tokens": usage.get("completion_tokens") or 0},
-    }
-
-
-class ChatStreamToMessages:
-    """OpenAI `chat.completion.chunk` dicts -> Anthropic stream events as (event, data) pairs."""
-
-    def __init__(self, requested_model: str, message_id: str, input_tokens: int = 0):
-        self.requested_model = requested_model
-        self.message_id = message_id
-        self._input = input_tokens
-        self._output = 0
-        self._started = self._stopped = False
-        self._next_index = 0
-        self._open: tuple[str, Any, int] | None = None  # ("text" | "tool", OpenAI tool key, block index)
-        self._tools: dict[Any, int] = {}  # OpenAI tool call key -> block index
-        self._stop_reason: str | None = None  # set once a finish_reason arrived
-
-    @property
-    def usage(self) -> dict:
-        return {"input_tokens": self._input, "output_tokens": self._output}
-
-    def _start(self, events: list) -> None:
-        if not self._started:
-            self._started = True
-            events.append(("message_start", {"type": "message_start", "message": {
-                "id": self.message_id, "type": "message", "role": "assistant", "model": self.requested_model,
-                "content": [], "stop_reason": None, "stop_sequence": None,
-                "usage": {"input_tokens": self._input, "output_tokens": 0}}}))
-
-    def _open_block(self, events: list, kind: str, key: Any, block: dict) -> int:
-        self._close_block(events)
-        index = self._next_index
-        self._next_index += 1
-        self._open = (kind, key, index)
-        events.append(("content_block_start", {"type": "content_block_start", "index": index,
-                                               "content_block": block}))
-        return index
-
-    def _close_block(self, events: list) -> None:
-        if self._open is not None:
-            events.append(("content_block_stop", {"type": "content_block_stop", "index": self._open[2]}))
-            self._open = None
-
-    def _end(self, events: list) -> None:
-        events.append(("message_delta", {"type": "message_delta",
-                                         "delta": {"stop_reason": self._stop_reason, "stop_sequence": None},
-                                         "usage": {"output_tokens": self._output}}))
-        events.append(("message_stop", {"type": "message_stop"}))
-        self._stopped = True
-
-    def _tool_deltas(self, events: list, calls: list) -> None:
-        for call in calls:
-            key = call.get("index")
-            if key is None:  # some servers omit the index: an id names the call, no id continues the open one
-                key = call.get("id") or (self._open[1] if self._open and self._open[0] == "tool" else None)
-            fn = call.get("function") or {}
-            if key not in self._tools:
-                self._tools[key] = self._open_block(events, "tool", key, {
-                    "type": "tool_use", "id": call.get("id") or f"toolu_{len(self._tools)}",
-                    "name": fn.get("name") or "", "input": {}})
-            elif self._open is None or self._open[:2] != ("tool", key):
-                raise UpstreamError("The model interleaved tool call arguments, which Anthropic streams cannot carry.")
-            if fn.get("arguments"):
-                events.append(("content_block_delta", {"type": "content_block_delta", "index": self._tools[key],
-                                                       "delta": {"type": "input_json_delta",
-                                                                 "partial_json": fn["arguments"]}}))
-
-    def feed(self, chunk: dict) -> list[tuple[str, dict]]:
-        if isinstance(chunk.get("error"), dict):
-            raise UpstreamError(chunk["error"].get("message") or None)
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
-            if usage.get("prompt_tokens") is not None:
-                self._input = usage["prompt_tokens"]
-            if usage.get("completion_tokens") is not None:
-                self._output = usage["completion_tokens"]
-        events: list[tuple[str, dict]] = []
-        if self._stopped:
-            return events
-        self._start(events)
-        choices = chunk.get("choices") or []
-        choice = next((c for c in choices if c.get("index", 0) == 0), None)
-        if choice is None:
-            if isinstance(usage, dict) and self._stop_reason is not None:
-                self._end(events)  # the usage-only chunk that follows the finish_reason
-            return events
-        delta = choice.get("delta") or {}
-        text = delta.get("content") or delta.get("refusal")
-        if isinstance(text, str) and text:
-            index = self._open[2] if self._open and self._open[0] == "text" else self._open_block(
-                events, "text", None, {"type": "text", "text": ""})
-            events.append(("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                   "delta": {"type": "text_delta", "text": text}}))
-        self._tool_deltas(events, delta.get("tool_calls") or [])
-        if choice.get("finish_reason") is not None and self._stop_reason is None:
-            self._close_block(events)
-            self._stop_reason = _stop_reason(choice["finish_reason"])
-            if isinstance(usage, dict):
-                self._end(events)  # otherwise hold message_delta for a usage-only chunk or finish()
-        return events
-
-    def finish(self) -> list[tuple[str, dict]]:
-        events: list[tuple[str, dict]] = []
-        if self._stopped:
-            return events
-        self._start(events)
-        self._close_block(events)
-        if self._stop_reason is None:
-            self._stop_reason = "end_turn"
-        self._end(events)
-        return events
