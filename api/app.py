@@ -53,6 +53,7 @@ def create_app(settings: Settings, config: GatewayConfig, *, pool_size: int = DE
     app.add_route("/ready", Ready(dispatcher, gitlab))
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id}", models, suffix="one")
-    for path, resource in endpoints(gate, dispatcher).items():
+    inference = endpoints(gate, dispatcher, keepalive_interval=settings.stream_keepalive_interval)
+    for path, resource in inference.items():
         app.add_route(path, resource)
     return app

@@ -11,7 +11,6 @@ drops the provider call.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 
@@ -22,20 +21,21 @@ from shared.errors import DeadlineExceeded, UpstreamError
 from shared.replies import CHUNK, END, ERROR, Reply
 from shared.sse import error_event, keepalive
 
-KEEPALIVE_INTERVAL = float(os.environ.get("STREAM_KEEPALIVE_INTERVAL") or 15.0)
 SLACK = 5.0  # the worker enforces the stream's limits; the API gives it this much longer
 
 
-def respond_with_stream(req, resp, dispatcher: Dispatcher, first: Reply, model: ModelConfig) -> None:
+def respond_with_stream(req, resp, dispatcher: Dispatcher, first: Reply, model: ModelConfig, *,
+                        keepalive_interval: float) -> None:
+    """``keepalive_interval``: seconds of provider silence before a keep-alive goes out."""
     resp.status = 200
     resp.content_type = "text/event-stream"
     resp.set_header("Cache-Control", "no-cache")
     resp.set_header("X-Accel-Buffering", "no")  # nginx would otherwise hold the chunks back
     req.context.streaming = True  # the access record is written when the stream ends
-    resp.stream = _relay(req, dispatcher, first, model)
+    resp.stream = _relay(req, dispatcher, first, model, keepalive_interval)
 
 
-def _relay(req, dispatcher: Dispatcher, first: Reply, model: ModelConfig) -> Iterator[bytes]:
+def _relay(req, dispatcher: Dispatcher, first: Reply, model: ModelConfig, keepalive_interval: float) -> Iterator[bytes]:
     ctx = req.context
     wire = ctx.wire
     job_id = first.meta["job_id"]
@@ -56,7 +56,7 @@ def _relay(req, dispatcher: Dispatcher, first: Reply, model: ModelConfig) -> Ite
                 yield error_event(wire, DeadlineExceeded("The stream stopped: the provider went silent or "
                                                           "the stream ran too long."))
                 return
-            replies = channel.read(after, max(1, int(min(KEEPALIVE_INTERVAL, idle_left, ends - now) * 1000)))
+            replies = channel.read(after, max(1, int(min(keepalive_interval, idle_left, ends - now) * 1000)))
             if not replies:
                 yield keepalive(wire)
                 continue

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 
 from api.app import create_app
 from api.startup import load_api_settings
@@ -11,6 +10,6 @@ from shared.logs import setup_logging
 
 settings, config = load_api_settings()
 setup_logging(settings.log_level, settings.log_format, log_dir=settings.log_dir, process_name="api")
-threads = int(os.environ.get("WEB_THREADS", "0") or 0)
-app = create_app(settings, config, pool_size=max(threads + 8, 32) if threads else 128)
+# Every gunicorn thread may hold a pooled connection while it waits; a few more serve the app's own threads.
+app = create_app(settings, config, pool_size=max(settings.web_threads + 8, 32))
 logging.getLogger("aigw.api").info("api process ready", extra={"models": [m.name for m in config.models]})

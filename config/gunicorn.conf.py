@@ -7,7 +7,6 @@ you expect open at once, since connections spread unevenly over processes).
 """
 
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -27,9 +26,8 @@ check_gateway_token(_settings, _config)
 
 bind = f"0.0.0.0:{_settings.port}"
 worker_class = "gthread"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("WEB_THREADS", "64"))
-os.environ.setdefault("WEB_THREADS", str(threads))  # the app sizes its Redis pools from it
+workers = _settings.web_concurrency
+threads = _settings.web_threads
 # gthread's timeout is about a stuck worker process, not a request; still keep it
 # past the longest model deadline so no request is ever cut by it.
 timeout = int(_config.max_timeout) + 30

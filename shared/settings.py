@@ -35,6 +35,9 @@ class Settings:
     redis_url: str = "redis://localhost:6379/0"
     max_body_bytes: int = 10 * 1024 * 1024
     log_dir: str | None = None
+    web_concurrency: int = 2  # gunicorn processes
+    web_threads: int = 64  # gunicorn threads per process: each waiting request or open stream holds one
+    stream_keepalive_interval: float = 15.0  # seconds of provider silence before a stream's keep-alive
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -70,6 +73,16 @@ def _positive_int(raw: str) -> int:
     if not re.fullmatch(r"[0-9]+", raw) or int(raw) < 1:
         raise ValueError(f"must be a positive integer, got {raw!r}")
     return int(raw)
+
+
+def _positive_seconds(raw: str) -> float:
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"must be a positive number of seconds, got {raw!r}")
+    return seconds
 
 
 def _log_level(raw: str) -> str:
@@ -132,4 +145,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("redis_url", "REDIS_URL", _redis_url),
     ("max_body_bytes", "MAX_BODY_BYTES", _positive_int),
     ("log_dir", "LOG_DIR", str),
+    ("web_concurrency", "WEB_CONCURRENCY", _positive_int),
+    ("web_threads", "WEB_THREADS", _positive_int),
+    ("stream_keepalive_interval", "STREAM_KEEPALIVE_INTERVAL", _positive_seconds),
 )

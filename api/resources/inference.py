@@ -21,8 +21,9 @@ from shared.replies import CHUNK
 
 class Inference:
     def __init__(self, gate: Gate, dispatcher: Dispatcher, *, endpoint: str, validate: Callable[[object], dict],
-                 wire: str = "openai"):
+                 wire: str = "openai", keepalive_interval: float = 15.0):
         self.gate = gate
+        self.keepalive_interval = keepalive_interval
         self.dispatcher = dispatcher
         self.endpoint = endpoint
         self.validate = validate
@@ -44,7 +45,8 @@ class Inference:
         if reply.error is not None:
             raise reply.error
         if reply.kind == CHUNK:
-            respond_with_stream(req, resp, self.dispatcher, reply, decision.model)
+            respond_with_stream(req, resp, self.dispatcher, reply, decision.model,
+                                keepalive_interval=self.keepalive_interval)
             return
         if reply.meta.get("usage"):
             req.context.log["usage"] = reply.meta["usage"]
@@ -53,10 +55,14 @@ class Inference:
         resp.data = reply.body
 
 
-def endpoints(gate: Gate, dispatcher: Dispatcher) -> dict[str, Inference]:
+def endpoints(gate: Gate, dispatcher: Dispatcher, *, keepalive_interval: float = 15.0) -> dict[str, Inference]:
+    shared = {"keepalive_interval": keepalive_interval}
     return {
-        "/v1/chat/completions": Inference(gate, dispatcher, endpoint=CHAT_COMPLETIONS, validate=validate_chat),
-        "/v1/messages": Inference(gate, dispatcher, endpoint=MESSAGES, validate=validate_messages, wire="anthropic"),
-        "/v1/embeddings": Inference(gate, dispatcher, endpoint=EMBEDDINGS, validate=validate_embeddings),
-        "/v1/completions": Inference(gate, dispatcher, endpoint=COMPLETIONS, validate=validate_completions),
+        "/v1/chat/completions": Inference(gate, dispatcher, endpoint=CHAT_COMPLETIONS, validate=validate_chat,
+                                          **shared),
+        "/v1/messages": Inference(gate, dispatcher, endpoint=MESSAGES, validate=validate_messages, wire="anthropic",
+                                  **shared),
+        "/v1/embeddings": Inference(gate, dispatcher, endpoint=EMBEDDINGS, validate=validate_embeddings, **shared),
+        "/v1/completions": Inference(gate, dispatcher, endpoint=COMPLETIONS, validate=validate_completions,
+                                     **shared),
     }

@@ -68,6 +68,18 @@ def test_bad_environment_refuses_to_start(tmp_path, bad_config_env):
     process.stop()
 
 
+def test_bad_web_settings_stop_gunicorn_naming_them(tmp_path, bad_config_env):
+    env = {**bad_config_env, "WEB_THREADS": "many", "STREAM_KEEPALIVE_INTERVAL": "soon"}
+    process = Process("bad", [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "api.wsgi:app"],
+                      env, tmp_path / "out.log")
+    assert process.wait(timeout=30) == 2
+    output = process.log()
+    assert "WEB_THREADS: must be a positive integer, got 'many'" in output
+    assert "STREAM_KEEPALIVE_INTERVAL: must be a positive number of seconds, got 'soon'" in output
+    assert "Traceback" not in output
+    process.stop()
+
+
 def test_redis_down_is_503_and_health_stays_ok(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text("models:\n  - name: m\n    type: generic\n    base_url: http://127.0.0.1:9/v1\n")

@@ -24,6 +24,7 @@ def test_defaults_when_nothing_is_set() -> None:
     assert (settings.metrics_port, settings.config_file_path) == (9090, "/etc/ai-gateway/config.yaml")
     assert (settings.redis_url, settings.max_body_bytes, settings.log_dir) == (
         "redis://localhost:6379/0", 10 * 1024 * 1024, None)
+    assert (settings.web_concurrency, settings.web_threads, settings.stream_keepalive_interval) == (2, 64, 15.0)
 
 
 def test_every_variable_is_read() -> None:
@@ -39,11 +40,15 @@ def test_every_variable_is_read() -> None:
         "REDIS_URL": "rediss://redis.internal:6380/2",
         "MAX_BODY_BYTES": "2048",
         "LOG_DIR": "/var/log/gw",
+        "WEB_CONCURRENCY": "3",
+        "WEB_THREADS": "100",
+        "STREAM_KEEPALIVE_INTERVAL": "0.5",
     })
     assert settings == Settings(
         gitlab_url="https://gitlab.example.com", gitlab_api_token=TOKEN, port=8000, log_level="debug",
         log_format="json", metrics_enabled=False, metrics_port=9100, config_file_path="/srv/gw.yaml",
         redis_url="rediss://redis.internal:6380/2", max_body_bytes=2048, log_dir="/var/log/gw",
+        web_concurrency=3, web_threads=100, stream_keepalive_interval=0.5,
     )
 
 
@@ -99,6 +104,14 @@ INVALID = {
     "redis-url": ({"REDIS_URL": "http://redis:6379"}, "REDIS_URL: must start with redis://, rediss:// or unix://"),
     "max-body-zero": ({"MAX_BODY_BYTES": "0"}, "MAX_BODY_BYTES: must be a positive integer, got '0'"),
     "max-body-word": ({"MAX_BODY_BYTES": "10MB"}, "MAX_BODY_BYTES: must be a positive integer, got '10MB'"),
+    "web-concurrency": ({"WEB_CONCURRENCY": "two"}, "WEB_CONCURRENCY: must be a positive integer, got 'two'"),
+    "web-threads-zero": ({"WEB_THREADS": "0"}, "WEB_THREADS: must be a positive integer, got '0'"),
+    "keepalive-word": ({"STREAM_KEEPALIVE_INTERVAL": "15s"},
+                       "STREAM_KEEPALIVE_INTERVAL: must be a positive number of seconds, got '15s'"),
+    "keepalive-zero": ({"STREAM_KEEPALIVE_INTERVAL": "0"},
+                       "STREAM_KEEPALIVE_INTERVAL: must be a positive number of seconds, got '0'"),
+    "keepalive-nan": ({"STREAM_KEEPALIVE_INTERVAL": "nan"},
+                      "STREAM_KEEPALIVE_INTERVAL: must be a positive number of seconds, got 'nan'"),
 }
 
 
