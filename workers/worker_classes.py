@@ -313,11 +313,16 @@ class ThreadedWorker(SimpleWorker):
 
     def _fail(self, running: Running, reason: str) -> None:
         """Mark a job failed from outside its thread, and let its client know."""
-        running.scope.cancel(SHUTDOWN)
         error = JobAbandoned(reason)
         try:
+            # The client hears this first: the job's own answer to being cancelled (below)
+            # comes second and is not read, so the client always gets the same error.
             if running.job.failure_callback is not None:
                 running.job.failure_callback(running.job, self.connection, JobAbandoned, error, None)
+        except Exception:
+            log.exception("could not answer an abandoned job's client", extra={"job_id": running.job.id})
+        running.scope.cancel(SHUTDOWN)
+        try:
             self.handle_job_failure(running.job, running.queue, exc_string=reason,
                                     execution=running.execution)
         except Exception:
