@@ -9,7 +9,17 @@ import redis
 
 from api.rate_headers import headers_for, openai_duration
 from shared import ratelimit
-from shared.ratelimit import DAY, MINUTE, REQUESTS, TOKENS, Limit, RateLimited, RateLimiter, estimate_tokens
+from shared.ratelimit import (
+    DAY,
+    MINUTE,
+    REQUESTS,
+    TOKENS,
+    Limit,
+    RateLimited,
+    RateLimiter,
+    estimate_tokens,
+    text_length,
+)
 from tools.embedded_redis import EmbeddedRedis
 
 
@@ -136,6 +146,21 @@ def test_estimate_counts_prompt_and_max_tokens():
     body = {"messages": [{"role": "user", "content": "x" * 400}], "max_tokens": 7}
     assert estimate_tokens(body, 1024) >= 100 + 7
     assert estimate_tokens({"messages": []}, 1024) == 1024  # no prompt: the model's default output
+
+
+def test_text_length_counts_strings_keys_and_scalars():
+    assert text_length({"role": "user", "content": [{"type": "text", "text": "hello"}]}) == 4 + 4 + 7 + 4 + 4 + 4 + 5
+    assert text_length([None, 1, True, "ab"]) == 4 + 4 + 2
+
+
+def test_a_deeply_nested_value_is_measured_without_recursion():
+    deep = current = []
+    for _ in range(100_000):  # a tool schema nested past any recursion limit
+        current.append([])
+        current = current[0]
+    current.append("x" * 40)
+    assert text_length(deep) == 40
+    assert estimate_tokens({"tools": deep, "max_tokens": 1}, 1024) == 10 + 1
 
 
 @pytest.mark.parametrize(("ms", "text"), [(0, "0ms"), (250, "250ms"), (1000, "1s"), (1500, "1.5s"),
