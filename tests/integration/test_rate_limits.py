@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from sandbox.gitlab import DAVE_TOKEN, DEMO_TOKEN, ERIN_TOKEN
+from shared.ratelimit import estimate_tokens
 from tests.harness import Process, Stack, wait_for
 
 WINDOW = 15.0  # seconds: a minute times the scale below
@@ -185,8 +186,8 @@ def test_a_token_limit_reserves_an_estimate_and_reconciles_from_usage(stack):
     per_request = usage // admitted  # the sandbox's usage is deterministic: every request the same
     # Admitted while (reconciled usage so far) + estimate <= 200. The estimate is the
     # prompt's characters / 4 plus max_tokens: larger than the real usage.
-    prompt = str([{"role": "user", "content": "one two three"}])
-    estimate = -(-len(prompt) // 4) + 5
+    estimate = estimate_tokens({"messages": [{"role": "user", "content": "one two three"}], "max_tokens": 5}, 0)
+    assert estimate == -(-len("roleusercontentone two three") // 4) + 5
     assert estimate > per_request
     assert admitted == (200 - estimate) // per_request + 1
     amounts = stack.redis().hget("aigw:rl:route:token-budget:tokens:60:amounts", "_sum")
