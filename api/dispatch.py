@@ -15,7 +15,6 @@ from collections.abc import Callable
 
 from redis import Redis
 from rq import Callback, Queue
-from rq.serializers import JSONSerializer
 
 from shared.config import GatewayConfig, ModelConfig
 from shared.durations import format_duration
@@ -25,6 +24,7 @@ from shared.keys import JOB_FAILURE_CALLBACK, JOB_FUNCTION, cancel_key, queue_na
 from shared.queues import live_workers
 from shared.ratelimit import RateLimiter, Reservation
 from shared.replies import CHUNK, ClientGone, Reply, ReplyChannel
+from shared.serializers import JobSerializer
 
 log = logging.getLogger("aigw.api")
 
@@ -87,7 +87,7 @@ class Dispatcher:
         self.redis = redis
         self.blocking_redis = blocking_redis
         self.queues = {
-            model.name: Queue(queue_name(model.name), connection=redis, serializer=JSONSerializer)
+            model.name: Queue(queue_name(model.name), connection=redis, serializer=JobSerializer)
             for model in config.models
         }
         self.liveness = WorkerLiveness(redis)

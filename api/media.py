@@ -7,9 +7,8 @@ reading one byte past the cap instead of buffering whatever a client sends.
 
 from __future__ import annotations
 
-import json
-
 import falcon
+import orjson
 from falcon import media
 
 from shared.errors import PayloadTooLarge
@@ -24,7 +23,7 @@ class BoundedJSONHandler(media.JSONHandler):
     exhaust_stream = False  # draining an oversized body is what the cap avoids
 
     def __init__(self, max_bytes: int):
-        super().__init__(dumps=_dumps, loads=json.loads)
+        super().__init__(dumps=orjson.dumps, loads=orjson.loads)
         self.max_bytes = max_bytes
 
     def deserialize(self, stream, content_type, content_length):
@@ -32,10 +31,6 @@ class BoundedJSONHandler(media.JSONHandler):
         if len(data) > self.max_bytes:
             raise too_large(self.max_bytes)
         return self._deserialize(data)
-
-
-def _dumps(obj) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
 def handlers(max_bytes: int) -> falcon.media.Handlers:

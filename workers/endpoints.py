@@ -9,11 +9,12 @@ a time, so the API relays bytes without touching them.
 from __future__ import annotations
 
 import base64
-import json
 import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import orjson
 
 from shared.jobs import CHAT_COMPLETIONS, COMPLETIONS, EMBEDDINGS, MESSAGES, JobRequest
 from shared.sse import ANTHROPIC, OPENAI, done, frame
@@ -39,7 +40,7 @@ class Outcome:
 def _whole(provider_call, client: UpstreamClient, request: JobRequest, to_client) -> Outcome:
     result = client.post_json(provider_call, deadline=request.deadline)
     answer = to_client(result.data)
-    return Outcome(200, json.dumps(answer).encode(), answer.get("usage"), result.attempts,
+    return Outcome(200, orjson.dumps(answer), answer.get("usage"), result.attempts,
                    round(result.seconds, 4), result.retry_reasons)
 
 

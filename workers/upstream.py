@@ -16,6 +16,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+import orjson
 import requests
 
 from shared import metrics
@@ -162,11 +163,11 @@ class UpstreamClient:
         session settings (a quarter of its cost): nothing here varies per call but the
         headers and body. No cookie jar either: one caller's upstream cookies must not
         ride along on another caller's request."""
-        headers = {**self.session.headers, **request.headers}
+        headers = {**self.session.headers, **request.headers, "Content-Type": "application/json"}
         if stream:
             headers["Accept-Encoding"] = "identity"
         prepared = requests.PreparedRequest()
-        prepared.prepare(method="POST", url=request.url, headers=headers, json=request.body)
+        prepared.prepare(method="POST", url=request.url, headers=headers, data=orjson.dumps(request.body))
         return prepared
 
     def _transport_error(self, exc: requests.exceptions.RequestException, deadline: float) -> Exception:

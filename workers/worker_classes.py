@@ -32,12 +32,12 @@ from rq.executions import Execution
 from rq.job import Job
 from rq.job_lifecycle import call_exception_handlers
 from rq.queue import Queue
-from rq.serializers import JSONSerializer
 from rq.utils import now
 from rq.worker import WorkerStatus
 
 from shared.keys import cancel_key
 from shared.logs import current_request_id
+from shared.serializers import JobSerializer
 from workers.cancel import CLIENT_GONE, DEADLINE, SHUTDOWN, CancelScope, enter_scope, leave_scope
 from workers.timeouts import ThreadDeathPenalty, expire_overdue
 
@@ -92,7 +92,7 @@ class ThreadedWorker(SimpleWorker):
     death_penalty_class = ThreadDeathPenalty
 
     def __init__(self, queues, *, concurrency: int = 16, **kwargs):
-        kwargs.setdefault("serializer", JSONSerializer)
+        kwargs.setdefault("serializer", JobSerializer)
         kwargs.setdefault("worker_ttl", WORKER_TTL)
         kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL)
         kwargs.setdefault("job_monitoring_interval", int(HEARTBEAT_INTERVAL))

@@ -108,6 +108,12 @@ def test_malformed_json_is_400_invalid_json(client) -> None:
     assert "JSON" in error["message"]
 
 
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "1e999"])
+def test_numbers_json_has_no_such_thing_as_are_400_invalid_json(client, value: str) -> None:
+    body = '{"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": ' + value + "}"
+    assert_openai_error(client.simulate_post(CHAT, body=body, headers=JSON), 400, "invalid_json")
+
+
 def test_an_empty_body_is_400(client) -> None:
     result = client.simulate_post(CHAT, headers=JSON)
     assert_openai_error(result, 400, "invalid_request")
