@@ -38,6 +38,16 @@ models:
     rate_limit: {{requests_per_minute: 100000000, tokens_per_minute: 1000000000, requests_per_day: 1000000000}}
 """
 BODY = {"model": "bench", "messages": [{"role": "user", "content": "Say something short."}], "max_tokens": 16}
+CODE_LINE = "    return total + item.price * item.quantity  # a line of the code being edited\n"
+
+
+def body_with_prompt(size: int) -> dict:
+    """BODY, or a request whose prompt is ``size`` bytes of code, as a code assistant sends."""
+    if not size:
+        return BODY
+    code = (CODE_LINE * (size // len(CODE_LINE) + 1))[:size]
+    return {**BODY, "messages": [{"role": "system", "content": "You complete code."},
+                                 {"role": "user", "content": code}]}
 
 
 def redis_commands_per_request(stack: Stack, count: int = 200) -> float:
@@ -82,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="worker processes for the model (16 jobs each)")
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=64)
+    parser.add_argument("--prompt-bytes", type=int, default=0, help="send a prompt this large (default: a short one)")
     args = parser.parse_args(argv)
+    body = body_with_prompt(args.prompt_bytes)
 
     directory = Path(tempfile.mkdtemp(prefix="aigw-bench-"))
     stack = Stack(directory, CONFIG.format(workers=args.workers), web_workers=args.web_workers,
@@ -98,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             # Each side gets its own credential: the provider's key, or a GitLab token.
             for label, url, token in (("direct", direct_url, PROVIDER_KEY), ("gateway", gateway_url, DEMO_TOKEN)):
                 results[(label, concurrency)] = run_load(
-                    label, url, BODY, concurrency=concurrency, duration=args.duration,
+                    label, url, body, concurrency=concurrency, duration=args.duration,
                     headers={"Authorization": f"Bearer {token}"})
         commands = redis_commands_per_request(stack)
         admit_us, settle_us = limiter_cost(stack)
@@ -112,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}.",
             f"Sandbox provider latency {args.latency_ms} ms; gunicorn {args.web_workers} x "
             f"{args.web_threads} threads; {args.workers} worker processes x 16 jobs; "
-            f"{args.duration:.0f} s per phase.",
+            f"{args.duration:.0f} s per phase; "
+            f"{f'a {args.prompt_bytes}-byte prompt' if args.prompt_bytes else 'a short prompt'}.",
             "",
             "| path | concurrency | requests/s | p50 ms | p99 ms | errors |",
             "|---|---|---|---|---|---|",
