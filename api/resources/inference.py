@@ -56,13 +56,13 @@ class Inference:
 
 
 def endpoints(gate: Gate, dispatcher: Dispatcher, *, keepalive_interval: float = 15.0) -> dict[str, Inference]:
-    shared = {"keepalive_interval": keepalive_interval}
+    def inference(endpoint: str, validate: Callable[[object], dict], wire: str = "openai") -> Inference:
+        return Inference(gate, dispatcher, endpoint=endpoint, validate=validate, wire=wire,
+                         keepalive_interval=keepalive_interval)
+
     return {
-        "/v1/chat/completions": Inference(gate, dispatcher, endpoint=CHAT_COMPLETIONS, validate=validate_chat,
-                                          **shared),
-        "/v1/messages": Inference(gate, dispatcher, endpoint=MESSAGES, validate=validate_messages, wire="anthropic",
-                                  **shared),
-        "/v1/embeddings": Inference(gate, dispatcher, endpoint=EMBEDDINGS, validate=validate_embeddings, **shared),
-        "/v1/completions": Inference(gate, dispatcher, endpoint=COMPLETIONS, validate=validate_completions,
-                                     **shared),
+        "/v1/chat/completions": inference(CHAT_COMPLETIONS, validate_chat),
+        "/v1/messages": inference(MESSAGES, validate_messages, wire="anthropic"),
+        "/v1/embeddings": inference(EMBEDDINGS, validate_embeddings),
+        "/v1/completions": inference(COMPLETIONS, validate_completions),
     }
