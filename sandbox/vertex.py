@@ -127,7 +127,7 @@ class VertexHandler(serving.JSONHandler):
         if method == "predict":
             return self._predict(body, attempt)
         try:
-            prompt = read_gemini(body)
+            prompt = read_gemini(body, model)
         except ValueError as exc:
             return self._error(400, str(exc))
         if self._inject_fault(prompt["opts"], attempt):

@@ -3,10 +3,13 @@ does, and building the canned Gemini answers (whole or as stream events) and emb
 
 No I/O here: ``sandbox.vertex`` (the HTTP server) sends what these functions return. Replies come from
 ``sandbox.provider``'s directive and reply logic, plus ``tool=<name>``, which answers with a functionCall.
+Models named ``gemini-3*`` sign their function calls and refuse them back unsigned, as Gemini 3 does.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import re
 
@@ -19,6 +22,27 @@ _GENERATION_KEYS = {"temperature", "topP", "topK", "candidateCount", "maxOutputT
                     "presencePenalty", "frequencyPenalty", "seed", "responseMimeType", "responseSchema",
                     "responseLogprobs", "logprobs", "thinkingConfig"}
 _PART_KEYS = {"text", "inlineData", "fileData", "functionCall", "functionResponse", "thought", "thoughtSignature"}
+# Gemini 3 models sign each step's function calls and want the signature back with the call.
+# The stand-in's signatures start with bytes whose base64 is "++++////", so a client that
+# does not hand them back exactly as issued (standard alphabet, padded) is caught.
+_SIGNATURE_PREFIX = b"\xfb\xef\xbe\xff\xff\xff"
+MISSING_SIGNATURE = ("Function call is missing a thought_signature in functionCall parts. This is required "
+                     "for tools to work correctly.")
+
+
+def signs_calls(model: str) -> bool:
+    return model.startswith("gemini-3")
+
+
+def thought_signature(response_id: str, name: str) -> str:
+    return base64.b64encode(_SIGNATURE_PREFIX + hashlib.sha256(f"{response_id}:{name}".encode()).digest()[:14]).decode()
+
+
+def _signed(part: dict) -> bool:
+    try:
+        return base64.b64decode(part.get("thoughtSignature") or "", validate=True).startswith(_SIGNATURE_PREFIX)
+    except (binascii.Error, ValueError):
+        return False
 
 
 def take_tool(text: str) -> tuple[str, str | None]:
@@ -43,7 +67,7 @@ def _texts(content: dict) -> str:
                     if isinstance(p.get("text"), str) and not p.get("thought"))
 
 
-def read_gemini(body: dict) -> dict:
+def read_gemini(body: dict, model: str = "") -> dict:
     """Validate a generateContent body; return what the answer depends on. ValueError on bad input."""
     unknown = [key for key in body if key not in _REQUEST_KEYS]
     gen = body.get("generationConfig") or {}
@@ -62,6 +86,9 @@ def read_gemini(body: dict) -> dict:
         unknown += [f"parts.{key}" for p in parts for key in p if key not in _PART_KEYS]
         if any(p.get("text") == "" for p in parts):
             raise ValueError("Unable to submit request because it has an empty text parameter.")
+        calls = [p for p in parts if "functionCall" in p]
+        if c["role"] == "model" and calls and signs_calls(model) and not _signed(calls[0]):
+            raise ValueError(MISSING_SIGNATURE)  # the first call of each step carries it
     if unknown:
         raise ValueError(f'Invalid JSON payload received. Unknown name "{unknown[0]}": Cannot find field.')
     messages = [{"role": "user" if c["role"] == "user" else "assistant", "content": take_tool(_texts(c))[0]}
@@ -87,6 +114,8 @@ def gemini_responses(prompt: dict, model: str, response_id: str, *, stream: bool
     """The answer to a ``read_gemini`` prompt: one GenerateContentResponse, or one per word when streamed."""
     if prompt["tool"] and prompt["tool_said"] is None:
         parts = [{"functionCall": {"name": prompt["tool"], "args": {"query": prompt["text"]}}}]
+        if signs_calls(model):
+            parts[0]["thoughtSignature"] = thought_signature(response_id, prompt["tool"])
         pieces, finish, completion = [parts], "STOP", 1 + len(prompt["text"].split())
     else:
         said = f"tool said {prompt['tool_said']}" if prompt["tool_said"] is not None else prompt["text"]

@@ -44,6 +44,15 @@ models:
     model: gemini-2.0-flash
     timeout: 10s
     workers: 1
+  - name: gemini3               # signs its function calls (thoughtSignature) and wants them back
+    type: vertex
+    project: standin-project
+    location: us-central1
+    base_url: "{vertex}/v1"
+    credentials_file: "{vertex_credentials}"
+    model: gemini-3-pro-preview
+    timeout: 10s
+    workers: 1
   - name: budget
     type: anthropic
     base_url: "{sandbox}"
@@ -102,7 +111,7 @@ def test_usage_chunk_only_when_asked(oai):
     assert all(getattr(c, "usage", None) is None for c in chunks)
 
 
-@pytest.mark.parametrize("model", ["chat", "claude", "gemini"])
+@pytest.mark.parametrize("model", ["chat", "claude", "gemini", "gemini3"])
 def test_openai_sdk_tool_round_trip(oai, model):
     first = oai.chat.completions.create(model=model, tools=[TOOL], messages=user("[[sandbox tool=lookup]] weather"))
     call = first.choices[0].message.tool_calls[0]
@@ -135,7 +144,7 @@ def test_anthropic_sdk_streaming_and_not_to_each_model_type(claude, model):
     assert final.usage.output_tokens == 4 and final.stop_reason == "end_turn"
 
 
-@pytest.mark.parametrize("model", ["claude", "chat", "gemini"])
+@pytest.mark.parametrize("model", ["claude", "chat", "gemini", "gemini3"])
 def test_anthropic_sdk_tool_round_trip(claude, model):
     first = claude.messages.create(model=model, max_tokens=50, tools=[ANTHROPIC_TOOL],
                                    messages=user("[[sandbox tool=lookup]] rain"))

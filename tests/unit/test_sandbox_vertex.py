@@ -306,6 +306,23 @@ def test_tool_directive_and_tool_result(standin, token):
     assert answer["candidates"][0]["content"]["parts"] == [{"text": "Sandbox reply: tool said snow"}]
 
 
+def test_a_gemini_3_model_signs_its_calls_and_refuses_them_back_unsigned(standin, token):
+    srv, base, path = standin
+    url = f"{base}{MODEL_URL.replace('gemini-test', 'gemini-3-pro-preview')}:generateContent"
+    headers = {"Authorization": f"Bearer {token}"}
+    ask = {"role": "user", "parts": [{"text": "weather in Oslo [[sandbox tool=get_weather]]"}]}
+    part = requests.post(url, json={"contents": [ask]}, headers=headers, timeout=10).json()[
+        "candidates"][0]["content"]["parts"][0]
+    assert part["thoughtSignature"].startswith("++++////")
+    result = {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"content": "sun"}}}]}
+    unsigned = {"role": "model", "parts": [{"functionCall": part["functionCall"]}]}
+    refused = requests.post(url, json={"contents": [ask, unsigned, result]}, headers=headers, timeout=10)
+    assert refused.status_code == 400 and "thought_signature" in refused.text
+    signed = {"role": "model", "parts": [part]}
+    answer = requests.post(url, json={"contents": [ask, signed, result]}, headers=headers, timeout=10)
+    assert answer.json()["candidates"][0]["content"]["parts"] == [{"text": "Sandbox reply: tool said sun"}]
+
+
 def test_tool_directive_streams_one_call(standin, token):
     srv, base, path = standin
     events = sse_events(generate(base, token, "find cats [[sandbox tool=search fail=500 times=0]]",

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.unit.translate_gemini_helpers import WEATHER_TOOL, candidate, convert, to_chat
+from tests.unit.translate_gemini_helpers import USER, WEATHER_TOOL, candidate, convert, to_chat
 from workers.translate.gemini import GeminiStreamToChat, predict_response_to_embeddings
 
 # --- response ------------------------------------------------------------------------------------
@@ -79,6 +79,30 @@ def test_tool_round_trip():
         {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}}]},
         {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"content": "snow"}}}]},
     ]
+
+
+SIGNATURE = "++++////XbrFvol8KfhoSgadMcg="  # standard base64 with every character URL-safe ids avoid
+
+
+def test_a_signed_call_keeps_its_thought_signature_in_its_id_and_gets_it_back():
+    """Gemini 3 signs function calls and wants the signature back; clients only keep the call id."""
+    signed = {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}, "thoughtSignature": SIGNATURE}
+    message = to_chat({"candidates": [candidate([signed])]})["choices"][0]["message"]
+    call_id = message["tool_calls"][0]["id"]
+    assert call_id.startswith("call_") and not set("+/=") & set(call_id)
+    messages = [{"role": "user", "content": "weather in Oslo?"}, message,
+                {"role": "tool", "tool_call_id": call_id, "content": "snow"}]
+    assert convert(messages=messages, tools=[WEATHER_TOOL])["contents"][1] == {"role": "model", "parts": [signed]}
+    streamed = GeminiStreamToChat("alias", 1, "r1", False).feed({"candidates": [candidate([signed])]})
+    assert streamed[0]["choices"][0]["delta"]["tool_calls"][0]["id"] == call_id
+
+
+def test_an_id_that_only_looks_signed_sends_no_signature():
+    message = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_x_thoughtsig_not*base64!", "type": "function",
+         "function": {"name": "get_weather", "arguments": "{}"}}]}
+    parts = convert(messages=[USER, message], tools=[WEATHER_TOOL])["contents"][1]["parts"]
+    assert parts == [{"functionCall": {"name": "get_weather", "args": {}}}]
 
 
 # --- streaming -----------------------------------------------------------------------------------

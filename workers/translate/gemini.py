@@ -8,6 +8,8 @@ the field, rather than silently dropped.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 from typing import Any
@@ -73,8 +75,38 @@ def _function_calls(tool_calls: Any, param: str, names: dict[str, str]) -> list[
     parts = []
     for call in chat.tool_calls(tool_calls, param, _unsupported):
         names[call.id] = call.name
-        parts.append({"functionCall": {"name": call.name, "args": call.arguments}})
+        part: dict[str, Any] = {"functionCall": {"name": call.name, "args": call.arguments}}
+        signature = signature_in(call.id)
+        if signature:
+            part["thoughtSignature"] = signature
+        parts.append(part)
     return parts
+
+
+# Gemini 3 signs its function calls (``thoughtSignature``) and refuses a conversation whose
+# calls come back unsigned. The OpenAI and Anthropic formats have no place for it but the
+# call's id, which every client sends back verbatim: so the id carries it, URL-safe.
+SIGNATURE_MARK = "_thoughtsig_"
+
+
+def signed_call_id(call_id: str, signature: Any) -> str:
+    if not isinstance(signature, str) or not signature:
+        return call_id
+    return call_id + SIGNATURE_MARK + signature.replace("+", "-").replace("/", "_").rstrip("=")
+
+
+def signature_in(call_id: str) -> str | None:
+    """The thoughtSignature a call id carries (standard base64, as Gemini sent it), if any."""
+    _, mark, encoded = call_id.partition(SIGNATURE_MARK)
+    if not mark or not encoded:
+        return None
+    standard = encoded.replace("-", "+").replace("_", "/")
+    standard += "=" * (-len(standard) % 4)
+    try:
+        base64.b64decode(standard, validate=True)
+    except (binascii.Error, ValueError):
+        return None  # not one of ours: an id that happens to contain the mark
+    return standard
 
 
 def _convert_messages(messages: Any) -> tuple[list[dict], list[dict]]:
@@ -221,11 +253,13 @@ def chat_request_to_gemini(body: dict) -> dict:
 
 # --- responses ----------------------------------------------------------------------------------
 
-def _tool_call(response_id: str, index: int, call: dict) -> dict:
+def _tool_call(response_id: str, index: int, part: dict) -> dict:
+    call = part["functionCall"]
     name, arguments = call.get("name") or "", json.dumps(call.get("args") or {})
     # Gemini names no call ids; derive one so the same answer always gets the same ids.
     digest = hashlib.sha256(f"{response_id}\0{index}\0{name}\0{arguments}".encode()).hexdigest()
-    return {"id": f"call_{digest[:24]}", "type": "function", "function": {"name": name, "arguments": arguments}}
+    call_id = signed_call_id(f"call_{digest[:24]}", part.get("thoughtSignature"))
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
 def _visible_parts(candidate: dict) -> list[dict]:
@@ -263,7 +297,7 @@ def gemini_response_to_chat(resp: dict, *, requested_model: str, created: int, r
             if isinstance(part.get("text"), str):
                 texts.append(part["text"])
             elif isinstance(part.get("functionCall"), dict):
-                tool_calls.append(_tool_call(response_id, len(tool_calls), part["functionCall"]))
+                tool_calls.append(_tool_call(response_id, len(tool_calls), part))
         finish = gemini_finish_reason(candidates[0].get("finishReason"), tool_calls=bool(tool_calls))
     else:
         finish = "content_filter"  # the prompt itself was blocked (promptFeedback.blockReason)
@@ -320,8 +354,7 @@ class GeminiStreamToChat:
         for part in parts:
             if isinstance(part.get("functionCall"), dict):
                 # Gemini sends each call whole, so it is one complete tool_calls delta.
-                call = {"index": self._tool_calls, **_tool_call(self.response_id, self._tool_calls,
-                                                                part["functionCall"])}
+                call = {"index": self._tool_calls, **_tool_call(self.response_id, self._tool_calls, part)}
                 self._tool_calls += 1
                 out.append(self._chunk({"tool_calls": [call]}))
         reason = candidates[0].get("finishReason")
