@@ -4,7 +4,7 @@ import pytest
 
 from shared.errors import InvalidRequest, UnsupportedParameter
 from tests.unit.translate_gemini_helpers import USER, WEATHER_TOOL, convert
-from workers.translate.gemini import embeddings_request_to_predict
+from workers.translate.gemini_embeddings import embeddings_request_to_predict
 
 
 def refused(exc_type, **body) -> str:

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from tests.unit.translate_gemini_helpers import USER, WEATHER_TOOL, candidate, convert, to_chat
-from workers.translate.gemini import GeminiStreamToChat, predict_response_to_embeddings
+from workers.translate.gemini import GeminiStreamToChat
+from workers.translate.gemini_embeddings import predict_response_to_embeddings
 
 # --- response ------------------------------------------------------------------------------------
 

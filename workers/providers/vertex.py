@@ -24,13 +24,8 @@ from google.oauth2 import service_account
 
 from shared.errors import UpstreamAuthError, UpstreamError
 from workers.providers.base import Provider, register
-from workers.translate.gemini import (
-    GeminiStreamToChat,
-    chat_request_to_gemini,
-    embeddings_request_to_predict,
-    gemini_response_to_chat,
-    predict_response_to_embeddings,
-)
+from workers.translate.gemini import GeminiStreamToChat, chat_request_to_gemini, gemini_response_to_chat
+from workers.translate.gemini_embeddings import embeddings_request_to_predict, predict_response_to_embeddings
 from workers.upstream import UpstreamRequest, error_message_from
 
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]

@@ -1,7 +1,7 @@
-"""OpenAI Chat Completions / Embeddings <-> Vertex AI Gemini translation (pure functions).
+"""OpenAI Chat Completions <-> Vertex AI Gemini translation (pure functions).
 
-Chat maps to ``generateContent`` / ``streamGenerateContent``, embeddings to the
-text-embedding models' ``predict``. As for Anthropic, whatever the OpenAI request
+Chat maps to ``generateContent`` / ``streamGenerateContent`` (embeddings:
+``gemini_embeddings``). As for Anthropic, whatever the OpenAI request
 asks for that Gemini cannot honour is refused with ``UnsupportedParameter`` naming
 the field, rather than silently dropped.
 """
@@ -24,7 +24,6 @@ _HANDLED_KEYS = frozenset({
     "temperature", "top_p", "stop", "n", "seed", "presence_penalty", "frequency_penalty",
     "response_format", "tools", "tool_choice", "parallel_tool_calls", "logprobs",
 })
-_EMBEDDING_KEYS = frozenset({"model", "input", "dimensions", "encoding_format", "user"})
 _FINISH_REASONS = {
     "STOP": "stop", "MAX_TOKENS": "length",
     "SAFETY": "content_filter", "RECITATION": "content_filter", "BLOCKLIST": "content_filter",
@@ -38,18 +37,18 @@ _IMAGE_TYPES = {
 }
 
 
-def _unsupported(param: str, why: str) -> UnsupportedParameter:
+def unsupported(param: str, why: str) -> UnsupportedParameter:
     return UnsupportedParameter(f"'{param}' is not supported for Vertex AI Gemini models ({why})", param=param)
 
 
 def _check_keys(body: dict) -> None:
     for key, value in body.items():
         if key not in _HANDLED_KEYS and value is not None:
-            raise _unsupported(key, "no Gemini equivalent")
+            raise unsupported(key, "no Gemini equivalent")
     if body.get("logprobs") not in (None, False):
-        raise _unsupported("logprobs", "the gateway does not return Gemini log probabilities")
+        raise unsupported("logprobs", "the gateway does not return Gemini log probabilities")
     if body.get("parallel_tool_calls") is False:
-        raise _unsupported("parallel_tool_calls", "Gemini cannot be told to call one tool at a time")
+        raise unsupported("parallel_tool_calls", "Gemini cannot be told to call one tool at a time")
 
 
 # --- messages -----------------------------------------------------------------------------------
@@ -67,13 +66,13 @@ def _parts(content: Any, param: str, *, images: bool) -> list[dict]:
     if isinstance(content, str):
         return [{"text": content}]
     return [{"text": part} if isinstance(part, str) else _image_part(part)
-            for part in chat.content_parts(content, param, _unsupported, images=images, image_schemes=("gs://",))]
+            for part in chat.content_parts(content, param, unsupported, images=images, image_schemes=("gs://",))]
 
 
 def _function_calls(tool_calls: Any, param: str, names: dict[str, str]) -> list[dict]:
     """Assistant tool calls -> functionCall parts; remembers id -> name for later tool results."""
     parts = []
-    for call in chat.tool_calls(tool_calls, param, _unsupported):
+    for call in chat.tool_calls(tool_calls, param, unsupported):
         names[call.id] = call.name
         part: dict[str, Any] = {"functionCall": {"name": call.name, "args": call.arguments}}
         signature = signature_in(call.id)
@@ -119,7 +118,7 @@ def _convert_messages(messages: Any) -> tuple[list[dict], list[dict]]:
     in_tool_turn = False  # contents[-1] holds tool results: later ones join it, as Gemini expects
     for i, msg in enumerate(messages):
         p = f"messages[{i}]"
-        role, content = chat.message(msg, p, _unsupported, "Gemini")
+        role, content = chat.message(msg, p, unsupported, "Gemini")
         if role in ("system", "developer"):
             # Gemini has one systemInstruction and no system turns: hoist, like for Anthropic.
             system.extend(_parts(content, f"{p}.content", images=False))
@@ -156,7 +155,7 @@ def _convert_messages(messages: Any) -> tuple[list[dict], list[dict]]:
 
 def _convert_tools(tools: Any) -> list[dict]:
     declarations = []
-    for tool in chat.function_tools(tools, _unsupported):
+    for tool in chat.function_tools(tools, unsupported):
         declaration = {"name": tool.name}
         if tool.description is not None:
             declaration["description"] = tool.description
@@ -175,7 +174,7 @@ def _convert_tool_choice(choice: Any) -> dict:
             raise InvalidRequest("'tool_choice.function.name' must be a string", param="tool_choice.function.name")
         return {"mode": "ANY", "allowedFunctionNames": [name]}
     if isinstance(choice, dict):
-        raise _unsupported("tool_choice", f"tool_choice type {choice.get('type')!r}")
+        raise unsupported("tool_choice", f"tool_choice type {choice.get('type')!r}")
     raise InvalidRequest("'tool_choice' must be auto, none, required or a function choice", param="tool_choice")
 
 
@@ -206,7 +205,7 @@ def _generation_config(body: dict) -> dict:
     n = body.get("n")
     if n is not None:
         if n != 1 or isinstance(n, bool):
-            raise _unsupported("n", "only n=1: the gateway returns one choice")
+            raise unsupported("n", "only n=1: the gateway returns one choice")
         config["candidateCount"] = 1
     seed = body.get("seed")
     if seed is not None:
@@ -226,7 +225,7 @@ def _generation_config(body: dict) -> dict:
             config["responseMimeType"] = "application/json"
             config["responseSchema"] = schema
         elif kind != "text":
-            raise _unsupported("response_format", "only text, json_object and json_schema")
+            raise unsupported("response_format", "only text, json_object and json_schema")
     return config
 
 
@@ -368,40 +367,3 @@ class GeminiStreamToChat:
         usage = self.usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         return [{"id": self._id, "object": "chat.completion.chunk", "created": self.created,
                  "model": self.requested_model, "choices": [], "usage": usage}]
-
-
-# --- embeddings ---------------------------------------------------------------------------------
-
-def embeddings_request_to_predict(body: dict) -> dict:
-    """OpenAI embeddings request -> Vertex text-embedding ``predict`` body."""
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object")
-    for key, value in body.items():
-        if key not in _EMBEDDING_KEYS and value is not None:
-            raise _unsupported(key, "no Vertex AI embeddings equivalent")
-    inp = body.get("input")
-    texts = [inp] if isinstance(inp, str) else inp
-    if not isinstance(texts, list) or not texts or not all(isinstance(x, str) for x in texts):
-        if isinstance(inp, list) and inp and all(isinstance(x, int | list) and not isinstance(x, bool) for x in inp):
-            raise _unsupported("input", "token arrays: Vertex AI embeds text only")
-        raise InvalidRequest("'input' must be a string or a non-empty list of strings", param="input")
-    if body.get("encoding_format") not in (None, "float"):
-        raise _unsupported("encoding_format", "only float")
-    out: dict[str, Any] = {"instances": [{"content": text} for text in texts]}
-    dimensions = body.get("dimensions")
-    if dimensions is not None:
-        if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1:
-            raise InvalidRequest("'dimensions' must be a positive integer", param="dimensions")
-        out["parameters"] = {"outputDimensionality": dimensions}
-    return out
-
-
-def predict_response_to_embeddings(resp: dict, *, requested_model: str) -> dict:
-    """Vertex ``predict`` response -> OpenAI embeddings list."""
-    data, tokens = [], 0
-    for i, prediction in enumerate(resp.get("predictions") or []):
-        embeddings = (prediction or {}).get("embeddings") or {}
-        data.append({"object": "embedding", "index": i, "embedding": list(embeddings.get("values") or [])})
-        tokens += int((embeddings.get("statistics") or {}).get("token_count") or 0)
-    return {"object": "list", "data": data, "model": requested_model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
