@@ -1,43 +1,53 @@
 """Admission: which model serves a request, and whether its limits allow it now.
 
 In order: the routes pick the model (404 / 403), a model without live workers
-is refused before any allowance is taken (503), then one atomic check takes
-from every rate limit that applies or refuses with 429 naming the scope that
-refused. Nothing refused here is ever enqueued.
+is refused before any allowance is taken (503), then the dispatcher enqueues
+the job with one atomic check (``Dispatcher.enqueue``): the model's queue limit
+(503), then every rate limit that applies, taken from all or refused with 429
+naming the scope that refused. A refused job is taken back in the same
+transaction, so no worker ever sees it.
 """
 
 from __future__ import annotations
 
 import math
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from api.dispatch import Dispatcher
 from api.routing import Decision, Router
 from shared import errors, metrics
-from shared.ratelimit import RateLimited, RateLimiter, Reservation, estimate_tokens, limits_for
+from shared.ratelimit import RateLimited, Reservation, estimate_tokens, limits_for
 
 
 class Gate:
-    def __init__(self, router: Router, limiter: RateLimiter, dispatcher: Dispatcher):
+    def __init__(self, router: Router, dispatcher: Dispatcher):
         self.router = router
-        self.limiter = limiter
         self.dispatcher = dispatcher
 
-    def admit(self, req, requested: str, body: dict) -> tuple[Decision, Reservation]:
+    def prepare(self, req, requested: str, body: dict) -> tuple[Decision, Reservation]:
+        """The route's model, checked for workers, and the reservation its limits will take."""
         identity = req.context.identity
         decision = self.router.resolve(identity, requested)
         req.context.log.update({"model": requested, "destination": decision.model.name,
                                 "route": decision.route_name})
         self.dispatcher.check_workers(decision.model)
         limits = limits_for(decision.model, decision.route, identity.user_id, identity.project_id)
+        tokens = max(0, estimate_tokens(body, decision.model.max_output_tokens))
+        return decision, Reservation(uuid.uuid4().hex, limits, tokens)
+
+    @contextmanager
+    def admitting(self, req, decision: Decision, reservation: Reservation) -> Iterator[None]:
+        """Around the enqueue: a limit's refusal becomes the client's 429, with its figures."""
         try:
-            reservation = self.limiter.admit(limits, estimate_tokens(body, decision.model.max_output_tokens))
+            yield
         except RateLimited as refused:
             req.context.rate_figures = refused.figures
             req.context.log["rate_limit_scope"] = refused.limit.scope
             metrics.RATE_LIMITED.labels(decision.model.name, refused.limit.scope_kind).inc()
             raise _refusal(refused) from None
         req.context.rate_figures = reservation.figures
-        return decision, reservation
 
 
 def _refusal(refused: RateLimited) -> errors.RateLimited:

@@ -34,7 +34,7 @@ def create_app(settings: Settings, config: GatewayConfig, *, pool_size: int = DE
     limiter = RateLimiter(redis)
     dispatcher = Dispatcher(config, redis, blocking, limiter)
     router = Router(config)
-    gate = Gate(router, limiter, dispatcher)
+    gate = Gate(router, dispatcher)
     gitlab = GitLabClient(settings.gitlab_url or "http://gitlab.invalid", settings.gitlab_api_token, config.gitlab)
     cache = GitLabCache(redis, blocking, outage_grace=config.gitlab.outage_grace, fetch_timeout=config.gitlab.timeout,
                         local_ttl=config.gitlab.local_cache_ttl)

@@ -22,7 +22,7 @@ from shared.errors import DeadlineExceeded, NoWorkers, QueueFull, RequestCancell
 from shared.jobs import JobRequest
 from shared.keys import JOB_FAILURE_CALLBACK, JOB_FUNCTION, cancel_key, queue_name
 from shared.queues import live_workers
-from shared.ratelimit import RateLimiter, Reservation
+from shared.ratelimit import QueueAtLimit, RateLimiter, Reservation
 from shared.replies import CHUNK, ClientGone, Reply, ReplyChannel
 from shared.serializers import JobSerializer
 
@@ -101,22 +101,20 @@ class Dispatcher:
             raise NoWorkers(f"No worker is serving model '{model.name}' right now; try again later.",
                             retry_after=5)
 
-    def submit(self, model: ModelConfig, *, endpoint: str, body: dict, requested_model: str,
-               request_id: str, caller: dict, reservation: Reservation | None = None,
-               client_gone: Callable[[], bool] | None = None, stream: bool = False,
-               route: str | None = None) -> Reply:
-        """Enqueue the job and wait for its answer; for a stream, for its first entry
-        (``Reply.kind`` is then ``chunk``: read the rest with ``ReplyChannel.read``)."""
+    def enqueue(self, model: ModelConfig, *, endpoint: str, body: dict, requested_model: str,
+                request_id: str, caller: dict, reservation: Reservation, stream: bool = False,
+                route: str | None = None) -> JobRequest:
+        """Put the job on its model's queue, admitted by the rate limits and the queue's limit in
+        the same transaction (one round trip): raises ``shared.ratelimit.RateLimited`` or
+        ``QueueFull``, and then nothing stays queued and no allowance is taken."""
         job_id = uuid.uuid4().hex
         request = JobRequest(job_id=job_id, request_id=request_id, model=model.name,
                              requested_model=requested_model, endpoint=endpoint, body=body,
                              deadline=time.time() + model.timeout, caller=caller,
-                             reservation=reservation.to_dict() if reservation else {},
-                             stream=stream, stream_seconds=model.max_stream_duration if stream else 0.0,
-                             route=route)
+                             reservation=reservation.to_dict(), stream=stream,
+                             stream_seconds=model.max_stream_duration if stream else 0.0, route=route)
         jobs = self.config.jobs
         queue = self.queues[model.name]
-        # One round trip for the depth check and RQ's writes (which it would send in two).
         pipeline = self.redis.pipeline()
         queue.enqueue_call(
             JOB_FUNCTION,
@@ -131,14 +129,26 @@ class Dispatcher:
             description=f"{endpoint} model={model.name} request_id={request_id}",
             pipeline=pipeline,
         )
-        pipeline.llen(queue.key)  # after RQ's commands: RQ opens the transaction itself
-        depth = pipeline.execute()[-1] - 1  # jobs waiting ahead of this one
-        if depth >= model.max_queue_depth:
-            self._withdraw(queue, job_id, depth, model, request.reservation)
+        # After RQ's commands, in the transaction RQ opened: the job is already pushed, so
+        # no worker can see it before it is admitted, and a refusal takes it back.
+        self.limiter.admit_queued(pipeline, reservation, queue_key=queue.key, job_key=queue.job_class.key_for(job_id),
+                                  job_id=job_id, max_depth=model.max_queue_depth)
+        try:
+            self.limiter.decide(reservation, pipeline.execute()[-1])
+        except QueueAtLimit as full:
+            raise QueueFull(f"Model '{model.name}' has {full.depth} requests waiting, its limit; "
+                            "try again shortly.", retry_after=1) from None
+        return request
+
+    def wait(self, model: ModelConfig, request: JobRequest, *,
+             client_gone: Callable[[], bool] | None = None) -> Reply:
+        """The job's answer; for a stream, its first entry (``Reply.kind`` is then ``chunk``:
+        read the rest with ``ReplyChannel.read``)."""
+        job_id = request.job_id
         channel = self.channel(job_id)
         committed = False
         try:
-            reply = channel.wait(request.deadline, gone=client_gone, first=stream)
+            reply = channel.wait(request.deadline, gone=client_gone, first=request.stream)
             committed = reply is not None and reply.kind == CHUNK
         except ClientGone:
             self.cancel(job_id)  # nobody will read the answer: have the worker drop the call now
@@ -162,12 +172,3 @@ class Dispatcher:
 
     def cancel(self, job_id: str) -> None:
         self.redis.set(cancel_key(job_id), 1, ex=max(1, int(self.config.jobs.result_ttl)))
-
-    def _withdraw(self, queue: Queue, job_id: str, depth: int, model: ModelConfig, reservation: dict) -> None:
-        """The queue was already full: take the job back (and its allowance), unless a worker
-        has just taken it."""
-        if self.redis.lrem(queue.key, 1, job_id):
-            self.redis.delete(queue.job_class.key_for(job_id))
-            self.limiter.refund(reservation)
-            raise QueueFull(f"Model '{model.name}' has {depth} requests waiting, its limit; "
-                            "try again shortly.", retry_after=1)

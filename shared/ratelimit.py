@@ -69,9 +69,24 @@ end
 
 # KEYS: per limit, its sorted set and its hash. ARGV: id, count, then per limit kind, window ms, limit, cost.
 # Returns {1, used_1, oldest_1, ...} when admitted, {0, index, retry_ms, used_1, ...} when refused.
+# Queued mode (``admit_queued``): two more KEYS, the RQ queue and the job's hash, and two more ARGV,
+# the job id and the queue's limit. It runs in the transaction that enqueued the job (pushed last):
+# a job over the queue's limit ({2, depth}) or refused by a limit is taken back atomically.
 _ADMIT = _LUA_COMMON + """
 local now = now_ms()
 local id, n = ARGV[1], tonumber(ARGV[2])
+local queue_key, job_key = KEYS[2 * n + 1], KEYS[2 * n + 2]
+local job_id, max_depth = ARGV[3 + 4 * n], tonumber(ARGV[4 + 4 * n])
+local function withdraw()
+  if queue_key then
+    redis.call('LREM', queue_key, -1, job_id)
+    redis.call('DEL', job_key)
+  end
+end
+if queue_key then
+  local depth = redis.call('LLEN', queue_key) - 1
+  if depth >= max_depth then withdraw(); return {2, depth} end
+end
 local used, refusal = {}, nil
 for i = 1, n do
   local zkey, hkey, a = KEYS[2 * i - 1], KEYS[2 * i], 2 + (i - 1) * 4
@@ -91,7 +106,7 @@ for i = 1, n do
     refusal = {i, retry}
   end
 end
-if refusal then return {0, refusal[1], refusal[2], unpack(used)} end
+if refusal then withdraw(); return {0, refusal[1], refusal[2], unpack(used)} end
 local out = {1}
 for i = 1, n do
   local zkey, hkey, a = KEYS[2 * i - 1], KEYS[2 * i], 2 + (i - 1) * 4
@@ -184,6 +199,14 @@ class Reservation:
                 "limits": [[limit.kind, *limit.keys] for limit in self.limits]}
 
 
+class QueueAtLimit(Exception):
+    """Queued admission: the model's queue already holds its limit of waiting jobs."""
+
+    def __init__(self, depth: int):
+        self.depth = depth
+        super().__init__(f"{depth} jobs waiting")
+
+
 class RateLimited(Exception):
     def __init__(self, limit: Limit, retry_after: float | None, figures: list[Figure]):
         self.limit = limit
@@ -222,11 +245,31 @@ class RateLimiter:
         reservation = Reservation(uuid.uuid4().hex, limits, max(0, int(tokens)))
         if not limits:
             return reservation
-        keys, args = [], [reservation.id, len(limits)]
-        for limit in limits:
+        keys, args = self._admission(reservation)
+        return self.decide(reservation, self._admit(keys=keys, args=args))
+
+    def admit_queued(self, pipeline, reservation: Reservation, *, queue_key: str, job_key: str, job_id: str,
+                     max_depth: int) -> None:
+        """Admission in the transaction that has just pushed ``job_id`` onto ``queue_key``
+        (one round trip for both). Pass what ``pipeline.execute()`` answers for it to ``decide``."""
+        keys, args = self._admission(reservation)
+        # EVAL, not EVALSHA: a missing script would surface only after the job was pushed.
+        pipeline.eval(_ADMIT, len(keys) + 2, *keys, queue_key, job_key, *args, job_id, max_depth)
+
+    def _admission(self, reservation: Reservation) -> tuple[list, list]:
+        keys, args = [], [reservation.id, len(reservation.limits)]
+        for limit in reservation.limits:
             keys += limit.keys
             args += [limit.kind, limit.window_ms, limit.limit, 1 if limit.kind == REQUESTS else reservation.tokens]
-        answer = [int(value) for value in self._admit(keys=keys, args=args)]
+        return keys, args
+
+    def decide(self, reservation: Reservation, answer) -> Reservation:
+        """The script's answer: the reservation with its figures, or ``RateLimited`` /
+        ``QueueAtLimit`` (queued mode) raised."""
+        limits = reservation.limits
+        answer = [int(value) for value in answer]
+        if answer[0] == 2:
+            raise QueueAtLimit(answer[1])
         if answer[0] == 1:
             reservation.figures = [Figure(limit, answer[1 + 2 * i], answer[2 + 2 * i])
                                    for i, limit in enumerate(limits)]

@@ -1,7 +1,8 @@
 """The model endpoints: one resource class, configured per endpoint.
 
-Each validates its body, is admitted (routes, workers, rate limits), enqueues a
-job, and answers whole, or as a stream once the worker's first chunk is in.
+Each validates its body, is routed and checked for workers, enqueues a job
+admitted by the rate limits and the queue's limit, and answers whole, or as a
+stream once the worker's first chunk is in.
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ class Inference:
     def on_post(self, req, resp) -> None:
         body = self.validate(req.get_media())
         stream = bool(body.get("stream"))
-        decision, reservation = self.gate.admit(req, body["model"], body)
-        reply = self.dispatcher.submit(decision.model, endpoint=self.endpoint, body=body,
-                                       requested_model=body["model"], request_id=req.context.request_id,
-                                       caller=req.context.identity.job_fields(), reservation=reservation,
-                                       client_gone=client_gone_probe(req.env), stream=stream,
-                                       route=decision.route_name)
+        decision, reservation = self.gate.prepare(req, body["model"], body)
+        with self.gate.admitting(req, decision, reservation):
+            job = self.dispatcher.enqueue(decision.model, endpoint=self.endpoint, body=body,
+                                          requested_model=body["model"], request_id=req.context.request_id,
+                                          caller=req.context.identity.job_fields(), reservation=reservation,
+                                          stream=stream, route=decision.route_name)
+        reply = self.dispatcher.wait(decision.model, job, client_gone=client_gone_probe(req.env))
         started_at = reply.meta.get("queue_wait_ms")
         req.context.log.update({k: reply.meta[k] for k in ("attempts", "upstream_seconds") if k in reply.meta})
         if started_at is not None:

@@ -15,8 +15,10 @@ from shared.ratelimit import (
     REQUESTS,
     TOKENS,
     Limit,
+    QueueAtLimit,
     RateLimited,
     RateLimiter,
+    Reservation,
     estimate_tokens,
     text_length,
 )
@@ -136,6 +138,43 @@ def test_a_pipelined_reconcile_after_redis_lost_its_scripts_raises_and_can_be_re
     assert limiter.redis.get("answer") == b"sent"  # the rest of the pipeline ran
     limiter.reconcile(reservation, 20)  # what the worker does then: the script is loaded again
     assert int(limiter.redis.hget(budget.keys[1], "_sum")) == 20
+
+
+def enqueue_admitted(limiter, reservation, job_id: str, max_depth: int = 10):
+    """As the dispatcher does: the job's writes, then admission, in one transaction."""
+    pipeline = limiter.redis.pipeline()
+    pipeline.hset(f"job:{job_id}", "status", "queued")
+    pipeline.rpush("queue", job_id)
+    limiter.admit_queued(pipeline, reservation, queue_key="queue", job_key=f"job:{job_id}", job_id=job_id,
+                         max_depth=max_depth)
+    return limiter.decide(reservation, pipeline.execute()[-1])
+
+
+def test_queued_admission_keeps_an_admitted_job_and_takes_back_a_refused_one(limiter):
+    limit = req_limit("q", 1)
+    admitted = enqueue_admitted(limiter, Reservation("r1", [limit], 0), "j1")
+    assert admitted.figures[0].remaining == 0
+    with pytest.raises(RateLimited):
+        enqueue_admitted(limiter, Reservation("r2", [limit], 0), "j2")
+    assert limiter.redis.lrange("queue", 0, -1) == [b"j1"]
+    assert limiter.redis.exists("job:j1") and not limiter.redis.exists("job:j2")
+
+
+def test_queued_admission_refuses_a_full_queue_before_taking_any_allowance(limiter):
+    limit = req_limit("full", 5)
+    for index in range(2):
+        enqueue_admitted(limiter, Reservation(f"r{index}", [limit], 0), f"j{index}", max_depth=2)
+    with pytest.raises(QueueAtLimit) as full:
+        enqueue_admitted(limiter, Reservation("r2", [limit], 0), "j2", max_depth=2)
+    assert full.value.depth == 2
+    assert limiter.redis.lrange("queue", 0, -1) == [b"j0", b"j1"] and not limiter.redis.exists("job:j2")
+    assert limiter.redis.zcard(limit.keys[0]) == 2  # the refused job took nothing
+
+
+def test_queued_admission_without_limits_still_checks_the_queue(limiter):
+    enqueue_admitted(limiter, Reservation("r0", [], 0), "j0", max_depth=1)
+    with pytest.raises(QueueAtLimit):
+        enqueue_admitted(limiter, Reservation("r1", [], 0), "j1", max_depth=1)
 
 
 def test_day_windows_are_separate_keys(limiter):
