@@ -194,7 +194,7 @@ def test_a_token_limit_reserves_an_estimate_and_reconciles_from_usage(stack):
     assert int(amounts) == usage  # reconciled: the reservations became the real usage
 
 
-def test_a_request_refused_as_queue_full_gets_its_allowance_back(stack):
+def test_a_request_refused_as_queue_full_takes_no_allowance_and_leaves_nothing_queued(stack):
     results = {}
 
     def call(name):
@@ -210,6 +210,7 @@ def test_a_request_refused_as_queue_full_gets_its_allowance_back(stack):
     refused = send(stack.url, "small", DEMO_TOKEN)
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "queue_full"
     assert log_size(stack, "model:small") == 2
+    assert stack.redis().llen("rq:queue:small") == 1  # the refused job was taken back; the second still waits
     first.join(10)
     second.join(10)
 
