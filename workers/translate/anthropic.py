@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from shared.errors import InvalidRequest, UnsupportedParameter, UpstreamError
+from shared.errors import InvalidRequest, UpstreamError
 from workers.translate import openai_chat as chat
+from workers.translate.refusals import refuse_unknown_keys, unsupported_for
 
 # Top-level keys handled below. Everything else (seed, logit_bias, metadata, ...) is
 # refused unless its value is None, so new OpenAI features never pass unnoticed.
@@ -32,14 +33,11 @@ _FINISH_REASONS = {
 }
 
 
-def _unsupported(param: str, why: str) -> UnsupportedParameter:
-    return UnsupportedParameter(f"'{param}' is not supported for Anthropic models ({why})", param=param)
+_unsupported = unsupported_for("Anthropic models")
 
 
 def _check_keys(body: dict) -> None:
-    for key, value in body.items():
-        if key not in _HANDLED_KEYS and value is not None:
-            raise _unsupported(key, "no Anthropic equivalent")
+    refuse_unknown_keys(body, _HANDLED_KEYS, _unsupported, equivalent="Anthropic")
     def refuse_unless(key: str, ok: bool, why: str) -> None:
         if body.get(key) is not None and not ok:
             raise _unsupported(key, why)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from shared.errors import InvalidRequest, UnsupportedParameter
+from shared.errors import InvalidRequest
+from workers.translate.refusals import refuse_unknown_keys, unsupported_for
 
 # Top-level keys handled below. Everything else (thinking, container, mcp_servers,
 # service_tier, top_k, ...) is refused unless its value is None.
@@ -23,8 +24,7 @@ _MESSAGE_KEYS = frozenset({"role", "content"})
 _TOOL_KEYS = frozenset({"type", "name", "description", "input_schema", "cache_control"})
 
 
-def _unsupported(param: str, why: str) -> UnsupportedParameter:
-    return UnsupportedParameter(f"'{param}' is not supported for OpenAI-format models ({why})", param=param)
+_unsupported = unsupported_for("OpenAI-format models")
 
 
 def _check_keys(body: dict) -> None:
@@ -113,9 +113,7 @@ def _convert_message(msg: Any, p: str) -> list[dict]:
     """One Anthropic turn -> OpenAI messages (tool results first, as OpenAI wants them)."""
     if not isinstance(msg, dict):
         raise InvalidRequest(f"'{p}' must be an object", param=p)
-    for key, value in msg.items():
-        if key not in _MESSAGE_KEYS and value is not None:
-            raise _unsupported(f"{p}.{key}", "no OpenAI equivalent")
+    refuse_unknown_keys(msg, _MESSAGE_KEYS, _unsupported, equivalent="OpenAI", prefix=f"{p}.")
     role = msg.get("role")
     if role not in ("user", "assistant"):
         raise InvalidRequest(f"'{p}.role' must be user or assistant", param=f"{p}.role")
@@ -185,9 +183,7 @@ def _convert_tools(tools: Any) -> list[dict]:
             raise InvalidRequest(f"'{p}' must be an object", param=p)
         if tool.get("type", "custom") not in ("custom", None):
             raise _unsupported(f"{p}.type", f"Anthropic server tool {tool['type']!r}")
-        for key, value in tool.items():
-            if key not in _TOOL_KEYS and value is not None:
-                raise _unsupported(f"{p}.{key}", "no OpenAI equivalent")
+        refuse_unknown_keys(tool, _TOOL_KEYS, _unsupported, equivalent="OpenAI", prefix=f"{p}.")
         if not isinstance(tool.get("name"), str):
             raise InvalidRequest(f"'{p}.name' must be a string", param=f"{p}.name")
         schema = tool.get("input_schema")

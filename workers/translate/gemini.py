@@ -15,8 +15,9 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared.errors import InvalidRequest, UnsupportedParameter
+from shared.errors import InvalidRequest
 from workers.translate import openai_chat as chat
+from workers.translate.refusals import refuse_unknown_keys, unsupported_for
 
 # Top-level keys handled below; any other key with a non-None value is refused.
 _HANDLED_KEYS = frozenset({
@@ -37,14 +38,11 @@ _IMAGE_TYPES = {
 }
 
 
-def unsupported(param: str, why: str) -> UnsupportedParameter:
-    return UnsupportedParameter(f"'{param}' is not supported for Vertex AI Gemini models ({why})", param=param)
+unsupported = unsupported_for("Vertex AI Gemini models")
 
 
 def _check_keys(body: dict) -> None:
-    for key, value in body.items():
-        if key not in _HANDLED_KEYS and value is not None:
-            raise unsupported(key, "no Gemini equivalent")
+    refuse_unknown_keys(body, _HANDLED_KEYS, unsupported, equivalent="Gemini")
     if body.get("logprobs") not in (None, False):
         raise unsupported("logprobs", "the gateway does not return Gemini log probabilities")
     if body.get("parallel_tool_calls") is False:

@@ -10,6 +10,7 @@ from typing import Any
 
 from shared.errors import InvalidRequest
 from workers.translate.gemini import unsupported
+from workers.translate.refusals import refuse_unknown_keys
 
 _EMBEDDING_KEYS = frozenset({"model", "input", "dimensions", "encoding_format", "user"})
 
@@ -18,9 +19,7 @@ def embeddings_request_to_predict(body: dict) -> dict:
     """OpenAI embeddings request -> Vertex text-embedding ``predict`` body."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object")
-    for key, value in body.items():
-        if key not in _EMBEDDING_KEYS and value is not None:
-            raise unsupported(key, "no Vertex AI embeddings equivalent")
+    refuse_unknown_keys(body, _EMBEDDING_KEYS, unsupported, equivalent="Vertex AI embeddings")
     inp = body.get("input")
     texts = [inp] if isinstance(inp, str) else inp
     if not isinstance(texts, list) or not texts or not all(isinstance(x, str) for x in texts):

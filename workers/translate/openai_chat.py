@@ -8,13 +8,11 @@ target's module (``anthropic``, ``gemini``) shapes them into its own format.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shared.errors import InvalidRequest, UnsupportedParameter
-
-Unsupported = Callable[[str, str], UnsupportedParameter]
+from shared.errors import InvalidRequest
+from workers.translate.refusals import Unsupported, refuse_unknown_keys
 
 MESSAGE_KEYS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -45,10 +43,8 @@ def message(msg: Any, p: str, unsupported: Unsupported, target: str) -> tuple[st
     """One message's role and content, after the checks every target makes."""
     if not isinstance(msg, dict):
         raise InvalidRequest(f"'{p}' must be an object", param=p)
-    for key, value in msg.items():
-        # Echoed assistant messages carry `refusal: null`, `annotations: []` etc.
-        if key not in MESSAGE_KEYS and value not in (None, [], ""):
-            raise unsupported(f"{p}.{key}", f"no {target} equivalent")
+    # Echoed assistant messages carry `refusal: null`, `annotations: []` etc.
+    refuse_unknown_keys(msg, MESSAGE_KEYS, unsupported, equivalent=target, prefix=f"{p}.", empty=(None, [], ""))
     if msg.get("name") is not None:
         raise unsupported(f"{p}.name", f"{target} messages have no per-message name")
     role = msg.get("role")
