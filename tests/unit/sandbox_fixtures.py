@@ -7,7 +7,6 @@ pytest finds fixtures by name in the test module, so a test module binds the one
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import requests
@@ -88,13 +87,3 @@ def messages_body(content, **extra):
 def streams(base):
     return requests.get(f"{base}/_sandbox/streams", timeout=5).json()
 
-
-def wait_for(predicate, timeout=10.0):
-    """Poll until predicate() is truthy (returning it) or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.02)
-    pytest.fail("condition not met before the deadline")

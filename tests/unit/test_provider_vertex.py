@@ -14,6 +14,7 @@ import requests
 
 from sandbox.vertex import make_server, serve_in_thread
 from shared.errors import UnsupportedParameter, UpstreamAuthError, UpstreamError
+from tests.harness import wait_for
 from workers.providers.vertex import TimeoutRequest, VertexChatStream, VertexProvider
 from workers.translate.gemini import GeminiStreamToChat
 from workers.upstream import UpstreamClient
@@ -52,15 +53,6 @@ def send(request, stream=False):
 def chat_body(text, **extra):
     return {"model": "gemini", "messages": [{"role": "user", "content": text}], **extra}
 
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.05)
-    pytest.fail("condition not met before the deadline")
 
 
 # --- URLs and headers ----------------------------------------------------------------------------
@@ -136,7 +128,8 @@ def test_refreshes_after_the_token_expires(tmp_path):
         adapter = VertexProvider(model_config(f"{base}/v1", str(path)))
         first = adapter.chat_request(chat_body("hi"), request_id="1")
         assert send(first).status_code == 200
-        wait_for(lambda: send(first).status_code == 401)  # the stand-in now refuses that token
+        wait_for(lambda: send(first).status_code == 401, timeout=10,  # the stand-in now refuses that token
+                 message="the first token to expire")
         second = adapter.chat_request(chat_body("hi"), request_id="2")
         assert second.headers["Authorization"] != first.headers["Authorization"]
         assert send(second).status_code == 200

@@ -23,6 +23,7 @@ import pytest
 import requests
 
 from sandbox.provider import make_reply, parse_directive, serve_in_thread
+from tests.harness import wait_for
 from tests.unit import sandbox_fixtures
 from tests.unit.sandbox_fixtures import (
     ANTHROPIC_HEADERS,
@@ -34,7 +35,6 @@ from tests.unit.sandbox_fixtures import (
     post_stream,
     sse,
     streams,
-    wait_for,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -306,7 +306,7 @@ def test_hang_ends_when_client_gives_up(base):
         hangs = requests.get(f"{base}/_sandbox/hangs", timeout=5).json()
         return [h for h in hangs if h["key"] == rid and h["ended"] is not None]
 
-    [hang] = wait_for(finished)
+    [hang] = wait_for(finished, timeout=10, message="the hung request to end")
     assert hang["reason"] == "client_closed"
     assert hang["ended"] >= hang["started"]
 

@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from sandbox.provider_stream import Answer, StreamRun, chat_events
+from tests.harness import wait_for
 from tests.unit import sandbox_fixtures
 from tests.unit.sandbox_fixtures import (
     ANTHROPIC_HEADERS,
@@ -26,7 +27,6 @@ from tests.unit.sandbox_fixtures import (
     post_stream,
     sse,
     streams,
-    wait_for,
 )
 
 server, base = sandbox_fixtures.server, sandbox_fixtures.base
@@ -36,7 +36,7 @@ def stream_entry(base, key, reason=None):
     """Wait until the stream with `key` has ended; return its record."""
     def ended():
         return [s for s in streams(base) if s["key"] == key and s["ended"] is not None]
-    [entry] = wait_for(ended)
+    [entry] = wait_for(ended, timeout=10, message="the stream to end")
     if reason:
         assert entry["reason"] == reason
     return entry
@@ -192,7 +192,8 @@ def test_faults_apply_to_streams_before_any_byte(base):
         post_stream(base, "/v1/chat/completions", chat_body("x [[sandbox hang]]", stream=True),
                     headers={"X-Request-Id": "stream-hang"}, timeout=0.3)
     [hang] = wait_for(lambda: [h for h in requests.get(f"{base}/_sandbox/hangs", timeout=5).json()
-                               if h["key"] == "stream-hang" and h["ended"]])
+                               if h["key"] == "stream-hang" and h["ended"]],
+                         timeout=10, message="the hung stream to end")
     assert hang["reason"] == "client_closed"
     assert streams(base) == []  # none of them got as far as a stream
     log = requests.get(f"{base}/_sandbox/log", timeout=5).json()["requests"]

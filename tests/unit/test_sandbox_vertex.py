@@ -20,8 +20,9 @@ from google.oauth2 import service_account
 
 from sandbox.vertex import serve_in_thread
 from sandbox.vertex_auth import SCOPE
+from tests.harness import wait_for
 from tests.unit import vertex_fixtures
-from tests.unit.vertex_fixtures import MODEL_URL, fetch_token, generate, grant, signed_assertion, wait_for
+from tests.unit.vertex_fixtures import MODEL_URL, fetch_token, generate, grant, signed_assertion
 
 ROOT = Path(__file__).resolve().parents[2]
 standin = vertex_fixtures.standin
@@ -100,7 +101,8 @@ def test_expired_token_is_refused(tmp_path):
         token = fetch_token(path)
         assert generate(base, token, "hi").status_code == 200
         # A Response is falsy when not ok, so poll for its body instead.
-        refused = wait_for(lambda: (r := generate(base, token, "hi")).status_code == 401 and r.json())
+        refused = wait_for(lambda: (r := generate(base, token, "hi")).status_code == 401 and r.json(),
+                           timeout=10, message="the token to expire")
         assert refused == {"error": {
             "code": 401, "status": "UNAUTHENTICATED", "message": refused["error"]["message"]}}
         assert "authentication credentials" in refused["error"]["message"]

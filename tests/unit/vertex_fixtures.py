@@ -39,15 +39,6 @@ def fetch_token(path) -> str:
     return credentials.token
 
 
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.05)
-    pytest.fail("condition not met before the deadline")
-
 
 def generate(base, token, text, method="generateContent", *, request_id=None, **extra):
     body = {"contents": [{"role": "user", "parts": [{"text": text}]}], **extra}
