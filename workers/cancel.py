@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextvars
 import socket
 import threading
+from collections.abc import Callable
 
+import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -45,6 +47,7 @@ class CancelScope:
         self._lock = threading.Lock()
         self._connections: set = set()
         self._closed = False
+        self.on_request_sent: Callable[[], None] | None = None  # once, when a request is first on the wire
 
     @property
     def cancelled(self) -> bool:
@@ -115,7 +118,11 @@ class _Tracked:
         scope = _current.get()
         if scope is not None:
             scope.attach(self)
-        return super().request(*args, **kwargs)
+        sent = super().request(*args, **kwargs)
+        if scope is not None and scope.on_request_sent is not None:
+            hook, scope.on_request_sent = scope.on_request_sent, None
+            hook()  # while the provider works on the request
+        return sent
 
     def connect(self):
         # A plain-HTTP connection attaches before its socket exists (urllib3 connects
@@ -147,6 +154,20 @@ _POOLS = {"http": TrackedHTTPConnectionPool, "https": TrackedHTTPSConnectionPool
 
 class CancellableAdapter(HTTPAdapter):
     """A ``requests`` adapter whose connections can be shut down by their job's scope."""
+
+    def build_response(self, req, resp):
+        """requests' own, without reading the answer's cookies into a jar: the gateway keeps
+        no provider cookies, and parsing them cost time on every call."""
+        response = requests.Response()
+        response.status_code = resp.status
+        response.headers = requests.structures.CaseInsensitiveDict(resp.headers)
+        response.encoding = requests.utils.get_encoding_from_headers(response.headers)
+        response.raw = resp
+        response.reason = resp.reason
+        response.url = req.url
+        response.request = req
+        response.connection = self
+        return response
 
     def init_poolmanager(self, *args, **kwargs):
         super().init_poolmanager(*args, **kwargs)

@@ -31,11 +31,6 @@ class ThreadDeathPenalty(BaseDeathPenalty):
         self.scope = current_scope()
         self.expires_at = float("inf")
         self.fired = False
-        message = f"Job exceeded its maximum timeout of {timeout} seconds"
-        # SetAsyncExc takes a class, not an instance: give this job its own subclass
-        # carrying its own message instead of patching the shared class.
-        self._exception = type(exception.__name__, (exception,),
-                               {"__init__": lambda self, *a: exception.__init__(self, message)})
 
     def setup_death_penalty(self):
         if self._timeout is None or self._timeout <= 0:
@@ -52,8 +47,12 @@ class ThreadDeathPenalty(BaseDeathPenalty):
         self.fired = True
         if self.scope is not None:
             self.scope.cancel(HARD_TIMEOUT)
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread_id),
-                                                   ctypes.py_object(self._exception))
+        # SetAsyncExc takes a class, not an instance: give this job its own subclass carrying
+        # its own message instead of patching the shared class. Made here, not per job: a
+        # class costs tens of microseconds to build, and few jobs ever time out.
+        exception, message = self._exception, f"Job exceeded its maximum timeout of {self._timeout} seconds"
+        own = type(exception.__name__, (exception,), {"__init__": lambda self, *a: exception.__init__(self, message)})
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread_id), ctypes.py_object(own))
 
 
 def expire_overdue(now: float | None = None) -> list[str]:

@@ -68,9 +68,10 @@ class UpstreamClient:
         self.session.proxies = requests.utils.get_environ_proxies(model.base_url)
         bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
         self.session.verify = model.ca_file or (model.verify_tls and (bundle or True))
-        adapter = CancellableAdapter(pool_connections=1, pool_maxsize=max(1, pool_size))
-        self.session.mount("https://", adapter)
-        self.session.mount("http://", adapter)
+        self.adapter = CancellableAdapter(pool_connections=1, pool_maxsize=max(1, pool_size))
+        self.session.mount("https://", self.adapter)
+        self.session.mount("http://", self.adapter)
+        self._templates: dict[tuple[str, bool], requests.PreparedRequest] = {}
 
     def post_json(self, request: UpstreamRequest, *, deadline: float) -> UpstreamResult:
         started = time.monotonic()
@@ -138,11 +139,15 @@ class UpstreamClient:
             scope.upstream_attempts += 1
         stream = read_timeout is not None
         try:
-            response = self.session.send(
+            # The session's adapter, not Session.send: that adds response hooks, a cookie jar and
+            # redirect following, none of which a provider call wants, at a cost on every call.
+            response = self.adapter.send(
                 self._prepare(request, stream),
                 timeout=(min(CONNECT_TIMEOUT, remaining), min(remaining, read_timeout or remaining)),
                 stream=stream, verify=self.session.verify, proxies=self.session.proxies, cert=None,
             )
+            if not stream:
+                response.content  # noqa: B018
         except requests.exceptions.RequestException as exc:
             cancelled = scope is not None and scope.cancelled
             metrics.UPSTREAM_REQUESTS.labels(self.model.name, "cancelled" if cancelled else _failure(exc)).inc()
@@ -156,18 +161,30 @@ class UpstreamClient:
                             message=self._error_message(response))
         if status >= 400:
             raise self._refused(status, self._error_message(response))
+        if status >= 300:
+            # Where a request goes is configuration: never a provider's (or a client's) choice.
+            raise UpstreamError(
+                f"The provider for model '{self.model.name}' answered a redirect (HTTP {status}) to "
+                f"'{self._clean(response.headers.get('Location', ''))}'; the gateway does not follow "
+                "redirects: set the model's base_url to the final address.")
         return response
 
     def _prepare(self, request: UpstreamRequest, stream: bool) -> requests.PreparedRequest:
         """The request as ``Session.post`` would build it, minus its per-call merging of
-        session settings (a quarter of its cost): nothing here varies per call but the
-        headers and body. No cookie jar either: one caller's upstream cookies must not
-        ride along on another caller's request."""
-        headers = {**self.session.headers, **request.headers, "Content-Type": "application/json"}
-        if stream:
-            headers["Accept-Encoding"] = "identity"
-        prepared = requests.PreparedRequest()
-        prepared.prepare(method="POST", url=request.url, headers=headers, data=orjson.dumps(request.body))
+        session settings and parsing of the URL: those are prepared once per URL, and only
+        the headers and body vary per call. No cookie jar either: one caller's upstream
+        cookies must not ride along on another caller's request."""
+        template = self._templates.get((request.url, stream))
+        if template is None:
+            template = requests.PreparedRequest()
+            template.prepare(method="POST", url=request.url, headers=self.session.headers)
+            if stream:
+                template.headers["Accept-Encoding"] = "identity"
+            self._templates[(request.url, stream)] = template
+        prepared = template.copy()
+        prepared.headers.update(request.headers)
+        prepared.headers["Content-Type"] = "application/json"
+        prepared.prepare_body(orjson.dumps(request.body), None)
         return prepared
 
     def _transport_error(self, exc: requests.exceptions.RequestException, deadline: float) -> Exception:

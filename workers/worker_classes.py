@@ -3,11 +3,14 @@
 An LLM call is seconds of waiting on a socket, and RQ runs one job per worker
 process (about 40 MB each). ``ThreadedWorker`` keeps RQ's bookkeeping (the
 execution records, the started/finished/failed registries, results, callbacks,
-dependencies, ``rq info``) and runs up to ``concurrency`` jobs in threads:
+dependencies, ``rq info``; written in few round trips by ``workers.bookkeeping``)
+and runs up to ``concurrency`` jobs in threads:
 
 - the main thread dequeues only when a slot is free, so a job never waits
   inside a busy worker while another worker idles, and it runs RQ's registry
-  maintenance;
+  maintenance; it hands each job to a thread at once;
+- the job's thread writes the job's start records once the provider request is
+  on the wire, so that round trip overlaps the provider's work;
 - a monitor thread, which no job can block, sends heartbeats for the worker and
   every running job, cancels jobs whose client has gone or whose deadline has
   passed (``workers.cancel``), and enforces hard timeouts (``workers.timeouts``);
@@ -20,7 +23,6 @@ It leans on RQ internals: RQ is pinned, and the lifecycle tests keep an upgrade 
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -30,7 +32,6 @@ from rq import SimpleWorker
 from rq.exceptions import DequeueTimeout
 from rq.executions import Execution
 from rq.job import Job
-from rq.job_lifecycle import call_exception_handlers
 from rq.queue import Queue
 from rq.utils import now
 from rq.worker import WorkerStatus
@@ -38,29 +39,17 @@ from rq.worker import WorkerStatus
 from shared.keys import cancel_key
 from shared.logs import current_request_id
 from shared.serializers import JobSerializer
+from workers.bookkeeping import HEARTBEAT_INTERVAL, HEARTBEAT_TTL, WORKER_TTL, LeanBookkeeping, env_float
 from workers.cancel import CLIENT_GONE, DEADLINE, SHUTDOWN, CancelScope, enter_scope, leave_scope
 from workers.timeouts import ThreadDeathPenalty, expire_overdue
 
 log = logging.getLogger("aigw.worker")
 
-
-def _env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name) or default)
-    except ValueError:
-        return default
-
-
-# Liveness. Tests shorten these through the environment; operators have no need to.
-HEARTBEAT_INTERVAL = _env_float("WORKER_HEARTBEAT_INTERVAL", 10.0)
-HEARTBEAT_TTL = int(max(3, HEARTBEAT_INTERVAL * 3.5))  # a killed worker's jobs expire after this
-WORKER_TTL = HEARTBEAT_TTL  # ...and the worker stops counting as live
-MAINTENANCE_INTERVAL = _env_float("WORKER_MAINTENANCE_INTERVAL", 15.0)
+MAINTENANCE_INTERVAL = env_float("WORKER_MAINTENANCE_INTERVAL", 15.0)
 MONITOR_TICK = 0.25  # how quickly a cancellation reaches the upstream socket
 DEQUEUE_TIMEOUT = 1  # seconds; the main loop looks at its stop flags this often
 DEADLINE_GRACE = 0.5  # the upstream read timeout fires at the deadline; this is its backstop
 STUCK_GRACE = 10.0  # past the hard timeout, a thread that still runs gives up its slot
-PREPARE_WAIT = 10.0  # bounded wait for a job's start bookkeeping before recording its outcome
 IDLE_THREAD_SECONDS = 60.0  # an idle job thread waits this long for the next job, then ends
 
 
@@ -85,10 +74,10 @@ class Running:
     thread: threading.Thread | None = None
     execution: Execution | None = None
     started: float = field(default_factory=time.monotonic)
-    prepared: threading.Event = field(default_factory=threading.Event)
+    starting: threading.Lock = field(default_factory=threading.Lock)
 
 
-class ThreadedWorker(SimpleWorker):
+class ThreadedWorker(LeanBookkeeping, SimpleWorker):
     death_penalty_class = ThreadDeathPenalty
 
     def __init__(self, queues, *, concurrency: int = 16, **kwargs):
@@ -107,70 +96,34 @@ class ThreadedWorker(SimpleWorker):
         self._handoff: queue.SimpleQueue[Running] = queue.SimpleQueue()
         self._idle_threads = 0
 
-    # -- RQ hooks --------------------------------------------------------------
-    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
-        # The monitor heartbeats every running job, so entries can expire soon after a crash.
-        return HEARTBEAT_TTL
-
-    def prepare_execution(self, job: Job) -> Execution:
-        """RQ records the execution, then prepares the job, in two round trips; one does both."""
-        with self.connection.pipeline() as pipeline:
-            execution = self._queue_preparation(job, pipeline)
-            pipeline.execute()
-        return execution
-
-    def _queue_preparation(self, job: Job, pipeline) -> Execution:
-        ttl = self.get_heartbeat_ttl(job)
-        execution = Execution.create(job, ttl, pipeline=pipeline, worker_name=self.name)
-        self.executions[execution.id] = execution
-        self.set_state(WorkerStatus.BUSY, pipeline=pipeline)
-        # What RQ's prepare_job_execution() does:
-        self.heartbeat(ttl, pipeline=pipeline)
-        job.heartbeat(now(), ttl, pipeline=pipeline)
-        job.prepare_for_execution(self.name, pipeline=pipeline)
-        pipeline.persist(job.key)
-        if len(self.queues) == 1:
-            pipeline.lrem(self.queues[0].intermediate_queue_key, 1, job.id)
-        return execution
-
-    def handle_exception(self, job: Job, *exc_info):
-        """RQ logs a failed job with its arguments, which here are the user's prompt:
-        log what failed, never what was asked (the job record has the rest)."""
-        exc_type, exc_value = exc_info[0], exc_info[1]
-        log.warning("job failed", extra={"job_id": job.id, "queue": job.origin, "worker": self.name,
-                                         "error": f"{exc_type.__name__ if exc_type else 'Error'}: {exc_value}"[:500]})
-        call_exception_handlers(self._exc_handlers, job, *exc_info)
-
-    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
-        """Already done when the job started (``_start``)."""
-
+    # -- a job's records ---------------------------------------------------------
     def _finalize_success(self, job, queue, execution, return_value):
-        self._wait_prepared(job)
-        return super()._finalize_success(job, queue, execution, return_value)
+        return super()._finalize_success(job, queue, self._started(job) or execution, return_value)
 
     def _finalize_failure(self, job, queue, execution, exc_info):
-        self._wait_prepared(job)
-        return super()._finalize_failure(job, queue, execution, exc_info)
+        return super()._finalize_failure(job, queue, self._started(job) or execution, exc_info)
 
-    def _wait_prepared(self, job: Job) -> None:
+    def _started(self, job: Job) -> Execution | None:
         running = self._running.get(job.id)
-        if running is not None:
-            running.prepared.wait(PREPARE_WAIT)
+        return self._write_start(running) if running is not None else None
 
-    def heartbeat(self, timeout=None, pipeline=None):
-        """One round trip for RQ's three heartbeat commands."""
-        if pipeline is not None:
-            return super().heartbeat(timeout or WORKER_TTL, pipeline=pipeline)
-        with self.connection.pipeline(transaction=False) as own:
-            super().heartbeat(timeout or WORKER_TTL, pipeline=own)
-            own.execute()
+    def _write_start(self, running: Running) -> Execution:
+        """The job's start records, written once by its own thread: as soon as its provider
+        request is on the wire (the round trip overlaps the provider's work instead of
+        delaying the call), or before its outcome's records at the latest."""
+        with running.starting:
+            if running.execution is None:
+                with self.connection.pipeline() as pipeline:
+                    execution = self.queue_start(running.job, pipeline)
+                    pipeline.execute()
+                running.execution = execution
+            return running.execution
 
-    def check_for_suspension(self, burst: bool):
-        # RQ checks (and heartbeats) on every dequeue: a round trip per job. Once a
-        # second is enough for `rq suspend`; the monitor thread does the heartbeats.
-        if time.monotonic() - self._suspension_checked >= 1.0:
-            self._suspension_checked = time.monotonic()
-            super().check_for_suspension(burst)
+    def _write_start_quietly(self, running: Running) -> None:
+        try:
+            self._write_start(running)
+        except Exception:  # the provider call goes on; the outcome's records try again
+            log.exception("could not record a job's start", extra={"job_id": running.job.id})
 
     def _shutdown(self):
         # RQ raises StopRequested from the signal handler, which could land between
@@ -229,18 +182,9 @@ class ThreadedWorker(SimpleWorker):
         running = Running(job, queue, CancelScope(job.id))
         with self._lock:
             # Registered before its thread starts: a job finishing meanwhile sees this one
-            # and does not mark the worker idle (BUSY is written with the preparation).
+            # and does not mark the worker idle (BUSY is written with its start records).
             self._running[job.id] = running
-        # The job starts while its bookkeeping (execution record, started registry,
-        # STARTED status) is written, which takes a round trip off every request;
-        # the job's outcome is recorded only once that write is done (_wait_prepared).
-        with self.connection.pipeline() as pipeline:
-            running.execution = self._queue_preparation(job, pipeline)
-            self._hand_over(running)
-            try:
-                pipeline.execute()
-            finally:
-                running.prepared.set()
+        self._hand_over(running)
 
     def _hand_over(self, running: Running) -> None:
         """To a job thread: an idle one if any (starting a thread costs a fraction of a
@@ -274,10 +218,12 @@ class ThreadedWorker(SimpleWorker):
                 # Reserved just as it timed out: its job is on the way.
 
     def _run(self, running: Running) -> None:
+        running.scope.on_request_sent = lambda: self._write_start_quietly(running)
         token = enter_scope(running.scope)
         log_token = current_request_id.set(request_id_of(running.job))  # RQ's own records of the job too
         try:
-            self.perform_job(running.job, running.queue, running.execution)
+            # No execution yet: _finalize_* take the one _write_start recorded.
+            self.perform_job(running.job, running.queue, running.execution)  # type: ignore[arg-type]
         except Exception:
             log.exception("job bookkeeping failed", extra={"job_id": running.job.id, "worker": self.name})
         finally:

@@ -110,6 +110,10 @@ def test_one_process_runs_jobs_at_once_and_shows_busy(stack):
                for i in range(4)]
     wait_for(lambda: StartedJobRegistry("pool", connection=stack.redis()).count == 4, timeout=5,
              message="four jobs running in the one worker")
+    # Their start records went out with their provider calls: while the calls run, RQ sees them started.
+    running = Job.fetch(job_id_for(stack, "many-0"), connection=stack.redis(), serializer=JSONSerializer)
+    assert running.get_status() == "started"
+    assert (running.worker_name or "").startswith("pool.")
     info = subprocess.run([sys.executable, "-m", "rq.cli", "info", "-u", stack.redis_server.url, "-S", "json"],
                           capture_output=True, text=True, timeout=30)
     worker_line = next(line for line in info.stdout.splitlines() if line.startswith("pool."))

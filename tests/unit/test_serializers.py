@@ -26,3 +26,24 @@ def test_what_it_writes_rq_s_json_serializer_reads_and_back():
 def test_what_is_not_standard_json_is_refused(text):
     with pytest.raises(ValueError):
         JobSerializer.loads(text)
+
+
+def test_every_rq_module_that_resolves_serializers_skips_the_check_for_ours():
+    import sys
+
+    import shared.serializers
+
+    resolving = {name for name, module in sys.modules.items()
+                 if name.startswith("rq.") and name != "rq.serializers" and hasattr(module, "resolve_serializer")}
+    assert {"rq.job", "rq.queue", "rq.registry", "rq.results", "rq.worker.base"} <= resolving
+    assert {name for name in resolving
+            if sys.modules[name].resolve_serializer is not shared.serializers.resolve_serializer} == set()
+
+
+def test_other_serializers_still_go_through_rq_s_check():
+    from shared.serializers import resolve_serializer as ours
+
+    assert ours(JobSerializer) is JobSerializer
+    assert ours("json") is JSONSerializer
+    with pytest.raises(NotImplementedError):
+        ours(object())

@@ -1,0 +1,107 @@
+"""A scripted local HTTP server standing in for a provider, and an ``UpstreamClient`` calling it.
+
+pytest finds fixtures by name in the test module, so a test module binds the ones it uses, e.g.
+``server, call, short_waits = upstream_fixtures.server, upstream_fixtures.call, upstream_fixtures.short_waits``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+import workers.upstream as upstream
+from shared.config import ModelConfig, parse_config
+from workers.upstream import UpstreamClient, UpstreamRequest
+
+SECRET = "sk-secret-value"
+OK_BODY = {"id": "chatcmpl-1", "choices": [{"message": {"role": "assistant", "content": "hi"}}]}
+
+
+class ScriptedServer:
+    """Answers each request with the next scripted (status, headers, body); the last one repeats."""
+
+    def __init__(self) -> None:
+        self.script: list[tuple[int, dict[str, str], bytes]] = []
+        self.requests: list[dict] = []
+        self.lock = threading.Lock()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # http.server names it so
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                with owner.lock:
+                    owner.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                    status, headers, payload = owner.script.pop(0) if len(owner.script) > 1 else owner.script[0]
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format, *args) -> None:  # http.server calls it so
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+
+    def answer(self, *script: tuple[int, dict[str, str], bytes | dict | str]) -> None:
+        for status, headers, body in script:
+            if isinstance(body, dict):
+                body = json.dumps(body).encode()
+                headers = {"Content-Type": "application/json", **headers}
+            elif isinstance(body, str):
+                body = body.encode()
+            self.script.append((status, headers, body))
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    scripted = ScriptedServer()
+    scripted.thread.start()
+    yield scripted
+    scripted.httpd.shutdown()
+    scripted.httpd.server_close()
+    scripted.thread.join(timeout=5)
+
+
+@pytest.fixture(autouse=True)
+def short_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the backoff between attempts to milliseconds."""
+    real = upstream.upstream_retrying
+    monkeypatch.setattr(upstream, "upstream_retrying", lambda **kw: real(**{**kw, "initial_wait": 0.01}))
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def model_for(url: str, attempts: int = 3) -> ModelConfig:
+    config = parse_config({"models": [{"name": "m", "type": "generic", "base_url": url + "/v1",
+                                       "api_key": SECRET, "retries": {"attempts": attempts}}]}, {})
+    return config.models[0]
+
+
+@pytest.fixture
+def call(server: ScriptedServer) -> Iterator:
+    clients: list[UpstreamClient] = []
+
+    def post(attempts: int = 3, body: dict | None = None, timeout: float = 10.0):
+        model = model_for(server.url, attempts)
+        client = UpstreamClient(model)
+        clients.append(client)
+        request = UpstreamRequest(url=model.base_url + "/chat/completions", body=body or {"model": "m"},
+                                  headers={"Authorization": f"Bearer {model.api_key}"})
+        return client.post_json(request, deadline=time.time() + timeout)
+
+    yield post
+    for client in clients:
+        client.session.close()
