@@ -58,8 +58,6 @@ def _web() -> None:
 
 
 def _worker() -> None:
-    import requests
-
     import workers.jobs
     from shared.replies import ReplyChannel
     from workers.worker_classes import ThreadedWorker
@@ -74,7 +72,9 @@ def _worker() -> None:
 
     _wrap(ThreadedWorker, "_dequeue", after=dequeued)
     _wrap(workers.jobs, "_execute", before=executing)
-    _wrap(requests.Session, "send", before=lambda *a, **k: mark("upstream_sent"),
+    from workers.cancel import CancellableAdapter
+
+    _wrap(CancellableAdapter, "send", before=lambda *a, **k: mark("upstream_sent"),
           after=lambda *a, **k: mark("upstream_answered"))
     _wrap(ReplyChannel, "send_result", before=lambda *a, **k: mark("answer_built"))
     _wrap(ThreadedWorker, "_finish", before=lambda _self, running: mark("bookkeeping_done", running.job.id))
