@@ -169,7 +169,29 @@ class CancellableAdapter(HTTPAdapter):
         response.connection = self
         return response
 
+    def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
+        """requests works out the connection pool on every call (parsing the URL, choosing
+        the proxy, building the pool's key); a model's origin, TLS settings and proxy never
+        change, so once per combination is enough. A pool closed meanwhile is looked up afresh."""
+        scheme, _, netloc = request.url.split("/", 3)[:3]
+        key = (scheme.lower(), netloc, verify, cert, tuple((proxies or {}).items()))
+        try:
+            pool = self._pools_by_origin.get(key)
+        except TypeError:  # a setting that cannot be a key (a list): no shortcut
+            return super().get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
+        if pool is None or pool.pool is None:
+            pool = super().get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
+            self._pools_by_origin[key] = pool
+        return pool
+
+    def cert_verify(self, conn, url, verify, cert):
+        # Settles the pool's TLS settings (and looks the CA bundle up on disk): once per pool.
+        if getattr(conn, "_aigw_tls", None) != (verify, cert):
+            super().cert_verify(conn, url, verify, cert)
+            conn._aigw_tls = (verify, cert)
+
     def init_poolmanager(self, *args, **kwargs):
+        self._pools_by_origin: dict[tuple, object] = {}
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = dict(_POOLS)
 

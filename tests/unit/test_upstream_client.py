@@ -7,6 +7,7 @@ import socket
 import time
 
 import pytest
+import requests
 
 from shared.errors import (
     DeadlineExceeded,
@@ -19,7 +20,7 @@ from shared.errors import (
 )
 from tests.unit import upstream_fixtures
 from tests.unit.upstream_fixtures import OK_BODY, SECRET, ScriptedServer, model_for
-from workers.cancel import CLIENT_GONE, CancelScope, enter_scope, leave_scope
+from workers.cancel import CLIENT_GONE, CancellableAdapter, CancelScope, enter_scope, leave_scope
 from workers.upstream import UpstreamClient, UpstreamRequest
 
 server, call, short_waits = upstream_fixtures.server, upstream_fixtures.call, upstream_fixtures.short_waits
@@ -264,3 +265,50 @@ def test_the_request_sent_hook_runs_once_per_job_whatever_the_attempts(server: S
     assert len(server.requests) == 2
     assert on_the_wire == [0]
     assert scope.on_request_sent is None
+
+
+def test_one_client_calls_several_origins_and_never_uses_a_closed_pool(server: ScriptedServer) -> None:
+    other = ScriptedServer()
+    other.thread.start()
+    try:
+        server.answer((200, {}, OK_BODY))
+        other.answer((200, {}, {**OK_BODY, "id": "from-other"}))
+        model = model_for(server.url)
+        client = UpstreamClient(model)
+
+        def ask(base: str) -> str:
+            return client.post_json(UpstreamRequest(f"{base}/v1/chat/completions", {"model": "m"}),
+                                    deadline=time.time() + 10).data["id"]
+
+        try:
+            answers = [ask(server.url), ask(other.url), ask(server.url)]
+            for pool in list(client.adapter._pools_by_origin.values()):
+                pool.close()  # as urllib3 does to a pool it is done with
+            answers += [ask(server.url), ask(other.url)]
+        finally:
+            client.session.close()
+    finally:
+        other.httpd.shutdown()
+        other.httpd.server_close()
+    assert answers == ["chatcmpl-1", "from-other", "chatcmpl-1", "chatcmpl-1", "from-other"]
+    assert (len(server.requests), len(other.requests)) == (3, 2)  # one attempt each: nothing failed
+
+
+def test_tls_settings_reach_the_pool_once_and_stay(tmp_path) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("not really a bundle")
+    adapter = CancellableAdapter()
+    request = requests.Request("POST", "https://provider.invalid/v1/chat/completions").prepare()
+    pool = adapter.get_connection_with_tls_context(request, str(bundle))
+    assert adapter.get_connection_with_tls_context(request, str(bundle)) is pool
+    adapter.cert_verify(pool, request.url, str(bundle), None)
+    assert (pool.cert_reqs, pool.ca_certs) == ("CERT_REQUIRED", str(bundle))
+    unverified = adapter.get_connection_with_tls_context(request, False)
+    assert unverified is not pool  # another TLS setting, another pool
+    adapter.cert_verify(unverified, request.url, False, None)
+    assert unverified.cert_reqs == "CERT_NONE"
+    assert pool.cert_reqs == "CERT_REQUIRED"
+    with pytest.raises(OSError, match="invalid path"):  # a missing bundle is still refused
+        adapter.cert_verify(adapter.get_connection_with_tls_context(request, str(tmp_path / "gone.pem")),
+                            request.url, str(tmp_path / "gone.pem"), None)
+    adapter.close()
