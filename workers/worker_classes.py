@@ -75,6 +75,7 @@ class Running:
     execution: Execution | None = None
     started: float = field(default_factory=time.monotonic)
     starting: threading.Lock = field(default_factory=threading.Lock)
+    abandoned: bool = False  # failed from outside its thread: its start is never written after that
 
 
 class ThreadedWorker(LeanBookkeeping, SimpleWorker):
@@ -107,12 +108,12 @@ class ThreadedWorker(LeanBookkeeping, SimpleWorker):
         running = self._running.get(job.id)
         return self._write_start(running) if running is not None else None
 
-    def _write_start(self, running: Running) -> Execution:
+    def _write_start(self, running: Running) -> Execution | None:
         """The job's start records, written once by its own thread: as soon as its provider
         request is on the wire (the round trip overlaps the provider's work instead of
         delaying the call), or before its outcome's records at the latest."""
         with running.starting:
-            if running.execution is None:
+            if running.execution is None and not running.abandoned:
                 with self.connection.pipeline() as pipeline:
                     execution = self.queue_start(running.job, pipeline)
                     pipeline.execute()
@@ -268,6 +269,8 @@ class ThreadedWorker(LeanBookkeeping, SimpleWorker):
         except Exception:
             log.exception("could not answer an abandoned job's client", extra={"job_id": running.job.id})
         running.scope.cancel(SHUTDOWN)
+        with running.starting:  # a start being written lands first; none is written after
+            running.abandoned = True
         try:
             self.handle_job_failure(running.job, running.queue, exc_string=reason,
                                     execution=running.execution)
