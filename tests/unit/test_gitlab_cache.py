@@ -7,26 +7,13 @@ import json
 import time
 
 import pytest
-import redis
 
 from api import gitlab_cache
 from api.gitlab_cache import GitLabCache
 from tests.harness import wait_for
-from tools.embedded_redis import EmbeddedRedis
+from tests.unit import redis_fixtures
 
-
-@pytest.fixture(scope="module")
-def server():
-    embedded = EmbeddedRedis().start()
-    yield embedded
-    embedded.stop()
-
-
-@pytest.fixture
-def client(server):
-    connection = redis.Redis.from_url(server.url)
-    connection.flushdb()
-    return connection
+server, client = redis_fixtures.server, redis_fixtures.client
 
 
 def cache_on(client, local_ttl: float = 60.0) -> GitLabCache:
