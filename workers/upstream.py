@@ -71,7 +71,7 @@ class UpstreamClient:
         self.adapter = CancellableAdapter(pool_connections=1, pool_maxsize=max(1, pool_size))
         self.session.mount("https://", self.adapter)
         self.session.mount("http://", self.adapter)
-        self._templates: dict[tuple[str, bool], requests.PreparedRequest] = {}
+        self._templates: dict[tuple[str, bool], requests.PreparedRequest] = {}  # a model has a handful of URLs
 
     def post_json(self, request: UpstreamRequest, *, deadline: float) -> UpstreamResult:
         started = time.monotonic()
