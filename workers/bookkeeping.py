@@ -50,6 +50,8 @@ WORKER_TTL = HEARTBEAT_TTL  # ...and the worker stops counting as live
 class LeanBookkeeping:
     """Mixin for an RQ worker class (before it in the bases)."""
 
+    _suspension_checked = 0.0  # monotonic time of the last check
+
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         # The monitor heartbeats every running job, so entries can expire soon after a crash.
         return HEARTBEAT_TTL

@@ -93,7 +93,6 @@ class ThreadedWorker(LeanBookkeeping, SimpleWorker):
         self._lock = threading.Lock()
         self._cold = False
         self._stopped = threading.Event()
-        self._suspension_checked = 0.0
         self._handoff: queue.SimpleQueue[Running] = queue.SimpleQueue()
         self._idle_threads = 0
 
