@@ -12,7 +12,7 @@ import time
 
 import pytest
 import requests
-from rq import Queue
+from rq import Queue, Worker
 from rq.job import Job
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.results import Result
@@ -345,3 +345,30 @@ def test_second_signal_fails_running_jobs_and_exits_at_once(stack, tmp_path):
         assert job_id in failed.get_job_ids()
     finally:
         workers.stop()
+
+
+def test_rq_suspend_holds_new_jobs_queued_until_rq_resume(stack):
+    client = stack.redis()
+
+    def rq(command: str) -> None:
+        subprocess.run([sys.executable, "-m", "rq.cli", command, "-u", stack.redis_server.url],
+                       check=True, capture_output=True, timeout=30)
+
+    def pool_workers_suspended() -> bool:
+        workers = Worker.all(connection=client, queue=queue(stack, "pool"))
+        return bool(workers) and all(worker.get_state() == "suspended" for worker in workers)
+
+    rq("suspend")
+    try:
+        wait_for(pool_workers_suspended, timeout=10, message="the pool worker to notice the suspension")
+        results: dict = {}
+        thread = in_background(stack, results, "held-1", "pool", "held while suspended")
+        wait_for(lambda: client.llen("rq:queue:pool") == 1, timeout=5, message="the request's job queued")
+        time.sleep(2.0)  # what must not happen: the worker looks again every second
+        assert client.llen("rq:queue:pool") == 1
+        assert stack.sandbox_calls("held-1") == 0
+    finally:
+        rq("resume")
+    thread.join(15)
+    assert results["held-1"].status_code == 200
+    assert stack.sandbox_calls("held-1") == 1
