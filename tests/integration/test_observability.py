@@ -199,8 +199,12 @@ def test_payloads_are_logged_only_when_configured_and_log_dir_gets_a_file_per_pr
     try:
         gateway.start()
         assert gateway.chat("chat", "tell me a secret recipe", headers={"X-Request-Id": "to-file"}).status_code == 200
-        records = [json.loads(line) for line in gateway.workers.log().splitlines() if line.startswith("{")]
-        job = next(r for r in records if r.get("message") == "job done")
+        def job_record():  # the worker writes it just after the answer has gone out
+            complete = gateway.workers.log().split("\n")[:-1]  # a line being written is skipped
+            records = [json.loads(line) for line in complete if line.startswith("{")]
+            return next((r for r in records if r.get("message") == "job done"), None)
+
+        job = wait_for(job_record, timeout=10, message="the worker's record of the job")
         assert job["prompt"]["messages"][0]["content"] == "tell me a secret recipe"
         assert job["completion"]["choices"][0]["message"]["content"] == "Sandbox reply: tell me a secret recipe"
         def api_files():  # one per gunicorn worker; the second may still be booting
