@@ -22,20 +22,13 @@ from shared.ratelimit import (
     estimate_tokens,
     text_length,
 )
-from tools.embedded_redis import EmbeddedRedis
+from tests.unit import redis_fixtures
 
-
-@pytest.fixture(scope="module")
-def server():
-    embedded = EmbeddedRedis().start()
-    yield embedded
-    embedded.stop()
+server, client = redis_fixtures.server, redis_fixtures.client
 
 
 @pytest.fixture
-def limiter(server, monkeypatch):
-    client = redis.Redis.from_url(server.url)
-    client.flushdb()
+def limiter(client, monkeypatch):
     monkeypatch.setattr(ratelimit, "WINDOW_SCALE", 0.01)  # a minute is 0.6 s
     return RateLimiter(client)
 
