@@ -105,8 +105,8 @@ class Dispatcher:
                 request_id: str, caller: dict, reservation: Reservation, stream: bool = False,
                 route: str | None = None) -> JobRequest:
         """Put the job on its model's queue, admitted by the rate limits and the queue's limit in
-        the same transaction (one round trip): raises ``shared.ratelimit.RateLimited`` or
-        ``QueueFull``, and then nothing stays queued and no allowance is taken."""
+        the same atomic step (one round trip): raises ``shared.ratelimit.RateLimited`` or
+        ``QueueFull``, and then nothing is queued and no allowance is taken."""
         job_id = uuid.uuid4().hex
         request = JobRequest(job_id=job_id, request_id=request_id, model=model.name,
                              requested_model=requested_model, endpoint=endpoint, body=body,
@@ -115,8 +115,7 @@ class Dispatcher:
                              stream_seconds=model.max_stream_duration if stream else 0.0, route=route)
         jobs = self.config.jobs
         queue = self.queues[model.name]
-        pipeline = self.redis.pipeline()
-        queue.enqueue_call(
+        job = queue.create_job(
             JOB_FUNCTION,
             args=(request.to_dict(),),
             job_id=job_id,
@@ -127,14 +126,14 @@ class Dispatcher:
             on_failure=Callback(JOB_FAILURE_CALLBACK),
             # RQ's default description is the call with its arguments: the whole prompt.
             description=f"{endpoint} model={model.name} request_id={request_id}",
-            pipeline=pipeline,
         )
-        # After RQ's commands, in the transaction RQ opened: the job is already pushed, so
-        # no worker can see it before it is admitted, and a refusal takes it back.
-        self.limiter.admit_queued(pipeline, reservation, queue_key=queue.key, job_key=queue.job_class.key_for(job_id),
-                                  job_id=job_id, max_depth=model.max_queue_depth)
+        queue._prepare_for_queue(job)  # what RQ's enqueue sets before saving: origin, enqueued_at, status
         try:
-            self.limiter.decide(reservation, pipeline.execute()[-1])
+            # RQ's enqueue (save, expiry, push) happens inside the admission script: one round
+            # trip, and a refused job is never written, so no worker can see it.
+            self.limiter.admit_and_enqueue(reservation, queue_key=queue.key, job_key=job.key,
+                                           queues_key=queue.redis_queues_keys, job_id=job_id,
+                                           max_depth=model.max_queue_depth, ttl=job.ttl, job_fields=job.to_dict())
         except QueueAtLimit as full:
             raise QueueFull(f"Model '{model.name}' has {full.depth} requests waiting, its limit; "
                             "try again shortly.", retry_after=1) from None

@@ -69,23 +69,17 @@ end
 
 # KEYS: per limit, its sorted set and its hash. ARGV: id, count, then per limit kind, window ms, limit, cost.
 # Returns {1, used_1, oldest_1, ...} when admitted, {0, index, retry_ms, used_1, ...} when refused.
-# Queued mode (``admit_queued``): two more KEYS, the RQ queue and the job's hash, and two more ARGV,
-# the job id and the queue's limit. It runs in the transaction that enqueued the job (pushed last):
-# a job over the queue's limit ({2, depth}) or refused by a limit is taken back atomically.
+# Enqueue mode (``admit_and_enqueue``): three more KEYS, the RQ queue, the job's hash and RQ's set of
+# queues; more ARGV: the job id, the queue's limit, the job's time to live in s (0: none), then the
+# job's hash as field, value pairs. Only a job the queue has room for ({2, depth} otherwise) and every
+# limit admits is written: saved and pushed as RQ's enqueue does, in the same atomic step.
 _ADMIT = _LUA_COMMON + """
 local now = now_ms()
 local id, n = ARGV[1], tonumber(ARGV[2])
-local queue_key, job_key = KEYS[2 * n + 1], KEYS[2 * n + 2]
-local job_id, max_depth = ARGV[3 + 4 * n], tonumber(ARGV[4 + 4 * n])
-local function withdraw()
-  if queue_key then
-    redis.call('LREM', queue_key, -1, job_id)
-    redis.call('DEL', job_key)
-  end
-end
+local queue_key, job_key, queues_key = KEYS[2 * n + 1], KEYS[2 * n + 2], KEYS[2 * n + 3]
 if queue_key then
-  local depth = redis.call('LLEN', queue_key) - 1
-  if depth >= max_depth then withdraw(); return {2, depth} end
+  local depth = redis.call('LLEN', queue_key)
+  if depth >= tonumber(ARGV[4 + 4 * n]) then return {2, depth} end
 end
 local used, refusal = {}, nil
 for i = 1, n do
@@ -106,7 +100,7 @@ for i = 1, n do
     refusal = {i, retry}
   end
 end
-if refusal then withdraw(); return {0, refusal[1], refusal[2], unpack(used)} end
+if refusal then return {0, refusal[1], refusal[2], unpack(used)} end
 local out = {1}
 for i = 1, n do
   local zkey, hkey, a = KEYS[2 * i - 1], KEYS[2 * i], 2 + (i - 1) * 4
@@ -121,6 +115,13 @@ for i = 1, n do
   local oldest = redis.call('ZRANGE', zkey, 0, 0, 'WITHSCORES')
   table.insert(out, used[i] + cost)
   table.insert(out, tonumber(oldest[2]) + window - now)
+end
+if queue_key then
+  local job_id, ttl = ARGV[3 + 4 * n], tonumber(ARGV[5 + 4 * n])
+  redis.call('HSET', job_key, unpack(ARGV, 6 + 4 * n))
+  if ttl > 0 then redis.call('EXPIRE', job_key, ttl) end
+  redis.call('SADD', queues_key, queue_key)
+  redis.call('RPUSH', queue_key, job_id)
 end
 return out
 """
@@ -200,7 +201,7 @@ class Reservation:
 
 
 class QueueAtLimit(Exception):
-    """Queued admission: the model's queue already holds its limit of waiting jobs."""
+    """Enqueue mode: the model's queue already holds its limit of waiting jobs."""
 
     def __init__(self, depth: int):
         self.depth = depth
@@ -248,13 +249,17 @@ class RateLimiter:
         keys, args = self._admission(reservation)
         return self.decide(reservation, self._admit(keys=keys, args=args))
 
-    def admit_queued(self, pipeline, reservation: Reservation, *, queue_key: str, job_key: str, job_id: str,
-                     max_depth: int) -> None:
-        """Admission in the transaction that has just pushed ``job_id`` onto ``queue_key``
-        (one round trip for both). Pass what ``pipeline.execute()`` answers for it to ``decide``."""
+    def admit_and_enqueue(self, reservation: Reservation, *, queue_key: str, job_key: str, queues_key: str,
+                          job_id: str, max_depth: int, ttl: int | None, job_fields: dict) -> Reservation:
+        """Admission and the enqueue of an RQ job (its hash, ``job_fields``, and its id pushed
+        on ``queue_key``) in one atomic round trip: the job is written only if the queue holds
+        fewer than ``max_depth`` jobs (else ``QueueAtLimit``) and every limit admits it (else
+        ``RateLimited``); either refusal writes nothing and takes no allowance."""
         keys, args = self._admission(reservation)
-        # EVAL, not EVALSHA: a missing script would surface only after the job was pushed.
-        pipeline.eval(_ADMIT, len(keys) + 2, *keys, queue_key, job_key, *args, job_id, max_depth)
+        fields = [item for pair in job_fields.items() for item in pair]
+        answer = self._admit(keys=[*keys, queue_key, job_key, queues_key],
+                             args=[*args, job_id, max_depth, max(0, int(ttl or 0)), *fields])
+        return self.decide(reservation, answer)
 
     def _admission(self, reservation: Reservation) -> tuple[list, list]:
         keys, args = [], [reservation.id, len(reservation.limits)]
@@ -265,7 +270,7 @@ class RateLimiter:
 
     def decide(self, reservation: Reservation, answer) -> Reservation:
         """The script's answer: the reservation with its figures, or ``RateLimited`` /
-        ``QueueAtLimit`` (queued mode) raised."""
+        ``QueueAtLimit`` (enqueue mode) raised."""
         limits = reservation.limits
         answer = [int(value) for value in answer]
         if answer[0] == 2:

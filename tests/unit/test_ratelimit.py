@@ -134,16 +134,21 @@ def test_a_pipelined_reconcile_after_redis_lost_its_scripts_raises_and_can_be_re
 
 
 def enqueue_admitted(limiter, reservation, job_id: str, max_depth: int = 10):
-    """As the dispatcher does: the job's writes, then admission, in one transaction."""
-    pipeline = limiter.redis.pipeline()
-    pipeline.hset(f"job:{job_id}", "status", "queued")
-    pipeline.rpush("queue", job_id)
-    limiter.admit_queued(pipeline, reservation, queue_key="queue", job_key=f"job:{job_id}", job_id=job_id,
-                         max_depth=max_depth)
-    return limiter.decide(reservation, pipeline.execute()[-1])
+    """As the dispatcher does: admission and the job's writes in one script."""
+    return limiter.admit_and_enqueue(reservation, queue_key="queue", job_key=f"job:{job_id}", queues_key="queues",
+                                     job_id=job_id, max_depth=max_depth, ttl=90,
+                                     job_fields={"status": "queued", "origin": "queue"})
 
 
-def test_queued_admission_keeps_an_admitted_job_and_takes_back_a_refused_one(limiter):
+def test_an_admitted_job_is_saved_with_its_expiry_and_pushed(limiter):
+    enqueue_admitted(limiter, Reservation("r1", [req_limit("saved", 5)], 0), "j1")
+    assert limiter.redis.hgetall("job:j1") == {b"status": b"queued", b"origin": b"queue"}
+    assert 0 < limiter.redis.ttl("job:j1") <= 90
+    assert limiter.redis.lrange("queue", 0, -1) == [b"j1"]
+    assert limiter.redis.smembers("queues") == {b"queue"}
+
+
+def test_queued_admission_keeps_an_admitted_job_and_writes_nothing_for_a_refused_one(limiter):
     limit = req_limit("q", 1)
     admitted = enqueue_admitted(limiter, Reservation("r1", [limit], 0), "j1")
     assert admitted.figures[0].remaining == 0
@@ -162,6 +167,13 @@ def test_queued_admission_refuses_a_full_queue_before_taking_any_allowance(limit
     assert full.value.depth == 2
     assert limiter.redis.lrange("queue", 0, -1) == [b"j0", b"j1"] and not limiter.redis.exists("job:j2")
     assert limiter.redis.zcard(limit.keys[0]) == 2  # the refused job took nothing
+
+
+def test_queued_admission_loads_its_script_again_after_redis_lost_it(limiter):
+    enqueue_admitted(limiter, Reservation("r0", [req_limit("flush", 5)], 0), "j0")
+    limiter.redis.script_flush()
+    enqueue_admitted(limiter, Reservation("r1", [req_limit("flush", 5)], 0), "j1")
+    assert limiter.redis.lrange("queue", 0, -1) == [b"j0", b"j1"]
 
 
 def test_queued_admission_without_limits_still_checks_the_queue(limiter):
