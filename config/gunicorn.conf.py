@@ -25,7 +25,7 @@ for _warning in _config.warnings:
 check_gateway_token(_settings, _config)
 
 bind = f"0.0.0.0:{_settings.port}"
-worker_class = "gthread"
+worker_class = "api.web_worker.GatewayThreadWorker"
 workers = _settings.web_concurrency
 threads = _settings.web_threads
 # gthread's timeout is about a stuck worker process, not a request; still keep it
