@@ -1,4 +1,4 @@
-"""The API's gunicorn thread pool: last idle thread first, the ThreadPoolExecutor parts gthread uses."""
+"""The thread pool of gunicorn's request threads and the worker's job threads: last idle thread first."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from api.web_worker import GatewayThreadWorker, LifoThreadPool
+from api.web_worker import GatewayThreadWorker
+from shared.threadpool import LifoThreadPool
 from tests.harness import wait_for
 
 
 @pytest.fixture
 def pool():
-    made = LifoThreadPool(4, name="test")
+    made = LifoThreadPool(4, name="test", idle_seconds=30)
     yield made
     made.shutdown(wait=False)
 
@@ -30,7 +31,7 @@ def test_the_thread_that_went_idle_last_takes_the_next_task(pool):
     second_thread = second.result(timeout=10)
     release.set()
     first.result(timeout=10)
-    wait_for(lambda: len(pool._idle) == 2, timeout=10, message="both threads idle")
+    wait_for(lambda: pool.idle == 2, timeout=10, message="both threads idle")
     # The first task's thread went idle after the second's: it takes the next task.
     assert pool.submit(current_thread_name).result(timeout=10) != second_thread
     assert pool.submit(current_thread_name).result(timeout=10) != second_thread
@@ -62,7 +63,7 @@ def test_results_errors_and_done_callbacks_reach_the_future(pool):
 
 def test_shutdown_ends_idle_threads_and_refuses_new_work(pool):
     pool.submit(lambda: None).result(timeout=10)
-    wait_for(lambda: len(pool._idle) == 1, timeout=10, message="the thread idle")
+    wait_for(lambda: pool.idle == 1, timeout=10, message="the thread idle")
     thread = next(t for t in threading.enumerate() if t.name.startswith("test-"))
     pool.shutdown(wait=False)
     thread.join(10)
@@ -76,3 +77,23 @@ def test_gunicorn_runs_it_with_its_configured_threads():
     assert 'worker_class = "api.web_worker.GatewayThreadWorker"' in source
     made = GatewayThreadWorker.get_thread_pool(SimpleNamespace(cfg=SimpleNamespace(threads=3)))
     assert isinstance(made, LifoThreadPool) and made.max_workers == 3
+
+
+def test_a_thread_idle_past_its_time_ends_and_a_new_one_starts_when_needed():
+    pool = LifoThreadPool(name="short", idle_seconds=0.05)
+    first = pool.submit(current_thread_name).result(timeout=10)
+    wait_for(lambda: pool._threads == 0, timeout=10, message="the idle thread ended")
+    assert pool.idle == 0
+    assert pool.submit(current_thread_name).result(timeout=10) != first
+    pool.shutdown(wait=False)
+
+
+def test_without_a_limit_busy_threads_never_hold_work_back():
+    pool = LifoThreadPool(name="open")
+    release = threading.Event()
+    busy = [pool.submit(release.wait, 10) for _ in range(20)]
+    assert pool.submit(lambda: "ran").result(timeout=10) == "ran"
+    release.set()
+    for future in busy:
+        future.result(timeout=10)
+    pool.shutdown(wait=False)
