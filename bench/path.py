@@ -27,8 +27,8 @@ from sandbox.gitlab import DEMO_TOKEN
 from tests.harness import PROVIDER_KEY, Stack
 
 HOOKS = Path(__file__).parent / "path_hooks"
-STEPS = ["web_in", "enqueue_begin", "wait_begin", "dequeued", "job_starts", "upstream_sent",
-         "upstream_answered", "answer_built", "woke", "web_out", "client_received"]
+STEPS = ["web_in", "enqueue_begin", "enqueue_sent", "wait_begin", "dequeued", "job_thread", "job_starts",
+         "upstream_sent", "upstream_answered", "answer_built", "woke", "web_out", "client_received"]
 
 
 def traced(latency_ms: int, count: int) -> tuple[dict[str, float], float, float]:

@@ -285,18 +285,15 @@ class RateLimiter:
         figures[index] = Figure(refused, refused.limit, max(0, retry_ms))
         raise RateLimited(refused, None if retry_ms < 0 else retry_ms / 1000, figures)
 
-    def refund(self, reservation: dict | Reservation, *, pipeline=None) -> None:
+    def refund(self, reservation: dict | Reservation) -> None:
         """Give everything back: the request never reached the provider."""
-        self._settle_all(reservation, lambda kind: -1, pipeline)
+        self._settle_all(reservation, lambda kind: -1)
 
-    def reconcile(self, reservation: dict | Reservation, actual_tokens: int, *, pipeline=None) -> None:
-        """Replace the token estimate with what the provider reported (refund or overdraw).
-        With ``pipeline``, it rides on the caller's round trip; executing it raises
-        ``redis.exceptions.NoScriptError`` if Redis has lost the script (the pipeline's other
-        commands ran): then call this again without ``pipeline``."""
-        self._settle_all(reservation, lambda kind: max(0, int(actual_tokens)) if kind == TOKENS else 0, pipeline)
+    def reconcile(self, reservation: dict | Reservation, actual_tokens: int) -> None:
+        """Replace the token estimate with what the provider reported (refund or overdraw)."""
+        self._settle_all(reservation, lambda kind: max(0, int(actual_tokens)) if kind == TOKENS else 0)
 
-    def _settle_all(self, reservation: dict | Reservation, cost, pipeline=None) -> None:
+    def _settle_all(self, reservation: dict | Reservation, cost) -> None:
         data = reservation.to_dict() if isinstance(reservation, Reservation) else reservation
         if not data or not data.get("limits"):
             return
@@ -306,14 +303,8 @@ class RateLimiter:
                 continue  # a request stays counted once it reached the provider
             keys += [log_key, amounts_key]
             args += [kind, cost(kind)]
-        if not keys:
-            return
-        if pipeline is None:
-            self._settle(keys=keys, args=args)
-        else:
-            # A Script object makes the pipeline ask SCRIPT EXISTS first: a round trip on every
-            # answer. Its caller catches NoScriptError (Redis restarted) and settles again.
-            pipeline.evalsha(self._settle.sha, len(keys), *keys, *args)
+        if keys:
+            self._settle(keys=keys, args=args)  # loads the script again if Redis lost it
 
 
 def estimate_tokens(body: dict, default_output: int) -> int:

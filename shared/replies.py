@@ -58,20 +58,19 @@ class ReplyChannel:
         self.ttl = max(1, int(ttl))
 
     # -- worker side -------------------------------------------------------
-    def _append(self, fields: dict, pipeline=None) -> None:
-        """One round trip; with ``pipeline``, on the caller's (who executes it)."""
-        pipe = pipeline if pipeline is not None else self.redis.pipeline(transaction=False)
+    def _append(self, fields: dict) -> None:
+        """One round trip."""
+        pipe = self.redis.pipeline(transaction=False)
         pipe.xadd(self.key, fields)
         pipe.expire(self.key, self.ttl)
-        if pipeline is None:
-            pipe.execute()
+        pipe.execute()
 
-    def send_result(self, status: int, body: bytes, meta: dict | None = None, *, pipeline=None) -> None:
-        self._append({"kind": RESULT, "status": status, "body": body, "meta": json.dumps(meta or {})}, pipeline)
+    def send_result(self, status: int, body: bytes, meta: dict | None = None) -> None:
+        self._append({"kind": RESULT, "status": status, "body": body, "meta": json.dumps(meta or {})})
 
-    def send_error(self, error: GatewayError, meta: dict | None = None, *, pipeline=None) -> None:
+    def send_error(self, error: GatewayError, meta: dict | None = None) -> None:
         self._append({"kind": ERROR, "status": error.status, "error": json.dumps(error.to_dict()),
-                      "meta": json.dumps(meta or {})}, pipeline)
+                      "meta": json.dumps(meta or {})})
 
     def send_chunk(self, data: bytes, *, lasts: float | None = None) -> None:
         """A stream's chunk. The first one (``lasts``: how long the stream may run) sets the
@@ -84,8 +83,8 @@ class ReplyChannel:
         pipe.expire(self.key, self.ttl + max(1, int(lasts)))
         pipe.execute()
 
-    def send_end(self, meta: dict | None = None, *, pipeline=None) -> None:
-        self._append({"kind": END, "meta": json.dumps(meta or {})}, pipeline)
+    def send_end(self, meta: dict | None = None) -> None:
+        self._append({"kind": END, "meta": json.dumps(meta or {})})
 
     # -- API side ----------------------------------------------------------
     def read(self, after: bytes | str, block_ms: int) -> list[Reply]:

@@ -44,6 +44,7 @@ def _web() -> None:
     import falcon
     from rq import Queue
 
+    from shared.ratelimit import RateLimiter
     from shared.replies import ReplyChannel
 
     def enqueueing(_queue, *_args, **kwargs):
@@ -53,7 +54,8 @@ def _web() -> None:
 
     _wrap(falcon.App, "__call__", before=lambda *a, **k: setattr(_job, "began", time.time()),
           after=lambda *a, **k: mark("web_out"))
-    _wrap(Queue, "enqueue_call", before=enqueueing)
+    _wrap(Queue, "create_job", before=enqueueing)
+    _wrap(RateLimiter, "admit_and_enqueue", before=lambda *a, **k: mark("enqueue_sent"))
     _wrap(ReplyChannel, "wait", before=lambda *a, **k: mark("wait_begin"), after=lambda *a, **k: mark("woke"))
 
 
@@ -71,6 +73,7 @@ def _worker() -> None:
         mark("job_starts")
 
     _wrap(ThreadedWorker, "_dequeue", after=dequeued)
+    _wrap(ThreadedWorker, "_run", before=lambda _self, running: mark("job_thread", running.job.id))
     _wrap(workers.jobs, "_execute", before=executing)
     from workers.cancel import CancellableAdapter
 

@@ -174,6 +174,7 @@ def test_a_refusing_scope_does_not_use_up_another(stack):
 
 def test_a_token_limit_reserves_an_estimate_and_reconciles_from_usage(stack):
     admitted, usage = 0, 0
+    amounts_key = "aigw:rl:route:token-budget:tokens:60:amounts"
     while True:
         response = send(stack.url, "tokens", DEMO_TOKEN, content="one two three", max_tokens=5)
         if response.status_code != 200:
@@ -182,6 +183,9 @@ def test_a_token_limit_reserves_an_estimate_and_reconciles_from_usage(stack):
         usage += response.json()["usage"]["total_tokens"]
         assert response.headers["x-ratelimit-limit-tokens"] == "200"
         assert re.fullmatch(r"\d+(\.\d+)?(ms|s)", response.headers["x-ratelimit-reset-tokens"])
+        # The worker settles in the round trip right after the answer's.
+        wait_for(lambda: int(stack.redis().hget(amounts_key, "_sum") or 0) == usage, timeout=10,  # noqa: B023
+                 message="the settlement")
     assert response.status_code == 429
     per_request = usage // admitted  # the sandbox's usage is deterministic: every request the same
     # Admitted while (reconciled usage so far) + estimate <= 200. The estimate is the
@@ -190,8 +194,7 @@ def test_a_token_limit_reserves_an_estimate_and_reconciles_from_usage(stack):
     assert estimate == -(-len("roleusercontentone two three") // 4) + 5
     assert estimate > per_request
     assert admitted == (200 - estimate) // per_request + 1
-    amounts = stack.redis().hget("aigw:rl:route:token-budget:tokens:60:amounts", "_sum")
-    assert int(amounts) == usage  # reconciled: the reservations became the real usage
+    assert int(stack.redis().hget(amounts_key, "_sum")) == usage  # reconciled: the reservations became the real usage
 
 
 def test_a_request_refused_as_queue_full_takes_no_allowance_and_leaves_nothing_queued(stack):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-import redis
 
 from api.rate_headers import headers_for, openai_duration
 from shared import ratelimit
@@ -107,29 +106,11 @@ def test_refund_takes_back_the_request_count(limiter):
     limiter.admit([limit], 0)
 
 
-def test_reconcile_in_a_pipeline_rides_its_round_trip_without_asking_for_the_script(limiter):
-    budget = tok_limit("p", 100)
-    reservation = limiter.admit([budget], 60)
-    pipeline = limiter.redis.pipeline(transaction=False)
-    pipeline.set("answer", "sent")
-    limiter.reconcile(reservation, 20, pipeline=pipeline)
-    before = limiter.redis.info("commandstats").get("cmdstat_script|exists", {}).get("calls", 0)
-    pipeline.execute()
-    assert limiter.redis.info("commandstats").get("cmdstat_script|exists", {}).get("calls", 0) == before
-    assert int(limiter.redis.hget(budget.keys[1], "_sum")) == 20
-
-
-def test_a_pipelined_reconcile_after_redis_lost_its_scripts_raises_and_can_be_redone(limiter):
+def test_a_settlement_after_redis_lost_its_scripts_loads_it_again(limiter):
     budget = tok_limit("f", 100)
     reservation = limiter.admit([budget], 60)
-    limiter.redis.script_flush()
-    pipeline = limiter.redis.pipeline(transaction=False)
-    pipeline.set("answer", "sent")
-    limiter.reconcile(reservation, 20, pipeline=pipeline)
-    with pytest.raises(redis.exceptions.NoScriptError):
-        pipeline.execute()
-    assert limiter.redis.get("answer") == b"sent"  # the rest of the pipeline ran
-    limiter.reconcile(reservation, 20)  # what the worker does then: the script is loaded again
+    limiter.redis.script_flush()  # Redis restarted, say
+    limiter.reconcile(reservation, 20)
     assert int(limiter.redis.hget(budget.keys[1], "_sum")) == 20
 
 
