@@ -47,3 +47,24 @@ def test_other_serializers_still_go_through_rq_s_check():
     assert ours("json") is JSONSerializer
     with pytest.raises(NotImplementedError):
         ours(object())
+
+
+def test_a_job_s_data_is_stored_as_plain_json_and_compressed_jobs_still_read():
+    import zlib
+
+    import redis
+    import rq.job
+    from rq.job import Job
+
+    import shared.serializers
+
+    assert rq.job.zlib is shared.serializers.PlainJobData
+    connection = redis.Redis()  # never connects: nothing here talks to Redis
+    job = Job.create("workers.jobs.execute", args=({"prompt": "héllo"},), serializer=JobSerializer, id="j",
+                     connection=connection)
+    stored = job.to_dict()["data"]
+    assert JSONSerializer.loads(stored) == ["workers.jobs.execute", None, [{"prompt": "héllo"}], {}]
+    for data in (stored, zlib.compress(stored)):  # ours, and a job stock RQ wrote
+        read = Job(id="j", serializer=JobSerializer, connection=connection)
+        read.restore({b"data": data, b"created_at": b"2026-12-06T12:00:00.000000Z"})
+        assert list(read.args) == [{"prompt": "héllo"}]
