@@ -52,7 +52,7 @@ DEQUEUE_TIMEOUT = 1  # seconds; the main loop looks at its stop flags this often
 DEADLINE_GRACE = 0.5  # the upstream read timeout fires at the deadline; this is its backstop
 STUCK_GRACE = 10.0  # past the hard timeout, a thread that still runs gives up its slot
 IDLE_THREAD_SECONDS = 60.0  # an idle job thread waits this long for the next job, then ends
-HANDOVER_WAIT = 0.01  # the dequeuing thread waits at most this long for a job thread to take a job
+HANDOVER_WAIT = 0.01  # the dequeuing thread waits at most this long for a job to reach its provider
 
 
 class JobAbandoned(Exception):
@@ -77,7 +77,7 @@ class Running:
     execution: Execution | None = None
     started: float = field(default_factory=time.monotonic)
     starting: threading.Lock = field(default_factory=threading.Lock)
-    begun: threading.Event = field(default_factory=threading.Event)  # its thread has taken it
+    sent: threading.Event = field(default_factory=threading.Event)  # its provider request is out (or it ended)
     abandoned: bool = False  # failed from outside its thread: its start is never written after that
 
 
@@ -193,18 +193,18 @@ class ThreadedWorker(LeanBookkeeping, SimpleWorker):
     def _hand_over(self, running: Running) -> None:
         """To a job thread: the one that went idle last, whose memory is likeliest still in the
         CPU's caches (starting a thread costs a fraction of a millisecond on every request).
-        Then wait, briefly, until that thread has the job: the next dequeue's work would
-        otherwise hold the GIL while the job waits to be sent (about 0.3 ms here)."""
+        Then wait, briefly, until the job's provider request is out: the next dequeue's work
+        would otherwise take the GIL at the job's first pause (urllib3 polls its connection
+        before sending) and hold it while the job waits to be sent, about 0.3 ms here."""
         self._job_threads.submit(self._job_thread, running)
-        running.begun.wait(HANDOVER_WAIT)
+        running.sent.wait(HANDOVER_WAIT)
 
     def _job_thread(self, running: Running) -> None:
         running.thread = threading.current_thread()
-        running.begun.set()  # from here this thread holds the GIL until the job's first I/O
         self._run(running)
 
     def _run(self, running: Running) -> None:
-        running.scope.on_request_sent = lambda: self._write_start_quietly(running)
+        running.scope.on_request_sent = lambda: self._request_sent(running)
         token = enter_scope(running.scope)
         log_token = current_request_id.set(request_id_of(running.job))  # RQ's own records of the job too
         try:
@@ -213,10 +213,15 @@ class ThreadedWorker(LeanBookkeeping, SimpleWorker):
         except Exception:
             log.exception("job bookkeeping failed", extra={"job_id": running.job.id, "worker": self.name})
         finally:
+            running.sent.set()  # a job that ended without calling its provider
             running.scope.close()
             leave_scope(token)
             current_request_id.reset(log_token)
             self._finish(running)
+
+    def _request_sent(self, running: Running) -> None:
+        running.sent.set()
+        self._write_start_quietly(running)
 
     def _finish(self, running: Running) -> None:
         with self._lock:

@@ -14,6 +14,7 @@ from shared.keys import JOB_FUNCTION
 from shared.serializers import JobSerializer
 from tests.harness import wait_for
 from tests.unit import redis_fixtures
+from workers import worker_classes
 from workers.cancel import CancelScope
 from workers.worker_classes import Running, ThreadedWorker
 
@@ -48,17 +49,30 @@ def test_no_start_is_written_after_the_job_was_failed_from_outside(client) -> No
     assert FailedJobRegistry("model", connection=client).get_job_ids() == ["job-1"]
 
 
-def test_the_dequeuing_thread_hands_a_job_over_and_waits_for_it_only_briefly(client, monkeypatch) -> None:
+def test_the_dequeuing_thread_waits_briefly_for_the_job_to_reach_its_provider(client, monkeypatch) -> None:
     worker, running = running_job(client)
     seen = []
-    monkeypatch.setattr(worker, "_run", lambda each: seen.append((each, threading.current_thread())))
-    worker._hand_over(running)
-    assert running.begun.is_set()  # the job's thread had it before the next dequeue began
-    wait_for(lambda: seen, timeout=10, message="the job thread")
-    assert seen[0][0] is running and seen[0][1] is not threading.current_thread()
 
-    stuck = Running(running.job, running.queue, CancelScope("job-2"))
+    def run(each: Running) -> None:  # the job, up to its provider request being sent
+        seen.append(threading.current_thread())
+        each.scope.on_request_sent()
+
+    monkeypatch.setattr(worker_classes, "HANDOVER_WAIT", 30.0)  # only the job's progress ends the wait
+    monkeypatch.setattr(worker, "perform_job", lambda job, queue, execution: run(running))
+    monkeypatch.setattr(worker, "_write_start_quietly", lambda each: None)
+    worker._hand_over(running)
+    assert seen and seen[0] is not threading.current_thread()  # sent from its own thread, before the return
+    assert running.sent.is_set()
+
+    ended = Running(running.job, running.queue, CancelScope("job-2"))  # ends without calling its provider
+    monkeypatch.setattr(worker, "perform_job", lambda job, queue, execution: None)
+    worker._running[ended.job.id] = ended
+    worker._hand_over(ended)
+    wait_for(ended.sent.is_set, timeout=10, message="the job's end")
+
+    stuck = Running(running.job, running.queue, CancelScope("job-3"))
+    monkeypatch.setattr(worker_classes, "HANDOVER_WAIT", 0.05)
     monkeypatch.setattr(worker._job_threads, "submit", lambda *args: None)  # no thread ever takes it
     began = time.monotonic()
     worker._hand_over(stuck)
-    assert not stuck.begun.is_set() and time.monotonic() - began < 1.0
+    assert not stuck.sent.is_set() and time.monotonic() - began < 1.0
