@@ -55,11 +55,16 @@ class WorkerLiveness:
 
 
 class Janitor:
-    """Deletes read reply streams off the request path, in batches: the answer need not
-    wait for the round trip. A key this misses still expires on its own."""
+    """Deletes read reply streams off the request path, in batches a moment after they
+    were read: a delete sent at once took the process's GIL at the answer's first pause
+    (writing its headers) and held the rest of the answer back. A key this misses still
+    expires on its own."""
 
-    def __init__(self, redis: Redis):
+    BATCH_DELAY = 0.25  # seconds; a read reply stream outlives its answer by at most about this
+
+    def __init__(self, redis: Redis, batch_delay: float = BATCH_DELAY):
         self.redis = redis
+        self.batch_delay = batch_delay
         self._keys: queue.SimpleQueue[str] = queue.SimpleQueue()
         threading.Thread(target=self._run, name="reply-janitor", daemon=True).start()
 
@@ -69,15 +74,18 @@ class Janitor:
     def _run(self) -> None:
         while True:
             keys = [self._keys.get()]
-            while len(keys) < 500:
+            time.sleep(self.batch_delay)  # gathers the keys read meanwhile, off their answers' way
+            while True:
                 try:
                     keys.append(self._keys.get_nowait())
                 except queue.Empty:
                     break
-            try:
-                self.redis.delete(*keys)
-            except Exception as error:  # Redis away: the keys expire by themselves
-                log.warning("could not delete reply streams", extra={"count": len(keys), "error": str(error)})
+            for start in range(0, len(keys), 500):
+                batch = keys[start:start + 500]
+                try:
+                    self.redis.delete(*batch)
+                except Exception as error:  # Redis away: the keys expire by themselves
+                    log.warning("could not delete reply streams", extra={"count": len(batch), "error": str(error)})
 
 
 class Dispatcher:

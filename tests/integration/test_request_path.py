@@ -315,8 +315,9 @@ def test_data_at_rest_holds_no_credentials_and_expires(stack):
     assert PROVIDER_KEY.encode() not in dump
     assert b"secret check" in dump  # the scan did see the job's own data
     assert len(ours) == 2
-    for job_id in ours:  # replies are deleted once read...
-        assert not client.exists(f"aigw:reply:{job_id}")
+    for job_id in ours:  # replies are deleted once read (in batches, a moment after)...
+        wait_for(lambda job_id=job_id: not client.exists(f"aigw:reply:{job_id}"), timeout=5,
+                 message="the read reply stream deleted")
     # ...and replies nobody read (requests that timed out) expire on their own.
     assert all(0 < client.ttl(key) <= 30 for key in client.scan_iter("aigw:reply:*"))
     assert job_ttls and all(0 < ttl <= 120 for ttl in job_ttls)  # result_ttl 30s, failure_ttl 2m

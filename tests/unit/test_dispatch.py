@@ -1,5 +1,6 @@
-"""The dispatcher enqueues inside the admission script, not through RQ's enqueue: what it
-writes must be what RQ's own enqueue writes for the same job, against a real Redis."""
+"""The dispatcher, against a real Redis: it enqueues inside the admission script, not
+through RQ's enqueue, so what it writes must be what RQ's own enqueue writes for the same
+job; and its janitor deletes read reply streams in batches, off the answers' way."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import pytest
 from rq import Callback, Queue
 from rq.job import Job, JobStatus
 
-from api.dispatch import Dispatcher
+from api.dispatch import Dispatcher, Janitor
 from shared.config import parse_config
 from shared.errors import QueueFull
 from shared.keys import JOB_FAILURE_CALLBACK, JOB_FUNCTION
 from shared.ratelimit import RateLimiter, Reservation, limits_for
 from shared.serializers import JobSerializer
+from tests.harness import wait_for
 from tests.unit import redis_fixtures
 from workers.jobs import on_failure
 
@@ -66,3 +68,14 @@ def test_a_full_queue_refuses_and_writes_nothing(dispatcher, client):
         enqueue(dispatcher, "c")
     assert client.lrange("rq:queue:m", 0, -1) == [first.job_id.encode(), second.job_id.encode()]
     assert sorted(client.keys("rq:job:*")) == sorted(f"rq:job:{r.job_id}".encode() for r in (first, second))
+
+
+def test_the_janitor_deletes_read_streams_in_batches_a_moment_later(client):
+    keys = [f"aigw:reply:{index}" for index in range(1200)]  # more than one DEL takes
+    for key in keys:
+        client.xadd(key, {"kind": "result"})
+    janitor = Janitor(client, batch_delay=1.0)
+    for key in keys:
+        janitor.discard(key)
+    assert client.exists(keys[0])  # not at once: the answer goes out first
+    wait_for(lambda: client.exists(*keys) == 0, timeout=10, message="every stream deleted")
