@@ -37,6 +37,26 @@ def test_success_on_the_first_attempt(server: ScriptedServer, call) -> None:
     assert sent["headers"]["Authorization"] == f"Bearer {SECRET}"
 
 
+def test_answers_are_read_whole_and_their_connection_is_reused(server: ScriptedServer) -> None:
+    server.answer((200, {}, OK_BODY))
+    model = model_for(server.url)
+    client = UpstreamClient(model)
+    request = UpstreamRequest(url=model.base_url + "/chat/completions", body={"model": "m"})
+    try:
+        assert [client.post_json(request, deadline=time.time() + 10).data for _ in range(3)] == [OK_BODY] * 3
+    finally:
+        client.session.close()
+    assert len({sent["client_port"] for sent in server.requests}) == 1  # one keep-alive connection
+
+
+def test_a_compressed_answer_is_decoded(server: ScriptedServer, call) -> None:
+    import gzip
+
+    server.answer((200, {"Content-Type": "application/json", "Content-Encoding": "gzip"},
+                   gzip.compress(json.dumps(OK_BODY).encode())))
+    assert call(body={}).data == OK_BODY
+
+
 def test_503_then_200_is_retried(server: ScriptedServer, call) -> None:
     server.answer((503, {}, {"error": {"message": "overloaded"}}), (200, {}, OK_BODY))
     result = call()

@@ -38,7 +38,8 @@ class ScriptedServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 with owner.lock:
-                    owner.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                    owner.requests.append({"path": self.path, "headers": dict(self.headers), "body": body,
+                                           "client_port": self.client_address[1]})
                     status, headers, payload = owner.script.pop(0) if len(owner.script) > 1 else owner.script[0]
                 self.send_response(status)
                 for name, value in headers.items():
