@@ -6,6 +6,7 @@ import falcon
 
 from api import errors
 from api.admission import Gate
+from api.after_response import AfterResponse
 from api.dispatch import Dispatcher
 from api.gitlab import GitLabClient
 from api.gitlab_cache import GitLabCache
@@ -26,7 +27,7 @@ DEFAULT_POOL_SIZE = 128
 
 
 def create_app(settings: Settings, config: GatewayConfig, *, pool_size: int = DEFAULT_POOL_SIZE,
-               authenticator: Authenticator | None = None) -> falcon.App:
+               authenticator: Authenticator | None = None) -> AfterResponse:
     """The app; ``authenticator`` replaces GitLab verification in in-process unit tests."""
     redis = redis_client(settings.redis_url, max_connections=pool_size)
     longest_wait = max(config.max_timeout, config.gitlab.timeout + 2)
@@ -56,4 +57,4 @@ def create_app(settings: Settings, config: GatewayConfig, *, pool_size: int = DE
     inference = endpoints(gate, dispatcher, keepalive_interval=settings.stream_keepalive_interval)
     for path, resource in inference.items():
         app.add_route(path, resource)
-    return app
+    return AfterResponse(app)

@@ -8,6 +8,7 @@ import re
 import time
 import uuid
 
+from api.after_response import after_response
 from api.identity import Authenticator
 from api.media import too_large
 from api.rate_headers import headers_for
@@ -72,7 +73,8 @@ class RequestContext:
             return
         if getattr(ctx, "streaming", False) and resp.status_code == 200:
             return  # written when the stream ends (api.streaming)
-        log_access(req, resp.status_code)
+        status = resp.status_code
+        after_response(req, lambda: log_access(req, status))
 
 
 def log_access(req, status: int) -> None:

@@ -7,6 +7,7 @@ can assert on log lines and a failure shows what each process said.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -243,6 +244,21 @@ class Stack:
 
     def logs(self) -> str:
         return "\n".join(p.log() for p in (self.web, self.workers) if p is not None)
+
+    def access_records(self, until, *, timeout: float = 10.0) -> list[dict]:
+        """The web processes' access records (JSON logs), once ``until(records)`` holds: each
+        is written just after its response went out, so a test that has the response polls."""
+        def read() -> list[dict] | None:
+            records = [json.loads(line) for line in self.web.log().splitlines() if line.startswith("{")]
+            access = [r for r in records if r.get("logger") == "aigw.access"]
+            return access if until(access) else None
+        return wait_for(read, timeout=timeout, message="the access records")
+
+    def access_record(self, request_id: str, *, timeout: float = 10.0) -> dict:
+        """The access record of the request with ``request_id``, waiting for it."""
+        records = self.access_records(lambda found: any(r.get("request_id") == request_id for r in found),
+                                      timeout=timeout)
+        return next(r for r in records if r.get("request_id") == request_id)
 
 
 def with_credential(headers: dict | None) -> dict:

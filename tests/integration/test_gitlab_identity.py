@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 import threading
 import time
@@ -345,8 +344,7 @@ def test_ready_shows_gitlab_reachability_without_failing(stack):
 def test_logs_carry_identity_and_route_but_never_a_token(stack):
     response = stack.chat("chat", "log me", headers={**bearer(DEMO_TOKEN, "100"), "X-Request-Id": "who-1"})
     assert response.status_code == 200
-    records = [json.loads(line) for line in stack.web.log().splitlines() if line.startswith("{")]
-    access = next(r for r in records if r.get("logger") == "aigw.access" and r.get("request_id") == "who-1")
+    access = stack.access_record("who-1")
     assert access["user_id"] == "2" and access["username"] == "alice"
     assert access["project_id"] == "100" and access["route"] == "platform-chat"
     everything = stack.logs()  # the gateway's processes (the stand-in prints its demo tokens by design)

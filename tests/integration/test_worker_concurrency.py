@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -273,9 +272,7 @@ def test_a_client_that_disconnects_gets_its_provider_call_dropped(stack):
     ended = wait_for(hang_ended, timeout=6, message="the worker to drop the provider call")
     assert ended[0]["reason"] == "client_closed"
     assert time.monotonic() - left < 4.0  # not the model's 10 s deadline
-    records = [json.loads(line) for line in stack.web.log().splitlines() if line.startswith("{")]
-    access = [r for r in records if r.get("logger") == "aigw.access" and r.get("request_id") == "gone-1"]
-    assert access and access[0]["status"] == 499
+    assert stack.access_record("gone-1")["status"] == 499
 
 
 def test_sigkill_fails_the_running_jobs_and_answers_their_clients(stack, tmp_path):
