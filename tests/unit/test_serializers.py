@@ -68,3 +68,23 @@ def test_a_job_s_data_is_stored_as_plain_json_and_compressed_jobs_still_read():
         read = Job(id="j", serializer=JobSerializer, connection=connection)
         read.restore({b"data": data, b"created_at": b"2026-12-06T12:00:00.000000Z"})
         assert list(read.args) == [{"prompt": "héllo"}]
+
+
+@pytest.mark.parametrize("text", ["2026-12-06T12:22:19.217907Z", b"2026-12-06T12:22:19.217907Z",
+                                  "2026-12-06T12:22:19Z", b"2026-12-06T00:00:00.000001Z"])
+def test_job_timestamps_read_as_rq_reads_them(text):
+    import rq.job
+    from rq.utils import str_to_date as rq_str_to_date
+
+    import shared.serializers
+
+    assert rq.job.str_to_date is shared.serializers.str_to_date
+    ours = shared.serializers.str_to_date(text)
+    assert ours == rq_str_to_date(text) and ours.tzinfo is not None and ours.utcoffset().total_seconds() == 0
+
+
+def test_a_timestamp_in_another_form_goes_to_rq_s_own_reader():
+    import shared.serializers
+
+    with pytest.raises(ValueError):
+        shared.serializers.str_to_date("yesterday")  # RQ's own error, as before
