@@ -31,9 +31,12 @@ from shared.errors import (
     UpstreamRateLimited,
     UpstreamRejected,
 )
+from workers import http_headers
 from workers.cancel import CancellableAdapter, CancelScope, cancelled_error, current_scope
 from workers.retry import RETRYABLE_STATUSES, Retryable, upstream_retrying
 from workers.upstream_stream import UpstreamStream
+
+http_headers.install()
 
 CONNECT_TIMEOUT = 5.0
 PASSED_THROUGH = frozenset({400, 413, 422})
