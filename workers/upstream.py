@@ -100,9 +100,25 @@ class UpstreamClient:
                               retry_reasons=reasons, started=started)
 
     def _call(self, request: UpstreamRequest, deadline: float, *, read_timeout: float | None):
-        attempts, reasons = 0, []
         scope = current_scope()
         started = time.monotonic()
+        # Most calls succeed at once: tenacity, whose machinery costs more than the attempt's
+        # own Python on every call, takes over only once an attempt has failed.
+        try:
+            response = self._attempt(request, deadline, scope, read_timeout)
+        except Retryable as failed:
+            return self._retry(request, deadline, scope, read_timeout, failed, started)
+        except GatewayError:
+            self._observe(started, [])
+            raise
+        self._observe(started, [])
+        return response, 1, []
+
+    def _retry(self, request: UpstreamRequest, deadline: float, scope: CancelScope | None,
+               read_timeout: float | None, first: Retryable, started: float):
+        """The attempts after a first that failed with ``first``: tenacity's loop, which is
+        handed that failure as its own first attempt, so its policies see every attempt."""
+        attempts, reasons, replay = 0, [], first
         retrying = upstream_retrying(attempts=self.model.retry_attempts, deadline=deadline,
                                      sleep=scope.sleep if scope else time.sleep)
         try:
@@ -110,6 +126,9 @@ class UpstreamClient:
                 with attempt:
                     attempts += 1
                     try:
+                        if replay is not None:
+                            failed, replay = replay, None
+                            raise failed
                         response = self._attempt(request, deadline, scope, read_timeout)
                     except Retryable as retryable:
                         reasons.append(retryable.reason)

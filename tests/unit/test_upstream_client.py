@@ -67,6 +67,21 @@ def test_503_then_200_is_retried(server: ScriptedServer, call) -> None:
     assert len(server.requests) == 2
 
 
+def test_tenacity_takes_over_only_once_an_attempt_has_failed(server: ScriptedServer, call, monkeypatch) -> None:
+    import workers.upstream as upstream
+
+    built = []
+    real = upstream.upstream_retrying
+    monkeypatch.setattr(upstream, "upstream_retrying", lambda **kw: built.append(kw) or real(**kw))
+    server.answer((200, {}, OK_BODY))
+    assert call().attempts == 1 and built == []
+    server.script.clear()
+    server.answer((503, {}, {"error": {"message": "busy"}}), (503, {}, {"error": {"message": "busy"}}),
+                  (200, {}, OK_BODY))
+    result = call()
+    assert (result.attempts, result.retry_reasons, len(built)) == (3, ["status_503", "status_503"], 1)
+
+
 def test_always_500_fails_after_every_attempt(server: ScriptedServer, call) -> None:
     server.answer((500, {}, {"error": {"message": "kaboom"}}))
     with pytest.raises(UpstreamError) as info:
