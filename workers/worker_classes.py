@@ -8,8 +8,9 @@ and runs up to ``concurrency`` jobs in threads:
 
 - the main thread dequeues only when a slot is free, so a job never waits
   inside a busy worker while another worker idles, and it runs RQ's registry
-  maintenance; it hands each job to a thread, and lets that thread start it
-  before it dequeues again;
+  maintenance; it hands each job to a thread (the one that went idle
+  last), and waits, briefly, until the job's provider request is out before
+  it dequeues again;
 - the job's thread writes the job's start records once the provider request is
   on the wire, so that round trip overlaps the provider's work;
 - a monitor thread, which no job can block, sends heartbeats for the worker and
