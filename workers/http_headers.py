@@ -35,5 +35,7 @@ def parse_headers(fp, _class=http.client.HTTPMessage):
 
 
 def install() -> None:
-    """``http.client`` looks ``parse_headers`` up at every response."""
-    http.client.parse_headers = parse_headers
+    """``http.client`` looks ``parse_headers`` up at every response. Its line reader is
+    private: on a Python without it, the standard parser stays."""
+    if callable(getattr(http.client, "_read_headers", None)):
+        http.client.parse_headers = parse_headers
