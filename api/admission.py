@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from api.dispatch import Dispatcher
+from api.rate_headers import headers_for
 from api.routing import Decision, Router
 from shared import errors, metrics
 from shared.ratelimit import RateLimited, Reservation, estimate_tokens, limits_for
@@ -39,15 +40,16 @@ class Gate:
 
     @contextmanager
     def admitting(self, req, decision: Decision, reservation: Reservation) -> Iterator[None]:
-        """Around the enqueue: a limit's refusal becomes the client's 429, with its figures."""
+        """Around the enqueue: a limit's refusal becomes the client's 429, with its figures.
+        The rate-limit headers are made here, while the request waits, not on its answer's way."""
         try:
             yield
         except RateLimited as refused:
-            req.context.rate_figures = refused.figures
+            req.context.rate_headers = headers_for(refused.figures, req.context.wire)
             req.context.log["rate_limit_scope"] = refused.limit.scope
             metrics.RATE_LIMITED.labels(decision.model.name, refused.limit.scope_kind).inc()
             raise _refusal(refused) from None
-        req.context.rate_figures = reservation.figures
+        req.context.rate_headers = headers_for(reservation.figures, req.context.wire)
 
 
 def _refusal(refused: RateLimited) -> errors.RateLimited:

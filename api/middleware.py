@@ -11,7 +11,6 @@ import uuid
 from api.after_response import after_response
 from api.identity import Authenticator
 from api.media import too_large
-from api.rate_headers import headers_for
 from shared import metrics
 from shared.logs import current_request_id
 from shared.usage import token_counts
@@ -65,10 +64,8 @@ class RequestContext:
         if getattr(ctx, "log_token", None) is not None:
             current_request_id.reset(ctx.log_token)  # the thread serves other requests next
             ctx.log_token = None
-        figures = getattr(ctx, "rate_figures", None)
-        if figures:  # on every response a limit touched, errors included
-            for name, value in headers_for(figures, ctx.wire).items():
-                resp.set_header(name, value)
+        for name, value in getattr(ctx, "rate_headers", {}).items():  # every response a limit touched
+            resp.set_header(name, value)
         if getattr(resource, "access_log", True) is False and resp.status_code < 400:
             return
         if getattr(ctx, "streaming", False) and resp.status_code == 200:

@@ -19,11 +19,11 @@ attempts, usage). The stream expires on its own; the API deletes it when done.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import orjson
 from redis import Redis
 
 from shared.errors import GatewayError
@@ -66,11 +66,11 @@ class ReplyChannel:
         pipe.execute()
 
     def send_result(self, status: int, body: bytes, meta: dict | None = None) -> None:
-        self._append({"kind": RESULT, "status": status, "body": body, "meta": json.dumps(meta or {})})
+        self._append({"kind": RESULT, "status": status, "body": body, "meta": orjson.dumps(meta or {})})
 
     def send_error(self, error: GatewayError, meta: dict | None = None) -> None:
-        self._append({"kind": ERROR, "status": error.status, "error": json.dumps(error.to_dict()),
-                      "meta": json.dumps(meta or {})})
+        self._append({"kind": ERROR, "status": error.status, "error": orjson.dumps(error.to_dict()),
+                      "meta": orjson.dumps(meta or {})})
 
     def send_chunk(self, data: bytes, *, lasts: float | None = None) -> None:
         """A stream's chunk. The first one (``lasts``: how long the stream may run) sets the
@@ -84,7 +84,7 @@ class ReplyChannel:
         pipe.execute()
 
     def send_end(self, meta: dict | None = None) -> None:
-        self._append({"kind": END, "meta": json.dumps(meta or {})})
+        self._append({"kind": END, "meta": orjson.dumps(meta or {})})
 
     # -- API side ----------------------------------------------------------
     def read(self, after: bytes | str, block_ms: int) -> list[Reply]:
@@ -124,11 +124,11 @@ class ReplyChannel:
 
 def _decode(entry_id, fields: dict) -> Reply:
     kind = (fields.get(b"kind") or b"").decode()
-    meta = json.loads(fields.get(b"meta") or b"{}")
+    meta = orjson.loads(fields.get(b"meta") or b"{}")
     if kind == CHUNK:
         return Reply(CHUNK, body=fields.get(b"data") or b"", entry_id=entry_id)
     if kind == ERROR:
-        error = GatewayError.from_dict(json.loads(fields.get(b"error") or b"{}"))
+        error = GatewayError.from_dict(orjson.loads(fields.get(b"error") or b"{}"))
         return Reply(ERROR, status=error.status, error=error, meta=meta, entry_id=entry_id)
     if kind == RESULT:
         return Reply(RESULT, status=int(fields.get(b"status") or 500), body=fields.get(b"body") or b"",
