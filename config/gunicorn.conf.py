@@ -12,9 +12,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from api.startup import check_gateway_token, load_api_settings
-from shared import metrics  # first: it picks prometheus-client's multiprocess directory
-from shared.logs import setup_logging
+from shared.metrics_directory import use_host_directory
+
+# Before anything imports prometheus-client, which picks its storage once, on import.
+# The workers gunicorn forks inherit both the choice and the metrics created here.
+METRICS_DIRECTORY = use_host_directory()
+
+from api.startup import check_gateway_token, load_api_settings  # noqa: E402
+from shared import metrics  # noqa: E402
+from shared.logs import setup_logging  # noqa: E402
 
 # Refuse to start on a bad config here, in the master: a worker that exits during
 # boot would only be respawned over and over.
@@ -46,12 +52,12 @@ control_socket_disable = True
 def when_ready(server):
     """The master serves /metrics on its own port: every worker process's files summed,
     the RQ workers' on this host included, plus queue facts read from Redis."""
-    metrics.forget_dead_processes(metrics.prepare())
+    metrics.forget_dead_processes(METRICS_DIRECTORY)
     if _settings.metrics_enabled:
         from shared.metrics_server import start_metrics_server
 
         start_metrics_server(_settings.metrics_port, _settings.redis_url, [m.name for m in _config.models],
-                             metrics.prepare())
+                             METRICS_DIRECTORY)
 
 
 def child_exit(server, worker):

@@ -2,11 +2,12 @@
 multiprocess mode): each process writes its own files in one directory, and the
 web process's master (or a standalone worker supervisor) serves their sum.
 
-The library picks its storage (memory or the directory) when it is imported;
-``prepare()`` sets the directory and picks again, so the order in which modules
-import it does not matter, as long as this module creates the metrics. Facts that belong to Redis rather
-than to a process (queue depth, live workers) are read from Redis at scrape
-time, so every scrape target reports the same number: dashboards take ``max``.
+prometheus-client picks its storage (memory or that directory) when it is first
+imported, so each process's entry point chooses the directory before that
+(``shared.metrics_directory``); a process that did not (a unit test) keeps its
+metrics in memory. Facts that belong to Redis rather than to a process (queue
+depth, live workers) are read from Redis at scrape time, so every scrape target
+reports the same number: dashboards take ``max``.
 Labels are bounded (configured model and route names, status codes); never a
 token, a prompt, a user or a request id.
 """
@@ -15,25 +16,16 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 from prometheus_client import Counter, Histogram, values
 
+from shared.metrics_directory import DIR_ENV
+
 log = logging.getLogger("aigw.metrics")
 
-DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 QUICK = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 LLM = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
-
-
-def prepare() -> Path:
-    """Choose (and create) the host's metrics directory, and store values there."""
-    directory = os.environ.get(DIR_ENV) or str(Path(tempfile.gettempdir()) / f"ai-gateway-metrics-{os.getuid()}")
-    os.environ[DIR_ENV] = directory
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    values.ValueClass = values.get_value_class()  # chosen at import, maybe before the variable was set
-    return Path(directory)
 
 
 def forget_dead_processes(directory: Path) -> None:
@@ -61,7 +53,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-prepare()  # the metrics below must be created in multiprocess mode
+if os.environ.get(DIR_ENV) and values.ValueClass is values.MutexValue:
+    # The directory was chosen after prometheus-client was imported: this process would
+    # count in memory, and nothing it counts would reach /metrics.
+    raise RuntimeError(f"prometheus_client was imported before {DIR_ENV} was set; call "
+                       "shared.metrics_directory.use_host_directory() first in the entry point")
 
 
 REQUESTS = Counter("aigw_requests_total", "Requests answered by the API.", ["endpoint", "model", "route", "status"])

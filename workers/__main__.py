@@ -18,8 +18,8 @@ import sys
 
 from shared.config import ConfigError, exit_on_config_error, load_config
 from shared.logs import setup_logging
+from shared.metrics_directory import use_host_directory
 from shared.settings import Settings
-from workers.supervisor import Supervisor
 
 log = logging.getLogger("aigw.workers")
 
@@ -91,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     if not any(count for count, _ in plan.values()):
         log.warning("no worker processes to run: every selected model has workers: 0")
         return 0
+    # Before anything imports prometheus-client, which picks its storage once, on import;
+    # the worker processes forked below inherit the choice.
+    use_host_directory()
+    from workers.supervisor import Supervisor
+
     return Supervisor(settings, config, plan, metrics_port=metrics_port).run()
 
 

@@ -19,6 +19,7 @@ from shared.config import GatewayConfig
 from shared.connections import redis_client
 from shared.keys import queue_name
 from shared.logs import setup_logging
+from shared.metrics_directory import host_directory
 from shared.settings import Settings
 from workers.runtime import Runtime, set_runtime
 from workers.worker_classes import ThreadedWorker
@@ -56,7 +57,7 @@ def run_metrics_process(settings: Settings, config: GatewayConfig, port: int) ->
     setup_logging(settings.log_level, settings.log_format, log_dir=settings.log_dir, process_name="worker-metrics")
     from shared.metrics_server import start_metrics_server
 
-    start_metrics_server(port, settings.redis_url, [m.name for m in config.models], metrics.prepare())
+    start_metrics_server(port, settings.redis_url, [m.name for m in config.models], host_directory())
     signal.pause()
 
 
@@ -85,7 +86,7 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        metrics.forget_dead_processes(metrics.prepare())
+        metrics.forget_dead_processes(host_directory())
         if self.metrics_port:
             self._start(METRICS)
         for model_name, (count, _) in self.plan.items():
