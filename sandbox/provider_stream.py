@@ -214,9 +214,12 @@ def anthropic_events(answer: Answer) -> list[tuple[str, bytes]]:
 def wait_for_close(sock: socket.socket, seconds: float) -> bool:
     """Sleep up to `seconds` watching `sock`; True as soon as the peer has closed it (EOF or reset)."""
     deadline = time.monotonic() + seconds
+    # poll, not select: select() refuses descriptors past 1024, which a sandbox serving
+    # a thousand open streams (bench.capacity) hands out.
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
     while (remaining := deadline - time.monotonic()) > 0:
-        readable, _, _ = select.select([sock], [], [], min(remaining, 1.0))
-        if not readable:
+        if not poller.poll(min(remaining, 1.0) * 1000):
             continue
         try:
             if sock.recv(1, socket.MSG_PEEK) == b"":
