@@ -6,22 +6,30 @@ they arrive, keep-alives go out while the provider is silent (so proxies do not
 cut a long generation), and a failure ends the stream with an error event in
 the client's format, never a clean end. A client that disconnects is noticed at
 the next write; the request is then marked cancelled in Redis and the worker
-drops the provider call.
+drops the provider call. So is a client that stops reading: once no chunk could
+be written to it for the model's ``stream_idle_timeout`` (``api.stream_socket``),
+it is dropped. What has been relayed is trimmed from the reply stream
+(``shared.replies.RelayReceipts``), which lets the worker go on.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 
 from api.dispatch import Dispatcher
 from api.middleware import log_access
+from api.stream_socket import StreamSocket
 from shared.config import ModelConfig
 from shared.errors import DeadlineExceeded, UpstreamError
-from shared.replies import CHUNK, END, ERROR, Reply
+from shared.replies import CHUNK, END, ERROR, RelayReceipts, Reply
 from shared.sse import error_event, keepalive
 
 SLACK = 5.0  # the worker enforces the stream's limits; the API gives it this much longer
+# The access record's stream_outcome: how a stream ended.
+COMPLETED, FAILED, TIMEOUT, CLIENT_CLOSED, CLIENT_STALLED = (
+    "completed", "failed", "timeout", "client_closed", "client_stalled")
 
 
 def respond_with_stream(req, resp, dispatcher: Dispatcher, first: Reply, model: ModelConfig, *,
@@ -40,24 +48,30 @@ def _relay(req, dispatcher: Dispatcher, first: Reply, model: ModelConfig, keepal
     wire = ctx.wire
     job_id = first.meta["job_id"]
     channel = dispatcher.channel(job_id)
+    receipts = RelayReceipts(channel, dispatcher.config.jobs.max_unread_reply_bytes)
+    client = StreamSocket.of(req.env, model.stream_idle_timeout)
     after = first.entry_id
     started = time.monotonic()
     last_data = started
     ends = started + model.max_stream_duration + SLACK
-    outcome, meta = "client_closed", {}
+    outcome, meta = CLIENT_CLOSED, {}
     chunks = 1
     try:
         yield first.body
+        receipts.relayed(first, time.monotonic())
         while True:
             now = time.monotonic()
             idle_left = model.stream_idle_timeout + SLACK - (now - last_data)
             if now >= ends or idle_left <= 0:
-                outcome = "timeout"
+                outcome = TIMEOUT
                 yield error_event(wire, DeadlineExceeded("The stream stopped: the provider went silent or "
                                                           "the stream ran too long."))
                 return
             replies = channel.read(after, max(1, int(min(keepalive_interval, idle_left, ends - now) * 1000)))
             if not replies:
+                if client is not None and not client.writable():
+                    outcome = CLIENT_STALLED
+                    return
                 yield keepalive(wire)
                 continue
             for reply in replies:
@@ -65,17 +79,32 @@ def _relay(req, dispatcher: Dispatcher, first: Reply, model: ModelConfig, keepal
                 if reply.kind == CHUNK:
                     chunks += 1
                     last_data = time.monotonic()
+                    if client is not None and not client.writable():
+                        outcome = CLIENT_STALLED
+                        return
                     yield reply.body
+                    receipts.relayed(reply, time.monotonic())
                 elif reply.kind == END:
-                    outcome, meta = "completed", reply.meta
+                    outcome, meta = COMPLETED, reply.meta
                     return
                 elif reply.kind == ERROR:
-                    outcome, meta = "failed", reply.meta
+                    outcome, meta = FAILED, reply.meta
                     yield error_event(wire, reply.error or UpstreamError())
                     return
+    except GeneratorExit:
+        # The server stopped writing the stream: the client left, or (the socket's own
+        # timeout, raised in the server's write) it stopped reading mid-chunk.
+        if isinstance(sys.exc_info()[1].__context__, TimeoutError):
+            outcome = CLIENT_STALLED
+        raise
     finally:
-        if outcome != "completed" and outcome != "failed":
-            dispatcher.cancel(job_id)  # the client left, or the stream timed out: drop the provider call
+        if client is not None:
+            if outcome == CLIENT_STALLED:
+                client.drop()
+            else:
+                client.release()
+        if outcome != COMPLETED and outcome != FAILED:
+            dispatcher.cancel(job_id)  # the client left or stalled, or the stream timed out: drop the provider call
         dispatcher.janitor.discard(channel.key)
         ctx.log.update({"stream": True, "stream_outcome": outcome, "chunks": chunks,
                         "stream_seconds": round(time.monotonic() - started, 3)})

@@ -18,6 +18,7 @@ reply and the token counts):
     [[sandbox fail=503 times=2 retry_after=1 delay_ms=50]]    [[sandbox hang]]    [[sandbox close]]
     [[sandbox tool=search]]  call the request's tool `search` with {"query": <the reply text>}
     [[sandbox chunk_delay_ms=20 silence_ms=500 fail_after=3 error_after=3]]    streams only
+    [[sandbox words=40000]]  chat: the reply repeats the message's words until it has that many (up to 1,000,000)
 
 `times` bounds every fault (fail, hang, close, fail_after, error_after); the delays always apply.
 A request whose newest turn is a tool result answers "Sandbox reply: tool said <the result>".

@@ -17,7 +17,8 @@ from sandbox.provider_stream import Answer
 
 DIRECTIVE_RE = re.compile(r"\[\[sandbox\b([^\]]*)\]\]")
 TOOL_NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
-INT_KEYS = ("times", "delay_ms", "chunk_delay_ms", "silence_ms", "fail_after", "error_after")
+INT_KEYS = ("times", "delay_ms", "chunk_delay_ms", "silence_ms", "fail_after", "error_after", "words")
+MAX_WORDS = 1_000_000  # `words=N`: a long answer, never one that exhausts the sandbox's memory
 EMBEDDING_DIMENSIONS = 8
 MAX_DIMENSIONS = 4096
 
@@ -32,7 +33,9 @@ def parse_directive(text: str) -> tuple[str, dict]:
                 opts[key] = True
             elif key == "fail" and value.isdigit() and 400 <= int(value) <= 599:
                 opts[key] = int(value)
-            elif key in INT_KEYS and value.isdigit():
+            elif key == "words" and value.isdigit() and 1 <= int(value) <= MAX_WORDS:
+                opts[key] = int(value)
+            elif key in INT_KEYS and key != "words" and value.isdigit():
                 opts[key] = int(value)
             elif key == "tool" and TOOL_NAME_RE.fullmatch(value):
                 opts[key] = value
@@ -91,6 +94,12 @@ def read_prompt(messages, system=None) -> tuple[str, dict, int]:
     cleaned, opts = parse_directive(last_user)
     prompt_tokens = sum(len(DIRECTIVE_RE.sub(" ", t).split()) for t in texts)
     return cleaned, opts, prompt_tokens
+
+
+def repeat_words(text: str, count: int) -> str:
+    """`text`'s words over and over until there are `count` of them ("word" for an empty text)."""
+    words = text.split() or ["word"]
+    return " ".join(words[i % len(words)] for i in range(count))
 
 
 def make_reply(text: str, max_tokens: int | None, stops: list[str]) -> tuple[str, str, str | None]:
@@ -169,6 +178,8 @@ def chat_answer(api: str, body: dict, digest: str) -> tuple[Answer, dict]:
         return answer, opts
     if results is not None:
         text = " ".join(f"tool said {results}".split())
+    elif "words" in opts:
+        text = repeat_words(text, opts["words"])
     answer.text, answer.finish, answer.stop = make_reply(text, limit, stops)
     answer.completion_tokens = len(answer.text.split())
     return answer, opts

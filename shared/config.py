@@ -47,6 +47,9 @@ from shared.config_types import (
     parse_bool,
 )
 from shared.durations import parse_duration
+from shared.sizes import format_size, parse_size
+
+MIN_UNREAD_REPLY_BYTES = 1024  # smaller only multiplies the round trips a stream costs
 
 # The public API: the dataclasses live in shared.config_types; ``format_summary`` and ``main`` (the
 # ``check`` command) in shared.config_check, reachable here through ``__getattr__`` below.
@@ -89,7 +92,7 @@ def parse_config(data: object, environ: Mapping[str, str] | None = None, *,
     models = _models(c, top, env)
     routes = _routes(c, top, {m.name for m in models if m.name})
     gitlab = c.mapping(top.get("gitlab", {}), "gitlab", _GITLAB_KEYS) or {}
-    jobs = c.mapping(top.get("jobs", {}), "jobs", ("result_ttl", "failure_ttl")) or {}
+    jobs = c.mapping(top.get("jobs", {}), "jobs", ("result_ttl", "failure_ttl", "max_unread_reply_bytes")) or {}
     logging = c.mapping(top.get("logging", {}), "logging", ("log_payloads",)) or {}
     config = GatewayConfig(
         models=tuple(models),
@@ -107,6 +110,8 @@ def parse_config(data: object, environ: Mapping[str, str] | None = None, *,
         jobs=JobsConfig(
             result_ttl=c.get(jobs, "result_ttl", "jobs", parse_duration, 60.0, lo=1.0),
             failure_ttl=c.get(jobs, "failure_ttl", "jobs", parse_duration, 86400.0, lo=1.0),
+            max_unread_reply_bytes=c.get(jobs, "max_unread_reply_bytes", "jobs", _reply_buffer_size,
+                                         JobsConfig.max_unread_reply_bytes),
         ),
         logging=LoggingConfig(log_payloads=c.get(logging, "log_payloads", "logging", _boolean, False)),
         warnings=tuple(c.warnings),
@@ -114,6 +119,13 @@ def parse_config(data: object, environ: Mapping[str, str] | None = None, *,
     if c.problems:
         raise ConfigError(c.problems)
     return config
+
+
+def _reply_buffer_size(value: Any) -> int:
+    size = parse_size(value)
+    if size < MIN_UNREAD_REPLY_BYTES:
+        raise ValueError(f"must be at least {format_size(MIN_UNREAD_REPLY_BYTES)}, got {format_size(size)}")
+    return size
 
 
 def exit_on_config_error(problems: list[str], *, stream: TextIO | None = None) -> NoReturn:

@@ -15,6 +15,7 @@ from shared.config import (
     load_config,
 )
 from shared.durations import format_duration
+from shared.sizes import format_size
 
 
 def format_summary(config: GatewayConfig, source: str) -> str:
@@ -36,7 +37,8 @@ def format_summary(config: GatewayConfig, source: str) -> str:
                  f"cache_ttl {format_duration(g.cache_ttl)}, local_cache_ttl {format_duration(g.local_cache_ttl)}, "
                  f"outage_grace {format_duration(g.outage_grace)}")
     lines.append(f"jobs: result_ttl {format_duration(j.result_ttl)}, "
-                 f"failure_ttl {format_duration(j.failure_ttl)}")
+                 f"failure_ttl {format_duration(j.failure_ttl)}, "
+                 f"max_unread_reply_bytes {format_size(j.max_unread_reply_bytes)}")
     lines.append(f"warnings ({len(config.warnings)}):" if config.warnings else "warnings: none")
     lines += [f"  warning: {w}" for w in config.warnings]
     return "\n".join(lines)

@@ -98,6 +98,7 @@ class GitLabConfig:
 class JobsConfig:
     result_ttl: float = 60.0
     failure_ttl: float = 86400.0
+    max_unread_reply_bytes: int = 1024 * 1024  # of a stream's reply left unread in Redis; the worker waits past it
 
 
 @dataclass(frozen=True)

@@ -15,22 +15,34 @@ Entry kinds:
 
 Final entries carry ``meta``: facts for the access log (when the job started,
 attempts, usage). The stream expires on its own; the API deletes it when done.
+
+A stream's chunks leave Redis once relayed: the API trims what it has sent to
+the client (``RelayReceipts``), and the worker stops adding chunks while more
+than ``jobs.max_unread_reply_bytes`` are still there (``Backlog``), so a client
+that reads slowly, or not at all, never has its whole answer held in Redis.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
 from redis import Redis
+from redis.exceptions import RedisError
 
 from shared.errors import GatewayError
 from shared.keys import reply_stream_key
 
+log = logging.getLogger("aigw.replies")
+
 RESULT, ERROR, CHUNK, END = "result", "error", "chunk", "end"
 FINAL_KINDS = (RESULT, ERROR, END)
+TRIM_BATCH_BYTES = 65536  # the API trims what it relayed once this much has gone out...
+TRIM_INTERVAL = 1.0  # ...or once this many seconds have passed since its last trim
 
 
 class ClientGone(Exception):
@@ -120,6 +132,106 @@ class ReplyChannel:
 
     def discard(self) -> None:
         self.redis.delete(self.key)
+
+    # -- what the client has read (see RelayReceipts and Backlog) -----------
+    def trim_through(self, entry_id: bytes | str) -> None:
+        """Remove every entry up to ``entry_id``, inclusive: they have reached the client."""
+        # Exact, not "~": an approximate trim keeps whole radix-tree nodes, and the
+        # worker, counting entries, would wait for a trim that never comes.
+        self.redis.xtrim(self.key, minid=_next_id(entry_id), approximate=False)
+
+    def entries_left(self) -> int:
+        """How many entries the stream still holds (0 once it is gone)."""
+        return self.redis.xlen(self.key)
+
+
+class RelayReceipts:
+    """The API's side of the accounting: what it relayed to the client leaves Redis.
+
+    Trimming after every chunk would add a round trip to each; instead the relayed
+    entries are trimmed once ``TRIM_BATCH_BYTES`` (at most a quarter of the limit)
+    have gone out, or ``TRIM_INTERVAL`` after the last trim, so a client reading
+    slowly still shows the worker it is reading. Only trims that the stream's
+    writer can see matter here: a failed one is retried by the next.
+    """
+
+    def __init__(self, channel: ReplyChannel, limit: int):
+        self.channel = channel
+        self.batch = max(1, min(TRIM_BATCH_BYTES, limit // 4))
+        self.untrimmed = 0
+        self.through: bytes | str | None = None
+        self.last_trim = time.monotonic()
+
+    def relayed(self, reply: Reply, now: float) -> None:
+        """``reply`` has been written to the client (``now``: ``time.monotonic()``)."""
+        self.untrimmed += len(reply.body)
+        self.through = reply.entry_id
+        if self.untrimmed >= self.batch or now - self.last_trim >= TRIM_INTERVAL:
+            self.trim(now)
+
+    def trim(self, now: float) -> None:
+        if self.through is None:
+            return
+        try:
+            self.channel.trim_through(self.through)
+        except RedisError as error:
+            log.warning("could not trim a relayed reply stream", extra={"key": self.channel.key, "error": str(error)})
+            return
+        self.untrimmed, self.through, self.last_trim = 0, None, now
+
+
+class Backlog:
+    """The worker's side: how many bytes of its chunks have not been relayed to the client yet.
+
+    Counted locally as written minus known relayed, an upper bound that costs no
+    round trip; only once it passes the limit does ``refresh`` ask Redis (one XLEN:
+    the API trims relayed entries from the front, so the entries left are the last
+    ones written). Entries are counted in blocks of a sixteenth of the limit, not
+    one by one, so a stream's record stays a few dozen numbers; a block leaves the
+    count once all of it was relayed, so the count overstates by less than a block.
+    """
+
+    def __init__(self, channel: ReplyChannel, limit: int):
+        self.channel = channel
+        self.limit = limit
+        self.unread = 0  # bytes written and not known relayed
+        self._block = max(1, limit // 16)
+        self._blocks: deque[tuple[int, int]] = deque()  # closed blocks: (entries, bytes), oldest first
+        self._open_entries = 0
+        self._open_bytes = 0
+
+    @property
+    def over(self) -> bool:
+        """More than the limit may be unread: ``refresh`` before adding another chunk."""
+        return self.unread > self.limit
+
+    def wrote(self, size: int) -> None:
+        self.unread += size
+        self._open_entries += 1
+        self._open_bytes += size
+        if self._open_bytes >= self._block:
+            self._blocks.append((self._open_entries, self._open_bytes))
+            self._open_entries = self._open_bytes = 0
+
+    def refresh(self) -> int:
+        """Learn from Redis what was relayed; return the bytes still unread (an upper bound)."""
+        known = sum(entries for entries, _ in self._blocks) + self._open_entries
+        relayed = known - self.channel.entries_left()
+        while self._blocks and self._blocks[0][0] <= relayed:
+            entries, size = self._blocks.popleft()
+            relayed -= entries
+            self.unread -= size
+        if not self._blocks and self._open_entries and relayed >= self._open_entries:
+            self.unread -= self._open_bytes
+            self._open_entries = self._open_bytes = 0
+        return self.unread
+
+
+def _next_id(entry_id: bytes | str) -> str:
+    """The smallest stream id after ``entry_id`` ("<ms>-<seq>")."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    millis, _, seq = text.partition("-")
+    return f"{millis}-{int(seq or 0) + 1}"
 
 
 def _decode(entry_id, fields: dict) -> Reply:

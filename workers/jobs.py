@@ -19,12 +19,14 @@ from rq.exceptions import AbandonedJobError
 from rq.timeouts import JobTimeoutException
 
 from shared import metrics
+from shared.config import ModelConfig
+from shared.durations import format_duration
 from shared.errors import DeadlineExceeded, GatewayError, RequestCancelled, WorkerLost
 from shared.jobs import JobRequest
 from shared.logs import current_request_id
-from shared.replies import ReplyChannel
+from shared.replies import Backlog, ReplyChannel
 from shared.usage import token_counts, usage_total
-from workers.cancel import current_scope
+from workers.cancel import CLIENT_GONE, CancelScope, cancelled_error, current_scope
 from workers.runtime import get_runtime
 from workers.worker_classes import JobAbandoned
 
@@ -65,7 +67,8 @@ def _execute(request: JobRequest) -> dict:
         metrics.JOBS_DROPPED.labels(request.model, "deadline").inc()
         channel.send_error(DeadlineExceeded("The request waited in the queue past its deadline."))
         return {"outcome": "dropped", "reason": "deadline"}
-    emit = Emitter(channel, scope, request) if request.stream else None
+    emit = Emitter(channel, scope, request, max_unread=runtime.config.jobs.max_unread_reply_bytes,
+                   idle_timeout=_idle_timeout(runtime, request)) if request.stream else None
     try:
         outcome = runtime.serve(request, emit)
     except GatewayError as error:
@@ -110,13 +113,26 @@ def _execute(request: JobRequest) -> dict:
 
 
 class Emitter:
-    """Hands a stream's framed chunks to the reply stream; the first one commits it."""
+    """Hands a stream's framed chunks to the reply stream; the first one commits it.
 
-    def __init__(self, channel: ReplyChannel, scope, request: JobRequest):
+    At most ``max_unread`` bytes of chunks stay unread in Redis: past that, the next
+    chunk waits until the client has been relayed half of them (``_wait_for_reader``),
+    and since the provider's stream is read only between chunks, the provider is
+    held back by TCP meanwhile. A client that reads nothing for ``idle_timeout``
+    is given up: the job is cancelled as if the client had left.
+    """
+
+    POLL_FIRST = 0.005  # seconds between looks at the stream while waiting, doubling...
+    POLL_MAX = 0.2  # ...up to this
+
+    def __init__(self, channel: ReplyChannel, scope: CancelScope | None, request: JobRequest, *,
+                 max_unread: int, idle_timeout: float):
         self.channel = channel
         self.scope = scope
         self.request = request
         self.stream_seconds = request.stream_seconds
+        self.backlog = Backlog(channel, max_unread)
+        self.idle_timeout = idle_timeout
         self.sent = 0
 
     def __call__(self, data: bytes) -> None:
@@ -125,8 +141,46 @@ class Emitter:
             if self.scope is not None:
                 # Committed: from here the stream's own length bounds it, not the first-chunk deadline.
                 self.scope.deadline = time.time() + self.stream_seconds
+        elif self.backlog.over and self.backlog.refresh() > self.backlog.limit:
+            self._wait_for_reader()
         self.channel.send_chunk(data, lasts=None if self.sent else self.stream_seconds)
+        self.backlog.wrote(len(data))
         self.sent += 1
+
+    def _wait_for_reader(self) -> None:
+        """Until half the limit or less is unread; bounded by the idle timeout (no chunk
+        relayed meanwhile) and by the job's scope (deadline, client gone, shutdown)."""
+        low = self.backlog.limit // 2
+        unread = self.backlog.unread
+        progress = time.monotonic()
+        interval = self.POLL_FIRST
+        while unread > low:
+            if self.scope is not None and self.scope.cancelled:
+                raise cancelled_error(self.scope)
+            if time.monotonic() - progress >= self.idle_timeout:
+                self._give_up(unread)
+            if self.scope is not None:
+                self.scope.sleep(interval)
+            else:
+                time.sleep(interval)
+            interval = min(interval * 2, self.POLL_MAX)
+            before, unread = unread, self.backlog.refresh()
+            if unread < before:
+                progress = time.monotonic()
+
+    def _give_up(self, unread: int) -> None:
+        idle = format_duration(self.idle_timeout)
+        log.info("job cancelled: its client read nothing of the stream for %s", idle,
+                 extra={"job_id": self.request.job_id, "request_id": self.request.request_id,
+                        "model": self.request.model, "unread_bytes": unread})
+        if self.scope is not None:
+            self.scope.cancel(CLIENT_GONE)  # shuts the provider's connection down at once
+        raise RequestCancelled(f"The client read nothing of the stream for {idle}.")
+
+
+def _idle_timeout(runtime, request: JobRequest) -> float:
+    model = runtime.config.model(request.model)
+    return model.stream_idle_timeout if model is not None else ModelConfig.stream_idle_timeout
 
 
 def on_failure(job, connection, exc_type, exc_value, traceback) -> None:
