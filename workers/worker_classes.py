@@ -17,7 +17,13 @@ and runs up to ``concurrency`` jobs in threads:
   every running job, cancels jobs whose client has gone or whose deadline has
   passed (``workers.cancel``), and enforces hard timeouts (``workers.timeouts``);
 - SIGTERM stops dequeuing and lets running jobs finish (queued jobs stay
-  queued); a second signal fails the running jobs and exits at once.
+  queued); a second signal fails the running jobs and exits at once;
+- each job it dequeues is moved to the worker's own claim list
+  (``workers.salvage``), not RQ's intermediate list shared by every worker of
+  the queue, so whoever salvages a dead worker knows the jobs it had taken and
+  not yet started;
+- Redis going away does not end it: the loop backs off and tries again, and
+  jobs whose dequeue reply was lost on the way are queued again.
 
 It leans on RQ internals: RQ is pinned, and the lifecycle tests keep an upgrade honest.
 """
@@ -29,8 +35,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from rq import SimpleWorker
-from rq.exceptions import DequeueTimeout
+from redis.exceptions import RedisError
+from rq import SimpleWorker, worker_registration
+from rq.exceptions import DequeueTimeout, NoSuchJobError
 from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
@@ -43,6 +50,7 @@ from shared.serializers import JobSerializer
 from shared.threadpool import LifoThreadPool
 from workers.bookkeeping import HEARTBEAT_INTERVAL, HEARTBEAT_TTL, WORKER_TTL, LeanBookkeeping, env_float
 from workers.cancel import CLIENT_GONE, DEADLINE, SHUTDOWN, CancelScope, enter_scope, leave_scope
+from workers.salvage import claimed_jobs_key, claimers_key, salvage_orphans, salvage_worker
 from workers.timeouts import ThreadDeathPenalty, expire_overdue
 
 log = logging.getLogger("aigw.worker")
@@ -54,6 +62,8 @@ DEADLINE_GRACE = 0.5  # the upstream read timeout fires at the deadline; this is
 STUCK_GRACE = 10.0  # past the hard timeout, a thread that still runs gives up its slot
 IDLE_THREAD_SECONDS = 60.0  # an idle job thread waits this long for the next job, then ends
 HANDOVER_WAIT = 0.01  # the dequeuing thread waits at most this long for a job to reach its provider
+REDIS_RETRY_FIRST, REDIS_RETRY_MAX = 0.25, 2.0  # seconds between tries while Redis is unreachable
+_BURST_DONE = object()
 
 
 class JobAbandoned(Exception):
@@ -85,7 +95,8 @@ class Running:
 class ThreadedWorker(LeanBookkeeping, SimpleWorker):
     death_penalty_class = ThreadDeathPenalty
 
-    def __init__(self, queues, *, concurrency: int = 16, **kwargs):
+    def __init__(self, queues, *, concurrency: int = 16, reply_ttl: float = 60.0, **kwargs):
+        """``reply_ttl``: how long an answer written for a dead worker's job stays (``jobs.result_ttl``)."""
         kwargs.setdefault("serializer", JobSerializer)
         kwargs.setdefault("worker_ttl", WORKER_TTL)
         kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL)
@@ -100,6 +111,14 @@ class ThreadedWorker(LeanBookkeeping, SimpleWorker):
         # Unbounded: the slots bound the jobs, and a thread stuck past its job's timeout gives
         # its slot up while it still runs.
         self._job_threads = LifoThreadPool(name="job", idle_seconds=IDLE_THREAD_SECONDS)
+        self.reply_ttl = reply_ttl
+        # The claim list's bookkeeping (see _reconcile_claims), under its own lock.
+        self._claims_lock = threading.Lock()
+        self._ended_unrecorded: set[str] = set()  # ended before their start was written
+        self._suspects: set[str] = set()  # listed, yet neither received nor ended, at the last look
+        self._redis_down_since: float | None = None
+        self._redis_failures = 0
+        self._monitor_quiet = False
 
     # -- a job's records ---------------------------------------------------------
     def _finalize_success(self, job, queue, execution, return_value):
@@ -145,6 +164,8 @@ class ThreadedWorker(LeanBookkeeping, SimpleWorker):
 
     # -- main loop -------------------------------------------------------------
     def work(self, burst: bool = False, logging_level=None, max_jobs=None, **_ignored) -> bool:
+        if len(self.queues) == 1 and self.get_redis_server_version() >= (6, 2, 0):  # BLMOVE
+            self.claim_list_key = claimed_jobs_key(self.name)
         self.bootstrap(logging_level)
         self._install_signal_handlers()
         monitor = threading.Thread(target=self._monitor, name="rq-monitor", daemon=True)
@@ -152,19 +173,15 @@ class ThreadedWorker(LeanBookkeeping, SimpleWorker):
         started = 0
         try:
             while not self._stop_requested and (max_jobs is None or started < max_jobs):
-                self.check_for_suspension(burst)
-                if self.should_run_maintenance_tasks:
-                    self.run_maintenance_tasks()
-                if not self._slots.acquire(timeout=DEQUEUE_TIMEOUT):
+                try:
+                    step = self._step(burst)
+                except RedisError as error:
+                    self._redis_unavailable(error)
                     continue
-                result = self._dequeue()
-                if result is None:
-                    self._slots.release()
-                    if burst and not self._running:
-                        break
-                    continue
-                self._start(*result)
-                started += 1
+                self._redis_available()
+                if step is _BURST_DONE:
+                    break
+                started += bool(step)
             self._drain()
         finally:
             self._stopped.set()
@@ -172,16 +189,67 @@ class ThreadedWorker(LeanBookkeeping, SimpleWorker):
             self.teardown()
         return bool(started)
 
-    def _dequeue(self) -> tuple[Job, Queue] | None:
+    def _step(self, burst: bool):
+        """Dequeue and start one job if a slot is free: True if one started."""
+        self.check_for_suspension(burst)
+        if self.should_run_maintenance_tasks:
+            self.run_maintenance_tasks()
+        if not self._slots.acquire(timeout=DEQUEUE_TIMEOUT):
+            return False
         try:
-            result = self.queue_class.dequeue_any(
-                self._ordered_queues, DEQUEUE_TIMEOUT, connection=self.connection, job_class=self.job_class,
-                serializer=self.serializer, death_penalty_class=self.death_penalty_class)
-        except DequeueTimeout:
+            result = self._dequeue()
+        except BaseException:
+            self._slots.release()
+            raise
+        if result is None:
+            self._slots.release()
+            return _BURST_DONE if burst and not self._running else False
+        self._start(*result)
+        return True
+
+    def _redis_unavailable(self, error: RedisError) -> None:
+        """The loop waits and tries again: a Redis restart must not end the worker."""
+        if self._redis_down_since is None:
+            self._redis_down_since = time.monotonic()
+            log.warning("Redis is unreachable; the worker keeps trying",
+                        extra={"worker": self.name, "error": f"{type(error).__name__}: {error}"[:300]})
+        delay = min(REDIS_RETRY_MAX, REDIS_RETRY_FIRST * 2 ** self._redis_failures)
+        self._redis_failures += 1
+        end = time.monotonic() + delay
+        while not self._stop_requested and time.monotonic() < end:
+            time.sleep(0.05)
+
+    def _redis_available(self) -> None:
+        if self._redis_down_since is not None:
+            log.warning("Redis is reachable again", extra={
+                "worker": self.name, "down_s": round(time.monotonic() - self._redis_down_since, 2)})
+            self._redis_down_since, self._redis_failures = None, 0
+
+    def _dequeue(self) -> tuple[Job, Queue] | None:
+        if self.claim_list_key is None:
+            try:
+                result = self.queue_class.dequeue_any(
+                    self._ordered_queues, DEQUEUE_TIMEOUT, connection=self.connection, job_class=self.job_class,
+                    serializer=self.serializer, death_penalty_class=self.death_penalty_class)
+            except DequeueTimeout:
+                return None
+            if result is not None:
+                result[0].redis_server_version = self.get_redis_server_version()
+            return result
+        # RQ's dequeue (Queue.lmove), into this worker's own claim list. With appendfsync
+        # always, the move is on disk before the worker hears of it.
+        queue = self.queues[0]
+        job_id = self.connection.blmove(queue.key, self.claim_list_key, DEQUEUE_TIMEOUT)
+        if job_id is None:
             return None
-        if result is not None:
-            result[0].redis_server_version = self.get_redis_server_version()
-        return result
+        job_id = job_id.decode()
+        try:
+            job = self.job_class.fetch(job_id, connection=self.connection, serializer=self.serializer)
+        except NoSuchJobError:  # it expired while queued
+            self.connection.lrem(self.claim_list_key, 1, job_id)
+            return None
+        job.redis_server_version = self.get_redis_server_version()
+        return job, queue
 
     def _start(self, job: Job, queue: Queue) -> None:
         running = Running(job, queue, CancelScope(job.id))
@@ -228,9 +296,21 @@ class ThreadedWorker(LeanBookkeeping, SimpleWorker):
         with self._lock:
             if self._running.pop(running.job.id, None) is None:
                 return  # already released: its thread outlived its hard timeout
+            if running.execution is None:
+                self._ended_unrecorded_add(running.job.id)
             if not self._running:
-                self.set_state(WorkerStatus.IDLE)  # under the lock: it cannot overtake a later BUSY
+                try:
+                    self.set_state(WorkerStatus.IDLE)  # under the lock: it cannot overtake a later BUSY
+                except RedisError:
+                    pass  # the next job's start writes the state again; the slot is freed all the same
         self._slots.release()
+
+    def _ended_unrecorded_add(self, job_id: str) -> None:
+        """A job that ended with its start never written is still in the claim list; it ran,
+        so it is removed from there, never queued again."""
+        if self.claim_list_key is not None:
+            with self._claims_lock:
+                self._ended_unrecorded.add(job_id)
 
     def _drain(self) -> None:
         """Warm shutdown: let running jobs end (each is bounded by its own timeout)."""
@@ -252,6 +332,8 @@ class ThreadedWorker(LeanBookkeeping, SimpleWorker):
     def _fail(self, running: Running, reason: str) -> None:
         """Mark a job failed from outside its thread, and let its client know."""
         error = JobAbandoned(reason)
+        if running.execution is None:
+            self._ended_unrecorded_add(running.job.id)
         try:
             # The client hears this first: the job's own answer to being cancelled (below)
             # comes second and is not read, so the client always gets the same error.
@@ -279,8 +361,15 @@ class ThreadedWorker(LeanBookkeeping, SimpleWorker):
                 if time.monotonic() >= next_heartbeat:
                     self._heartbeat_all()
                     next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL
-            except Exception:  # a Redis blip must not end liveness for good
+            except RedisError as error:  # a Redis outage must not end liveness for good; said once
+                if not self._monitor_quiet:
+                    log.warning("worker monitor cannot reach Redis; it keeps trying",
+                                extra={"worker": self.name, "error": str(error)[:300]})
+                    self._monitor_quiet = True
+            except Exception:
                 log.exception("worker monitor tick failed", extra={"worker": self.name})
+            else:
+                self._monitor_quiet = False
 
     def _snapshot(self) -> list[Running]:
         with self._lock:
@@ -318,8 +407,89 @@ class ThreadedWorker(LeanBookkeeping, SimpleWorker):
         running = [r for r in self._snapshot() if r.execution is not None]
         with self.connection.pipeline(transaction=False) as pipe:
             self.heartbeat(WORKER_TTL, pipeline=pipe)
+            # The whole registration, not only the heartbeat: one lost meanwhile (a Redis
+            # restarted without its data, or down past the key's time to live) comes back,
+            # and the API counts only registered workers.
+            pipe.hset(self.key, mapping=self.serialize())
+            worker_registration.register(self, pipe)
             for each in running:
                 each.execution.heartbeat(each.job.started_job_registry, HEARTBEAT_TTL, pipeline=pipe)
                 each.job.heartbeat(now(), HEARTBEAT_TTL, pipeline=pipe, xx=True)
+            if self.claim_list_key is not None:
+                pipe.sadd(claimers_key(self.queues[0].name), self.name)
+                pipe.lrange(self.claim_list_key, 0, -1)  # last: its answer is the last one
+            answers = pipe.execute()
+        if self.claim_list_key is not None:
+            self._reconcile_claims(answers[-1])
+
+    # -- the claim list --------------------------------------------------------
+    def _reconcile_claims(self, listed: list[bytes], *, final: bool = False) -> None:
+        """Keep the claim list true. A job listed that this process neither runs nor ran
+        was moved there by a dequeue whose reply never arrived (a connection cut by a Redis
+        restart; redis-py may even have sent the dequeue again): after two looks in a row
+        (a job just dequeued is running within milliseconds), or at once when the worker
+        stops (``final``), it goes back to the front of its queue, never having run. A job
+        that ended with its start never written (Redis away at that moment) ran: it is
+        only removed."""
+        ids = {item.decode() if isinstance(item, bytes) else item for item in listed}
+        with self._lock:
+            running = set(self._running)
+        with self._claims_lock:
+            ended = ids & self._ended_unrecorded
+            unknown = ids - running - ended
+            lost = unknown if final else unknown & self._suspects
+            self._suspects = unknown - lost
+        if not ended and not lost:
+            return
+        with self.connection.pipeline() as pipe:
+            for job_id in ended | lost:
+                pipe.lrem(self.claim_list_key, 0, job_id)
+            for job_id in lost:
+                pipe.lpush(self.queues[0].key, job_id)
             pipe.execute()
+        with self._claims_lock:
+            self._ended_unrecorded -= ended
+            self._ended_unrecorded &= ids
+        if lost:
+            log.warning("jobs dequeued but never received (their reply was lost) are queued again",
+                        extra={"worker": self.name, "job_ids": sorted(lost)})
+
+    # -- registration ------------------------------------------------------------
+    def register_birth(self):
+        if self.claim_list_key is not None:
+            self._salvage_previous_incarnation()
+        super().register_birth()
+        if self.claim_list_key is not None:
+            self.connection.sadd(claimers_key(self.queues[0].name), self.name)
+
+    def _salvage_previous_incarnation(self) -> None:
+        """A process of this name (host and pid) that left records behind died without a
+        word, and none of its jobs can still be running: salvage them before taking the name."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.hexists(self.key, "birth")
+            pipe.hexists(self.key, "death")
+            pipe.exists(self.claim_list_key, self.executions_key)
+            born, died, leftovers = pipe.execute()
+        if (born and not died) or leftovers:
+            salvage_worker(self.connection, self.name, self.queues[0].name, reply_ttl=self.reply_ttl)
+
+    def register_death(self):
+        super().register_death()
+        if self.claim_list_key is not None:
+            self._reconcile_claims(self.connection.lrange(self.claim_list_key, 0, -1), final=True)
+            with self.connection.pipeline() as pipe:
+                pipe.srem(claimers_key(self.queues[0].name), self.name)
+                pipe.delete(self.claim_list_key)
+                pipe.execute()
+
+    def clean_registries(self):
+        super().clean_registries()
+        if self.claim_list_key is None:
+            return
+        try:
+            salvage_orphans(self.connection, self.queues[0].name, reply_ttl=self.reply_ttl)
+        except RedisError:
+            raise
+        except Exception:  # the backstop must never end the worker
+            log.exception("could not salvage a dead worker's jobs", extra={"worker": self.name})
 
