@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Callback, Queue
 
 from shared.config import GatewayConfig, ModelConfig
@@ -178,4 +179,10 @@ class Dispatcher:
         return ReplyChannel(self.blocking_redis, job_id)
 
     def cancel(self, job_id: str) -> None:
-        self.redis.set(cancel_key(job_id), 1, ex=max(1, int(self.config.jobs.result_ttl)))
+        """Tell the worker nobody waits for this job's answer any more. Best effort: with Redis
+        away the worker still stops at the job's deadline, and the client's answer (a 504, a
+        499) must not turn into a 503 for it."""
+        try:
+            self.redis.set(cancel_key(job_id), 1, ex=max(1, int(self.config.jobs.result_ttl)))
+        except RedisError as error:
+            log.warning("could not mark a job cancelled", extra={"job_id": job_id, "error": str(error)})

@@ -112,7 +112,7 @@ class Stack:
     becomes the sandbox provider's URL."""
 
     def __init__(self, directory: Path, config: str, *, web_workers: int = 1, web_threads: int = 16,
-                 env: dict | None = None, sandbox_latency_ms: int = 0):
+                 env: dict | None = None, sandbox_latency_ms: int = 0, redis_options: dict | None = None):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config_text = config
@@ -120,6 +120,7 @@ class Stack:
         self.web_threads = web_threads
         self.extra_env = env or {}
         self.sandbox_latency_ms = sandbox_latency_ms
+        self.redis_options = redis_options or {}  # EmbeddedRedis's: appendonly, appendfsync
         self.redis_server: EmbeddedRedis | None = None
         self.sandbox: Process | None = None
         self.sandbox_url = ""
@@ -148,7 +149,7 @@ class Stack:
         return env
 
     def start(self) -> Stack:
-        self.redis_server = EmbeddedRedis().start()
+        self.redis_server = EmbeddedRedis(**self.redis_options).start()
         self.env = self.base_env()
         self.sandbox, self.sandbox_url = start_sandbox(self.dir, self.env,
                                                        latency_ms=self.sandbox_latency_ms)
