@@ -7,6 +7,12 @@ on (``gitlab.ca_file`` serves a self-signed CA). Failures split in two, because
 they must look different to callers: GitLab refusing a credential
 (``CredentialRejected``, the caller gets 401) versus GitLab not answering
 usefully (``GitLabUnavailable``: unreachable, 5xx, 429; the caller gets 503).
+
+Every lookup made for a request is counted against ``gitlab.max_calls_per_second``
+(``api.gitlab_budget``); one over it waits at most a second, then is refused as
+``GitLabUnavailable`` without calling GitLab. A reference to a project or group
+reaches this module already checked (``api.project_ref``), and is always one
+escaped path segment: never empty, never ``.`` or ``..``.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from urllib.parse import quote
 
 import requests
 
+from api.gitlab_budget import CallBudget
 from shared import metrics
 from shared.config import GitLabConfig
 from shared.errors import GitLabUnavailable
@@ -24,10 +31,23 @@ from shared.errors import GitLabUnavailable
 log = logging.getLogger("aigw.gitlab")
 
 POOL_SIZE = 32
+MAX_MESSAGE = 300  # of GitLab's own refusal text passed on to the caller
 
 
 class CredentialRejected(Exception):
-    """GitLab answered 401/403 to the caller's credential."""
+    """GitLab answered 401/403 to the caller's credential. ``reason`` says which refusal:
+
+    - ``invalid``: 401, unknown, expired or revoked;
+    - ``scope``: 403 ``insufficient_scope``; ``detail`` is the scopes GitLab names;
+    - ``blocked``: any other 403, which GitLab's API guard gives a user who may not use the
+      API at all (blocked, deactivated, pending approval...); ``detail`` is GitLab's message.
+    """
+
+    def __init__(self, status: int, reason: str = "invalid", detail: str = ""):
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+        self.detail = detail
 
 
 class GitLabClient:
@@ -40,6 +60,7 @@ class GitLabClient:
         adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
+        self.budget = CallBudget(config.max_calls_per_second)
 
     # -- the caller's credential --------------------------------------------
     def current_user(self, token: str) -> dict:
@@ -52,17 +73,18 @@ class GitLabClient:
     # -- the gateway's own token ---------------------------------------------
     def project(self, ref: str | int) -> dict | None:
         """A project by id or full path; ``None`` if it does not exist or the gateway cannot see it."""
-        return self._get(f"/projects/{quote(str(ref), safe='')}", self._own(), missing_ok=True)
+        return self._get(f"/projects/{_segment(ref)}", self._own(), missing_ok=True)
 
     def member_access_level(self, project_id: int, user_id: int) -> int:
         """The user's effective (inherited included) access level; 0 for a non-member."""
-        member = self._get(f"/projects/{project_id}/members/all/{user_id}", self._own(), missing_ok=True)
+        member = self._get(f"/projects/{_segment(project_id)}/members/all/{_segment(user_id)}", self._own(),
+                           missing_ok=True)
         if not member or member.get("state", "active") != "active":
             return 0
         return int(member.get("access_level") or 0)
 
     def group(self, group_id: int) -> dict | None:
-        return self._get(f"/groups/{group_id}", self._own(), missing_ok=True)
+        return self._get(f"/groups/{_segment(group_id)}", self._own(), missing_ok=True)
 
     def reachable(self) -> bool:
         """Does GitLab answer at all (for /ready)? Any HTTP answer below 500 counts."""
@@ -73,14 +95,20 @@ class GitLabClient:
         return response.status_code < 500
 
     def gateway_user(self) -> dict:
-        """Who the gateway's own token belongs to (checked at start)."""
-        return self._get("/user", self._own(), caller=True)
+        """Who the gateway's own token belongs to (checked at start, outside the call budget)."""
+        return self._get("/user", self._own(), caller=True, budgeted=False)
 
     def _own(self) -> dict:
         return {"PRIVATE-TOKEN": self.api_token or ""}
 
     # -- plumbing --------------------------------------------------------------
-    def _get(self, path: str, headers: dict, *, caller: bool = False, missing_ok: bool = False):
+    def _get(self, path: str, headers: dict, *, caller: bool = False, missing_ok: bool = False,
+             budgeted: bool = True):
+        if budgeted and not self.budget.take():
+            metrics.GITLAB_REQUESTS.labels("throttled").inc()
+            log.warning("gitlab call refused: over gitlab.max_calls_per_second", extra={"path": _route(path)})
+            raise GitLabUnavailable("The gateway is making as many GitLab lookups as it may "
+                                    "(gitlab.max_calls_per_second); retry shortly.", retry_after=1)
         started = time.monotonic()
         try:
             response = self.session.get(self.api + path, headers=headers, timeout=self.timeout)
@@ -99,7 +127,7 @@ class GitLabClient:
         if status == 429 or status >= 500:
             raise GitLabUnavailable(retry_after=_retry_after(response) or 5)
         if status in (401, 403) and caller:
-            raise CredentialRejected(status)
+            raise _rejection(status, response)
         if status in (401, 403):
             # The gateway's own token was refused: a deployment problem, not the caller's.
             log.error("GitLab refused the gateway's GITLAB_API_TOKEN", extra={"status": status})
@@ -113,6 +141,41 @@ class GitLabClient:
             return response.json()
         except ValueError:
             raise GitLabUnavailable("GitLab answered with something that is not JSON.", retry_after=5) from None
+
+
+def _rejection(status: int, response: requests.Response) -> CredentialRejected:
+    """What GitLab's refusal of a caller's credential means. A 403 is either its OAuth layer's
+    ``{"error": "insufficient_scope", "scope": "read_user api read_api", ...}`` (rack-oauth2's
+    Bearer::Forbidden, raised for Gitlab::Auth::InsufficientScopeError: lib/api/api_guard.rb) or
+    its API guard's ``{"message": "403 Forbidden - <why>"}`` for a user who may not use the API
+    (``forbidden!(api_access_denied_message(user))`` in lib/api/api_guard.rb, the reason from
+    lib/gitlab/auth/user_access_denied_reason.rb: blocked, deactivated, pending approval...)."""
+    if status == 401:
+        return CredentialRejected(401)
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    body = body if isinstance(body, dict) else {}
+    if body.get("error") == "insufficient_scope":
+        return CredentialRejected(403, "scope", _printable(body.get("scope")))
+    return CredentialRejected(403, "blocked", _printable(body.get("message")) or "403 Forbidden")
+
+
+def _printable(value) -> str:
+    """GitLab's text, fit to pass on: a string, printable, bounded."""
+    if not isinstance(value, str):
+        return ""
+    return "".join(ch for ch in value if ch.isprintable())[:MAX_MESSAGE].strip()
+
+
+def _segment(ref) -> str:
+    """One path segment: an id, or a full path with its slashes escaped as GitLab expects."""
+    text = quote(str(ref), safe="")
+    if text in ("", ".", ".."):
+        # requests would normalise /projects/. to /projects/ (GitLab's project list): never send one.
+        raise ValueError(f"not a GitLab reference: {ref!r}")
+    return text
 
 
 def _retry_after(response: requests.Response) -> float | None:

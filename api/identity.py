@@ -2,25 +2,33 @@
 
 Credentials: ``Authorization: Bearer``, ``PRIVATE-TOKEN`` or ``x-api-key`` (a
 GitLab personal, project, group or OAuth token), or ``JOB-TOKEN`` (a CI job
-token). Optional project claim: ``X-Gitlab-Project-Id`` (id or full path); a job
-token's project is the job's own. GitLab answers are cached in Redis keyed by a
-SHA-256 of the credential (``api.gitlab_cache``); a refused credential is
-remembered for 10 s, so a flood of bad tokens is not a flood of GitLab calls.
+token); two different ones in one request are refused. Optional project claim:
+``X-Gitlab-Project-Id`` (id or full path, checked by ``api.project_ref`` before
+any GitLab call); a job token's project is the job's own.
+
+GitLab answers are cached in Redis keyed by a SHA-256 of the credential
+(``api.gitlab_cache``). A credential GitLab refused is remembered for 10 s, per
+credential kind, with GitLab's reason, so a flood of bad tokens is not a flood of
+GitLab calls; the refusal also deletes the credential's cached identity, so no
+outage grace can bring it back. A project the caller may not see and one that
+does not exist get the same answer, naming only the reference sent.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 
 from redis import Redis
 
 from api.gitlab import CredentialRejected, GitLabClient
 from api.gitlab_cache import GitLabCache, Rejected
+from api.project_ref import ProjectRef, project_ref
 from shared.config import GitLabConfig
 from shared.errors import (
+    GatewayError,
     InsufficientAccess,
-    InvalidRequest,
     MissingCredentials,
     ProjectMismatch,
     ProjectNotFound,
@@ -33,6 +41,8 @@ REJECTED_TTL = 10
 STRUCTURE_TTL = 300  # projects and groups: renames and moves are rare
 MISSING_PROJECT_TTL = 60  # a project created a moment ago should not stay "missing" for long
 LEVEL_NAMES = {10: "Guest", 20: "Reporter", 30: "Developer", 40: "Maintainer", 50: "Owner"}
+# GET /user takes read_user, read_api or api (lib/api/users.rb and lib/api/api.rb: allow_access_with_scope).
+USER_SCOPES = "read_user or api"
 
 
 @dataclass(frozen=True)
@@ -67,9 +77,6 @@ class Credential:
 
 
 def credential_from(req) -> Credential:
-    job_token = (req.get_header("JOB-TOKEN") or "").strip()
-    if job_token:
-        return Credential("job", job_token)
     found = set()
     authorization = (req.get_header("Authorization") or "").strip()
     if authorization:
@@ -81,8 +88,13 @@ def credential_from(req) -> Credential:
         value = (req.get_header(header) or "").strip()
         if value:
             found.add(value)
-    if len(found) > 1:
+    job_token = (req.get_header("JOB-TOKEN") or "").strip()
+    if len(found | {job_token} - {""}) > 1:
+        # Which one would GitLab vouch for? Neither is guessed: a job token must not ride on
+        # another credential, nor another credential on a job token.
         raise Unauthorized("The request carries two different credentials; send one.")
+    if job_token:
+        return Credential("job", job_token)
     if not found:
         raise MissingCredentials()
     return Credential("token", found.pop())
@@ -96,28 +108,33 @@ class Authenticator:
         self.config = config
 
     def identify(self, req) -> Identity:
+        """The caller, or a ``GatewayError`` refusing them. As soon as GitLab has named the user,
+        ``req.context.identity`` says who it is, so the access record of a refusal names them."""
         credential = credential_from(req)
+        claim = project_ref(req.get_header("X-Gitlab-Project-Id"))  # 400 before any GitLab call
         user, job_project_id = self._who(credential)
+        caller = Identity(str(user["id"]), user.get("username"), credential=credential.kind)
+        req.context.identity = caller
         if user.get("state") != "active":
             raise UserBlocked(f"The GitLab user '{user.get('username')}' is {user.get('state')}; "
                               "only active users may use the gateway.")
-        claim = (req.get_header("X-Gitlab-Project-Id") or "").strip() or None
-        project = None
+        ref, project = claim, None
         if credential.kind == "job":
-            project = self._project(job_project_id)
+            ref = _job_project(job_project_id)
+            project = self._project(ref) if ref else None
             if project is None:
-                raise ProjectNotFound(f"The CI job's project (id {job_project_id}) is not visible to the gateway.")
+                raise ProjectNotFound("The CI job's project is not visible to the gateway.")
             if claim and not _same_project(claim, project):
                 raise ProjectMismatch(f"A CI job token may only act for its own project "
-                                      f"'{project['path_with_namespace']}', not '{claim}'.")
+                                      f"'{project['path_with_namespace']}', not '{claim.text}'.")
         elif claim:
             project = self._project(claim)
             if project is None:
-                raise ProjectNotFound(f"GitLab project '{claim}' does not exist, or the gateway cannot see it.")
+                raise ProjectNotFound(_not_found(claim))
         if project is None:
-            return Identity(str(user["id"]), user.get("username"), credential=credential.kind)
-        self._check_access(project, user)
-        return Identity(str(user["id"]), user.get("username"), str(project["id"]), project["path_with_namespace"],
+            return caller
+        self._check_access(project, user, ref)
+        return Identity(caller.user_id, caller.username, str(project["id"]), project["path_with_namespace"],
                         self._ancestry(project.get("namespace") or {}), credential.kind)
 
     # -- each lookup, cached ---------------------------------------------------
@@ -127,8 +144,10 @@ class Authenticator:
         known = self.cache.fresh(key, self.config.cache_ttl)  # the common case: no round trip at all
         if known is not None:
             return known["user"], known.get("project_id")
-        if self.redis.exists(gitlab_rejected_key(digest)):
-            raise Unauthorized()
+        rejected_key = gitlab_rejected_key(credential.kind, digest)
+        remembered = self.redis.get(rejected_key)
+        if remembered is not None:
+            raise _refusal(_verdict(remembered))
 
         def fetch() -> dict:
             try:
@@ -137,42 +156,42 @@ class Authenticator:
                     return {"user": _user(job.get("user") or {}),
                             "project_id": (job.get("pipeline") or {}).get("project_id")}
                 return {"user": _user(self.gitlab.current_user(credential.secret))}
-            except CredentialRejected:
-                self.redis.set(gitlab_rejected_key(digest), 1, ex=REJECTED_TTL)
-                raise Rejected() from None
+            except CredentialRejected as refused:
+                verdict = {"reason": refused.reason, "detail": refused.detail}
+                self.redis.set(rejected_key, json.dumps(verdict), ex=REJECTED_TTL)
+                raise Rejected(verdict) from None
 
         try:
             value = self.cache.get(key, fetch, ttl=self.config.cache_ttl)
-        except Rejected:
-            raise Unauthorized() from None
+        except Rejected as rejected:
+            raise _refusal(rejected.verdict) from None
         return value["user"], value.get("project_id")
 
-    def _project(self, ref) -> dict | None:
-        ref = str(ref).strip().strip("/")
-        if not ref:
-            raise InvalidRequest("X-Gitlab-Project-Id is empty.")
-
+    def _project(self, ref: ProjectRef) -> dict | None:
         def fetch() -> dict | None:
-            found = self.gitlab.project(ref)
+            found = self.gitlab.project(ref.key)
             if not found:
                 return None
             namespace = found.get("namespace") or {}
             return {"id": found["id"], "path_with_namespace": found.get("path_with_namespace"),
                     "namespace": {k: namespace.get(k) for k in ("id", "kind", "full_path", "parent_id")}}
 
-        return self.cache.get(gitlab_cache_key("project", ref.lower()), fetch, ttl=STRUCTURE_TTL,
+        return self.cache.get(gitlab_cache_key("project", ref.key), fetch, ttl=STRUCTURE_TTL,
                               ttl_if_none=MISSING_PROJECT_TTL)
 
-    def _check_access(self, project: dict, user: dict) -> None:
-        key = gitlab_cache_key("member", f"{project['id']}:{user['id']}")
+    def _check_access(self, project: dict, user: dict, ref: ProjectRef) -> None:
+        key = gitlab_cache_key("member", project["id"], user["id"])
         level = self.cache.get(key, lambda: self.gitlab.member_access_level(project["id"], user["id"]),
                                ttl=self.config.cache_ttl)
+        if not level:
+            # A non-member learns no more than about a project that does not exist.
+            raise ProjectNotFound(_not_found(ref))
         needed = self.config.min_access_level
         if level < needed:
-            has = f"has {LEVEL_NAMES.get(level, level)} access" if level else "is not a member"
             raise InsufficientAccess(
-                f"GitLab user '{user.get('username')}' {has} in project '{project['path_with_namespace']}'; "
-                f"the gateway requires {LEVEL_NAMES.get(needed, needed)} (access level {needed}) or above.")
+                f"GitLab user '{user.get('username')}' has {LEVEL_NAMES.get(level, level)} access in project "
+                f"'{project['path_with_namespace']}'; the gateway requires {LEVEL_NAMES.get(needed, needed)} "
+                f"(access level {needed}) or above.")
 
     def _ancestry(self, namespace: dict) -> tuple[str, ...]:
         if namespace.get("kind") != "group" or namespace.get("id") is None:
@@ -181,10 +200,42 @@ class Authenticator:
         parent = namespace.get("parent_id")
         while parent is not None and len(chain) < 32:
             chain.append(str(parent))
-            group = self.cache.get(gitlab_cache_key("group", str(parent)),
+            group = self.cache.get(gitlab_cache_key("group", parent),
                                    lambda gid=parent: _parent_only(self.gitlab.group(gid)), ttl=STRUCTURE_TTL)
             parent = (group or {}).get("parent_id")
         return tuple(chain)
+
+
+def _job_project(project_id) -> ProjectRef | None:
+    """The job's project as GitLab gave it (an integer id), as a reference."""
+    if isinstance(project_id, bool) or not isinstance(project_id, int) or project_id < 0:
+        return None
+    return project_ref(project_id)
+
+
+def _not_found(ref: ProjectRef) -> str:
+    """The one text for a project that does not exist and one the caller is not a member of."""
+    return f"GitLab project '{ref.text}' does not exist, or you are not a member of it."
+
+
+def _refusal(verdict: dict) -> GatewayError:
+    """The caller's error for GitLab's refusal of their credential (see ``CredentialRejected``)."""
+    reason, detail = verdict.get("reason"), verdict.get("detail") or ""
+    if reason == "blocked":
+        return UserBlocked(f"GitLab refused this credential: {detail or '403 Forbidden'}")
+    if reason == "scope":
+        named = f" (GitLab names: {detail})" if detail else ""
+        return Unauthorized(f"This GitLab token lacks the scope to identify its user; it needs {USER_SCOPES}"
+                            f"{named}.")
+    return Unauthorized()
+
+
+def _verdict(raw: bytes) -> dict:
+    try:
+        found = json.loads(raw)
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def _user(data: dict) -> dict:
@@ -195,6 +246,5 @@ def _parent_only(group: dict | None) -> dict | None:
     return None if group is None else {"id": group.get("id"), "parent_id": group.get("parent_id")}
 
 
-def _same_project(claim: str, project: dict) -> bool:
-    claim = claim.strip().strip("/")
-    return claim == str(project["id"]) or claim.lower() == str(project.get("path_with_namespace", "")).lower()
+def _same_project(claim: ProjectRef, project: dict) -> bool:
+    return claim.key in (str(project["id"]), str(project.get("path_with_namespace", "")).lower())

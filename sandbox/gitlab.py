@@ -8,6 +8,11 @@ faulted; ``sandbox.gitlab_controls``):
     POST /_gitlab/fault {"status": 503, "times": 2, "retry_after": 1, "delay_ms": 50, "close": false,
                          "paths": ["/api/v4/user"]}          DELETE /_gitlab/fault      GET /_gitlab/fault
     GET /_gitlab/calls      POST /_gitlab/users/<id>/state {"state": "blocked"}      POST /_gitlab/reset
+    POST /_gitlab/tokens/revoke {"token": "glpat-..."}
+
+What GitLab does and the stand-in does too (each cited where it is modelled): a blocked user's token gets
+403 "Your account has been blocked." from every endpoint, /user and /job included; a token without a scope
+the endpoint accepts gets 403 insufficient_scope; a revoked token gets 401; GET /projects is the list.
 
 Run: python -m sandbox.gitlab [--host 127.0.0.1] [--port 0]
 """
@@ -41,22 +46,26 @@ from sandbox.gitlab_data import (
     JOB_TOKENS,
     PROJECT_BOT_TOKEN,
     PROJECTS,
+    REPO_ONLY_TOKEN,
+    TOKEN_SCOPES,
     TOKENS,
     USERS,
     can_see_group,
     can_see_project,
     find_by_ref,
     group_json,
+    missing_scopes,
     project_json,
     project_level,
+    visible_projects,
 )
 
 # The public API; the demo tokens are defined in sandbox.gitlab_data and re-exported for the code that logs in.
 __all__ = [
     "ADMIN_TOKEN", "ALICE_JOB_TOKEN", "BLOCKED_JOB_TOKEN", "BLOCKED_TOKEN", "BOB_TOKEN", "CAROL_JOB_TOKEN",
     "CAROL_TOKEN", "DAVE_TOKEN", "DEMO_OAUTH_TOKEN", "DEMO_TOKEN", "ERIN_JOB_TOKEN", "ERIN_TOKEN", "LABEL",
-    "MAX_BODY", "PROJECT_BOT_TOKEN", "VERSION", "GitLabHandler", "GitLabServer", "demo_lines", "main",
-    "make_server", "serve_in_thread",
+    "MAX_BODY", "PROJECT_BOT_TOKEN", "REPO_ONLY_TOKEN", "VERSION", "GitLabHandler", "GitLabServer", "demo_lines",
+    "main", "make_server", "serve_in_thread",
 ]
 
 LABEL = "GITLAB STAND-IN: fixed demo users, groups and projects; not a real GitLab"
@@ -64,6 +73,16 @@ VERSION = {"version": "17.5.0-standin", "revision": "standin"}
 MAX_BODY = 1024 * 1024
 
 PROJECT_RE = re.compile(r"/api/v4/projects/(?P<id>.+?)(?:/members/all/(?P<uid>[^/]+))?/?")
+# GitLab's API guard refuses a user who may not use the API with this, on every endpoint, before the endpoint
+# runs: `forbidden!(api_access_denied_message(user))` in lib/api/api_guard.rb (find_current_user!), the text
+# from Gitlab::Auth::UserAccessDeniedReason#rejection_message (lib/gitlab/auth/user_access_denied_reason.rb).
+BLOCKED_MESSAGE = "403 Forbidden - Your account has been blocked."
+# Gitlab::Auth::InsufficientScopeError, answered by rack-oauth2's Bearer::Forbidden (lib/api/api_guard.rb,
+# oauth2_bearer_token_error_handler): {"error", "error_description", "scope": the accepted scopes joined by
+# spaces}, with the library's default description (Rack::OAuth2::Server::Resource::ErrorMethods).
+INSUFFICIENT_SCOPE = "The request requires higher privileges than provided by the access token."
+# Gitlab::Auth::RevokedError: rack-oauth2's Bearer::Unauthorized with error invalid_token (same handler).
+REVOKED = "Token was revoked. You have to re-authorize from the user."
 
 
 # --- HTTP server ------------------------------------------------------------------------------
@@ -141,15 +160,25 @@ class GitLabHandler(ControlEndpoints, serving.JSONHandler):
             return self._job(kind, token)
         if kind == "job" or token not in TOKENS:
             return self._message(401, "401 Unauthorized")
+        # GitLab's order: the token is validated (revoked, scopes) while it is found, then the API guard
+        # checks its user may use the API at all, then the endpoint runs (lib/api/api_guard.rb).
+        if self.server.is_revoked(token):
+            return self._revoked()
+        accepted = missing_scopes(route[0], token)
+        if accepted is not None:
+            return self._send_json(403, {"error": "insufficient_scope", "error_description": INSUFFICIENT_SCOPE,
+                                         "scope": " ".join(accepted)})
         user_id = TOKENS[token][0]
-        if route[0] != "user" and self.server.user_state(user_id) == "blocked":
-            return self._message(403, "403 Forbidden")  # /user still answers, so callers can tell why
+        if self.server.user_state(user_id) == "blocked":
+            return self._message(403, BLOCKED_MESSAGE)
         return getattr(self, "_" + route[0])(user_id, token, *route[1:])
 
     @staticmethod
     def _route(path: str) -> tuple | None:
         simple = {"/api/v4/user": "user", "/api/v4/personal_access_tokens/self": "token_self",
-                  "/api/v4/job": "job", "/api/v4/version": "version"}
+                  "/api/v4/job": "job", "/api/v4/version": "version",
+                  # GET /projects, with or without the slash: the list (requests turns /projects/. into it)
+                  "/api/v4/projects": "projects", "/api/v4/projects/": "projects"}
         if path in simple:
             return (simple[path],)
         if project := PROJECT_RE.fullmatch(path):
@@ -179,14 +208,25 @@ class GitLabHandler(ControlEndpoints, serving.JSONHandler):
             return self._message(400, "400 Bad request - This endpoint requires token type to be a personal "
                                       "access token")
         self._send_json(200, {"id": token_id, "name": name, "revoked": False, "created_at": CREATED_AT,
-                              "scopes": ["api"], "user_id": user_id, "active": True, "expires_at": None})
+                              "scopes": list(TOKEN_SCOPES.get(token, ("api",))), "user_id": user_id,
+                              "active": True, "expires_at": None})
+
+    def _projects(self, user_id: int, token: str) -> None:
+        self._send_json(200, [project_json(project_id) for project_id in visible_projects(user_id)])
+
+    def _revoked(self) -> None:
+        # rack-oauth2's Resource::Bearer::Unauthorized#finish: the JSON body and a WWW-Authenticate challenge.
+        challenge = f'Bearer realm="Protected by OAuth 2.0", error="invalid_token", error_description="{REVOKED}"'
+        self._send_json(401, {"error": "invalid_token", "error_description": REVOKED},
+                        {"WWW-Authenticate": challenge})
 
     def _job(self, kind: str | None, token: str | None) -> None:
-        if kind != "job" or token not in JOB_TOKENS:
+        if kind != "job" or token not in JOB_TOKENS or self.server.is_revoked(token):
+            # A finished (or unknown) job's token: find_valid_running_job_by_token! fails, answered 401.
             return self._message(401, "401 Unauthorized")
         job_id, user_id, project_id = JOB_TOKENS[token]
         if self.server.user_state(user_id) == "blocked":
-            return self._message(403, "403 Forbidden")
+            return self._message(403, BLOCKED_MESSAGE)
         sha = hashlib.sha1(f"standin-{job_id}".encode()).hexdigest()
         self._send_json(200, {
             "id": job_id, "status": "running", "stage": "test", "name": "ai-job", "ref": "main",
@@ -241,7 +281,7 @@ def demo_lines() -> list[str]:
         f"  gateway GITLAB_API_TOKEN (root, admin): {ADMIN_TOKEN}",
         f"  demo user alice: {DEMO_TOKEN} (personal), {DEMO_OAUTH_TOKEN} (OAuth), CI job token {ALICE_JOB_TOKEN}",
         f"  others: bob {BOB_TOKEN}, dave {DAVE_TOKEN}, erin {ERIN_TOKEN}, carol (blocked) {CAROL_TOKEN}, "
-        f"project 100 bot {PROJECT_BOT_TOKEN}",
+        f"project 100 bot {PROJECT_BOT_TOKEN}, alice with scope read_repository only {REPO_ONLY_TOKEN}",
     ]
 
 

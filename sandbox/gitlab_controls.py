@@ -1,6 +1,7 @@
 """Test controls of the GitLab stand-in: the `/_gitlab/...` endpoints and the run-time state they steer.
 
-That state is the call log (hashed tokens only), the injected fault and user-state overrides (blocking a user).
+That state is the call log (hashed tokens only), the injected fault, user-state overrides (blocking a user)
+and revoked tokens (kept as hashes).
 ``sandbox.gitlab`` builds its server on ``ControlledServer`` and its handler on ``ControlEndpoints``.
 """
 
@@ -60,10 +61,15 @@ class ControlledServer(serving.StandinServer):
         self.calls: deque = deque(maxlen=CALL_LOG_SIZE)
         self.fault: dict | None = None
         self.states: dict[int, str] = {}  # run-time user state changes
+        self.revoked: set[str] = set()  # token_digest of each token revoked at run time
 
     def user_state(self, user_id: int) -> str:
         with self.lock:
             return self.states.get(user_id, USERS[user_id][4])
+
+    def is_revoked(self, token: str | None) -> bool:
+        with self.lock:
+            return token_digest(token) in self.revoked
 
     def take_fault(self, path: str) -> dict | None:
         """The fault that applies to this API call, if any (consuming one of its `times`)."""
@@ -82,6 +88,7 @@ class ControlledServer(serving.StandinServer):
             self.calls.clear()
             self.fault = None
             self.states.clear()
+            self.revoked.clear()
 
 
 class ControlEndpoints:
@@ -109,6 +116,16 @@ class ControlEndpoints:
                     server.fault = fault
                 current = dict(server.fault) if server.fault else None
             return self._send_json(200, {"fault": current})
+        if path == "/_gitlab/tokens/revoke" and method == "POST":
+            try:
+                token = json.loads(raw or b"null")["token"]
+            except (ValueError, TypeError, KeyError):
+                token = None
+            if not isinstance(token, str) or not token:
+                return self._message(400, "400 Bad request - send {\"token\": \"<the token to revoke>\"}")
+            with server.lock:
+                server.revoked.add(token_digest(token))
+            return self._send_json(200, {"revoked": token_digest(token)})
         if state_path and method == "POST":
             uid = state_path["uid"]
             if not uid.isdigit() or int(uid) not in USERS:

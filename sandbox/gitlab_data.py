@@ -19,6 +19,7 @@ BLOCKED_TOKEN = CAROL_TOKEN = "glpat-carol-blocked-token"
 DAVE_TOKEN = "glpat-dave-token"
 ERIN_TOKEN = "glpat-erin-token"
 PROJECT_BOT_TOKEN = "glpat-project-100-bot-token"  # project access token of bot user 7 (Maintainer of 100)
+REPO_ONLY_TOKEN = "glpat-alice-read-repository-token"  # alice, scope read_repository only: no API reads
 ALICE_JOB_TOKEN = "glcbt-alice-job-100"
 ERIN_JOB_TOKEN = "glcbt-erin-job-101"
 BLOCKED_JOB_TOKEN = CAROL_JOB_TOKEN = "glcbt-carol-job-100"
@@ -43,7 +44,16 @@ TOKENS = {
     DAVE_TOKEN: (5, "personal", 5, "dave"),
     ERIN_TOKEN: (6, "personal", 6, "erin"),
     PROJECT_BOT_TOKEN: (7, "project", 7, "project_100_bot"),
+    REPO_ONLY_TOKEN: (2, "personal", 8, "alice-read-repository"),
 }
+# token -> its scopes, where not just "api"
+TOKEN_SCOPES = {REPO_ONLY_TOKEN: ("read_repository",)}
+# The scopes an API endpoint accepts, in the order GitLab names them when refusing a token that has none
+# of them: the endpoint class's own `allow_access_with_scope` first, then API::API's `api` and (for GET)
+# `read_api` (lib/api/api.rb). /user and /version add read_user (lib/api/users.rb, lib/api/version.rb);
+# personal_access_tokens/self accepts every scope (lib/api/personal_access_tokens/self_information.rb).
+API_SCOPES = ("api", "read_api")
+ENDPOINT_SCOPES = {"user": ("read_user", *API_SCOPES), "version": ("read_user", *API_SCOPES), "token_self": None}
 # job token -> (job id, user id, project id)
 JOB_TOKENS = {ALICE_JOB_TOKEN: (9001, 2, 100), ERIN_JOB_TOKEN: (9002, 6, 101), CAROL_JOB_TOKEN: (9003, 4, 100)}
 # id -> (full path, parent id)
@@ -96,6 +106,19 @@ def can_see_group(group_id: int, user_id: int) -> bool:
     if any(group_id in group_chain(g) and user_id in members for g, members in GROUP_MEMBERS.items()):
         return True
     return any(group_id in group_chain(PROJECTS[p][1]) and user_id in members for p, members in PROJECT_MEMBERS.items())
+
+
+def missing_scopes(route: str, token: str) -> tuple[str, ...] | None:
+    """The scopes endpoint ``route`` would accept, if ``token`` has none of them; None if it may call it."""
+    accepted = ENDPOINT_SCOPES.get(route, API_SCOPES)
+    if accepted is None or set(TOKEN_SCOPES.get(token, ("api",))) & set(accepted):
+        return None
+    return accepted
+
+
+def visible_projects(user_id: int) -> list[int]:
+    """GET /projects for this user: what they can see, newest first (GitLab orders by created_at desc)."""
+    return sorted((p for p in PROJECTS if can_see_project(p, user_id)), reverse=True)
 
 
 def find_by_ref(ref: str, table: dict) -> int | None:

@@ -31,7 +31,7 @@ _VERTEX_KEYS = ("project", "location", "credentials_file")
 _LIMITS = ("requests_per_minute", "tokens_per_minute", "requests_per_day")
 _ROUTE_KEYS = ("name", "match", "destination", "rate_limit")
 _GITLAB_KEYS = ("timeout", "verify_tls", "ca_file", "min_access_level", "cache_ttl", "local_cache_ttl",
-                "outage_grace")
+                "outage_grace", "max_calls_per_second")
 # Model names become RQ queue names: no colons, no spaces.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _ENV_REF = re.compile(r"\$\{([^}]*)\}")  # ${VAR}, or ${VAR:-default} when VAR is unset or empty

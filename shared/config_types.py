@@ -92,6 +92,7 @@ class GitLabConfig:
     cache_ttl: float = 60.0
     local_cache_ttl: float = 1.0
     outage_grace: float = 900.0
+    max_calls_per_second: int = 20  # GitLab lookups per API process; a lookup over it waits at most 1 s, then 503
 
 
 @dataclass(frozen=True)

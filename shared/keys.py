@@ -2,7 +2,21 @@
 
 RQ owns its own keys (``rq:queue:<name>``, ``rq:job:<id>``, registries). The
 gateway's keys all start with ``aigw:`` so an operator can tell them apart.
+
+No key is ever built from a caller's text as it came: every variable part goes
+through ``key_part``, which leaves ``[A-Za-z0-9._/-]`` as it is and
+percent-escapes everything else (``%`` and ``:`` included). A part therefore
+never holds a ``:``, so each kind's fixed words stay where they are and no
+input can end in another kind's key (``alice/scratch:lock`` becomes
+``alice/scratch%3Alock``, a different project reference, not a lock). The
+single-flight lock and its wake-up stream live in namespaces of their own
+(``aigw:gitlab-lock:``, ``aigw:gitlab-done:``) that no cache key starts with.
 """
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
 
 KEY_PREFIX = "aigw"
 
@@ -11,38 +25,66 @@ KEY_PREFIX = "aigw"
 JOB_FUNCTION = "workers.jobs.execute"
 JOB_FAILURE_CALLBACK = "workers.jobs.on_failure"
 
+_PLAIN = re.compile(r"[A-Za-z0-9._/-]*")
+# Each kind of cached GitLab answer and how many parts name one: a member is a project and a user.
+# token and job: the SHA-256 of a credential of that kind (a raw token is never a key nor a value).
+GITLAB_CACHE_KINDS = {"token": 1, "job": 1, "project": 1, "group": 1, "member": 2}
+CREDENTIAL_KINDS = ("token", "job")
+
+
+def key_part(value: object) -> str:
+    """``value`` as one colon-free part of a key, injectively: distinct values, distinct parts."""
+    text = str(value)
+    if _PLAIN.fullmatch(text):
+        return text  # the common case (ids, hex digests, paths) costs one match
+    # '%' itself is escaped too, so escaped text never looks like another value's escape.
+    return quote(text, safe="/._-", errors="surrogatepass")
+
 
 def queue_name(model_name: str) -> str:
-    """One RQ queue per configured model, named after the model."""
+    """One RQ queue per configured model, named after the model (config names: ``[A-Za-z0-9._-]``)."""
     return model_name
 
 
 def reply_stream_key(job_id: str) -> str:
     """Redis Stream a worker writes a job's outcome to, and the API reads from."""
-    return f"{KEY_PREFIX}:reply:{job_id}"
+    return f"{KEY_PREFIX}:reply:{key_part(job_id)}"
 
 
 def cancel_key(job_id: str) -> str:
     """Set by the API when nobody waits for a job's answer any more."""
-    return f"{KEY_PREFIX}:cancel:{job_id}"
+    return f"{KEY_PREFIX}:cancel:{key_part(job_id)}"
 
 
-def gitlab_cache_key(kind: str, ref: str) -> str:
-    """A cached GitLab answer: ``kind`` is user, job, project, group or member; ``ref``
-    is an id, or the SHA-256 of a credential (a raw token is never a key or a value)."""
-    return f"{KEY_PREFIX}:gitlab:{kind}:{ref}"
+def gitlab_cache_key(kind: str, *ref: object) -> str:
+    """A cached GitLab answer: ``kind`` is token, job, project, group or member; ``ref`` the
+    parts that name it (a credential's SHA-256; an id or path; project and user ids for a
+    member), each escaped."""
+    if GITLAB_CACHE_KINDS.get(kind) != len(ref):
+        raise ValueError(f"a GitLab {kind!r} key takes {GITLAB_CACHE_KINDS.get(kind)} parts, not {len(ref)}")
+    return f"{KEY_PREFIX}:gitlab:{kind}:" + ":".join(key_part(part) for part in ref)
 
 
-def gitlab_rejected_key(credential_hash: str) -> str:
-    """A credential GitLab refused moments ago: refused again without asking."""
-    return f"{KEY_PREFIX}:gitlab:rejected:{credential_hash}"
+def gitlab_rejected_key(credential_kind: str, credential_hash: str) -> str:
+    """A credential GitLab refused moments ago, as the kind it was sent as (a personal token
+    refused as a JOB-TOKEN says nothing about it as a Bearer token): refused again without asking."""
+    if credential_kind not in CREDENTIAL_KINDS:
+        raise ValueError(f"unknown credential kind {credential_kind!r}")
+    return f"{KEY_PREFIX}:gitlab:rejected:{credential_kind}:{key_part(credential_hash)}"
 
 
 def gitlab_lock_key(cache_key: str) -> str:
     """Held by the one API thread (of any process) asking GitLab for ``cache_key``."""
-    return f"{cache_key}:lock"
+    return f"{KEY_PREFIX}:gitlab-lock:{_cache_key_rest(cache_key)}"
 
 
 def gitlab_done_key(cache_key: str) -> str:
     """Where that thread says it is done, waking the others waiting for the same answer."""
-    return f"{cache_key}:done"
+    return f"{KEY_PREFIX}:gitlab-done:{_cache_key_rest(cache_key)}"
+
+
+def _cache_key_rest(cache_key: str) -> str:
+    prefix = f"{KEY_PREFIX}:gitlab:"
+    if not cache_key.startswith(prefix):
+        raise ValueError("not a GitLab cache key")
+    return cache_key[len(prefix):]

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from redis import Redis
 
 from shared.config import ModelConfig, RateLimit, Route
-from shared.keys import KEY_PREFIX
+from shared.keys import KEY_PREFIX, key_part
 
 REQUESTS, TOKENS = "requests", "tokens"
 MINUTE, DAY = 60, 86400
@@ -218,13 +218,14 @@ class RateLimited(Exception):
 
 def limits_for(model: ModelConfig, route: Route | None, user_id: str | None, project_id: str | None) -> list[Limit]:
     """Every limit that applies to a request: its model's, then its route's (shared or per caller)."""
-    found = _limits(f"model:{model.name}", f"model '{model.name}'", model.rate_limit)
+    # Each variable part escaped (shared.keys.key_part): a route named "a:user:2" is not route "a"'s user 2.
+    found = _limits(f"model:{key_part(model.name)}", f"model '{model.name}'", model.rate_limit)
     if route is not None:
-        scope, label = f"route:{route.name}", f"route '{route.name}'"
+        scope, label = f"route:{key_part(route.name)}", f"route '{route.name}'"
         if route.rate_limit.per == "user":
-            scope, label = f"{scope}:user:{user_id or '-'}", f"your user under route '{route.name}'"
+            scope, label = f"{scope}:user:{key_part(user_id or '-')}", f"your user under route '{route.name}'"
         elif route.rate_limit.per == "project":
-            scope, label = f"{scope}:project:{project_id or '-'}", f"your project under route '{route.name}'"
+            scope, label = f"{scope}:project:{key_part(project_id or '-')}", f"your project under route '{route.name}'"
         found += _limits(scope, label, route.rate_limit)
     return found
 

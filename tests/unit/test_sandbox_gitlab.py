@@ -1,5 +1,5 @@
 """Tests for the GitLab stand-in's identity endpoints, over real HTTP on loopback: /user, token kinds,
-personal access tokens, CI job tokens, /version and blocked users.
+personal access tokens, CI job tokens, /version, blocked users, scopes and revoked tokens.
 
 Projects, memberships and groups: test_sandbox_gitlab_access.py. Faults, call log, transport and the
 command line: test_sandbox_gitlab_controls.py.
@@ -22,6 +22,7 @@ from sandbox.gitlab_data import (
     ERIN_JOB_TOKEN,
     ERIN_TOKEN,
     PROJECT_BOT_TOKEN,
+    REPO_ONLY_TOKEN,
 )
 from tests.unit import gitlab_fixtures
 from tests.unit.gitlab_fixtures import get, ok
@@ -110,14 +111,24 @@ def test_version(base):
 
 # --- blocked users ---
 
-def test_blocked_user_answers_user_but_is_forbidden_elsewhere(base):
-    user = ok(base, "/api/v4/user", CAROL_TOKEN)
-    assert user["id"] == 4 and user["state"] == "blocked"
-    for path in ("/api/v4/version", "/api/v4/projects/100", "/api/v4/personal_access_tokens/self"):
-        response = get(base, path, CAROL_TOKEN)
-        assert response.status_code == 403 and response.json() == {"message": "403 Forbidden"}
+BLOCKED = {"message": "403 Forbidden - Your account has been blocked."}  # GitLab's API guard, for every endpoint
+
+
+@pytest.mark.parametrize("path", ["/api/v4/user", "/api/v4/version", "/api/v4/projects/100", "/api/v4/projects",
+                                  "/api/v4/groups/10", "/api/v4/personal_access_tokens/self",
+                                  "/api/v4/projects/100/members/all/4"])
+@pytest.mark.parametrize("how", ["private", "bearer"])
+def test_a_blocked_user_is_refused_by_every_endpoint_user_included(base, path, how):
+    response = get(base, path, CAROL_TOKEN, how)
+    assert response.status_code == 403 and response.json() == BLOCKED
+
+
+def test_a_blocked_user_s_job_token_is_refused_with_the_same_message(base):
     job = get(base, "/api/v4/job", CAROL_JOB_TOKEN, how="job")
-    assert job.status_code == 403 and job.json() == {"message": "403 Forbidden"}
+    assert job.status_code == 403 and job.json() == BLOCKED
+
+
+def test_a_blocked_member_still_shows_in_memberships_read_by_others(base):
     member = ok(base, "/api/v4/projects/100/members/all/4")
     assert member["state"] == "blocked" and member["access_level"] == 30
 
@@ -125,15 +136,73 @@ def test_blocked_user_answers_user_but_is_forbidden_elsewhere(base):
 def test_state_changes_at_run_time_and_reset_restores_them(base):
     blocked = requests.post(f"{base}/_gitlab/users/2/state", json={"state": "blocked"}, timeout=5)
     assert blocked.json() == {"id": 2, "state": "blocked"}
-    assert ok(base, "/api/v4/user", DEMO_OAUTH_TOKEN, how="bearer")["state"] == "blocked"
-    assert get(base, "/api/v4/projects/100", DEMO_TOKEN).status_code == 403
-    assert get(base, "/api/v4/job", ALICE_JOB_TOKEN, how="job").status_code == 403
+    for response in (get(base, "/api/v4/user", DEMO_OAUTH_TOKEN, how="bearer"), get(base, "/api/v4/projects/100",
+                     DEMO_TOKEN), get(base, "/api/v4/job", ALICE_JOB_TOKEN, how="job")):
+        assert response.status_code == 403 and response.json() == BLOCKED
     assert ok(base, "/api/v4/projects/100/members/all/2")["state"] == "blocked"
     requests.post(f"{base}/_gitlab/users/4/state", json={"state": "active"}, timeout=5)
     assert ok(base, "/api/v4/projects/100", CAROL_TOKEN)["id"] == 100
+    assert ok(base, "/api/v4/user", CAROL_TOKEN)["state"] == "active"
     requests.post(f"{base}/_gitlab/reset", timeout=5)
     assert ok(base, "/api/v4/user", DEMO_TOKEN)["state"] == "active"
-    assert ok(base, "/api/v4/user", CAROL_TOKEN)["state"] == "blocked"
+    assert get(base, "/api/v4/user", CAROL_TOKEN).json() == BLOCKED
+
+
+# --- scopes ---
+
+SCOPE_REFUSAL = {"error": "insufficient_scope",
+                 "error_description": "The request requires higher privileges than provided by the access token."}
+
+
+@pytest.mark.parametrize("path,scopes", [
+    ("/api/v4/user", "read_user api read_api"),
+    ("/api/v4/version", "read_user api read_api"),
+    ("/api/v4/projects/100", "api read_api"),
+    ("/api/v4/projects", "api read_api"),
+    ("/api/v4/groups/10", "api read_api"),
+    ("/api/v4/projects/100/members/all/2", "api read_api"),
+])
+def test_a_token_without_an_accepted_scope_is_refused_naming_the_scopes(base, path, scopes):
+    response = get(base, path, REPO_ONLY_TOKEN, how="bearer")
+    assert response.status_code == 403 and response.json() == {**SCOPE_REFUSAL, "scope": scopes}
+
+
+def test_any_scope_may_read_its_own_token(base):
+    token = ok(base, "/api/v4/personal_access_tokens/self", REPO_ONLY_TOKEN)
+    assert token["scopes"] == ["read_repository"] and token["user_id"] == 2
+
+
+def test_the_scope_is_checked_before_the_user_s_state(base):
+    requests.post(f"{base}/_gitlab/users/2/state", json={"state": "blocked"}, timeout=5)
+    assert get(base, "/api/v4/user", REPO_ONLY_TOKEN).json()["error"] == "insufficient_scope"
+
+
+# --- revoked tokens ---
+
+def test_a_revoked_token_is_401_with_gitlab_s_invalid_token_answer(base):
+    assert ok(base, "/api/v4/user", BOB_TOKEN)["id"] == 3
+    revoked = requests.post(f"{base}/_gitlab/tokens/revoke", json={"token": BOB_TOKEN}, timeout=5)
+    assert revoked.status_code == 200 and BOB_TOKEN not in revoked.text
+    for how in ("private", "bearer"):
+        response = get(base, "/api/v4/user", BOB_TOKEN, how)
+        assert response.status_code == 401
+        assert response.json() == {"error": "invalid_token",
+                                   "error_description": "Token was revoked. You have to re-authorize from the user."}
+        assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+    assert ok(base, "/api/v4/user", DAVE_TOKEN)["id"] == 5  # others unaffected
+    requests.post(f"{base}/_gitlab/reset", timeout=5)
+    assert ok(base, "/api/v4/user", BOB_TOKEN)["id"] == 3
+
+
+def test_a_revoked_job_token_is_401(base):
+    requests.post(f"{base}/_gitlab/tokens/revoke", json={"token": ALICE_JOB_TOKEN}, timeout=5)
+    response = get(base, "/api/v4/job", ALICE_JOB_TOKEN, how="job")
+    assert response.status_code == 401 and response.json() == {"message": "401 Unauthorized"}
+
+
+@pytest.mark.parametrize("body", [{}, {"token": ""}, {"token": 7}, ["x"]])
+def test_bad_revocations_are_refused(base, body):
+    assert requests.post(f"{base}/_gitlab/tokens/revoke", json=body, timeout=5).status_code == 400
 
 
 @pytest.mark.parametrize("path,body,status", [

@@ -137,3 +137,18 @@ def test_group_visibility(base, token, visible):
             assert response.status_code == 200 and response.json()["id"] == group_id
         else:
             assert response.status_code == 404 and response.json() == {"message": "404 Group Not Found"}
+
+
+# --- the project list ---
+
+@pytest.mark.parametrize("path", ["/api/v4/projects", "/api/v4/projects/"])
+def test_projects_without_an_id_is_the_list_of_what_the_token_sees(base, path):
+    assert [p["id"] for p in ok(base, path, ADMIN_TOKEN)] == [300, 200, 102, 101, 100]
+    assert [p["id"] for p in ok(base, path, ERIN_TOKEN)] == [102, 101]  # public, and her own
+    assert all(set(p) >= {"id", "path_with_namespace", "namespace"} for p in ok(base, path, DEMO_TOKEN))
+
+
+def test_a_dot_reference_becomes_the_list_on_its_way_there(base):
+    """Why the gateway checks references before calling: the HTTP client removes dot segments."""
+    listed = ok(base, "/api/v4/projects/.", ADMIN_TOKEN)
+    assert isinstance(listed, list) and len(listed) == 5
