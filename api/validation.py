@@ -1,12 +1,21 @@
 """Checks on a client's request that need no model: malformed input is a 400
 here, before anything is queued. What a given provider cannot express is the
-provider adapter's business, in the worker."""
+provider adapter's business, in the worker.
+
+``openapi.yaml`` describes exactly these checks (the fuzzing test holds the two
+together): a field it constrains is checked here, every other field is the
+provider's to judge.
+"""
 
 from __future__ import annotations
 
 from shared.errors import InvalidRequest, UnsupportedParameter
 
 CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+# Counts (max_tokens, n, dimensions) above this are no request's real need, and a token
+# reservation must stay a number the rate limiter's arithmetic holds exactly.
+MAX_COUNT = 2**31 - 1
+ENCODING_FORMATS = ("float", "base64")
 
 
 def require_object(body) -> dict:
@@ -58,7 +67,7 @@ def validate_messages(body) -> dict:
         if not isinstance(message.get("content"), (str, list)):
             raise InvalidRequest(f"messages.{index}.content: a string or an array of blocks is required.",
                                  param=f"messages.{index}.content")
-    if "max_tokens" not in body:
+    if body.get("max_tokens") is None:
         raise InvalidRequest("max_tokens: field required.", param="max_tokens")
     _positive_ints(body, "max_tokens")
     _check_stream(body)
@@ -69,10 +78,17 @@ def validate_embeddings(body) -> dict:
     body = require_object(body)
     requested_model(body)
     value = body.get("input")
-    if not value or not isinstance(value, (str, list)):
-        raise InvalidRequest("'input' is required: a string, or an array of strings or token arrays.", param="input")
-    if body.get("stream"):
+    if value == "" or not _is_prompt(value):
+        raise InvalidRequest("'input' is required: a non-empty string, or a non-empty array of strings, of token "
+                             "ids, or of token-id arrays.", param="input")
+    stream = body.get("stream")
+    if stream is True:
         raise UnsupportedParameter("Embeddings do not stream.", param="stream")
+    if stream is not None and stream is not False:
+        raise InvalidRequest("'stream' must be false (embeddings do not stream).", param="stream")
+    encoding = body.get("encoding_format")
+    if encoding is not None and encoding not in ENCODING_FORMATS:
+        raise InvalidRequest("'encoding_format' must be 'float' or 'base64'.", param="encoding_format")
     _positive_ints(body, "dimensions")
     return body
 
@@ -81,9 +97,9 @@ def validate_completions(body) -> dict:
     """OpenAI's legacy completions: ``prompt`` (and ``suffix`` for fill-in-the-middle)."""
     body = require_object(body)
     requested_model(body)
-    prompt = body.get("prompt")
-    if prompt is None or not isinstance(prompt, (str, list)):
-        raise InvalidRequest("'prompt' is required: a string or an array.", param="prompt")
+    if not _is_prompt(body.get("prompt")):
+        raise InvalidRequest("'prompt' is required: a string, or a non-empty array of strings, of token ids, or "
+                             "of token-id arrays.", param="prompt")
     if body.get("suffix") is not None and not isinstance(body["suffix"], str):
         raise InvalidRequest("'suffix' must be a string.", param="suffix")
     _check_stream(body)
@@ -102,5 +118,25 @@ def _check_stream(body: dict) -> None:
 def _positive_ints(body: dict, *names: str) -> None:
     for name in names:
         value = body.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise InvalidRequest(f"'{name}' must be a positive integer.", param=name)
+        if value is not None and not (_is_int(value) and 1 <= value <= MAX_COUNT):
+            raise InvalidRequest(f"'{name}' must be a positive integer (at most {MAX_COUNT}).", param=name)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_token_array(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(_is_int(token) and 0 <= token <= MAX_COUNT
+                                                           for token in value)
+
+
+def _is_prompt(value) -> bool:
+    """OpenAI's text input (``prompt``, ``input``): a string, or a non-empty array of strings,
+    of token ids, or of token-id arrays; one kind per array, as OpenAI's own schema has it."""
+    if isinstance(value, str):
+        return True
+    if not isinstance(value, list) or not value:
+        return False
+    return (all(isinstance(item, str) for item in value) or _is_token_array(value)
+            or all(_is_token_array(item) for item in value))
