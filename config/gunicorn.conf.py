@@ -18,6 +18,7 @@ from shared.metrics_directory import use_host_directory
 # The workers gunicorn forks inherit both the choice and the metrics created here.
 METRICS_DIRECTORY = use_host_directory()
 
+from api.open_files import raise_open_files_limit  # noqa: E402
 from api.startup import check_gateway_token, load_api_settings  # noqa: E402
 from shared import metrics  # noqa: E402
 from shared.logs import setup_logging  # noqa: E402
@@ -30,10 +31,22 @@ for _warning in _config.warnings:
     logging.getLogger("aigw.api").warning(_warning)
 check_gateway_token(_settings, _config)
 
-bind = f"0.0.0.0:{_settings.port}"
+bind = f"[{_settings.host}]:{_settings.port}" if ":" in _settings.host else f"{_settings.host}:{_settings.port}"
+# Receives each request whole before a thread serves it; caps each client's connections.
 worker_class = "api.web_worker.GatewayThreadWorker"
 workers = _settings.web_concurrency
 threads = _settings.web_threads
+# Proxies whose X-Forwarded-For names the client (and whose X-Forwarded-Proto gunicorn believes).
+forwarded_allow_ips = _settings.forwarded_allow_ips
+# Idle and slow connections cost a descriptor each, not a thread: many may stay open. Each
+# process keeps some descriptors for its threads' Redis connections and its logs.
+_open_files = raise_open_files_limit()
+worker_connections = min(_settings.web_connections, max(64, _open_files - 2 * threads - 64))
+if worker_connections < _settings.web_connections:
+    logging.getLogger("aigw.api").warning(
+        "WEB_CONNECTIONS lowered to what the open-files limit allows",
+        extra={"web_connections": worker_connections, "open_files_limit": _open_files})
+logger_class = "api.gunicorn_logging.GatewayLogger"  # gunicorn's own lines in LOG_FORMAT
 # gthread's timeout is about a stuck worker process, not a request; still keep it
 # past the longest model deadline so no request is ever cut by it.
 timeout = int(_config.max_timeout) + 30

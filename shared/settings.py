@@ -8,6 +8,7 @@ pass. An empty variable counts as unset. The GitLab token is never shown in
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -38,6 +39,13 @@ class Settings:
     web_concurrency: int = 2  # gunicorn processes
     web_threads: int = 64  # gunicorn threads per process: each waiting request or open stream holds one
     stream_keepalive_interval: float = 15.0  # seconds of provider silence before a stream's keep-alive
+    host: str = "0.0.0.0"  # the address the API and its metrics listen on (`make run`: 127.0.0.1)
+    web_connections: int = 4096  # open connections per gunicorn process (its worker_connections)
+    forwarded_allow_ips: str = "127.0.0.1,::1"  # proxies whose X-Forwarded-For is believed (as gunicorn's)
+    max_connections_per_address: int = 128  # connections one client may hold in one gunicorn process
+    request_header_timeout: float = 10.0  # seconds to receive a request's head
+    request_body_timeout: float = 60.0  # seconds to receive a request's body, from the end of its head
+    response_write_timeout: float = 30.0  # seconds a response's write may wait for a client that does not read
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -83,6 +91,30 @@ def _positive_seconds(raw: str) -> float:
     if not seconds > 0 or seconds == float("inf"):
         raise ValueError(f"must be a positive number of seconds, got {raw!r}")
     return seconds
+
+
+def _host(raw: str) -> str:
+    try:
+        return str(ipaddress.ip_address(raw.strip("[]")))
+    except ValueError:
+        pass
+    if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", raw):
+        raise ValueError(f"must be an IP address or a host name, got {raw!r}")
+    return raw
+
+
+def _address_list(raw: str) -> str:
+    """Comma-separated IP addresses and CIDR networks, or ``*`` (gunicorn's forwarded_allow_ips)."""
+    entries = [entry.strip() for entry in raw.split(",") if entry.strip()]
+    if entries == ["*"]:
+        return "*"
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"must be '*' or comma-separated IP addresses and CIDR networks, "
+                             f"got {entry!r}") from None
+    return ",".join(entries)
 
 
 def _log_level(raw: str) -> str:
@@ -148,4 +180,11 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("web_concurrency", "WEB_CONCURRENCY", _positive_int),
     ("web_threads", "WEB_THREADS", _positive_int),
     ("stream_keepalive_interval", "STREAM_KEEPALIVE_INTERVAL", _positive_seconds),
+    ("host", "HOST", _host),
+    ("web_connections", "WEB_CONNECTIONS", _positive_int),
+    ("forwarded_allow_ips", "FORWARDED_ALLOW_IPS", _address_list),
+    ("max_connections_per_address", "MAX_CONNECTIONS_PER_ADDRESS", _positive_int),
+    ("request_header_timeout", "REQUEST_HEADER_TIMEOUT", _positive_seconds),
+    ("request_body_timeout", "REQUEST_BODY_TIMEOUT", _positive_seconds),
+    ("response_write_timeout", "RESPONSE_WRITE_TIMEOUT", _positive_seconds),
 )

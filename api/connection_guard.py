@@ -1,0 +1,129 @@
+"""Who a connection belongs to, and how many connections one client may hold.
+
+The client of a request is the peer that connected, unless that peer is a proxy
+the deployment trusts (``FORWARDED_ALLOW_IPS``, which gunicorn reads too) and the
+request carries ``X-Forwarded-For``: then it is the right-most address of that
+header that is not itself a trusted proxy. Every trusted proxy appends the
+address it received the request from, so everything right of that point was
+written by a trusted hop, and everything left of it by the client, who may write
+anything there.
+
+``ConnectionCounts`` counts the connections each client holds in one web
+process. An IPv6 client counts by its /64 network: one host or site is given a
+whole /64 and can pick any address inside it for each connection.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class TrustedProxies:
+    """``FORWARDED_ALLOW_IPS``: comma-separated addresses and CIDR networks, or ``*``."""
+
+    def __init__(self, networks: Iterable[IPNetwork] = (), *, everyone: bool = False):
+        self.networks = tuple(networks)
+        self.everyone = everyone
+        self._known: dict[str, bool] = {}  # the same few proxies ask again and again
+
+    @classmethod
+    def parse(cls, spec: str) -> TrustedProxies:
+        """Raises ``ValueError`` naming the first entry that is neither an address nor a network."""
+        entries = [entry.strip() for entry in spec.split(",") if entry.strip()]
+        if "*" in entries:
+            return cls(everyone=True)
+        networks = []
+        for entry in entries:
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                raise ValueError(f"{entry!r} is neither an IP address nor a CIDR network") from None
+        return cls(networks)
+
+    def __contains__(self, address: str) -> bool:
+        if self.everyone:
+            return True
+        known = self._known.get(address)
+        if known is None:
+            ip = parse_ip(address)
+            known = ip is not None and any(ip in network for network in self.networks
+                                           if network.version == ip.version)
+            if len(self._known) < 4096:
+                self._known[address] = known
+        return known
+
+
+def parse_ip(text: str) -> IPAddress | None:
+    """An address as written by a peer or a proxy: bare, ``[v6]``, ``v4:port`` or ``[v6]:port``."""
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if ip.version == 6 and ip.ipv4_mapped is not None:  # a dual-stack socket's view of an IPv4 client
+        return ip.ipv4_mapped
+    return ip
+
+
+def client_address(peer: str, forwarded_for: str | None, trusted: TrustedProxies) -> str:
+    """The client's address: ``peer``, or from ``X-Forwarded-For`` when ``peer`` is trusted.
+
+    ``forwarded_for`` is every ``X-Forwarded-For`` value of the request, joined with
+    commas. An entry that is not an address ends the walk: the hop right of it (which
+    is trusted) is then the client, since a trusted proxy would not have written it.
+    """
+    if not forwarded_for or peer not in trusted:
+        return peer
+    client = peer
+    for entry in reversed(forwarded_for.split(",")):
+        ip = parse_ip(entry)
+        if ip is None:
+            return client
+        client = str(ip)
+        if client not in trusted:
+            return client
+    return client  # every hop trusted: the left-most is as far as anyone can tell
+
+
+def count_key(address: str) -> str:
+    """What the per-address cap counts: the address, or an IPv6 address's /64."""
+    ip = parse_ip(address)
+    if ip is None:
+        return address
+    if ip.version == 6:
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return str(ip)
+
+
+class ConnectionCounts:
+    """Connections held per client in this process. Used by the worker's main thread only."""
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self._held: dict[str, int] = {}
+
+    def acquire(self, key: str) -> bool:
+        """Count one more connection for ``key``, unless it already holds ``cap``."""
+        held = self._held.get(key, 0)
+        if held >= self.cap:
+            return False
+        self._held[key] = held + 1
+        return True
+
+    def release(self, key: str) -> None:
+        held = self._held.get(key, 0) - 1
+        if held > 0:
+            self._held[key] = held
+        else:
+            self._held.pop(key, None)
+
+    def held(self, key: str) -> int:
+        return self._held.get(key, 0)

@@ -1,0 +1,320 @@
+"""Where a request ends, found as its bytes arrive, so a whole request can be
+buffered before any thread is given to it (``api.web_worker``).
+
+``RequestFramer`` is fed the bytes of a connection as they come and finds the
+head (request line and header fields), then the body: ``Content-Length`` bytes,
+or chunks up to the last chunk and its trailer section. It reads just enough of
+the head to frame the request and to decide about it early (its target, the
+client's ``X-Forwarded-For``, ``Expect: 100-continue``); it validates nothing
+else. gunicorn's parser, which reads the buffered request afterwards, does.
+
+When the framing is ambiguous or malformed (two lengths, a length and chunked,
+an unknown transfer coding, a bad chunk size, a head over gunicorn's limits) the
+framer does not guess: it says ``UNFRAMED``, the bytes it holds go to gunicorn's
+parser as they are, gunicorn refuses them (400, 414, 431, 501), and the
+connection is closed. The parser only ever reads bytes buffered here, never the
+socket, so a disagreement can cost a request its answer, not desynchronise the
+connection.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+# gunicorn's own defaults and ceilings for the head (gunicorn.http.message).
+MAX_REQUEST_LINE = 8190
+MAX_HEADERS = 32768
+DEFAULT_FIELD_SIZE = 8190
+
+_TRANSFER_CODINGS_BEFORE_CHUNKED = frozenset({b"identity", b"gzip", b"deflate", b"compress"})
+_FIELDS = re.compile(rb"\r\n(content-length|transfer-encoding|expect|x-forwarded-for|x-request-id|"
+                     rb"anthropic-version):[ \t]*([^\r\n]*)", re.IGNORECASE)
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+_HEX = re.compile(rb"[0-9A-Fa-f]+")
+_DIGITS = re.compile(rb"[0-9]+")
+
+
+class Framing(enum.Enum):
+    NEED_MORE = "need more bytes"
+    HEAD = "the head is complete (feed b'' to go on with the body)"
+    COMPLETE = "the request is complete"
+    UNFRAMED = "the framing is ambiguous or malformed: hand over what is held, then close"
+    TOO_LARGE = "the body is over the limit"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """gunicorn's limits on the head (its ``limit_request_*`` settings), and ``MAX_BODY_BYTES``."""
+
+    request_line: int = 4094  # 0: unlimited, as in gunicorn (then up to 1 MiB here)
+    fields: int = 100
+    field_size: int = DEFAULT_FIELD_SIZE
+    max_body: int = 10 * 1024 * 1024
+
+    @classmethod
+    def from_gunicorn(cls, cfg, max_body: int) -> Limits:
+        """The limits gunicorn's parser applies with ``cfg`` (gunicorn.http.message.Request)."""
+        line = cfg.limit_request_line
+        line = MAX_REQUEST_LINE if line < 0 or line >= MAX_REQUEST_LINE else line
+        fields = cfg.limit_request_fields
+        fields = MAX_HEADERS if fields <= 0 or fields > MAX_HEADERS else fields
+        size = cfg.limit_request_field_size
+        size = DEFAULT_FIELD_SIZE if size <= 0 else size
+        return cls(request_line=line, fields=fields, field_size=size, max_body=max_body)
+
+    @property
+    def header_bytes(self) -> int:
+        """gunicorn's ``max_buffer_headers``: the most it reads after the request line."""
+        return self.fields * (self.field_size + 2) + 4
+
+    @property
+    def line_bytes(self) -> int:
+        return self.request_line or 1024 * 1024
+
+
+@dataclass
+class Head:
+    method: bytes = b""
+    target: bytes = b""
+    version: bytes = b""
+    content_length: int | None = None
+    chunked: bool = False
+    expects_continue: bool = False
+    forwarded_for: str | None = None
+    request_id: str | None = None
+    anthropic_version: bool = False
+
+    @property
+    def path(self) -> str:
+        return self.target.partition(b"?")[0].decode("latin-1")
+
+
+# Body states
+_NO_BODY, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS = range(6)
+
+
+class RequestFramer:
+    """One request's bytes. Feed it what the socket gives; ``request_bytes()`` then
+    holds the request exactly, ``leftover`` what the client sent after it (pipelining)."""
+
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self.head: Head | None = None
+        self.body_received = 0  # body bytes framed so far (chunk payloads, for a chunked body)
+        self.leftover = b""
+        self._head = bytearray()
+        self._searched = 0  # how far the head has been searched for its end and for bare LFs
+        self._pieces: list[bytes] = []  # the request's bytes after its head, as received
+        self._pending = b""  # bytes fed while the head was being checked by the caller
+        self._state = _NO_BODY
+        self._remaining = 0  # of the body (_LENGTH) or of the current chunk (_CHUNK_DATA)
+        self._line = bytearray()  # a chunk-size line or the trailer section, as far as received
+        self._outcome = Framing.NEED_MORE
+
+    @property
+    def started(self) -> bool:
+        """Whether any byte of a request has arrived (a blank line before it does not count)."""
+        return bool(self._head.strip(b"\r\n")) or self.head is not None
+
+    def feed(self, data: bytes) -> Framing:
+        if self._outcome in (Framing.COMPLETE, Framing.UNFRAMED, Framing.TOO_LARGE):
+            raise RuntimeError(f"framing already ended: {self._outcome.name}")
+        if self.head is None:
+            self._head += data
+            outcome = self._find_head()
+            if outcome is not Framing.HEAD:
+                self._outcome = outcome
+                return outcome
+            self._outcome = Framing.HEAD
+            return Framing.HEAD
+        if self._outcome is Framing.HEAD:
+            data, self._pending = self._pending + data, b""
+        self._outcome = self._frame_body(data)
+        return self._outcome
+
+    @property
+    def body_started(self) -> bool:
+        """Whether any byte after the head has arrived."""
+        return bool(self._pending or self._pieces)
+
+    def request_bytes(self) -> bytes:
+        """Everything the request sent (its head, and its body once complete)."""
+        return bytes(self._head) + b"".join(self._pieces)
+
+    def head_only(self) -> bytes:
+        """Just the head: for a request refused on its head alone, whose body is never read."""
+        return bytes(self._head)
+
+    # -- the head ------------------------------------------------------------
+    def _find_head(self) -> Framing:
+        data = self._head
+        start = 2 if data[:2] == b"\r\n" else 0  # one blank line before the request line is allowed
+        if data[start:start + 2] == b"\r\n":
+            return Framing.UNFRAMED  # an empty request line
+        line_end = data.find(b"\r\n", start)
+        end = -1 if line_end < 0 else data.find(b"\r\n\r\n", max(line_end, self._searched - 3))
+        # A bare LF in the head: gunicorn refuses it at once, without waiting for more.
+        if _BARE_LF.search(data, max(start, self._searched - 1), len(data) if end < 0 else end + 4):
+            return Framing.UNFRAMED
+        self._searched = len(data)
+        if line_end < 0:
+            if len(data) - start > self.limits.line_bytes + 2:
+                return Framing.UNFRAMED  # over the request line's limit: gunicorn answers 414
+            return Framing.NEED_MORE
+        if line_end - start > self.limits.line_bytes:
+            return Framing.UNFRAMED
+        if end < 0:
+            if len(data) - line_end - 2 > self.limits.header_bytes:
+                return Framing.UNFRAMED  # over gunicorn's limit on header fields: 431
+            return Framing.NEED_MORE
+        head_end = end + 4
+        rest = bytes(data[head_end:])
+        del data[head_end:]
+        if b"\r\n " in data or b"\r\n\t" in data:
+            return Framing.UNFRAMED  # obsolete line folding: gunicorn refuses it
+        head = self._read_head(bytes(data[start:line_end]), bytes(data[line_end:head_end - 2]))
+        if head is None:
+            return Framing.UNFRAMED
+        self.head = head
+        if head.chunked:
+            self._state = _CHUNK_SIZE
+        elif head.content_length:
+            self._state = _LENGTH
+            self._remaining = head.content_length
+        self._pending = rest
+        return Framing.HEAD
+
+    def _read_head(self, request_line: bytes, fields: bytes) -> Head | None:
+        parts = request_line.split(b" ")
+        if len(parts) != 3:
+            return None
+        head = Head(method=parts[0], target=parts[1], version=parts[2])
+        lengths: list[bytes] = []
+        codings: list[bytes] = []
+        forwarded: list[str] = []
+        for match in _FIELDS.finditer(fields):
+            name = match.group(1).lower()
+            value = match.group(2).rstrip(b" \t")
+            if name == b"content-length":
+                lengths.append(value)
+            elif name == b"transfer-encoding":
+                codings += [coding.strip(b" \t").lower() for coding in value.split(b",")]
+            elif name == b"expect":
+                head.expects_continue = value.lower() == b"100-continue" and head.version != b"HTTP/1.0"
+            elif name == b"x-forwarded-for":
+                forwarded.append(value.decode("latin-1"))
+            elif name == b"x-request-id":
+                head.request_id = head.request_id or value.decode("latin-1")
+            else:
+                head.anthropic_version = True
+        if forwarded:
+            head.forwarded_for = ",".join(forwarded)
+        if codings:
+            if lengths or codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
+                return None
+            if not set(codings[:-1]) <= _TRANSFER_CODINGS_BEFORE_CHUNKED or head.version != b"HTTP/1.1":
+                return None
+            head.chunked = True
+        elif lengths:
+            if len(lengths) != 1 or not _DIGITS.fullmatch(lengths[0]):
+                return None
+            head.content_length = int(lengths[0])
+        return head
+
+    # -- the body ------------------------------------------------------------
+    def _frame_body(self, data: bytes) -> Framing:
+        position = 0
+        size = len(data)
+        while True:
+            state = self._state
+            if state == _NO_BODY:
+                return self._complete(data, position)
+            if state == _LENGTH or state == _CHUNK_DATA:
+                if self.head.content_length is not None and self.head.content_length > self.limits.max_body:
+                    return Framing.TOO_LARGE
+                take = min(self._remaining, size - position)
+                if take:
+                    self._pieces.append(data[position:position + take] if take < size else data)
+                    position += take
+                    self._remaining -= take
+                    if state == _LENGTH:
+                        self.body_received += take
+                if self._remaining:
+                    return Framing.NEED_MORE
+                if state == _LENGTH:
+                    self._state = _NO_BODY
+                else:
+                    self._state = _CHUNK_END
+                    self._line.clear()
+                continue
+            # The chunk framing: size lines, the CRLF after each chunk, the trailer section.
+            if position >= size:
+                return Framing.NEED_MORE
+            if state == _CHUNK_END:
+                need = 2 - len(self._line)
+                piece = data[position:position + need]
+                self._line += piece
+                self._pieces.append(piece)
+                position += len(piece)
+                if len(self._line) < 2:
+                    return Framing.NEED_MORE
+                if self._line != b"\r\n":
+                    return Framing.UNFRAMED
+                self._state = _CHUNK_SIZE
+                self._line.clear()
+                continue
+            if state == _CHUNK_SIZE:
+                end = data.find(b"\n", position)
+                stop = size if end < 0 else end + 1
+                self._line += data[position:stop]
+                self._pieces.append(data[position:stop])
+                position = stop
+                if end < 0:
+                    if len(self._line) > self.limits.field_size:
+                        return Framing.UNFRAMED
+                    return Framing.NEED_MORE
+                outcome = self._chunk_size()
+                if outcome is not None:
+                    return outcome
+                continue
+            # _TRAILERS: up to and including the empty line that ends the section
+            end = data.find(b"\n", position)
+            stop = size if end < 0 else end + 1
+            self._line += data[position:stop]
+            self._pieces.append(data[position:stop])
+            position = stop
+            if len(self._line) > self.limits.header_bytes:
+                return Framing.UNFRAMED
+            if end < 0:
+                return Framing.NEED_MORE
+            if not self._line.endswith(b"\r\n"):
+                return Framing.UNFRAMED  # a bare LF
+            if self._line == b"\r\n" or self._line.endswith(b"\r\n\r\n"):
+                self._state = _NO_BODY
+
+    def _chunk_size(self) -> Framing | None:
+        line = bytes(self._line)
+        self._line.clear()
+        if not line.endswith(b"\r\n"):
+            return Framing.UNFRAMED  # a bare LF
+        digits, semicolon, _extension = line[:-2].partition(b";")
+        if semicolon:
+            digits = digits.rstrip(b" \t")
+        if not _HEX.fullmatch(digits):
+            return Framing.UNFRAMED
+        chunk = int(digits, 16)
+        self.body_received += chunk
+        if self.body_received > self.limits.max_body:
+            return Framing.TOO_LARGE
+        if chunk == 0:
+            self._state = _TRAILERS
+        else:
+            self._state = _CHUNK_DATA
+            self._remaining = chunk
+        return None
+
+    def _complete(self, data: bytes, position: int) -> Framing:
+        self.leftover = data[position:]
+        return Framing.COMPLETE
