@@ -84,6 +84,7 @@ def log_access(req, status: int) -> None:
         "path": req.path,
         "status": status,
         "duration_ms": round(seconds * 1000, 2),
+        "client": req.remote_addr,  # the client's address, X-Forwarded-For resolved (api.web_worker)
         **ctx.log,
     }
     usage = fields.pop("usage", None)
