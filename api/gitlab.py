@@ -5,7 +5,8 @@ Two kinds of call: with the *caller's* credential (who are you: ``/user``,
 groups, memberships). Every call has ``gitlab.timeout``; TLS verification stays
 on (``gitlab.ca_file`` serves a self-signed CA). Failures split in two, because
 they must look different to callers: GitLab refusing a credential
-(``CredentialRejected``, the caller gets 401) versus GitLab not answering
+(``CredentialRejected``: the caller gets 401, or 403 if GitLab says the user may not use
+the API at all) versus GitLab not answering
 usefully (``GitLabUnavailable``: unreachable, 5xx, 429; the caller gets 503).
 
 Every lookup made for a request is counted against ``gitlab.max_calls_per_second``

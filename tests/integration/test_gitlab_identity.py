@@ -23,6 +23,7 @@ from sandbox.gitlab import (
     ERIN_JOB_TOKEN,
     ERIN_TOKEN,
     PROJECT_BOT_TOKEN,
+    REPO_ONLY_TOKEN,
 )
 from tests.harness import PROVIDER_KEY, Process, Stack, wait_for
 from tools.embedded_redis import free_port
@@ -77,7 +78,7 @@ def clean_slate(stack):
     """Each test starts with an empty GitLab cache, call log and no faults."""
     requests.post(f"{stack.gitlab_url}/_gitlab/reset", timeout=5).raise_for_status()
     client = stack.redis()
-    for key in client.scan_iter("aigw:gitlab:*"):
+    for key in client.scan_iter("aigw:gitlab*"):  # answers, refusals, single-flight locks and wake-ups
         client.delete(key)
     yield
 
@@ -157,14 +158,37 @@ def test_two_different_credentials_are_refused(stack):
     assert response.status_code == 401
 
 
+@pytest.mark.parametrize("other", [{"Authorization": f"Bearer {DEMO_TOKEN}"}, {"PRIVATE-TOKEN": BOB_TOKEN},
+                                   {"x-api-key": DEMO_TOKEN}])
+def test_a_job_token_with_another_credential_is_refused_not_taken_as_the_job(stack, other):
+    response = stack.chat("chat", "hi", headers={"JOB-TOKEN": ALICE_JOB_TOKEN, **other})
+    assert response.status_code == 401 and error_of(response)["code"] == "invalid_credentials"
+    assert "two different credentials" in error_of(response)["message"]
+    assert stack.gitlab_calls() == []
+
+
+def test_a_token_refused_as_a_job_token_still_works_as_what_it_is(stack):
+    as_job = stack.chat("chat", "hi", headers={"JOB-TOKEN": DEMO_TOKEN, "X-Gitlab-Project-Id": "100"})
+    assert as_job.status_code == 401
+    as_bearer = stack.chat("chat", "hi", headers=bearer(DEMO_TOKEN, "100"))  # at once, not 10 s later
+    assert as_bearer.status_code == 200, as_bearer.text
+
+
+def test_a_token_without_an_api_scope_is_401_naming_the_scope_it_needs(stack):
+    response = stack.chat("chat", "hi", headers=bearer(REPO_ONLY_TOKEN, "100"))
+    assert response.status_code == 401
+    error = error_of(response)
+    assert error["code"] == "invalid_credentials" and "read_user" in error["message"] and "api" in error["message"]
+
+
 # -- users, projects, memberships ----------------------------------------------
 
-def test_blocked_user_is_403(stack):
-    response = stack.chat("chat", "hi", headers=bearer(BLOCKED_TOKEN, "100"))
-    assert response.status_code == 403
-    assert error_of(response)["code"] == "user_blocked"
-    job = stack.chat("chat", "hi", headers={"JOB-TOKEN": BLOCKED_JOB_TOKEN})
-    assert job.status_code in (401, 403)  # GitLab itself refuses a blocked user's job token
+def test_blocked_user_is_403_with_gitlab_s_message(stack):
+    for headers in (bearer(BLOCKED_TOKEN, "100"), {"JOB-TOKEN": BLOCKED_JOB_TOKEN}):
+        response = stack.chat("chat", "hi", headers=headers)
+        assert response.status_code == 403
+        assert error_of(response)["code"] == "user_blocked"
+        assert "403 Forbidden - Your account has been blocked." in error_of(response)["message"]
 
 
 def test_user_blocked_after_caching_is_refused_once_the_cache_expires(stack):
@@ -183,16 +207,23 @@ def test_reporter_is_below_the_minimum_access_level(stack):
     assert "Reporter" in error["message"] and "Developer" in error["message"]
 
 
-def test_non_member_is_refused(stack):
-    response = stack.chat("chat", "hi", headers=bearer(DAVE_TOKEN, "100"))
-    assert response.status_code == 403
-    assert "is not a member" in error_of(response)["message"]
+def test_a_non_member_gets_the_answer_of_a_missing_project(stack):
+    # Issue 13: this was insufficient_access naming the project's path ("is not a member in 'other/secret'").
+    answers = {}
+    for ref in ("200", "999", "other/secret", "no/such-project"):
+        response = stack.chat("chat", "hi", headers={**bearer(DEMO_TOKEN, ref), "X-Request-Id": f"nm-{ref[:2]}"})
+        assert response.status_code == 403
+        error = error_of(response)
+        assert error["code"] == "project_not_found"
+        assert f"'{ref}'" in error["message"] and (ref == "other/secret" or "secret" not in error["message"])
+        answers[ref] = error["message"].replace(f"'{ref}'", "'<ref>'")
+    assert len(set(answers.values())) == 1, answers
 
 
 def test_a_public_project_does_not_make_a_member(stack):
     outsider = stack.chat("chat", "hi", headers=bearer(DAVE_TOKEN, "acme/handbook"))
     assert outsider.status_code == 403
-    assert error_of(outsider)["code"] == "insufficient_access"
+    assert error_of(outsider)["code"] == "project_not_found"  # was insufficient_access before issue 13
     member = stack.chat("chat", "hi", headers=bearer(DEMO_TOKEN, "acme/handbook"))  # Developer via group acme
     assert member.status_code == 200, member.text
 
@@ -201,6 +232,27 @@ def test_unknown_project_is_403(stack):
     response = stack.chat("chat", "hi", headers=bearer(DEMO_TOKEN, "acme/no-such-project"))
     assert response.status_code == 403
     assert error_of(response)["code"] == "project_not_found"
+
+
+@pytest.mark.parametrize("ref", ["alice/scratch:lock", "100:lock", "100:done", ".", "..", "./x", "a//b", "x" * 256,
+                                 "a b", "*"])
+def test_a_malformed_project_reference_is_400_before_any_gitlab_call(stack, ref):
+    response = stack.chat("chat", "hi", headers=bearer(BOB_TOKEN, ref))
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == "invalid_request" and error["param"] == "X-Gitlab-Project-Id"
+    assert stack.gitlab_calls() == []  # neither Bob's token nor the gateway's went anywhere
+
+
+def test_no_caller_can_take_the_single_flight_lock_of_another_s_project(stack):
+    """Issue 13, attack 2: "100:lock" was the lock key of project 100's cache entry; Alice then waited 12 s."""
+    for ref in ("100:lock", "100:done", "acme/platform/api:lock"):
+        assert stack.chat("chat", "hi", headers=bearer(BOB_TOKEN, ref)).status_code == 400
+    began = time.monotonic()
+    response = stack.chat("chat", "hi", headers=bearer(DEMO_TOKEN, "100"), timeout=10)
+    assert response.status_code == 200, response.text
+    assert time.monotonic() - began < 5  # was 12 s, then 503
+    assert not any(b"lock" in key and b"gitlab-lock" not in key for key in stack.redis().scan_iter("aigw:*"))
 
 
 # -- routes ----------------------------------------------------------------------
@@ -318,6 +370,20 @@ def test_gitlab_outage_keeps_cached_callers_working_within_the_grace(stack):
     assert stack.chat("chat", "recovered", headers=bearer(DEMO_TOKEN, "100")).status_code == 200
 
 
+def test_a_revoked_token_is_refused_and_no_outage_brings_it_back(stack):
+    """Issue 13, attack 4: refused after cache_ttl, then accepted again for outage_grace once GitLab was down."""
+    assert stack.get("/v1/models", headers=bearer(BOB_TOKEN)).status_code == 200
+    requests.post(f"{stack.gitlab_url}/_gitlab/tokens/revoke", json={"token": BOB_TOKEN}, timeout=5).raise_for_status()
+    wait_for(lambda: stack.get("/v1/models", headers=bearer(BOB_TOKEN)).status_code == 401, timeout=10,
+             interval=0.25, message="the revocation to be seen once the identity is stale (cache_ttl 2 s)")
+    client = stack.redis()
+    for key in client.scan_iter("aigw:gitlab:rejected:*"):
+        client.delete(key)  # as if the 10 s refusal marker had lapsed
+    stack.gitlab_fault(status=503)
+    during = stack.get("/v1/models", headers=bearer(BOB_TOKEN))
+    assert during.status_code == 503 and error_of(during)["code"] == "gitlab_unavailable"  # never 200 again
+
+
 def test_gitlab_unreachable_or_rate_limiting_is_503_with_retry_after(stack):
     stack.gitlab_fault(close=True)
     down = stack.chat("chat", "hi", headers=bearer(ERIN_TOKEN, "101"))
@@ -348,10 +414,30 @@ def test_logs_carry_identity_and_route_but_never_a_token(stack):
     assert access["user_id"] == "2" and access["username"] == "alice"
     assert access["project_id"] == "100" and access["route"] == "platform-chat"
     everything = stack.logs()  # the gateway's processes (the stand-in prints its demo tokens by design)
-    for secret in (DEMO_TOKEN, DEMO_OAUTH_TOKEN, ADMIN_TOKEN, BOB_TOKEN, ALICE_JOB_TOKEN, PROVIDER_KEY):
+    for secret in (DEMO_TOKEN, DEMO_OAUTH_TOKEN, ADMIN_TOKEN, BOB_TOKEN, ALICE_JOB_TOKEN, REPO_ONLY_TOKEN,
+                   PROVIDER_KEY):
         assert secret not in everything
     stored = b"".join(stack.redis().dump(key) or b"" for key in stack.redis().scan_iter("*"))
     assert DEMO_TOKEN.encode() not in stored and ADMIN_TOKEN.encode() not in stored
+
+
+@pytest.mark.parametrize("request_id,headers,model,status,code", [
+    ("ref-nf", bearer(DEMO_TOKEN, "200"), "chat", 403, "project_not_found"),
+    ("ref-ia", bearer(BOB_TOKEN, "100"), "chat", 403, "insufficient_access"),
+    ("ref-nr", bearer(DEMO_TOKEN, "100"), "premium", 403, "no_route"),
+    ("ref-mn", bearer(DEMO_TOKEN, "100"), "gpt-17", 404, "model_not_found"),
+    ("ref-ub", bearer(BLOCKED_TOKEN), "chat", 403, "user_blocked"),
+])
+def test_the_access_record_of_a_refusal_names_the_caller_where_known(stack, request_id, headers, model, status,
+                                                                     code):
+    response = stack.chat(model, "hi", headers={**headers, "X-Request-Id": request_id})
+    assert response.status_code == status and error_of(response)["code"] == code
+    record = stack.access_record(request_id)
+    assert record["status"] == status and record["error_code"] == code
+    if code == "user_blocked":  # GitLab refused before naming anyone: nobody to name
+        assert record.get("user_id") is None
+    else:
+        assert record["user_id"] in ("2", "3") and record["username"] in ("alice", "bob")
 
 
 # -- start-up ----------------------------------------------------------------------
