@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 
 import orjson
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.errors import GatewayError
 from shared.keys import reply_stream_key
@@ -40,6 +42,7 @@ from shared.keys import reply_stream_key
 log = logging.getLogger("aigw.replies")
 
 RESULT, ERROR, CHUNK, END = "result", "error", "chunk", "end"
+READ_RETRY_FIRST, READ_RETRY_MAX = 0.05, 0.5  # seconds between reads while Redis is unreachable
 FINAL_KINDS = (RESULT, ERROR, END)
 TRIM_BATCH_BYTES = 65536  # the API trims what it relayed once this much has gone out...
 TRIM_INTERVAL = 1.0  # ...or once this many seconds have passed since its last trim
@@ -100,12 +103,29 @@ class ReplyChannel:
 
     # -- API side ----------------------------------------------------------
     def read(self, after: bytes | str, block_ms: int) -> list[Reply]:
-        """Entries after ``after``, waiting up to ``block_ms`` for the first (0: do not wait)."""
-        if block_ms > 0:
-            answer = self.redis.xread({self.key: after}, block=block_ms)
-        else:
+        """Entries after ``after``, waiting up to ``block_ms`` for the first (0: do not wait).
+
+        A blocking read survives Redis going away (a restart): it tries again until
+        ``block_ms`` has passed, then returns nothing, so the caller keeps waiting until its
+        own deadline and reads on from ``after`` once Redis is back (a persisted stream
+        still holds what was written). Reading again is safe: a read changes nothing.
+        """
+        if block_ms <= 0:
             answer = self.redis.xread({self.key: after})
-        return [_decode(entry_id, fields) for _stream, entries in answer or () for entry_id, fields in entries]
+            return [_decode(entry_id, fields) for _stream, entries in answer or () for entry_id, fields in entries]
+        ends = time.monotonic() + block_ms / 1000
+        pause = READ_RETRY_FIRST
+        while True:
+            try:
+                answer = self.redis.xread({self.key: after}, block=max(1, int((ends - time.monotonic()) * 1000)))
+            except (RedisConnectionError, RedisTimeoutError):  # BusyLoadingError too: Redis loading its file
+                left = ends - time.monotonic()
+                if left <= 0:
+                    return []
+                time.sleep(min(pause, left))
+                pause = min(READ_RETRY_MAX, pause * 2)
+                continue
+            return [_decode(entry_id, fields) for _stream, entries in answer or () for entry_id, fields in entries]
 
     def wait(self, deadline: float, *, gone: Callable[[], bool] | None = None, check_every: float = 1.0,
              first: bool = False) -> Reply | None:
