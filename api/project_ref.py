@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from shared.errors import InvalidRequest
 
@@ -30,6 +31,7 @@ class ProjectRef:
         return self.key.isdigit()
 
 
+@lru_cache(maxsize=4096)  # a caller's requests in a row send the same header (refusals are not cached)
 def project_ref(raw: str | int | None) -> ProjectRef | None:
     """The checked reference; None for an absent or blank header; ``InvalidRequest`` otherwise."""
     if raw is None:

@@ -16,6 +16,7 @@ single-flight lock and its wake-up stream live in namespaces of their own
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from urllib.parse import quote
 
 KEY_PREFIX = "aigw"
@@ -56,6 +57,7 @@ def cancel_key(job_id: str) -> str:
     return f"{KEY_PREFIX}:cancel:{key_part(job_id)}"
 
 
+@lru_cache(maxsize=4096)  # every request of a cached caller builds the same few keys again
 def gitlab_cache_key(kind: str, *ref: object) -> str:
     """A cached GitLab answer: ``kind`` is token, job, project, group or member; ``ref`` the
     parts that name it (a credential's SHA-256; an id or path; project and user ids for a
