@@ -57,6 +57,17 @@ def cancel_key(job_id: str) -> str:
     return f"{KEY_PREFIX}:cancel:{key_part(job_id)}"
 
 
+def claimed_jobs_key(worker_name: str) -> str:
+    """The jobs one worker process has taken off its queue and not yet recorded as started.
+    RQ's own intermediate list is shared by every worker of a queue; this one says whose."""
+    return f"{KEY_PREFIX}:claimed:{key_part(worker_name)}"
+
+
+def claimers_key(queue: str) -> str:
+    """The worker processes of a queue that may hold claimed jobs: where a dead host's are found."""
+    return f"{KEY_PREFIX}:claimers:{key_part(queue)}"
+
+
 @lru_cache(maxsize=4096)  # every request of a cached caller builds the same few keys again
 def gitlab_cache_key(kind: str, *ref: object) -> str:
     """A cached GitLab answer: ``kind`` is token, job, project, group or member; ``ref`` the

@@ -11,7 +11,7 @@ A worker's jobs are in two places:
 
 - RQ's index of its running executions (``rq:worker:<name>:executions``): jobs
   whose provider request was on the wire (``workers.bookkeeping``);
-- its claim list (``claimed_jobs_key``): jobs it took off the queue (``BLMOVE``,
+- its claim list (``shared.keys.claimed_jobs_key``): jobs it took off the queue (``BLMOVE``,
   as RQ does into its shared intermediate list) and had not yet recorded as
   started.
 
@@ -50,7 +50,7 @@ from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
 from shared.errors import WorkerLost
 from shared.jobs import RQ_QUEUE_TTL_MARGIN, JobRequest
-from shared.keys import JOB_FUNCTION, KEY_PREFIX, cancel_key, reply_stream_key
+from shared.keys import JOB_FUNCTION, cancel_key, claimed_jobs_key, claimers_key, reply_stream_key
 from shared.ratelimit import RateLimiter
 from shared.replies import FINAL_KINDS, ReplyChannel
 from shared.serializers import JobSerializer
@@ -60,17 +60,6 @@ log = logging.getLogger("aigw.workers")
 REQUEUE_MIN_SECONDS = 2.0  # a job with less of its deadline left is answered worker_lost instead
 REQUEUED = "aigw_requeued"  # in a requeued job's meta: when; a job is requeued at most once
 WORKER_KEY_PREFIX = "rq:worker:"  # RQ's: Worker.redis_worker_namespace_prefix
-
-
-def claimed_jobs_key(worker_name: str) -> str:
-    """The jobs one worker process has taken off its queue and not yet recorded as started.
-    RQ's own intermediate list is shared by every worker of a queue; this one says whose."""
-    return f"{KEY_PREFIX}:claimed:{worker_name}"
-
-
-def claimers_key(queue_name: str) -> str:
-    """The workers of a queue that may hold claimed jobs: where a dead host's are found."""
-    return f"{KEY_PREFIX}:claimers:{queue_name}"
 
 
 def worker_name(model_name: str, pid: int, host: str | None = None) -> str:

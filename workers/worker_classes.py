@@ -44,13 +44,13 @@ from rq.queue import Queue
 from rq.utils import now
 from rq.worker import WorkerStatus
 
-from shared.keys import cancel_key
+from shared.keys import cancel_key, claimed_jobs_key, claimers_key
 from shared.logs import current_request_id
 from shared.serializers import JobSerializer
 from shared.threadpool import LifoThreadPool
 from workers.bookkeeping import HEARTBEAT_INTERVAL, HEARTBEAT_TTL, WORKER_TTL, LeanBookkeeping, env_float
 from workers.cancel import CLIENT_GONE, DEADLINE, SHUTDOWN, CancelScope, enter_scope, leave_scope
-from workers.salvage import claimed_jobs_key, claimers_key, salvage_orphans, salvage_worker
+from workers.salvage import salvage_orphans, salvage_worker
 from workers.timeouts import ThreadDeathPenalty, expire_overdue
 
 log = logging.getLogger("aigw.worker")

@@ -15,6 +15,8 @@ from shared.config import parse_config
 from shared.keys import (
     GITLAB_CACHE_KINDS,
     cancel_key,
+    claimed_jobs_key,
+    claimers_key,
     gitlab_cache_key,
     gitlab_done_key,
     gitlab_lock_key,
@@ -39,6 +41,8 @@ def kinds() -> dict[str, callable]:
     built = {
         "reply": reply_stream_key,
         "cancel": cancel_key,
+        "claimed": claimed_jobs_key,  # worker and queue names come from config and hosts, checked all the same
+        "claimers": claimers_key,
         "rejected-token": lambda text: gitlab_rejected_key("token", text),
         "rejected-job": lambda text: gitlab_rejected_key("job", text),
     }

@@ -14,7 +14,14 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from shared.errors import WorkerLost
 from shared.jobs import JobRequest
-from shared.keys import JOB_FAILURE_CALLBACK, JOB_FUNCTION, cancel_key, reply_stream_key
+from shared.keys import (
+    JOB_FAILURE_CALLBACK,
+    JOB_FUNCTION,
+    cancel_key,
+    claimed_jobs_key,
+    claimers_key,
+    reply_stream_key,
+)
 from shared.ratelimit import MINUTE, REQUESTS, TOKENS, Limit, RateLimiter
 from shared.replies import ReplyChannel
 from shared.serializers import JobSerializer
@@ -22,8 +29,6 @@ from tests.unit import redis_fixtures
 from workers.salvage import (
     REQUEUE_MIN_SECONDS,
     REQUEUED,
-    claimed_jobs_key,
-    claimers_key,
     salvage_orphans,
     salvage_worker,
     worker_name,
