@@ -46,6 +46,7 @@ from rq.job_lifecycle import record_job_failure
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.utils import now, parse_composite_key
+from rq.worker import Worker
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
 from shared.errors import WorkerLost
@@ -59,7 +60,7 @@ log = logging.getLogger("aigw.workers")
 
 REQUEUE_MIN_SECONDS = 2.0  # a job with less of its deadline left is answered worker_lost instead
 REQUEUED = "aigw_requeued"  # in a requeued job's meta: when; a job is requeued at most once
-WORKER_KEY_PREFIX = "rq:worker:"  # RQ's: Worker.redis_worker_namespace_prefix
+WORKER_KEY_PREFIX = Worker.redis_worker_namespace_prefix  # rq:worker:<name>
 
 
 def worker_name(model_name: str, pid: int, host: str | None = None) -> str:
