@@ -22,6 +22,7 @@ import io
 
 from gunicorn import util
 from gunicorn.http.body import ChunkedReader
+from gunicorn.http.errors import ChunkMissingTerminator, NoMoreData
 from gunicorn.http.parser import RequestParser
 from gunicorn.http.unreader import Unreader
 
@@ -86,7 +87,12 @@ def already_continued(req) -> None:
 
 
 def read_chunked_body(req) -> None:
-    """Read ``req``'s chunked body now (it is in memory); raises gunicorn's parse errors."""
+    """Read ``req``'s chunked body now (it is in memory); raises gunicorn's parse errors.
+    A body that ends before its framing does was cut short where the event loop found it
+    malformed: gunicorn's error for a truncated chunked body, not a client gone."""
     body = req.body
     if body is not None and isinstance(getattr(body, "reader", None), ChunkedReader):
-        req.body = io.BytesIO(body.read())
+        try:
+            req.body = io.BytesIO(body.read())
+        except NoMoreData:
+            raise ChunkMissingTerminator(b"") from None

@@ -225,15 +225,24 @@ class RequestFramer:
 
     # -- the body ------------------------------------------------------------
     def _frame_body(self, data: bytes) -> Framing:
+        outcome, position = self._frame(data)
+        if outcome is Framing.COMPLETE:
+            self.leftover = data[position:]
+        elif outcome is Framing.UNFRAMED and position < len(data):
+            self._pieces.append(data[position:])  # gunicorn's parser says what is wrong: give it all there is
+        return outcome
+
+    def _frame(self, data: bytes) -> tuple[Framing, int]:
+        """Frame ``data``; return the outcome and how much of ``data`` the request took."""
         position = 0
         size = len(data)
         while True:
             state = self._state
             if state == _NO_BODY:
-                return self._complete(data, position)
+                return Framing.COMPLETE, position
             if state == _LENGTH or state == _CHUNK_DATA:
                 if self.head.content_length is not None and self.head.content_length > self.limits.max_body:
-                    return Framing.TOO_LARGE
+                    return Framing.TOO_LARGE, position
                 take = min(self._remaining, size - position)
                 if take:
                     self._pieces.append(data[position:position + take] if take < size else data)
@@ -242,7 +251,7 @@ class RequestFramer:
                     if state == _LENGTH:
                         self.body_received += take
                 if self._remaining:
-                    return Framing.NEED_MORE
+                    return Framing.NEED_MORE, position
                 if state == _LENGTH:
                     self._state = _NO_BODY
                 else:
@@ -251,7 +260,7 @@ class RequestFramer:
                 continue
             # The chunk framing: size lines, the CRLF after each chunk, the trailer section.
             if position >= size:
-                return Framing.NEED_MORE
+                return Framing.NEED_MORE, position
             if state == _CHUNK_END:
                 need = 2 - len(self._line)
                 piece = data[position:position + need]
@@ -259,9 +268,9 @@ class RequestFramer:
                 self._pieces.append(piece)
                 position += len(piece)
                 if len(self._line) < 2:
-                    return Framing.NEED_MORE
+                    return Framing.NEED_MORE, position
                 if self._line != b"\r\n":
-                    return Framing.UNFRAMED
+                    return Framing.UNFRAMED, position
                 self._state = _CHUNK_SIZE
                 self._line.clear()
                 continue
@@ -273,11 +282,11 @@ class RequestFramer:
                 position = stop
                 if end < 0:
                     if len(self._line) > self.limits.field_size:
-                        return Framing.UNFRAMED
-                    return Framing.NEED_MORE
+                        return Framing.UNFRAMED, position
+                    return Framing.NEED_MORE, position
                 outcome = self._chunk_size()
                 if outcome is not None:
-                    return outcome
+                    return outcome, position
                 continue
             # _TRAILERS: up to and including the empty line that ends the section
             end = data.find(b"\n", position)
@@ -286,11 +295,11 @@ class RequestFramer:
             self._pieces.append(data[position:stop])
             position = stop
             if len(self._line) > self.limits.header_bytes:
-                return Framing.UNFRAMED
+                return Framing.UNFRAMED, position
             if end < 0:
-                return Framing.NEED_MORE
+                return Framing.NEED_MORE, position
             if not self._line.endswith(b"\r\n"):
-                return Framing.UNFRAMED  # a bare LF
+                return Framing.UNFRAMED, position  # a bare LF
             if self._line == b"\r\n" or self._line.endswith(b"\r\n\r\n"):
                 self._state = _NO_BODY
 
@@ -314,7 +323,3 @@ class RequestFramer:
             self._state = _CHUNK_DATA
             self._remaining = chunk
         return None
-
-    def _complete(self, data: bytes, position: int) -> Framing:
-        self.leftover = data[position:]
-        return Framing.COMPLETE

@@ -7,6 +7,9 @@
    and projects (``sandbox/gitlab.py``); its demo user's token goes in the curl line.
 4. The ``Procfile``'s processes (``web`` and ``worker``), with their output
    prefixed; then a ``curl`` line that works. Ctrl-C stops everything.
+
+The API and its metrics listen on 127.0.0.1 only unless ``HOST`` says otherwise:
+the demo tokens are public, and a real provider key may be set.
 """
 
 from __future__ import annotations
@@ -46,10 +49,10 @@ def redis_answers(url: str) -> bool:
         return False
 
 
-def port_free(port: int) -> bool:
-    with socket.socket() as sock:
+def port_free(port: int, host: str = "0.0.0.0") -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         try:
-            sock.bind(("0.0.0.0", port))
+            sock.bind((host, port))
         except OSError:
             return False
     return True
@@ -149,13 +152,20 @@ class Launcher:
             threading.Thread(target=relay, args=(name, process.stdout), daemon=True).start()
         return process
 
+    def url(self, port: str) -> str:
+        """Where a client on this machine reaches ``port`` on the address the gateway listens on."""
+        host = self.env.get("HOST") or "127.0.0.1"
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
     def wait_ready(self, port: str, timeout: float = 60.0) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self.stopping.is_set():
             if any(p.poll() is not None for _, p in self.children):
                 return False
             try:
-                ready = requests.get(f"http://127.0.0.1:{port}/ready", timeout=1).json()
+                ready = requests.get(f"{self.url(port)}/ready", timeout=1).json()
                 if ready.get("status") == "ready" and any(m["workers"] for m in ready["models"].values()):
                     return True
             except (requests.RequestException, ValueError, KeyError):
@@ -169,17 +179,21 @@ class Launcher:
     def run(self) -> int:
         self.prepare()
         port = self.env.setdefault("PORT", "8080")
-        if not self.env.get("METRICS_PORT") and not port_free(9090):
+        if not self.env.get("HOST"):
+            self.env["HOST"] = "127.0.0.1"
+            say("listening on 127.0.0.1 only (HOST=0.0.0.0 to listen on every interface)")
+        host = self.env["HOST"]
+        if not self.env.get("METRICS_PORT") and not port_free(9090, host):
             self.env["METRICS_PORT"] = str(free_port())
             say(f"port 9090 is taken: metrics are served on {self.env['METRICS_PORT']} instead")
-        say(f"metrics: http://127.0.0.1:{self.env.get('METRICS_PORT', '9090')}/metrics")
+        say(f"metrics: {self.url(self.env.get('METRICS_PORT', '9090'))}/metrics")
         for name, command in read_procfile().items():
             self.spawn(name, command)
         if self.wait_ready(port):
             body = json.dumps({"model": self.first_model(),
                                "messages": [{"role": "user", "content": "Hello!"}]})
             say("the gateway is ready. Try:")
-            print(f"\n  curl -s http://127.0.0.1:{port}/v1/chat/completions \\\n"
+            print(f"\n  curl -s {self.url(port)}/v1/chat/completions \\\n"
                   f"    -H 'Authorization: Bearer {self.token}' \\\n"
                   f"    -H 'Content-Type: application/json' \\\n    -d '{body}'\n", flush=True)
         while not self.stopping.is_set():

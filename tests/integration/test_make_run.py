@@ -1,12 +1,15 @@
-"""`make run` from nothing: embedded Redis, the sandbox provider, a curl line that works, Ctrl-C."""
+"""`make run` from nothing: embedded Redis, the sandbox provider, a curl line that works, listening
+on loopback only, Ctrl-C."""
 
 from __future__ import annotations
 
 import json
 import re
 import signal
+import socket
 import sys
 
+import pytest
 import requests
 
 from sandbox.gitlab import DEMO_TOKEN
@@ -38,6 +41,11 @@ def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path):
         assert answer.status_code == 200, answer.text
         assert answer.json()["choices"][0]["message"]["content"] == "Sandbox reply: " + \
             json.loads(body)["messages"][0]["content"]
+        # Loopback only: 127.0.0.2 is this machine too, but not the address the gateway listens on.
+        assert url.startswith(f"http://127.0.0.1:{port}/")
+        assert "listening on 127.0.0.1 only" in output
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.2", port), timeout=5).close()
         run.signal(signal.SIGINT)
         assert run.wait(timeout=60) == 0
         assert "[make run] stopped" in run.log()

@@ -25,6 +25,11 @@ def test_defaults_when_nothing_is_set() -> None:
     assert (settings.redis_url, settings.max_body_bytes, settings.log_dir) == (
         "redis://localhost:6379/0", 10 * 1024 * 1024, None)
     assert (settings.web_concurrency, settings.web_threads, settings.stream_keepalive_interval) == (2, 64, 15.0)
+    assert (settings.host, settings.web_connections, settings.forwarded_allow_ips) == (
+        "0.0.0.0", 4096, "127.0.0.1,::1")
+    assert settings.max_connections_per_address == 128
+    assert (settings.request_header_timeout, settings.request_body_timeout, settings.response_write_timeout) == (
+        10.0, 60.0, 30.0)
 
 
 def test_every_variable_is_read() -> None:
@@ -43,13 +48,35 @@ def test_every_variable_is_read() -> None:
         "WEB_CONCURRENCY": "3",
         "WEB_THREADS": "100",
         "STREAM_KEEPALIVE_INTERVAL": "0.5",
+        "HOST": "127.0.0.1",
+        "WEB_CONNECTIONS": "2000",
+        "FORWARDED_ALLOW_IPS": " 10.0.0.0/8 , 192.0.2.7,2001:db8::/32",
+        "MAX_CONNECTIONS_PER_ADDRESS": "256",
+        "REQUEST_HEADER_TIMEOUT": "5",
+        "REQUEST_BODY_TIMEOUT": "30.5",
+        "RESPONSE_WRITE_TIMEOUT": "12",
     })
     assert settings == Settings(
         gitlab_url="https://gitlab.example.com", gitlab_api_token=TOKEN, port=8000, log_level="debug",
         log_format="json", metrics_enabled=False, metrics_port=9100, config_file_path="/srv/gw.yaml",
         redis_url="rediss://redis.internal:6380/2", max_body_bytes=2048, log_dir="/var/log/gw",
-        web_concurrency=3, web_threads=100, stream_keepalive_interval=0.5,
+        web_concurrency=3, web_threads=100, stream_keepalive_interval=0.5, host="127.0.0.1",
+        web_connections=2000, forwarded_allow_ips="10.0.0.0/8,192.0.2.7,2001:db8::/32",
+        max_connections_per_address=256, request_header_timeout=5.0, request_body_timeout=30.5,
+        response_write_timeout=12.0,
     )
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("0.0.0.0", "0.0.0.0"), ("::", "::"), ("[::1]", "::1"), ("localhost", "localhost"),
+    ("api.internal.example.com", "api.internal.example.com"),
+])
+def test_host(raw: str, expected: str) -> None:
+    assert Settings.from_env({"HOST": raw}).host == expected
+
+
+def test_forwarded_allow_ips_may_trust_everyone() -> None:
+    assert Settings.from_env({"FORWARDED_ALLOW_IPS": " * "}).forwarded_allow_ips == "*"
 
 
 def test_empty_values_count_as_unset() -> None:
@@ -112,6 +139,22 @@ INVALID = {
                        "STREAM_KEEPALIVE_INTERVAL: must be a positive number of seconds, got '0'"),
     "keepalive-nan": ({"STREAM_KEEPALIVE_INTERVAL": "nan"},
                       "STREAM_KEEPALIVE_INTERVAL: must be a positive number of seconds, got 'nan'"),
+    "host": ({"HOST": "0.0.0.0:8080"}, "HOST: must be an IP address or a host name, got '0.0.0.0:8080'"),
+    "forwarded-allow-ips": ({"FORWARDED_ALLOW_IPS": "10.0.0.1,proxy"},
+                            "FORWARDED_ALLOW_IPS: must be '*' or comma-separated IP addresses and CIDR networks, "
+                            "got 'proxy'"),
+    "forwarded-allow-ips-star-and-more": ({"FORWARDED_ALLOW_IPS": "*,10.0.0.1"},
+                                          "FORWARDED_ALLOW_IPS: must be '*' or comma-separated IP addresses and "
+                                          "CIDR networks, got '*'"),
+    "max-connections-zero": ({"MAX_CONNECTIONS_PER_ADDRESS": "0"},
+                             "MAX_CONNECTIONS_PER_ADDRESS: must be a positive integer, got '0'"),
+    "web-connections": ({"WEB_CONNECTIONS": "many"}, "WEB_CONNECTIONS: must be a positive integer, got 'many'"),
+    "header-timeout": ({"REQUEST_HEADER_TIMEOUT": "10s"},
+                       "REQUEST_HEADER_TIMEOUT: must be a positive number of seconds, got '10s'"),
+    "body-timeout": ({"REQUEST_BODY_TIMEOUT": "0"},
+                     "REQUEST_BODY_TIMEOUT: must be a positive number of seconds, got '0'"),
+    "write-timeout": ({"RESPONSE_WRITE_TIMEOUT": "-1"},
+                      "RESPONSE_WRITE_TIMEOUT: must be a positive number of seconds, got '-1'"),
 }
 
 

@@ -1,0 +1,94 @@
+"""Slow and idle clients cannot stop the gateway (api.web_worker): with 300 connections sending
+their heads a line every two seconds and 300 idle ones, all from one address, requests from
+another address are each answered within 3 s, by one web process of 16 threads."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import threading
+import time
+
+import pytest
+
+from tests.harness import Stack
+from tests.integration.conftest import CORE_CONFIG
+from tests.integration.raw_http import chat_request, connect, read_answer
+
+SLOW = 300
+IDLE = 300
+LINE_INTERVAL = 2.0
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2048 <= hard or soft < hard < 2048:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))  # 600 client sockets here
+    # The attacker's address is no trusted proxy and may hold them all: what is tested is
+    # that the connections cost no thread, not that the cap refuses them.
+    gateway = Stack(tmp_path_factory.mktemp("slow"), CORE_CONFIG, web_workers=1, web_threads=16, env={
+        "FORWARDED_ALLOW_IPS": "127.0.0.5", "MAX_CONNECTIONS_PER_ADDRESS": "1000",
+        "REQUEST_HEADER_TIMEOUT": "120"})
+    try:
+        gateway.start()
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+class SlowHeads:
+    """Connections that send a request's head one line every ``LINE_INTERVAL`` seconds."""
+
+    def __init__(self, port: int, count: int):
+        self.sockets = [connect(port) for _ in range(count)]
+        for sock in self.sockets:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: gateway\r\n")
+        self.stop = threading.Event()
+        self.lines = 0
+        self.thread = threading.Thread(target=self._trickle, daemon=True)
+        self.thread.start()
+
+    def _trickle(self) -> None:
+        while not self.stop.wait(LINE_INTERVAL):
+            self.lines += 1
+            for sock in self.sockets:
+                sock.sendall(b"X-Slow-%d: still coming\r\n" % self.lines)
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+
+
+def test_slow_and_idle_clients_do_not_delay_anyone_else(stack):
+    slow = SlowHeads(stack.port, SLOW)
+    idle = [connect(stack.port) for _ in range(IDLE)]
+    try:
+        time.sleep(LINE_INTERVAL + 0.5)  # every slow head has begun to trickle
+        assert slow.lines >= 1
+        seconds = []
+        for n in range(20):
+            started = time.monotonic()
+            with connect(stack.port, "127.0.0.2", timeout=10) as sock:
+                sock.sendall(chat_request(f"not delayed {n}", close=True))
+                answer = read_answer(sock)
+            seconds.append(time.monotonic() - started)
+            assert answer.status == 200, answer.body
+            assert answer.json()["choices"][0]["message"]["content"] == f"Sandbox reply: not delayed {n}"
+        assert max(seconds) < 3.0, seconds
+        print(f"\nanswered with {SLOW} slow and {IDLE} idle connections open: median "
+              f"{statistics.median(seconds) * 1000:.1f} ms, max {max(seconds) * 1000:.1f} ms")
+        # None of them was dropped meanwhile: each is served once its request is complete.
+        slow.finish()
+        for sock in slow.sockets:
+            sock.sendall(b"\r\n")
+        for sock in slow.sockets:
+            assert read_answer(sock).status == 200
+        for sock in idle:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        for sock in idle:
+            assert read_answer(sock).status == 200
+    finally:
+        slow.finish()
+        for sock in slow.sockets + idle:
+            sock.close()
