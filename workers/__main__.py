@@ -4,9 +4,10 @@ Default: every configured model, each with its ``workers`` processes running up
 to ``concurrency`` jobs at once. ``WORKER_MODELS`` (comma-separated),
 ``WORKER_PROCESSES`` and ``WORKER_CONCURRENCY`` do the same from the environment,
 so a deployment scales without editing the config; the command line wins over
-both. One parent supervises the processes: it restarts one that dies, and on
-SIGTERM or SIGINT tells each to finish its running jobs and exit (a second
-signal makes them fail their jobs and exit at once).
+both. One parent supervises the processes: it salvages the jobs of one that
+dies (``workers.salvage``) and restarts it, and on SIGTERM or SIGINT tells each
+to finish its running jobs and exit (a second signal makes them fail their jobs
+and exit at once).
 """
 
 from __future__ import annotations
