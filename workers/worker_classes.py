@@ -116,6 +116,7 @@ class ThreadedWorker(LeanBookkeeping, SimpleWorker):
         self._claims_lock = threading.Lock()
         self._ended_unrecorded: set[str] = set()  # ended before their start was written
         self._suspects: set[str] = set()  # listed, yet neither received nor ended, at the last look
+        self._in_hand: set[str] = set()  # dequeued, not yet running: received all the same
         self._redis_down_since: float | None = None
         self._redis_failures = 0
         self._monitor_quiet = False
@@ -243,13 +244,23 @@ class ThreadedWorker(LeanBookkeeping, SimpleWorker):
         if job_id is None:
             return None
         job_id = job_id.decode()
+        with self._claims_lock:
+            self._in_hand.add(job_id)  # until _start registers it as running
         try:
             job = self.job_class.fetch(job_id, connection=self.connection, serializer=self.serializer)
         except NoSuchJobError:  # it expired while queued
             self.connection.lrem(self.claim_list_key, 1, job_id)
+            self._out_of_hand(job_id)
             return None
+        except BaseException:  # never received whole: the claim list's reconciliation queues it again
+            self._out_of_hand(job_id)
+            raise
         job.redis_server_version = self.get_redis_server_version()
         return job, queue
+
+    def _out_of_hand(self, job_id: str) -> None:
+        with self._claims_lock:
+            self._in_hand.discard(job_id)
 
     def _start(self, job: Job, queue: Queue) -> None:
         running = Running(job, queue, CancelScope(job.id))
@@ -257,6 +268,8 @@ class ThreadedWorker(LeanBookkeeping, SimpleWorker):
             # Registered before its thread starts: a job finishing meanwhile sees this one
             # and does not mark the worker idle (BUSY is written with its start records).
             self._running[job.id] = running
+        if self.claim_list_key is not None:
+            self._out_of_hand(job.id)
         self._hand_over(running)
 
     def _hand_over(self, running: Running) -> None:
@@ -436,7 +449,7 @@ class ThreadedWorker(LeanBookkeeping, SimpleWorker):
             running = set(self._running)
         with self._claims_lock:
             ended = ids & self._ended_unrecorded
-            unknown = ids - running - ended
+            unknown = ids - running - ended - self._in_hand
             lost = unknown if final else unknown & self._suspects
             self._suspects = unknown - lost
         if not ended and not lost:
