@@ -87,16 +87,21 @@ class ReplyChannel:
         self._append({"kind": ERROR, "status": error.status, "error": orjson.dumps(error.to_dict()),
                       "meta": orjson.dumps(meta or {})})
 
-    def send_chunk(self, data: bytes, *, lasts: float | None = None) -> None:
+    def send_chunk(self, data: bytes, *, lasts: float | None = None) -> bool:
         """A stream's chunk. The first one (``lasts``: how long the stream may run) sets the
-        key's expiry once; the others are a bare XADD, the cheapest write per chunk."""
+        key's expiry once; the others are a bare XADD, the cheapest write per chunk.
+
+        False when the stream is gone: its reader has finished with it (deleted it), so
+        nobody reads on. The chunk is then not written: a later chunk must not make the
+        key again, without its expiry (NOMKSTREAM).
+        """
         if lasts is None:
-            self.redis.xadd(self.key, {"kind": CHUNK, "data": data})
-            return
+            return self.redis.xadd(self.key, {"kind": CHUNK, "data": data}, nomkstream=True) is not None
         pipe = self.redis.pipeline(transaction=False)
         pipe.xadd(self.key, {"kind": CHUNK, "data": data})
         pipe.expire(self.key, self.ttl + max(1, int(lasts)))
         pipe.execute()
+        return True
 
     def send_end(self, meta: dict | None = None) -> None:
         self._append({"kind": END, "meta": orjson.dumps(meta or {})})

@@ -143,7 +143,8 @@ class Emitter:
                 self.scope.deadline = time.time() + self.stream_seconds
         elif self.backlog.over and self.backlog.refresh() > self.backlog.limit:
             self._wait_for_reader()
-        self.channel.send_chunk(data, lasts=None if self.sent else self.stream_seconds)
+        if not self.channel.send_chunk(data, lasts=None if self.sent else self.stream_seconds):
+            self._stop("its reader has ended", RequestCancelled("Nobody reads this stream any more."))
         self.backlog.wrote(len(data))
         self.sent += 1
 
@@ -170,12 +171,15 @@ class Emitter:
 
     def _give_up(self, unread: int) -> None:
         idle = format_duration(self.idle_timeout)
-        log.info("job cancelled: its client read nothing of the stream for %s", idle,
-                 extra={"job_id": self.request.job_id, "request_id": self.request.request_id,
-                        "model": self.request.model, "unread_bytes": unread})
+        self._stop(f"its client read nothing of the stream for {idle}",
+                   RequestCancelled(f"The client read nothing of the stream for {idle}."), unread_bytes=unread)
+
+    def _stop(self, why: str, error: RequestCancelled, **extra) -> None:
+        log.info("job cancelled: %s", why, extra={"job_id": self.request.job_id, "request_id": self.request.request_id,
+                                                   "model": self.request.model, **extra})
         if self.scope is not None:
             self.scope.cancel(CLIENT_GONE)  # shuts the provider's connection down at once
-        raise RequestCancelled(f"The client read nothing of the stream for {idle}.")
+        raise error
 
 
 def _idle_timeout(runtime, request: JobRequest) -> float:

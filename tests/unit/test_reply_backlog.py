@@ -109,7 +109,7 @@ def test_backlog_counts_locally_and_learns_from_the_trims(client):
     channel = ReplyChannel(client, "job-1")
     backlog = Backlog(channel, limit=1600)  # blocks of 100 bytes
     for i in range(20):
-        channel.send_chunk(chunk(i, 100))
+        assert channel.send_chunk(chunk(i, 100), lasts=60 if i == 0 else None)
         backlog.wrote(100)
     assert backlog.unread == 2000 and backlog.over
     assert backlog.refresh() == 2000  # nothing relayed
@@ -118,19 +118,20 @@ def test_backlog_counts_locally_and_learns_from_the_trims(client):
     assert backlog.refresh() == stored_bytes(client, channel.key) == 700 and not backlog.over
     channel.trim_through(ids[-1])
     assert backlog.refresh() == 0
-    client.delete(channel.key)  # gone (read and discarded by the API): nothing is unread
-    channel.send_chunk(chunk(99))
+    channel.send_chunk(chunk(20))
     backlog.wrote(100)
-    client.delete(channel.key)
+    client.delete(channel.key)  # gone (read and discarded by the API): nothing is unread...
     assert backlog.refresh() == 0
+    assert not channel.send_chunk(chunk(21))  # ...and no more is written: the key is not made again
+    assert not client.exists(channel.key)
 
 
 def test_backlog_blocks_overstate_by_less_than_a_block(client):
     channel = ReplyChannel(client, "job-1")
     backlog = Backlog(channel, limit=16000)  # blocks of 1000 bytes
     sizes = [37, 500, 1200, 3, 999, 64, 640, 2000, 7, 300] * 5
-    for size in sizes:
-        channel.send_chunk(b"x" * size)
+    for index, size in enumerate(sizes):
+        channel.send_chunk(b"x" * size, lasts=60 if index == 0 else None)
         backlog.wrote(size)
     ids = [entry_id for entry_id, _ in client.xrange(channel.key)]
     for cut in range(0, len(ids), 3):
@@ -200,6 +201,18 @@ def test_a_slow_reader_holds_the_writer_back_and_gets_everything(client):
     assert reader.got == [chunk(i) for i in range(300)]
     assert highest <= LIMIT + 100
     assert waits > 0  # the writer did wait for the reader
+
+
+def test_a_stream_its_reader_has_deleted_gets_no_more(client):
+    scope = CancelScope("job-1")
+    emit = emitter(client, scope)
+    emit(chunk(0))
+    emit(chunk(1))
+    client.delete(emit.channel.key)  # the API is done with it (the client left, say)
+    with pytest.raises(RequestCancelled, match="Nobody reads this stream"):
+        emit(chunk(2))
+    assert not client.exists(emit.channel.key)
+    assert scope.cancelled and scope.reason == CLIENT_GONE  # the provider's connection is closed
 
 
 @pytest.mark.parametrize(("reason", "error"), [(CLIENT_GONE, RequestCancelled), (DEADLINE, DeadlineExceeded)])

@@ -55,7 +55,7 @@ def stream(client, job_id: str, chunks: int, *, end: bool = True):
     """A worker's reply stream, already written; its first entry as the dispatcher hands it over."""
     channel = ReplyChannel(client, job_id)
     for i in range(chunks):
-        channel.send_chunk(b"data: %06d " % i + b"x" * 1000 + b"\n\n")
+        channel.send_chunk(b"data: %06d " % i + b"x" * 1000 + b"\n\n", lasts=60 if i == 0 else None)
     if end:
         channel.send_end({})
     first = channel.read("0-0", 0)[0]
