@@ -92,9 +92,9 @@ def _relay(req, dispatcher: Dispatcher, first: Reply, model: ModelConfig, keepal
                     yield error_event(wire, reply.error or UpstreamError())
                     return
     except GeneratorExit:
-        # The server stopped writing the stream: the client left, or (the socket's own
-        # timeout, raised in the server's write) it stopped reading mid-chunk.
-        if isinstance(sys.exc_info()[1].__context__, TimeoutError):
+        # The server stopped writing the stream: the client left, or (a send timeout, the
+        # socket's own or the kernel's, raised in the server's write) it stopped reading mid-chunk.
+        if isinstance(sys.exc_info()[1].__context__, (TimeoutError, BlockingIOError)):
             outcome = CLIENT_STALLED
         raise
     finally:

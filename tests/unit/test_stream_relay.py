@@ -97,6 +97,7 @@ def test_a_client_that_reads_nothing_is_dropped_after_the_idle_timeout(client, d
 
 
 @pytest.mark.parametrize(("error", "outcome"), [(TimeoutError("timed out"), "client_stalled"),
+                                                 (BlockingIOError(), "client_stalled"),
                                                  (ConnectionResetError(), "client_closed")])
 def test_a_write_that_fails_tells_a_stall_from_a_leaving(client, dispatcher, connection, error, outcome):
     far, _ = connection
