@@ -220,6 +220,7 @@ class Backlog:
         self.channel = channel
         self.limit = limit
         self.unread = 0  # bytes written and not known relayed
+        self.entries_left = 0  # what the stream held at the last refresh: fewer since means the client reads
         self._block = max(1, limit // 16)
         self._blocks: deque[tuple[int, int]] = deque()  # closed blocks: (entries, bytes), oldest first
         self._open_entries = 0
@@ -241,7 +242,8 @@ class Backlog:
     def refresh(self) -> int:
         """Learn from Redis what was relayed; return the bytes still unread (an upper bound)."""
         known = sum(entries for entries, _ in self._blocks) + self._open_entries
-        relayed = known - self.channel.entries_left()
+        self.entries_left = self.channel.entries_left()
+        relayed = known - self.entries_left
         while self._blocks and self._blocks[0][0] <= relayed:
             entries, size = self._blocks.popleft()
             relayed -= entries

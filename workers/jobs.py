@@ -165,8 +165,9 @@ class Emitter:
             else:
                 time.sleep(interval)
             interval = min(interval * 2, self.POLL_MAX)
-            before, unread = unread, self.backlog.refresh()
-            if unread < before:
+            left = self.backlog.entries_left
+            unread = self.backlog.refresh()
+            if self.backlog.entries_left < left:  # any chunk relayed, not only a whole block's worth
                 progress = time.monotonic()
 
     def _give_up(self, unread: int) -> None:

@@ -126,6 +126,18 @@ def test_backlog_counts_locally_and_learns_from_the_trims(client):
     assert not client.exists(channel.key)
 
 
+def test_backlog_sees_every_entry_relayed_even_within_a_block(client):
+    channel = ReplyChannel(client, "job-1")
+    backlog = Backlog(channel, limit=4800)  # blocks of 300 bytes: three of these chunks
+    for i in range(12):
+        channel.send_chunk(chunk(i), lasts=60 if i == 0 else None)
+        backlog.wrote(100)
+    backlog.refresh()
+    first = client.xrange(channel.key, count=1)[0][0]
+    channel.trim_through(first)  # one chunk relayed: not yet a whole block
+    assert backlog.refresh() == 1200 and backlog.entries_left == 11
+
+
 def test_backlog_blocks_overstate_by_less_than_a_block(client):
     channel = ReplyChannel(client, "job-1")
     backlog = Backlog(channel, limit=16000)  # blocks of 1000 bytes
@@ -213,6 +225,34 @@ def test_a_stream_its_reader_has_deleted_gets_no_more(client):
         emit(chunk(2))
     assert not client.exists(emit.channel.key)
     assert scope.cancelled and scope.reason == CLIENT_GONE  # the provider's connection is closed
+
+
+def test_a_client_reading_a_chunk_now_and_then_is_not_given_up(client, monkeypatch):
+    """One chunk read every 0.3 s against an idle timeout of 0.5 s, with three chunks to a
+    block: the client is reading, though a whole block drains only every 0.9 s. On a clock
+    of the test's own, advanced by the worker's sleeps."""
+    clock = [1000.0]
+    monkeypatch.setattr("workers.jobs.time.monotonic", lambda: clock[0])
+    channel = ReplyChannel(client, "job-1")
+
+    class Scope(CancelScope):
+        slept = 0.0
+
+        def sleep(self, seconds: float) -> None:
+            clock[0] += seconds
+            self.slept += seconds
+            while self.slept >= 0.3:  # the client takes one chunk
+                self.slept -= 0.3
+                oldest = client.xrange(channel.key, count=1)
+                if oldest:
+                    channel.trim_through(oldest[0][0])
+
+    scope = Scope("job-1")
+    emit = Emitter(channel, scope, request(), max_unread=4800, idle_timeout=0.5)
+    for i in range(80):
+        emit(chunk(i))
+    assert not scope.cancelled
+    assert clock[0] - 1000.0 > 3  # it did wait for the reader, well past the idle timeout
 
 
 @pytest.mark.parametrize(("reason", "error"), [(CLIENT_GONE, RequestCancelled), (DEADLINE, DeadlineExceeded)])
