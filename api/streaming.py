@@ -74,7 +74,8 @@ def _relay(req, dispatcher: Dispatcher, first: Reply, model: ModelConfig, keepal
                     return
                 yield keepalive(wire)
                 continue
-            for reply in replies:
+            last = len(replies) - 1
+            for index, reply in enumerate(replies):
                 after = reply.entry_id
                 if reply.kind == CHUNK:
                     chunks += 1
@@ -83,7 +84,7 @@ def _relay(req, dispatcher: Dispatcher, first: Reply, model: ModelConfig, keepal
                         outcome = CLIENT_STALLED
                         return
                     yield reply.body
-                    receipts.relayed(reply, time.monotonic())
+                    receipts.relayed(reply, time.monotonic(), behind=index < last)
                 elif reply.kind == END:
                     outcome, meta = COMPLETED, reply.meta
                     return

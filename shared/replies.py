@@ -175,9 +175,12 @@ class RelayReceipts:
 
     Trimming after every chunk would add a round trip to each; instead the relayed
     entries are trimmed once ``TRIM_BATCH_BYTES`` (at most a quarter of the limit)
-    have gone out, or ``TRIM_INTERVAL`` after the last trim, so a client reading
-    slowly still shows the worker it is reading. Only trims that the stream's
-    writer can see matter here: a failed one is retried by the next.
+    have gone out. While the relay is behind the stream (more entries were read than
+    relayed so far: the client is the slower side, and the worker may be waiting for
+    it), they are also trimmed ``TRIM_INTERVAL`` after the last trim, so a client
+    reading slowly still shows the worker it reads; a stream whose client keeps up
+    (one chunk a second, say) costs no trim per chunk. A failed trim is retried by
+    the next.
     """
 
     def __init__(self, channel: ReplyChannel, limit: int):
@@ -187,11 +190,12 @@ class RelayReceipts:
         self.through: bytes | str | None = None
         self.last_trim = time.monotonic()
 
-    def relayed(self, reply: Reply, now: float) -> None:
-        """``reply`` has been written to the client (``now``: ``time.monotonic()``)."""
+    def relayed(self, reply: Reply, now: float, *, behind: bool = False) -> None:
+        """``reply`` has been written to the client (``now``: ``time.monotonic()``); ``behind``:
+        entries read after it wait to be relayed."""
         self.untrimmed += len(reply.body)
         self.through = reply.entry_id
-        if self.untrimmed >= self.batch or now - self.last_trim >= TRIM_INTERVAL:
+        if self.untrimmed >= self.batch or (behind and now - self.last_trim >= TRIM_INTERVAL):
             self.trim(now)
 
     def trim(self, now: float) -> None:

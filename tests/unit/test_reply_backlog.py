@@ -62,11 +62,12 @@ class Reader(threading.Thread):
     def run(self) -> None:
         after = "0-0"
         while not self.stop.is_set():
-            for reply in self.channel.read(after, 50):
+            replies = self.channel.read(after, 50)
+            for reply in replies:
                 after = reply.entry_id
                 time.sleep(self.pause)  # the client taking its time
                 self.got.append(reply.body)
-                self.receipts.relayed(reply, time.monotonic())
+                self.receipts.relayed(reply, time.monotonic(), behind=reply is not replies[-1])
 
 
 # -- the API's trims ------------------------------------------------------------------
@@ -85,8 +86,10 @@ def test_relayed_entries_are_trimmed_in_batches(client):
     small.relayed(replies[1], now)
     assert client.xlen(channel.key) == 18  # the batch is full: both relayed entries leave, exactly
     assert [entry_id for entry_id, _ in client.xrange(channel.key)] == ids[2:]
-    small.relayed(replies[2], now + 1.5)  # a slow client: trimmed after a second even below the batch
-    assert client.xlen(channel.key) == 17
+    small.relayed(replies[2], now + 1.5)  # a client that keeps up: no trim per chunk...
+    assert client.xlen(channel.key) == 18
+    small.relayed(replies[3], now + 1.5, behind=True)  # ...a slow one: a trim a second even below the batch
+    assert client.xlen(channel.key) == 16
 
 
 def test_a_failed_trim_is_retried_by_the_next(client):
