@@ -41,7 +41,7 @@ def validate_chat(body) -> dict:
         if not isinstance(message, dict):
             raise InvalidRequest(f"messages[{index}] must be an object.", param=f"messages[{index}]")
         role = message.get("role")
-        if role not in CHAT_ROLES:
+        if not isinstance(role, str) or role not in CHAT_ROLES:
             raise InvalidRequest(f"messages[{index}].role must be one of {', '.join(sorted(CHAT_ROLES))}.",
                                  param=f"messages[{index}].role")
         content = message.get("content")

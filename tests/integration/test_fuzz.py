@@ -1,0 +1,201 @@
+"""The running gateway, fuzzed from its published ``openapi.yaml`` with schemathesis.
+
+A real stack (Redis, gunicorn, workers, the sandbox provider, the Vertex and GitLab
+stand-ins), called as the demo user. Schemathesis sends, for every operation, the
+document's examples, its coverage cases (each constraint's edges, missing fields,
+wrong types, other methods) and random cases, valid and invalid, and checks each
+response against the document (status documented, body and headers conforming,
+invalid input refused, missing credentials refused). On top, every response is
+checked here: no 5xx but the documented 502/503/504 with their codes, no traceback
+or internal detail in any body, and every error in its endpoint's format.
+
+Request bodies name a configured model about half the time, so the cases go through
+routing, admission, the worker and each provider type's translation, not only to a
+404. The run is seeded (one seed per operation, derived from ``SEED``), so a failure
+reproduces; ``AIGW_FUZZ_EXAMPLES`` raises the random cases per operation for a
+longer hunt by hand.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import re
+from pathlib import Path
+
+import orjson
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+from tests.harness import DEMO_TOKEN, Stack
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED = 20261207
+MAX_EXAMPLES = int(os.environ.get("AIGW_FUZZ_EXAMPLES", "200"))
+REQUEST_TIMEOUT = 30  # seconds; every model below answers (or times out) well within it
+
+FUZZ_CONFIG = """
+models:
+  - name: gpt-4o
+    type: openai
+    base_url: "{sandbox}/v1"
+    api_key: "${SANDBOX_PROVIDER_KEY}"
+    timeout: 10s
+    workers: 1
+    concurrency: 8
+  - name: claude-sonnet
+    type: anthropic
+    base_url: "{sandbox}"
+    api_key: "${SANDBOX_PROVIDER_KEY}"
+    model: claude-upstream
+    timeout: 10s
+    workers: 1
+    concurrency: 8
+  - name: local
+    type: generic
+    base_url: "{sandbox}/v1"
+    api_key: "${SANDBOX_PROVIDER_KEY}"
+    timeout: 10s
+    workers: 1
+    concurrency: 8
+  - name: gemini
+    type: vertex
+    project: standin-project
+    location: us-central1
+    base_url: "{vertex}/v1"
+    credentials_file: "{vertex_credentials}"
+    model: gemini-2.0-flash
+    timeout: 10s
+    workers: 1
+    concurrency: 8
+jobs:
+  result_ttl: 30s
+  failure_ttl: 2m
+"""
+MODELS = ("gpt-4o", "claude-sonnet", "local", "gemini")
+
+# The 5xx a client may get, and their codes (README, "API"); Anthropic's format carries the type only.
+DOCUMENTED_5XX = {
+    502: {"upstream_error", "upstream_auth_error", "upstream_model_not_found", "worker_lost"},
+    503: {"no_workers", "queue_full", "service_unavailable", "gitlab_unavailable"},
+    504: {"deadline_exceeded"},
+}
+ANTHROPIC_5XX = {502: "api_error", 503: "overloaded_error", 504: "api_error"}
+
+# What only a leaked exception would put in a body: a traceback, a source file, a Python exception's name.
+INTERNAL_DETAIL = re.compile(r'Traceback|File "|\bline \d+, in\b|[\w/-]+\.py\b|site-packages')
+_EXCEPTIONS = sorted(
+    {name for name, value in vars(builtins).items()
+     if isinstance(value, type) and issubclass(value, BaseException) and name.endswith(("Error", "Exception"))}
+    | {"JSONDecodeError", "RedisError", "RequestException", "HTTPError", "MediaMalformedError", "GatewayError",
+       "ValidationError"})
+EXCEPTION_NAMES = re.compile(r"\b(?:" + "|".join(_EXCEPTIONS) + r")\b")
+
+CONFIG = schemathesis.Config.from_dict({
+    "seed": SEED,
+    "generation": {"mode": "all", "max-examples": MAX_EXAMPLES, "database": "none"},
+    "auth": {"openapi": {"gitlabBearer": {"bearer": DEMO_TOKEN}}},
+    "request-timeout": REQUEST_TIMEOUT,
+    # Missing and wrong credentials are tried on every operation by the coverage phase; in the random
+    # phase they would triple the requests without reaching anything new.
+    "phases": {"stateful": {"enabled": False}, "fuzzing": {"checks": {"ignored_auth": {"enabled": False}}}},
+    # A schema-valid request may still be refused by the provider (or the translation to it): the
+    # document constrains only what the gateway checks, and passes the provider's 400/413/422 on.
+    "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", 400, 401, 403, 404, 409, 413, 422, 429,
+                                                                   "5xx"]}},
+})
+schema = schemathesis.openapi.from_path(ROOT / "openapi.yaml", config=CONFIG)
+
+
+@schema.hook
+def flatmap_body(context, body):
+    """Half the bodies name a configured model, so they reach a worker and a provider. A model
+    name that breaks the document (an invalid case's point) is kept."""
+    if not isinstance(body, dict) or not isinstance(body.get("model"), str) or not body["model"]:
+        return st.just(body)
+    return st.sampled_from((body["model"], *MODELS)).map(lambda model: {**body, "model": model})
+
+
+# The stand-in GitLab's projects as the demo user sees them: a Developer by the group (100, ids and paths
+# alike), an Owner (300), one public (102) and one private to others (200: 403 project_not_found).
+PROJECTS = ("100", "acme/platform/api", "102", "300", "alice/scratch", "200")
+PROJECT_REF = re.compile(schema.raw_schema["components"]["parameters"]["ProjectId"]["schema"]["pattern"])
+
+
+@schema.hook
+def flatmap_headers(context, headers):
+    """Most cases name no project or one the demo user can see, instead of a random path GitLab does
+    not know: they go on to routing and the model. A malformed reference (an invalid case) is kept."""
+    if not headers or not PROJECT_REF.fullmatch(headers.get("X-Gitlab-Project-Id", "")):
+        return st.just(headers)
+    return st.sampled_from((None, *PROJECTS)).map(lambda project: _with_project(headers, project))
+
+
+def _with_project(headers: dict, project: str | None) -> dict:
+    headers = {name: value for name, value in headers.items() if name != "X-Gitlab-Project-Id"}
+    if project is not None:
+        headers["X-Gitlab-Project-Id"] = project
+    return headers
+
+
+@schema.hook
+def flatmap_path_parameters(context, parameters):
+    """``GET /v1/models/{model_id}`` asks for a configured model about half the time."""
+    if not parameters or "model_id" not in parameters:
+        return st.just(parameters)
+    return st.sampled_from((parameters["model_id"], *MODELS)).map(lambda model: {**parameters, "model_id": model})
+
+
+@pytest.fixture(scope="module")
+def fuzz_stack(tmp_path_factory):
+    gateway = Stack(tmp_path_factory.mktemp("fuzz"), FUZZ_CONFIG, web_workers=2, web_threads=16)
+    try:
+        gateway.start()
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+@schema.parametrize()
+@settings(deadline=None, database=None, suppress_health_check=list(HealthCheck))
+def test_every_response_is_documented_and_safe(case, fuzz_stack) -> None:
+    response = case.call_and_validate(base_url=fuzz_stack.url)
+    text = response.text
+    seen = f"{response.status_code} {text[:2000]}\nfor: {case.as_curl_command()}"
+    assert "Traceback" not in text, seen
+    if response.status_code >= 500:
+        assert response.status_code in DOCUMENTED_5XX, seen
+    if response.status_code >= 400:
+        assert_error_in_endpoint_format(case, response, seen)
+        assert not INTERNAL_DETAIL.search(text), seen
+        assert not EXCEPTION_NAMES.search(text), seen
+
+
+def expects_anthropic(case) -> bool:
+    """The wire format the endpoint answers in: Anthropic's on /v1/messages, and on /v1/models
+    when the request names an ``anthropic-version`` (the Anthropic SDK always sends one)."""
+    if case.path == "/v1/messages":
+        return True
+    if case.path.startswith("/v1/models"):
+        headers = {name.lower(): value for name, value in (case.headers or {}).items()}
+        return bool(str(headers.get("anthropic-version", "")).strip())
+    return False
+
+
+def assert_error_in_endpoint_format(case, response, seen: str) -> None:
+    content_type = (response.headers.get("content-type") or [""])[0]  # schemathesis: lower-case names, lists
+    assert content_type.startswith("application/json"), seen
+    body = orjson.loads(response.content)
+    status = response.status_code
+    if expects_anthropic(case):
+        assert set(body) == {"type", "error"} and body["type"] == "error", seen
+        assert set(body["error"]) == {"type", "message"}, seen
+        if status >= 500:
+            assert body["error"]["type"] == ANTHROPIC_5XX[status], seen
+    else:
+        assert set(body) == {"error"}, seen
+        assert set(body["error"]) == {"message", "type", "param", "code"}, seen
+        if status >= 500:
+            assert body["error"]["code"] in DOCUMENTED_5XX[status], seen
