@@ -31,9 +31,7 @@ DEFAULT_FIELD_SIZE = 8190
 _TRANSFER_CODINGS_BEFORE_CHUNKED = frozenset({b"identity", b"gzip", b"deflate", b"compress"})
 _FIELDS = re.compile(rb"\r\n(content-length|transfer-encoding|expect|x-forwarded-for|x-request-id|"
                      rb"anthropic-version):[ \t]*([^\r\n]*)", re.IGNORECASE)
-_BARE_LF = re.compile(rb"(?<!\r)\n")
 _HEX = re.compile(rb"[0-9A-Fa-f]+")
-_DIGITS = re.compile(rb"[0-9]+")
 
 
 class Framing(enum.Enum):
@@ -74,17 +72,22 @@ class Limits:
         return self.request_line or 1024 * 1024
 
 
-@dataclass
 class Head:
-    method: bytes = b""
-    target: bytes = b""
-    version: bytes = b""
-    content_length: int | None = None
-    chunked: bool = False
-    expects_continue: bool = False
-    forwarded_for: str | None = None
-    request_id: str | None = None
-    anthropic_version: bool = False
+    """What the worker decides on before the body: a plain class, made for every request."""
+
+    __slots__ = ("method", "target", "version", "content_length", "chunked", "expects_continue",
+                 "forwarded_for", "request_id", "anthropic_version")
+
+    def __init__(self, method: bytes, target: bytes, version: bytes):
+        self.method = method
+        self.target = target
+        self.version = version
+        self.content_length: int | None = None
+        self.chunked = False
+        self.expects_continue = False
+        self.forwarded_for: str | None = None  # every X-Forwarded-For value, joined with commas
+        self.request_id: str | None = None
+        self.anthropic_version = False
 
     @property
     def path(self) -> str:
@@ -104,10 +107,10 @@ class RequestFramer:
         self.head: Head | None = None
         self.body_received = 0  # body bytes framed so far (chunk payloads, for a chunked body)
         self.leftover = b""
-        self._head = bytearray()
-        self._searched = 0  # how far the head has been searched for its end and for bare LFs
+        self._head: bytes | bytearray = b""  # the head as received; once complete, exactly the head
+        self._searched = 0  # how far an incomplete head has been searched for its end and for bare LFs
         self._pieces: list[bytes] = []  # the request's bytes after its head, as received
-        self._pending = b""  # bytes fed while the head was being checked by the caller
+        self._pending = b""  # bytes fed with the head's end, framed once the caller has seen the head
         self._state = _NO_BODY
         self._remaining = 0  # of the body (_LENGTH) or of the current chunk (_CHUNK_DATA)
         self._line = bytearray()  # a chunk-size line or the trailer section, as far as received
@@ -116,23 +119,27 @@ class RequestFramer:
     @property
     def started(self) -> bool:
         """Whether any byte of a request has arrived (a blank line before it does not count)."""
-        return bool(self._head.strip(b"\r\n")) or self.head is not None
+        return self.head is not None or bool(self._head.strip(b"\r\n"))
 
     def feed(self, data: bytes) -> Framing:
-        if self._outcome in (Framing.COMPLETE, Framing.UNFRAMED, Framing.TOO_LARGE):
-            raise RuntimeError(f"framing already ended: {self._outcome.name}")
-        if self.head is None:
-            self._head += data
-            outcome = self._find_head()
-            if outcome is not Framing.HEAD:
-                self._outcome = outcome
-                return outcome
-            self._outcome = Framing.HEAD
-            return Framing.HEAD
-        if self._outcome is Framing.HEAD:
+        outcome = self._outcome
+        if outcome is Framing.NEED_MORE and self.head is None:
+            if self._head:
+                self._head += data  # a bytearray once the head takes more than one piece
+                outcome = self._find_head(self._head)
+            else:
+                outcome = self._find_head(data)  # most heads come whole: no copy until framed
+                if outcome is not Framing.HEAD:
+                    self._head = bytearray(data)
+        elif outcome is Framing.HEAD:
             data, self._pending = self._pending + data, b""
-        self._outcome = self._frame_body(data)
-        return self._outcome
+            outcome = self._frame_body(data)
+        elif outcome is Framing.NEED_MORE:
+            outcome = self._frame_body(data)
+        else:
+            raise RuntimeError(f"framing already ended: {outcome.name}")
+        self._outcome = outcome
+        return outcome
 
     @property
     def body_started(self) -> bool:
@@ -141,40 +148,31 @@ class RequestFramer:
 
     def request_bytes(self) -> bytes:
         """Everything the request sent (its head, and its body once complete)."""
-        return bytes(self._head) + b"".join(self._pieces)
+        if not self._pieces:
+            return bytes(self._head)
+        return b"".join([self._head, *self._pieces])
 
     def head_only(self) -> bytes:
         """Just the head: for a request refused on its head alone, whose body is never read."""
-        return bytes(self._head)
+        return bytes(self._head) if self.head is not None else self.request_bytes()
 
     # -- the head ------------------------------------------------------------
-    def _find_head(self) -> Framing:
-        data = self._head
-        start = 2 if data[:2] == b"\r\n" else 0  # one blank line before the request line is allowed
-        if data[start:start + 2] == b"\r\n":
+    def _find_head(self, data: bytes | bytearray) -> Framing:
+        start = 2 if data.startswith(b"\r\n") else 0  # one blank line before the request line is allowed
+        if data.startswith(b"\r\n", start):
             return Framing.UNFRAMED  # an empty request line
         line_end = data.find(b"\r\n", start)
-        end = -1 if line_end < 0 else data.find(b"\r\n\r\n", max(line_end, self._searched - 3))
-        # A bare LF in the head: gunicorn refuses it at once, without waiting for more.
-        if _BARE_LF.search(data, max(start, self._searched - 1), len(data) if end < 0 else end + 4):
-            return Framing.UNFRAMED
-        self._searched = len(data)
         if line_end < 0:
-            if len(data) - start > self.limits.line_bytes + 2:
-                return Framing.UNFRAMED  # over the request line's limit: gunicorn answers 414
-            return Framing.NEED_MORE
+            return self._incomplete(data, start, start)
         if line_end - start > self.limits.line_bytes:
-            return Framing.UNFRAMED
+            return Framing.UNFRAMED  # over the request line's limit: gunicorn answers 414
+        end = data.find(b"\r\n\r\n", max(line_end, self._searched - 3))
         if end < 0:
-            if len(data) - line_end - 2 > self.limits.header_bytes:
-                return Framing.UNFRAMED  # over gunicorn's limit on header fields: 431
-            return Framing.NEED_MORE
+            return self._incomplete(data, start, line_end)
         head_end = end + 4
-        rest = bytes(data[head_end:])
-        del data[head_end:]
-        if b"\r\n " in data or b"\r\n\t" in data:
+        if data.find(b"\r\n ", line_end, head_end) >= 0 or data.find(b"\r\n\t", line_end, head_end) >= 0:
             return Framing.UNFRAMED  # obsolete line folding: gunicorn refuses it
-        head = self._read_head(bytes(data[start:line_end]), bytes(data[line_end:head_end - 2]))
+        head = self._read_head(data, start, line_end, end)
         if head is None:
             return Framing.UNFRAMED
         self.head = head
@@ -183,18 +181,36 @@ class RequestFramer:
         elif head.content_length:
             self._state = _LENGTH
             self._remaining = head.content_length
-        self._pending = rest
+        self._pending = bytes(data[head_end:])
+        self._head = bytes(data[:head_end])
         return Framing.HEAD
 
-    def _read_head(self, request_line: bytes, fields: bytes) -> Head | None:
-        parts = request_line.split(b" ")
+    def _incomplete(self, data: bytes | bytearray, start: int, line_end: int) -> Framing:
+        # A bare LF: gunicorn refuses the head at once, without waiting for its end. Only the
+        # bytes not searched yet are counted; the first may be the LF of a CR searched already.
+        since = max(start, self._searched)
+        bare = data.count(b"\n", since) - data.count(b"\r\n", since)
+        if bare and since > start and data[since - 1:since + 1] == b"\r\n":
+            bare -= 1
+        if bare:
+            return Framing.UNFRAMED
+        self._searched = len(data)
+        if line_end == start:  # the request line has not ended
+            if len(data) - start > self.limits.line_bytes + 2:
+                return Framing.UNFRAMED  # over the request line's limit: gunicorn answers 414
+        elif len(data) - line_end - 2 > self.limits.header_bytes:
+            return Framing.UNFRAMED  # over gunicorn's limit on header fields: 431
+        return Framing.NEED_MORE
+
+    def _read_head(self, data: bytes | bytearray, start: int, line_end: int, fields_end: int) -> Head | None:
+        parts = data[start:line_end].split(b" ")
         if len(parts) != 3:
             return None
-        head = Head(method=parts[0], target=parts[1], version=parts[2])
+        head = Head(method=bytes(parts[0]), target=bytes(parts[1]), version=bytes(parts[2]))
         lengths: list[bytes] = []
         codings: list[bytes] = []
         forwarded: list[str] = []
-        for match in _FIELDS.finditer(fields):
+        for match in _FIELDS.finditer(data, line_end, fields_end):
             name = match.group(1).lower()
             value = match.group(2).rstrip(b" \t")
             if name == b"content-length":
@@ -204,9 +220,9 @@ class RequestFramer:
             elif name == b"expect":
                 head.expects_continue = value.lower() == b"100-continue" and head.version != b"HTTP/1.0"
             elif name == b"x-forwarded-for":
-                forwarded.append(value.decode("latin-1"))
+                forwarded.append(bytes(value).decode("latin-1"))
             elif name == b"x-request-id":
-                head.request_id = head.request_id or value.decode("latin-1")
+                head.request_id = head.request_id or bytes(value).decode("latin-1")
             else:
                 head.anthropic_version = True
         if forwarded:
@@ -218,7 +234,7 @@ class RequestFramer:
                 return None
             head.chunked = True
         elif lengths:
-            if len(lengths) != 1 or not _DIGITS.fullmatch(lengths[0]):
+            if len(lengths) != 1 or not lengths[0].isdigit():  # bytes.isdigit: ASCII digits only
                 return None
             head.content_length = int(lengths[0])
         return head

@@ -129,6 +129,7 @@ class GatewayThreadWorker(ThreadWorker):
         self._refused_since_log = 0
         self._refusal_logged_at = 0.0
         self._request = threading.local()  # the client address of the request a thread serves
+        self._keys: dict[str, str] = {}  # count_key of recent addresses: parsing one costs more than a request
 
     @classmethod
     def check_config(cls, cfg, log):
@@ -184,13 +185,22 @@ class GatewayThreadWorker(ThreadWorker):
         except OSError:
             pass
         if conn.peer is not None and conn.peer not in self.trusted:
-            key = count_key(conn.peer)
+            key = self._count_key(conn.peer)
             if not self.counts.acquire(key):
                 self._refuse_connection(conn, key)
                 return
             conn.counted = key
         conn.deadline = conn.began + self.header_timeout
         self._receive(conn)
+
+    def _count_key(self, address: str) -> str:
+        key = self._keys.get(address)
+        if key is None:
+            key = count_key(address)
+            if len(self._keys) >= 4096:
+                self._keys.clear()
+            self._keys[address] = key
+        return key
 
     # -- receiving requests in the main thread --------------------------------
     def _receive(self, conn: Connection) -> None:
@@ -248,7 +258,7 @@ class GatewayThreadWorker(ThreadWorker):
         if conn.peer is not None:
             conn.client_address = client_address(conn.peer, head.forwarded_for, self.trusted)
         if conn.counted is None and conn.peer is not None:  # a trusted proxy's connection
-            key = count_key(conn.client_address)
+            key = self._count_key(conn.client_address)
             if not self.counts.acquire(key):
                 self._refuse(conn, TooManyConnections(retry_after=RETRY_AFTER_CAP))
                 return None
@@ -262,8 +272,10 @@ class GatewayThreadWorker(ThreadWorker):
             except OSError:
                 pass  # the request's own read or write finds out
         conn.stage = BODY
-        conn.deadline = time.monotonic() + self.body_timeout
-        return conn.framer.feed(b"")
+        outcome = conn.framer.feed(b"")
+        if outcome is Framing.NEED_MORE:
+            conn.deadline = time.monotonic() + self.body_timeout
+        return outcome
 
     def _dispatch(self, conn: Connection, data: bytes, *, leftover: bytes = b"", close_after: bool = False) -> None:
         """Give the connection, its request received, to a request thread."""
