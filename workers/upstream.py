@@ -5,16 +5,23 @@ hung provider frees the worker at the deadline. Outcomes map to the gateway's
 error hierarchy (``shared.errors``): the provider's 401/403/404 mean the
 gateway's own key or model id is wrong (502), while 400/413/422 are the
 caller's and pass through with the provider's message.
+
+At ``LOG_LEVEL=debug`` every attempt leaves a record naming the URL it called
+(without credentials or query values: keys travel in headers, and a URL is
+redacted anyway) and its outcome: the status, or why no answer came.
 """
 
 from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 import requests
@@ -38,9 +45,13 @@ from workers.upstream_stream import UpstreamStream
 
 http_headers.install()
 
+log = logging.getLogger("aigw.upstream")
+
 CONNECT_TIMEOUT = 5.0
 PASSED_THROUGH = frozenset({400, 413, 422})
 MAX_MESSAGE = 500
+SHOWN_QUERY = frozenset({"alt"})  # query values a debug record may show: no credential is ever one of these
+_QUERY_IN_TEXT = re.compile(r"\?[^\s'\"()]*")
 
 
 @dataclass
@@ -161,6 +172,8 @@ class UpstreamClient:
         if scope is not None:
             scope.upstream_attempts += 1
         stream = read_timeout is not None
+        debug = log.isEnabledFor(logging.DEBUG)
+        sent = time.monotonic() if debug else 0.0
         try:
             # The session's adapter, not Session.send: that adds response hooks, a cookie jar and
             # redirect following, none of which a provider call wants, at a cost on every call.
@@ -173,12 +186,17 @@ class UpstreamClient:
                 _read_whole(response)
         except requests.exceptions.RequestException as exc:
             cancelled = scope is not None and scope.cancelled
-            metrics.UPSTREAM_REQUESTS.labels(self.model.name, "cancelled" if cancelled else _failure(exc)).inc()
+            failure = "cancelled" if cancelled else _failure(exc)
+            metrics.UPSTREAM_REQUESTS.labels(self.model.name, failure).inc()
+            if debug:
+                self._debug_record(request, scope, stream, sent, error=failure, detail=self._clean(str(exc)))
             if cancelled:
                 raise cancelled_error(scope) from None
             raise self._transport_error(exc, deadline) from None
         status = response.status_code
         metrics.UPSTREAM_REQUESTS.labels(self.model.name, str(status)).inc()
+        if debug:
+            self._debug_record(request, scope, stream, sent, status=status)
         if status in RETRYABLE_STATUSES:
             raise Retryable(f"status_{status}", status=status, retry_after=retry_after_seconds(response),
                             message=self._error_message(response))
@@ -191,6 +209,18 @@ class UpstreamClient:
                 f"'{self._clean(response.headers.get('Location', ''))}'; the gateway does not follow "
                 "redirects: set the model's base_url to the final address.")
         return response
+
+    def _debug_record(self, request: UpstreamRequest, scope: CancelScope | None, stream: bool, sent: float,
+                      **outcome) -> None:
+        """One attempt's record: the URL called and what came of it. With a status, the answer's
+        headers are in (a stream's body follows); without one, ``error`` says why none came."""
+        url = loggable_url(request.url)
+        if self.model.api_key:
+            url = url.replace(self.model.api_key, "[redacted]")
+        fields = {"model": self.model.name, "url": url, "stream": stream,
+                  "attempt": scope.upstream_attempts if scope is not None else None,
+                  "seconds": round(time.monotonic() - sent, 3), **outcome}
+        log.debug("upstream call" if "status" in outcome else "upstream call failed", extra=fields)
 
     def _prepare(self, request: UpstreamRequest, stream: bool) -> requests.PreparedRequest:
         """The request as ``Session.post`` would build it, minus its per-call merging of
@@ -267,11 +297,22 @@ class UpstreamClient:
         return self._clean(error_message_from(data))
 
     def _clean(self, text: str) -> str:
-        """Never echo the gateway's own key back, and keep messages short."""
-        text = " ".join(str(text).split())
+        """Never echo the gateway's own key back (nor a URL's query, which may hold one: the
+        connection errors of requests quote the URL), and keep messages short."""
+        text = _QUERY_IN_TEXT.sub("?[redacted]", " ".join(str(text).split()))
         if self.model.api_key:
             text = text.replace(self.model.api_key, "[redacted]")
         return text[:MAX_MESSAGE]
+
+
+def loggable_url(url: str) -> str:
+    """``url`` without what may be a credential: user information, and query values other than
+    the few known to be harmless (Vertex's ``alt=sse``)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    query = urlencode([(name, value if name in SHOWN_QUERY else "[redacted]")
+                       for name, value in parse_qsl(parts.query, keep_blank_values=True)], safe="[]")
+    return urlunsplit((parts.scheme, host, parts.path, query, ""))
 
 
 def _read_whole(response: requests.Response) -> None:
