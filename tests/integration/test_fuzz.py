@@ -25,6 +25,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -199,3 +200,39 @@ def assert_error_in_endpoint_format(case, response, seen: str) -> None:
         assert set(body["error"]) == {"message", "type", "param", "code"}, seen
         if status >= 500:
             assert body["error"]["code"] in DOCUMENTED_5XX[status], seen
+
+
+# -- bodies nested too deep ----------------------------------------------------------------------------
+
+NESTING_BODIES = {
+    "/v1/chat/completions": {"model": "gpt-4o", "messages": [{"role": "user", "content": "deep"}]},
+    "/v1/completions": {"model": "gpt-4o", "prompt": "deep"},
+    "/v1/embeddings": {"model": "gpt-4o", "input": "deep"},
+    "/v1/messages": {"model": "claude-sonnet", "max_tokens": 16, "messages": [{"role": "user", "content": "deep"}]},
+}
+
+
+def nested_body(path: str, depth: int) -> bytes:
+    """The endpoint's body with an extra field holding lists nested so that the whole body (its own
+    object the first level) is ``depth`` levels deep."""
+    inner = depth - 1
+    return orjson.dumps(NESTING_BODIES[path])[:-1] + b', "metadata_extra": ' + b"[" * inner + b"]" * inner + b"}"
+
+
+@pytest.mark.parametrize("path", sorted(NESTING_BODIES))
+def test_a_body_nested_1000_deep_is_refused_in_the_endpoint_format(fuzz_stack, path) -> None:
+    """It answered 500 (orjson refuses to write the job past 254 levels); now 400, before the body
+    reaches anything that recurses. The documented limit holds exactly: 64 levels go through."""
+    headers = {"Authorization": f"Bearer {DEMO_TOKEN}", "Content-Type": "application/json"}
+    deep = requests.post(f"{fuzz_stack.url}{path}", data=nested_body(path, 1000), headers=headers, timeout=30)
+    over = requests.post(f"{fuzz_stack.url}{path}", data=nested_body(path, 65), headers=headers, timeout=30)
+    for answer in (deep, over):
+        assert answer.status_code == 400, answer.text
+        if path == "/v1/messages":
+            assert answer.json() == {"type": "error", "error": {"type": "invalid_request_error",
+                                                                "message": answer.json()["error"]["message"]}}
+        else:
+            assert answer.json()["error"]["code"] == "invalid_request"
+        assert "64 levels" in answer.text
+    at_limit = requests.post(f"{fuzz_stack.url}{path}", data=nested_body(path, 64), headers=headers, timeout=30)
+    assert at_limit.status_code == 200, at_limit.text
