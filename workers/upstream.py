@@ -244,15 +244,15 @@ class UpstreamClient:
         """No HTTP answer: retry what another attempt may fix."""
         if isinstance(exc, requests.exceptions.SSLError):
             return UpstreamError(f"TLS verification of the provider for model '{self.model.name}' "
-                                 f"failed: {self._clean(str(exc))}")
+                                 f"failed: {self._clean(failure_reason(exc))}")
         if isinstance(exc, requests.exceptions.ReadTimeout):
             if time.time() >= deadline - 0.01:
                 return DeadlineExceeded()
             return Retryable("read_timeout")
         if isinstance(exc, requests.exceptions.ConnectionError):
-            return Retryable("connect", message=self._clean(str(exc)))
+            return Retryable("connect", message=self._clean(failure_reason(exc)))
         return UpstreamError(f"Calling the provider for model '{self.model.name}' failed: "
-                             f"{self._clean(str(exc))}")
+                             f"{self._clean(failure_reason(exc))}")
 
     def _refused(self, status: int, message: str) -> GatewayError:
         name = self.model.name
@@ -330,6 +330,27 @@ def _read_whole(response: requests.Response) -> None:
     except urllib3.exceptions.SSLError as exc:
         raise requests.exceptions.SSLError(exc) from exc
     response._content_consumed = True
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why a call got no answer, as the client may read it: the system's or the TLS library's own
+    words (``Connection refused``, ``certificate verify failed: ...``), found down the chain of
+    causes. ``str()`` of requests' errors nests urllib3's, which name Python classes and the URL."""
+    pending, seen = [exc], set()
+    while pending:
+        error = pending.pop(0)
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        verify = getattr(error, "verify_message", None)  # ssl.SSLCertVerificationError
+        if isinstance(verify, str) and verify:
+            return f"certificate verify failed: {verify}"
+        if isinstance(error, OSError) and isinstance(error.strerror, str) and error.strerror:
+            return error.strerror
+        pending += [getattr(error, "reason", None), error.__cause__, error.__context__,
+                    *(arg for arg in getattr(error, "args", ()) if isinstance(arg, BaseException))]
+    return {requests.exceptions.SSLError: "the TLS handshake failed",
+            requests.exceptions.ConnectionError: "the connection failed"}.get(type(exc), "no answer came")
 
 
 def _failure(exc: requests.exceptions.RequestException) -> str:

@@ -110,6 +110,8 @@ def test_each_retry_has_its_record(debug_stack) -> None:
 def test_refused_connections_name_the_url_without_its_credentials(debug_stack) -> None:
     answer, request_id = call(debug_stack, "unreachable", "hello")
     assert answer.status_code == 502, answer.text
+    # The client reads why, not requests' nested reprs (class names, the URL and its query).
+    assert answer.json()["error"]["message"].endswith("could not connect: Connection refused"), answer.text
     records = upstream_records(debug_stack, request_id, 3)
     assert [r["attempt"] for r in records] == [1, 2, 3]
     for record in records:
