@@ -86,7 +86,6 @@ RETRY_AFTER_CAP = 1  # seconds a client over its connection cap is told to wait
 
 # A connection's stages in the main thread; SERVING while a request thread has it.
 IDLE, HEAD, BODY, SERVING, CLOSING, CLOSED = "idle", "head", "body", "serving", "closing", "closed"
-_RECEIVING = (IDLE, HEAD, BODY)
 
 
 class Connection(TConn):
