@@ -31,6 +31,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from tests.harness import DEMO_TOKEN, Stack
+from tools.embedded_redis import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = 20261207
@@ -71,11 +72,17 @@ models:
     timeout: 10s
     workers: 1
     concurrency: 8
+  - name: down                  # nothing listens there: every call is a documented 502
+    type: generic
+    base_url: "http://127.0.0.1:{closed_port}/v1"
+    timeout: 5s
+    retries: {attempts: 1}
+    workers: 1
 jobs:
   result_ttl: 30s
   failure_ttl: 2m
 """
-MODELS = ("gpt-4o", "claude-sonnet", "local", "gemini")
+MODELS = ("gpt-4o", "claude-sonnet", "local", "gemini", "down")
 
 # The 5xx a client may get, and their codes (README, "API"); Anthropic's format carries the type only.
 # The codes are checked here; schemathesis's own check lets exactly these statuses through.
@@ -159,7 +166,8 @@ def map_path_parameters(context, parameters):
 
 @pytest.fixture(scope="module")
 def fuzz_stack(tmp_path_factory):
-    gateway = Stack(tmp_path_factory.mktemp("fuzz"), FUZZ_CONFIG, web_workers=2, web_threads=16)
+    config = FUZZ_CONFIG.replace("{closed_port}", str(free_port()))
+    gateway = Stack(tmp_path_factory.mktemp("fuzz"), config, web_workers=2, web_threads=16)
     try:
         gateway.start()
         yield gateway
