@@ -12,8 +12,8 @@ or internal detail in any body, and every error in its endpoint's format.
 Request bodies name a configured model most of the time, so the cases go through
 routing, admission, the worker and each provider type's translation, not only to a
 404. The run is seeded (one seed per operation, derived from ``SEED``), so a failure
-reproduces; ``AIGW_FUZZ_EXAMPLES`` raises the random cases per operation for a
-longer hunt by hand.
+reproduces; ``AIGW_FUZZ_EXAMPLES`` raises the random cases per operation and
+``AIGW_FUZZ_SEED`` changes the seed, for a longer hunt by hand.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from tests.harness import DEMO_TOKEN, Stack
 from tools.embedded_redis import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-SEED = 20261207
+SEED = int(os.environ.get("AIGW_FUZZ_SEED", "20261207"))
 MAX_EXAMPLES = int(os.environ.get("AIGW_FUZZ_EXAMPLES", "200"))
 REQUEST_TIMEOUT = 30  # seconds; every model below answers (or times out) well within it
 
