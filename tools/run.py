@@ -14,6 +14,7 @@ the demo tokens are public, and a real provider key may be set.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -56,6 +57,15 @@ def port_free(port: int, host: str = "0.0.0.0") -> bool:
         except OSError:
             return False
     return True
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def read_procfile() -> dict[str, str]:
@@ -183,6 +193,10 @@ class Launcher:
             self.env["HOST"] = "127.0.0.1"
             say("listening on 127.0.0.1 only (HOST=0.0.0.0 to listen on every interface)")
         host = self.env["HOST"]
+        if not is_loopback(host):
+            # HOST may also be a shell's own variable (zsh's hostname), exported by a dotfile.
+            say(f"WARNING: listening on HOST={host}, not loopback: whoever reaches it can use the demo "
+                "tokens, and any provider key set here")
         if not self.env.get("METRICS_PORT") and not port_free(9090, host):
             self.env["METRICS_PORT"] = str(free_port())
             say(f"port 9090 is taken: metrics are served on {self.env['METRICS_PORT']} instead")

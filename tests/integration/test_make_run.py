@@ -43,7 +43,7 @@ def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path):
             json.loads(body)["messages"][0]["content"]
         # Loopback only: 127.0.0.2 is this machine too, but not the address the gateway listens on.
         assert url.startswith(f"http://127.0.0.1:{port}/")
-        assert "listening on 127.0.0.1 only" in output
+        assert "listening on 127.0.0.1 only" in output and "WARNING: listening on HOST" not in output
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.2", port), timeout=5).close()
         run.signal(signal.SIGINT)
