@@ -16,8 +16,8 @@ when everything with a lifetime reaches its steady size: finished jobs kept for
 
 Memory: every process's RSS (and Redis's ``used_memory``) is sampled every
 ``--sample-every`` seconds; a minute's figure is the median of its samples. Verdict:
-no errors, no process restarted, and every process's memory in the last minute within
-``--tolerance`` (10%) of minute 1.
+no errors, no process restarted, and every gateway process's memory (web, workers, Redis;
+the stand-ins are only reported) in the last minute within ``--tolerance`` (10%) of minute 1.
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ from tests.harness import Stack
 from tools.embedded_redis import free_port
 
 CLIENT_THREADS = 64  # far more than the rate needs, so a request never waits for the client
+# The verdict's processes: the gateway's own. The stand-ins are reported, not judged: the
+# sandbox provider counts attempts per request key (up to 100,000 keys), growth by design.
+GATEWAY = ("web", "worker", "redis")
 
 
 @dataclass
@@ -190,7 +193,7 @@ def verdict(result: SoakResult, tolerance: float) -> tuple[bool, list[str]]:
     if result.restarts:
         reasons.append("restarted: " + ", ".join(result.restarts))
     for label, change in result.growth().items():
-        if abs(change) > tolerance:
+        if label.startswith(GATEWAY) and abs(change) > tolerance:
             reasons.append(f"{label} memory {change:+.1%} from the first period to the last")
     return not reasons, reasons
 
@@ -221,7 +224,8 @@ def report(result: SoakResult, tolerance: float) -> list[str]:
     lines += ["", "Errors: " + ("none" if not result.errors else
                                  "; ".join(f"{n} x {p}" for p, n in result.errors.most_common())),
               f"Verdict: **{'PASS' if passed else 'FAIL'}**" + ("" if passed else " (" + "; ".join(reasons) + ")")
-              + f": errors = 0, no restarts, every process within {tolerance:.0%} of its first-{unit} memory."]
+              + f": errors = 0, no restarts, every gateway process (web, workers, Redis) within {tolerance:.0%} "
+              f"of its first-{unit} memory; the stand-ins (sandbox, gitlab) are shown, not judged."]
     return lines
 
 
