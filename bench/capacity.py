@@ -204,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-address", type=int, default=100, help="streams per client source address")
     parser.add_argument("--web-concurrency", type=int, default=2, help="WEB_CONCURRENCY")
     parser.add_argument("--web-threads", type=int, default=768, help="WEB_THREADS")
-    parser.add_argument("--workers", type=int, default=2, help="the model's `workers` (processes)")
-    parser.add_argument("--concurrency", type=int, default=512, help="the model's `concurrency` (jobs per process)")
+    parser.add_argument("--workers", type=int, default=4, help="the model's `workers` (processes)")
+    parser.add_argument("--concurrency", type=int, default=256, help="the model's `concurrency` (jobs per process)")
     args = parser.parse_args(argv)
     args.late_ms = args.late_ms if args.late_ms is not None else args.interval_ms
 
