@@ -18,10 +18,10 @@ from shared.metrics_directory import use_host_directory
 # The workers gunicorn forks inherit both the choice and the metrics created here.
 METRICS_DIRECTORY = use_host_directory()
 
-from api.open_files import raise_open_files_limit  # noqa: E402
 from api.startup import check_gateway_token, load_api_settings  # noqa: E402
 from shared import metrics  # noqa: E402
 from shared.logs import setup_logging  # noqa: E402
+from shared.open_files import raise_open_files_limit  # noqa: E402
 
 # Refuse to start on a bad config here, in the master: a worker that exits during
 # boot would only be respawned over and over.
@@ -70,7 +70,7 @@ def when_ready(server):
         from shared.metrics_server import start_metrics_server
 
         start_metrics_server(_settings.metrics_port, _settings.redis_url, [m.name for m in _config.models],
-                             METRICS_DIRECTORY)
+                             METRICS_DIRECTORY, addr=_settings.host)
 
 
 def child_exit(server, worker):

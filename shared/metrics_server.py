@@ -43,15 +43,16 @@ class RedisFacts:
         yield workers
 
 
-def start_metrics_server(port: int, redis_url: str, model_names: list[str], directory: Path) -> bool:
+def start_metrics_server(port: int, redis_url: str, model_names: list[str], directory: Path, *,
+                         addr: str = "0.0.0.0") -> bool:
     """Serve /metrics; a port already taken is logged, not fatal: the API still serves."""
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(directory))
     registry.register(RedisFacts(redis_url, model_names))
     try:
-        start_http_server(port, addr="0.0.0.0", registry=registry)
+        start_http_server(port, addr=addr, registry=registry)
     except OSError as error:
         log.error("metrics NOT served: the port is unavailable", extra={"port": port, "error": str(error)})
         return False
-    log.info("metrics served", extra={"port": port, "path": "/metrics", "directory": str(directory)})
+    log.info("metrics served", extra={"addr": addr, "port": port, "path": "/metrics", "directory": str(directory)})
     return True

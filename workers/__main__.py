@@ -20,6 +20,7 @@ import sys
 from shared.config import ConfigError, exit_on_config_error, load_config
 from shared.logs import setup_logging
 from shared.metrics_directory import use_host_directory
+from shared.open_files import raise_open_files_limit
 from shared.settings import Settings
 
 log = logging.getLogger("aigw.workers")
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     # Before anything imports prometheus-client, which picks its storage once, on import;
     # the worker processes forked below inherit the choice.
     use_host_directory()
+    raise_open_files_limit()  # every job holds a provider connection and a Redis one
     from workers.supervisor import Supervisor
 
     return Supervisor(settings, config, plan, metrics_port=metrics_port).run()

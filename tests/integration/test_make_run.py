@@ -18,10 +18,11 @@ from tools.embedded_redis import free_port
 
 
 def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path):
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     env = {
         "PATH": "/usr/bin:/bin",
         "PORT": str(port),
+        "METRICS_PORT": str(metrics_port),
         "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens: the embedded one starts
         "WEB_CONCURRENCY": "1",
         "PYTHONUNBUFFERED": "1",
@@ -46,6 +47,9 @@ def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path):
         assert "listening on 127.0.0.1 only" in output and "WARNING: listening on HOST" not in output
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.2", port), timeout=5).close()
+        assert requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).status_code == 200
+        with pytest.raises(ConnectionRefusedError):  # the metrics port too
+            socket.create_connection(("127.0.0.2", metrics_port), timeout=5).close()
         run.signal(signal.SIGINT)
         assert run.wait(timeout=60) == 0
         assert "[make run] stopped" in run.log()

@@ -1,10 +1,11 @@
-"""The web processes' limit on open files.
+"""A gateway process's limit on open files.
 
-Every connection, kept-alive and idle ones included, is a file descriptor, and so
-is every Redis connection a request thread holds: a process serving a thousand
-open streams needs more than the 1,024 a soft limit often allows. The soft limit
-is raised to the hard one, which an unprivileged process may do; the master does
-it before forking, so its workers inherit it.
+Every client connection, kept-alive and idle ones included, is a file descriptor,
+and so is every Redis connection a request thread or a job holds, and every
+provider connection: a host serving a thousand open streams needs more than the
+1,024 a soft limit often allows. The soft limit is raised to the hard one, which
+an unprivileged process may do. The entry points (gunicorn's master, ``python -m
+workers``) do it before forking, so their children inherit it.
 """
 
 from __future__ import annotations
