@@ -162,6 +162,13 @@ class GatewayThreadWorker(ThreadWorker):
         if enabled and time.monotonic() < self._accept_paused_until:
             enabled = False
         super().set_accept_enabled(enabled)
+        if not enabled and not self.alive:
+            # Stopping: the master has closed its copy of the listening sockets; closing ours
+            # too lets the kernel refuse new connections at once, instead of holding them in the
+            # backlog until this worker has drained (up to the longest stream) and resetting them.
+            for listener in self.sockets:
+                listener.close()
+            self.sockets = []
 
     def accept(self, listener):
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -394,7 +395,18 @@ def test_sigterm_to_the_web_answers_every_admitted_request(stack):
     names = [f"web-whole-{i}" for i in range(4)] + [f"web-stream-{i}" for i in range(2)]
     wait_for(lambda: all(stack.sandbox_calls(name) for name in names), timeout=10, message="six calls under way")
     stack.web.signal(signal.SIGTERM)
-    time.sleep(0.3)  # the master has closed its listener, the workers have stopped accepting
+
+    def refused() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", stack.port), timeout=1).close()
+        except ConnectionRefusedError:
+            return True
+        return False
+
+    # Refused at once, while the admitted requests are still being answered: not held in the
+    # listening socket's backlog until the workers have drained.
+    wait_for(refused, timeout=5, message="new connections to be refused")
+    assert any(thread.is_alive() for thread in threads)
     with pytest.raises(requests.ConnectionError):
         stack.chat("steady", "too late", timeout=30, headers={"X-Request-Id": "web-late"})
     for thread in threads:
