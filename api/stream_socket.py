@@ -19,6 +19,10 @@ import socket
 import struct
 
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST and discards what is queued
+# The send buffer a stream's connection may fill. Linux grows it up to tcp_wmem's maximum (4 MiB)
+# for a client that does not read: a thousand stalled streams would pin gigabytes of kernel
+# memory. An answer's events come far slower than this drains to a client that reads.
+SEND_BUFFER_BYTES = 256 * 1024
 
 
 class StreamSocket:
@@ -27,6 +31,7 @@ class StreamSocket:
         self.timeout_ms = max(1, int(idle_timeout * 1000))
         self._previous = sock.gettimeout()
         sock.settimeout(idle_timeout)  # wins over any server-wide send timeout while the stream lasts
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         self._poller = select.poll()  # select() refuses descriptors past 1024
         self._poller.register(sock.fileno(), select.POLLOUT)
 

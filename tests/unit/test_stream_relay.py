@@ -152,3 +152,14 @@ def test_stream_socket_waits_for_room_and_restores_the_timeout(connection):
     watched.release()
     assert far.gettimeout() == 7.0
     assert StreamSocket.of({}, 1.0) is None  # another server: no socket, no bound
+
+
+def test_a_streams_send_buffer_is_capped_so_a_stalled_client_pins_little_kernel_memory(connection):
+    far, _near = connection
+    stream_socket = StreamSocket(far, IDLE)
+    # A size set explicitly (Linux then reports twice it, for its bookkeeping, and caps it at
+    # net.core.wmem_max) turns the kernel's autotuning off for this socket.
+    with open("/proc/sys/net/core/wmem_max") as limit:
+        expected = 2 * min(256 * 1024, int(limit.read()))
+    assert far.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == expected
+    stream_socket.release()
