@@ -74,12 +74,14 @@ def _execute(request: JobRequest) -> dict:
     except GatewayError as error:
         meta = {"started_at": started, "upstream_seconds": round(time.time() - started, 4),
                 "chunks": emit.sent if emit else 0}
-        # Chunks already reached the client: tokens were spent; keep the estimate.
-        if not (emit and emit.sent):
-            _settle(limiter, request, scope, None)
         if isinstance(error, RequestCancelled):
             metrics.JOBS_DROPPED.labels(request.model, "cancelled").inc()
+        # The answer first: a worker killed between the two leaves a job whose client has its
+        # answer, which its supervisor never requeues, so nothing settles the reservation twice.
         channel.send_error(error, meta)
+        # Chunks already reached the client: tokens were spent; keep the estimate.
+        if not (emit and emit.sent):
+            _settle_after_answer(limiter, request, scope, None)
         _log_outcome(fields, error.status, started, code=error.code, stream=request.stream)
         if error.status >= 500 or error.status == 429:
             raise JobFailed(f"{error.code}: {error.message}") from None
@@ -216,7 +218,7 @@ def _settle(limiter, request: JobRequest, scope, usage: dict | None) -> None:
     # A success without any usage reported keeps its estimate.
 
 
-def _settle_after_answer(limiter, request: JobRequest, scope, usage: dict) -> None:
+def _settle_after_answer(limiter, request: JobRequest, scope, usage: dict | None) -> None:
     """The answer is out: a failure here must not fail the job. The estimate stays taken
     (the stricter figure) and expires with its window."""
     try:
