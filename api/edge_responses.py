@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http
 import re
+import threading
 import uuid
 
 import orjson
@@ -62,6 +63,23 @@ def wire_for(path: str, anthropic_version: bool) -> str:
     if anthropic_version and (path == "/v1/models" or path.startswith("/v1/models/")):
         return "anthropic"
     return "openai"
+
+
+_serving = threading.local()  # the head of the request a request thread is serving
+
+
+def serving(head) -> None:
+    """This thread now serves the request with ``head`` (``api.request_framing.Head``, or None):
+    a refusal gunicorn writes meanwhile comes in its endpoint's format, with its request id."""
+    _serving.head = head
+
+
+def refusal_format() -> tuple[str, str | None]:
+    """The error format and the caller's request id for a refusal of this thread's request."""
+    head = getattr(_serving, "head", None)
+    if head is None:
+        return "openai", None
+    return wire_for(head.path, head.anthropic_version), head.request_id
 
 
 def request_id(sent: str | None) -> str:

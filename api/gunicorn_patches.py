@@ -35,7 +35,8 @@ _LARGEST_CHUNK = 1024 * 1024  # SocketUnreader.max_body_chunk
 def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
     """``gunicorn.util.write_error`` with the same arguments, writing our JSON error."""
     error = edge_responses.gunicorn_refusal(status_int, reason, mesg)
-    util.write_nonblock(sock, edge_responses.response(error))
+    wire, request_id = edge_responses.refusal_format()
+    util.write_nonblock(sock, edge_responses.response(error, wire=wire, request_id_sent=request_id))
 
 
 def install_json_errors() -> None:

@@ -41,6 +41,14 @@ class RequestContext:
         ctx.wire = "openai"
         ctx.log = {}
         resp.set_header("X-Request-Id", ctx.request_id)
+
+    def process_resource(self, req, resp, resource, params) -> None:
+        """Once routed: the resource's wire format first, so that every refusal from here on
+        (a body too large, a credential) comes in the endpoint's own error format."""
+        if resource is not None:
+            req.context.endpoint = getattr(resource, "endpoint", None)  # labels the request metrics
+            wire_for = getattr(resource, "wire_for", None)
+            req.context.wire = wire_for(req) if wire_for else getattr(resource, "wire", "openai")
         if req.content_length is not None:
             if req.content_length > self.max_body_bytes:
                 raise too_large(self.max_body_bytes)
@@ -108,8 +116,9 @@ def log_access(req, status: int) -> None:
 
 
 class IdentityMiddleware:
-    """Establishes who is calling before any resource that needs it runs, after noting
-    the resource's wire format, so even a 401 comes in the endpoint's own error format."""
+    """Establishes who is calling before any resource that needs it runs (after
+    ``RequestContext`` has noted the resource's wire format: even a 401 comes in the
+    endpoint's own error format)."""
 
     def __init__(self, authenticator: Authenticator):
         self.authenticator = authenticator
@@ -117,8 +126,5 @@ class IdentityMiddleware:
     def process_resource(self, req, resp, resource, params) -> None:
         if resource is None:
             return
-        req.context.endpoint = getattr(resource, "endpoint", None)  # labels the request metrics
-        wire_for = getattr(resource, "wire_for", None)
-        req.context.wire = wire_for(req) if wire_for else getattr(resource, "wire", "openai")
         if getattr(resource, "authenticate", True):
             req.context.identity = self.authenticator.identify(req)

@@ -76,7 +76,7 @@ class Head:
     """What the worker decides on before the body: a plain class, made for every request."""
 
     __slots__ = ("method", "target", "version", "content_length", "chunked", "expects_continue",
-                 "forwarded_for", "request_id", "anthropic_version")
+                 "forwarded_for", "request_id", "anthropic_version", "malformed")
 
     def __init__(self, method: bytes, target: bytes, version: bytes):
         self.method = method
@@ -88,6 +88,7 @@ class Head:
         self.forwarded_for: str | None = None  # every X-Forwarded-For value, joined with commas
         self.request_id: str | None = None
         self.anthropic_version = False
+        self.malformed = False  # its framing is ambiguous or malformed: gunicorn refuses the request
 
     @property
     def path(self) -> str:
@@ -105,6 +106,7 @@ class RequestFramer:
     def __init__(self, limits: Limits):
         self.limits = limits
         self.head: Head | None = None
+        self.refused_head: Head | None = None  # a head whose framing gunicorn will refuse
         self.body_received = 0  # body bytes framed so far (chunk payloads, for a chunked body)
         self.leftover = b""
         self._head: bytes | bytearray = b""  # the head as received; once complete, exactly the head
@@ -175,6 +177,9 @@ class RequestFramer:
         head = self._read_head(data, start, line_end, end)
         if head is None:
             return Framing.UNFRAMED
+        if head.malformed:
+            self.refused_head = head  # what gunicorn's refusal needs: the endpoint and request id
+            return Framing.UNFRAMED
         self.head = head
         if head.chunked:
             self._state = _CHUNK_SIZE
@@ -229,14 +234,16 @@ class RequestFramer:
             head.forwarded_for = ",".join(forwarded)
         if codings:
             if lengths or codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
-                return None
-            if not set(codings[:-1]) <= _TRANSFER_CODINGS_BEFORE_CHUNKED or head.version != b"HTTP/1.1":
-                return None
-            head.chunked = True
+                head.malformed = True
+            elif not set(codings[:-1]) <= _TRANSFER_CODINGS_BEFORE_CHUNKED or head.version != b"HTTP/1.1":
+                head.malformed = True
+            else:
+                head.chunked = True
         elif lengths:
             if len(lengths) != 1 or not lengths[0].isdigit():  # bytes.isdigit: ASCII digits only
-                return None
-            head.content_length = int(lengths[0])
+                head.malformed = True
+            else:
+                head.content_length = int(lengths[0])
         return head
 
     # -- the body ------------------------------------------------------------

@@ -104,6 +104,7 @@ class Connection(TConn):
         self.counted_per_request = False  # a trusted proxy's connection: counted while a request lasts
         self.client_address = self.peer
         self.close_after = False  # the request was handed over unframed, or on its head alone
+        self.head = None  # the head of the request a thread serves (api.request_framing.Head)
         self.drained = 0
 
 
@@ -287,6 +288,7 @@ class GatewayThreadWorker(ThreadWorker):
         """Give the connection, its request received, to a request thread."""
         self._stop_waiting(conn)
         conn.stage = SERVING
+        conn.head = conn.framer.head or conn.framer.refused_head
         conn.framer = None
         conn.leftover = leftover
         conn.close_after = close_after
@@ -325,6 +327,13 @@ class GatewayThreadWorker(ThreadWorker):
             self._linger_close(conn)
 
     # -- in a request thread -----------------------------------------------------
+    def handle(self, conn):
+        edge_responses.serving(conn.head)  # gunicorn's own refusal of it: in its endpoint's format
+        try:
+            return super().handle(conn)
+        finally:
+            edge_responses.serving(None)
+
     def handle_request(self, req, conn):
         already_continued(req)
         read_chunked_body(req)  # from memory; a malformed body is gunicorn's 400 here, not the app's 500

@@ -60,6 +60,19 @@ def test_gunicorns_own_refusals_are_json(stack, data, status, code):
     assert b"<html" not in answer.body and b"Traceback" not in answer.body
 
 
+@pytest.mark.parametrize(("target", "extra"), [
+    ("/v1/messages", b""),
+    ("/v1/models", b"anthropic-version: 2023-06-01\r\n"),
+], ids=["messages", "models-anthropic"])
+def test_gunicorns_own_refusals_come_in_the_endpoints_format_with_the_request_id(stack, target, extra):
+    answer = exchange(stack, b"POST " + target.encode() + b" HTTP/1.1\r\nHost: gateway\r\nTransfer-Encoding: br\r\n"
+                      + extra + b"X-Request-Id: refused-1\r\n\r\n")
+    assert answer.status == 501
+    assert answer.headers["x-request-id"] == "refused-1"
+    body = answer.json()
+    assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+
+
 # -- timeouts ------------------------------------------------------------------------------
 def test_a_connection_that_sends_nothing_is_closed_silently_after_the_header_timeout(stack):
     started = time.monotonic()

@@ -138,6 +138,14 @@ def test_body_over_the_limit_with_content_length_is_413(client) -> None:
     assert result.headers.get("Connection") == "close"
 
 
+def test_body_over_the_limit_on_an_anthropic_endpoint_is_413_in_anthropics_format(client) -> None:
+    body = json.dumps(chat_body(padding="x" * MAX_BODY))
+    result = client.simulate_post("/v1/messages", body=body, headers=JSON)
+    assert result.status_code == 413
+    assert result.json["type"] == "error"
+    assert result.json["error"]["type"] == "request_too_large"
+
+
 def test_body_at_the_limit_is_accepted(client) -> None:
     body = json.dumps(chat_body(model="nope"))
     body = body[:-1] + " " * (MAX_BODY - len(body)) + "}"
