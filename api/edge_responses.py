@@ -39,6 +39,15 @@ class TooManyConnections(GatewayError):
     default_message = "Too many connections from your address."
 
 
+class TooMuchInFlight(GatewayError):
+    status = 429
+    code = "too_much_in_flight"
+    openai_type = "rate_limit_error"
+    anthropic_type = "rate_limit_error"
+    default_message = ("Your address has too many large request bodies in flight at once; "
+                       "send this one when one of them has been answered.")
+
+
 class RequestRefused(InvalidRequest):
     """gunicorn's refusal of a request it could not parse, at gunicorn's status."""
 

@@ -21,6 +21,8 @@ between requests. The main thread bounds, per connection:
   and the body's: a ``Content-Length`` over ``MAX_BODY_BYTES`` goes to the app on
   its head alone (it answers 413 without reading a byte of body), a chunked body
   is answered 413 here as soon as its chunks add up to more;
+- the request bodies one client has in this process, received or being served: four of
+  ``MAX_BODY_BYTES`` in all; a request that would take it past that is answered 429;
 - the connections one client holds in this process (``MAX_CONNECTIONS_PER_ADDRESS``,
   ``api.connection_guard``): one more is answered 429 and closed at once. A client
   connecting directly counts from accept to close; behind a trusted proxy
@@ -61,7 +63,7 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from api import edge_responses
 from api.connection_guard import ConnectionCounts, TrustedProxies, client_address, count_key
-from api.edge_responses import RequestTimeout, TooManyConnections
+from api.edge_responses import RequestTimeout, TooManyConnections, TooMuchInFlight
 from api.gunicorn_patches import (
     BufferedRequest,
     already_continued,
@@ -83,6 +85,9 @@ STOP_IDLE_SECONDS = 2.0  # a stopping worker keeps idle kept-alive connections t
 SCAN_INTERVAL = 0.25  # how often deadlines are checked
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 RETRY_AFTER_CAP = 1  # seconds a client over its connection cap is told to wait
+# Request bodies one client may have in this process at once (received, or being served), in
+# requests of the largest size: past that, one client's uploads would hold what every client shares.
+BODIES_IN_FLIGHT_PER_CLIENT = 4
 
 # A connection's stages in the main thread; SERVING while a request thread has it.
 IDLE, HEAD, BODY, SERVING, CLOSING, CLOSED = "idle", "head", "body", "serving", "closing", "closed"
@@ -104,6 +109,7 @@ class Connection(TConn):
         self.counted_per_request = False  # a trusted proxy's connection: counted while a request lasts
         self.client_address = self.peer
         self.close_after = False  # the request was handed over unframed, or on its head alone
+        self.held = 0  # body bytes of its request counted against its client's in-flight budget
         self.head = None  # the head of the request a thread serves (api.request_framing.Head)
         self.drained = 0
 
@@ -115,6 +121,8 @@ class GatewayThreadWorker(ThreadWorker):
         self.limits = Limits.from_gunicorn(self.cfg, settings.max_body_bytes)
         self.trusted = TrustedProxies.parse(settings.forwarded_allow_ips)
         self.counts = ConnectionCounts(settings.max_connections_per_address)
+        self.body_budget = BODIES_IN_FLIGHT_PER_CLIENT * settings.max_body_bytes
+        self.bodies_in_flight: dict[str, int] = {}  # client (count key) -> body bytes held for it
         self.header_timeout = settings.request_header_timeout
         self.body_timeout = settings.request_body_timeout
         self.write_timeout = settings.response_write_timeout
@@ -242,6 +250,8 @@ class GatewayThreadWorker(ThreadWorker):
             conn.began = time.monotonic()
             conn.deadline = conn.began + self.header_timeout
         while True:
+            if conn.stage == BODY and framer.head.chunked and not self._hold(conn, framer.body_received):
+                return  # refused: its client has too much in flight
             if outcome is Framing.NEED_MORE:
                 return
             if outcome is Framing.HEAD:
@@ -273,6 +283,8 @@ class GatewayThreadWorker(ThreadWorker):
         if head.content_length is not None and head.content_length > self.limits.max_body:
             self._dispatch(conn, conn.framer.head_only(), close_after=True)  # the app answers 413
             return None
+        if head.content_length and not self._hold(conn, head.content_length):
+            return None
         if head.expects_continue and (head.chunked or head.content_length) and not conn.framer.body_started:
             try:
                 conn.sock.send(CONTINUE)
@@ -283,6 +295,30 @@ class GatewayThreadWorker(ThreadWorker):
         if outcome is Framing.NEED_MORE:
             conn.deadline = time.monotonic() + self.body_timeout
         return outcome
+
+    def _hold(self, conn: Connection, size: int) -> bool:
+        """Count ``size`` body bytes of the connection's request against its client's budget
+        (a body declared whole, or a chunked one as it grows); refuse the request when that
+        would take the client past it. False when refused."""
+        if conn.counted is None or size <= conn.held:
+            return True
+        held = self.bodies_in_flight.get(conn.counted, 0) + size - conn.held
+        if held > self.body_budget:
+            self._refuse(conn, TooMuchInFlight(retry_after=RETRY_AFTER_CAP))
+            return False
+        self.bodies_in_flight[conn.counted] = held
+        conn.held = size
+        return True
+
+    def _release(self, conn: Connection) -> None:
+        """The connection's request is over: its body no longer counts against its client."""
+        if conn.held and conn.counted is not None:
+            left = self.bodies_in_flight.get(conn.counted, 0) - conn.held
+            if left > 0:
+                self.bodies_in_flight[conn.counted] = left
+            else:
+                self.bodies_in_flight.pop(conn.counted, None)
+        conn.held = 0
 
     def _dispatch(self, conn: Connection, data: bytes, *, leftover: bytes = b"", close_after: bool = False) -> None:
         """Give the connection, its request received, to a request thread."""
@@ -308,6 +344,7 @@ class GatewayThreadWorker(ThreadWorker):
             keep_alive = fs.result() is True if not fs.cancelled() else False
         except Exception:
             keep_alive = False
+        self._release(conn)
         if conn.counted_per_request:
             self._uncount(conn)
         # Anything of the request left unread, or read past, means the parser and the framing
@@ -422,6 +459,7 @@ class GatewayThreadWorker(ThreadWorker):
         self.nr_conns -= 1
 
     def _uncount(self, conn: Connection) -> None:
+        self._release(conn)
         if conn.counted is not None:
             self.counts.release(conn.counted)
             conn.counted, conn.counted_per_request = None, False

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from tests.harness import Stack
+from tests.harness import Stack, wait_for
 from tests.integration.conftest import CORE_CONFIG
-from tests.integration.raw_http import chat_request, connect, read_answer
+from tests.integration.raw_http import AUTH, chat_request, connect, read_answer
 
 SLOW = 300
 IDLE = 300
@@ -91,4 +91,39 @@ def test_slow_and_idle_clients_do_not_delay_anyone_else(stack):
     finally:
         slow.finish()
         for sock in slow.sockets + idle:
+            sock.close()
+
+
+def big_upload_head(size: int) -> bytes:
+    return (b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n" + AUTH
+            + b"\r\nContent-Length: %d\r\n\r\n" % size)
+
+
+def test_one_client_may_hold_only_a_few_large_bodies_in_flight(stack):
+    """Bodies received (or being served) count against their client: four of the largest at
+    once, then the client is refused 429 while others are served; one ending frees its room."""
+    largest = 10 * 1024 * 1024  # MAX_BODY_BYTES's default
+    uploads = [connect(stack.port, "127.0.0.3") for _ in range(4)]
+    try:
+        for sock in uploads:
+            sock.sendall(big_upload_head(largest) + b"x" * 1000)  # then nothing: still arriving
+        with connect(stack.port, "127.0.0.3") as fifth:
+            fifth.sendall(big_upload_head(1000))
+            refused = read_answer(fifth)
+        assert refused.status == 429
+        assert refused.json()["error"]["code"] == "too_much_in_flight"
+        assert refused.headers["retry-after"] == "1"
+        with connect(stack.port, "127.0.0.2") as other:  # another client is not affected
+            other.sendall(chat_request("someone else", close=True))
+            assert read_answer(other).status == 200
+        uploads.pop().close()  # one of them gives up: its room is the client's again
+
+        def admitted() -> bool:
+            with connect(stack.port, "127.0.0.3") as again:
+                again.sendall(big_upload_head(largest) + b"x" * largest)
+                return read_answer(again).status == 400  # received whole: the app says it is not JSON
+
+        assert wait_for(admitted, timeout=10, interval=0.2, message="the client's room to come back")
+    finally:
+        for sock in uploads:
             sock.close()
