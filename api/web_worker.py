@@ -45,7 +45,7 @@ refuses to start with them (terminate TLS in front).
 
 gthread hands each request to a ``ThreadPoolExecutor``, whose idle threads take
 work in turn: at low load every request ran on a cold thread among dozens. Its
-``get_thread_pool`` hook takes ``shared.threadpool.LifoThreadPool`` instead.
+``get_thread_pool`` hook takes ``shared.plumbing.threadpool.LifoThreadPool`` instead.
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ from api.gunicorn_patches import (
     read_chunked_body,
 )
 from api.request_framing import Framing, Limits, RequestFramer
+from shared.plumbing.threadpool import LifoThreadPool
 from shared.settings import Settings
-from shared.threadpool import LifoThreadPool
 
 log = logging.getLogger("aigw.api")
 access_log = logging.getLogger("aigw.access")

@@ -21,7 +21,7 @@ METRICS_DIRECTORY = use_host_directory()
 from api.startup import check_gateway_token, load_api_settings  # noqa: E402
 from shared import metrics  # noqa: E402
 from shared.logs import setup_logging  # noqa: E402
-from shared.open_files import raise_open_files_limit  # noqa: E402
+from shared.plumbing.open_files import raise_open_files_limit  # noqa: E402
 
 # Refuse to start on a bad config here, in the master: a worker that exits during
 # boot would only be respawned over and over.

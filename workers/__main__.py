@@ -20,7 +20,7 @@ import sys
 from shared.config import ConfigError, exit_on_config_error, load_config
 from shared.logs import setup_logging
 from shared.metrics_directory import use_host_directory
-from shared.open_files import raise_open_files_limit
+from shared.plumbing.open_files import raise_open_files_limit
 from shared.settings import Settings
 
 log = logging.getLogger("aigw.workers")

@@ -46,8 +46,8 @@ from rq.worker import WorkerStatus
 
 from shared.keys import cancel_key, claimed_jobs_key, claimers_key
 from shared.logs import current_request_id
+from shared.plumbing.threadpool import LifoThreadPool
 from shared.serializers import JobSerializer
-from shared.threadpool import LifoThreadPool
 from workers.bookkeeping import HEARTBEAT_INTERVAL, HEARTBEAT_TTL, WORKER_TTL, LeanBookkeeping, env_float
 from workers.cancel import CLIENT_GONE, DEADLINE, SHUTDOWN, CancelScope, enter_scope, leave_scope
 from workers.salvage import salvage_orphans, salvage_worker

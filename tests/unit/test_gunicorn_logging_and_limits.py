@@ -1,5 +1,5 @@
 """gunicorn's own log lines in the gateway's format (api.gunicorn_logging), and the web
-processes' open-files limit (shared.open_files)."""
+processes' open-files limit (shared.plumbing.open_files)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def test_gunicorns_records_reach_the_root_handlers_in_our_format(monkeypatch) ->
 def test_the_soft_open_files_limit_is_raised_to_the_hard_one() -> None:
     script = """
 import resource
-from shared.open_files import raise_open_files_limit
+from shared.plumbing.open_files import raise_open_files_limit
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
 print(raise_open_files_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)

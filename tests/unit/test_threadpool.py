@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from api.web_worker import GatewayThreadWorker
-from shared.threadpool import LifoThreadPool
+from shared.plumbing.threadpool import LifoThreadPool
 from tests.harness import wait_for
 
 
