@@ -68,7 +68,6 @@ from api.gunicorn_patches import (
     BufferedRequest,
     already_continued,
     buffered_parser,
-    install_json_errors,
     read_chunked_body,
 )
 from api.request_framing import Framing, Limits, RequestFramer
@@ -148,10 +147,6 @@ class GatewayThreadWorker(ThreadWorker):
 
     def get_thread_pool(self):
         return LifoThreadPool(self.cfg.threads, name="web")
-
-    def init_process(self):
-        install_json_errors()
-        super().init_process()
 
     def load_wsgi(self):
         super().load_wsgi()

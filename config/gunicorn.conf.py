@@ -18,6 +18,7 @@ from shared.metrics_directory import use_host_directory
 # The workers gunicorn forks inherit both the choice and the metrics created here.
 METRICS_DIRECTORY = use_host_directory()
 
+from api.patches import install_patches  # noqa: E402
 from api.startup import check_gateway_token, load_api_settings  # noqa: E402
 from shared import metrics  # noqa: E402
 from shared.logs import setup_logging  # noqa: E402
@@ -30,6 +31,9 @@ setup_logging(_settings.log_level, _settings.log_format, log_dir=_settings.log_d
 for _warning in _config.warnings:
     logging.getLogger("aigw.api").warning(_warning)
 check_gateway_token(_settings, _config)
+# Every change the web processes make to a library (gunicorn's refusals, RQ), made here
+# once: the workers gunicorn forks inherit them.
+install_patches()
 
 bind = f"[{_settings.host}]:{_settings.port}" if ":" in _settings.host else f"{_settings.host}:{_settings.port}"
 # Receives each request whole before a thread serves it; caps each client's connections.

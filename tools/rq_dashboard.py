@@ -4,7 +4,8 @@ rq-dashboard 0.9.0 takes ``-j`` (JSON serializer) but does not pass it to
 ``Worker.all()`` and ``Job.fetch()``, so its worker list fails with a
 DeserializationError whenever a worker is busy with a JSON job, and single-job
 pages fail too. This starts it with those two lookups using its configured
-serializer; everything else is rq-dashboard unchanged. ``-j`` is always on here,
+serializer (``install_json_lookups``, called by ``main``; importing this module
+changes nothing); everything else is rq-dashboard unchanged. ``-j`` is always on here,
 and the dashboard answers 401 unless given ``--username`` and ``--password``.
 """
 
@@ -35,9 +36,14 @@ class _JSONAwareJob(Job):
         return super().fetch(*args, **kwargs)
 
 
-def main() -> None:
+def install_json_lookups() -> None:
+    """rq-dashboard's views look workers and jobs up through its ``web`` module's names."""
     web.Worker = _JSONAwareWorker
     web.Job = _JSONAwareJob
+
+
+def main() -> None:
+    install_json_lookups()  # the one change this process makes to a library
     if "-j" not in sys.argv and "--json" not in sys.argv:
         sys.argv.append("--json")
     cli.main()

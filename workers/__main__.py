@@ -22,6 +22,7 @@ from shared.logs import setup_logging
 from shared.metrics_directory import use_host_directory
 from shared.plumbing.open_files import raise_open_files_limit
 from shared.settings import Settings
+from workers.patches import install_patches
 
 log = logging.getLogger("aigw.workers")
 
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     # the worker processes forked below inherit the choice.
     use_host_directory()
     raise_open_files_limit()  # every job holds a provider connection and a Redis one
+    install_patches()  # every change a worker process makes to a library; forked processes inherit them
     from workers.supervisor import Supervisor
 
     return Supervisor(settings, config, plan, metrics_port=metrics_port).run()

@@ -21,6 +21,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from shared.errors import DeadlineExceeded, GatewayError, RequestCancelled, ServiceUnavailable
+from workers.http_headers import ProviderResponse
 
 DEADLINE = "deadline"
 CLIENT_GONE = "client_gone"
@@ -112,7 +113,10 @@ def _shutdown(connection) -> None:
 
 
 class _Tracked:
-    """Mixin: a connection joins the running job's scope whenever it sends a request."""
+    """Mixin: a connection joins the running job's scope whenever it sends a request. Its
+    answers' headers are read by ``workers.http_headers`` (for these connections only)."""
+
+    response_class = ProviderResponse
 
     def request(self, *args, **kwargs):
         scope = _current.get()

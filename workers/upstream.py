@@ -38,12 +38,9 @@ from shared.errors import (
     UpstreamRateLimited,
     UpstreamRejected,
 )
-from workers import http_headers
 from workers.cancel import CancellableAdapter, CancelScope, cancelled_error, current_scope
 from workers.retry import RETRYABLE_STATUSES, Retryable, upstream_retrying
 from workers.upstream_stream import UpstreamStream
-
-http_headers.install()
 
 log = logging.getLogger("aigw.upstream")
 

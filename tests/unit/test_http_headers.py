@@ -1,10 +1,13 @@
-"""The worker's reader of HTTP response headers gives what http.client's email-based one gives."""
+"""The worker's reader of HTTP response headers gives what http.client's email-based one gives, and
+only the gateway's provider connections use it."""
 
 from __future__ import annotations
 
 import email.parser
 import http.client
+import http.server
 import io
+import threading
 
 import pytest
 
@@ -50,7 +53,64 @@ def test_http_client_limits_still_apply():
         http_headers.parse_headers(io.BytesIO(b"".join(b"H%d: v\r\n" % i for i in range(200)) + b"\r\n"))
 
 
-def test_installed_for_every_response_once_the_upstream_client_is_loaded():
-    import workers.upstream  # noqa: F401
+def test_http_client_still_reads_headers_through_the_name_our_responses_redirect():
+    # Fails if a Python upgrade changes how HTTPResponse.begin finds its header reader
+    # (or drops the private line reader ours uses): the standard reader would then serve.
+    assert http_headers.reads_headers_by_name(http.client.HTTPResponse.begin)
+    ours = http_headers.ProviderResponse.begin
+    assert ours is not http.client.HTTPResponse.begin
+    assert ours.__code__ is http.client.HTTPResponse.begin.__code__
+    assert ours.__globals__["parse_headers"] is http_headers.parse_headers
 
-    assert http.client.parse_headers is http_headers.parse_headers
+
+class _Answers(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b'{"ok": true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Two", "a")
+        self.send_header("X-Two", "b")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_only_the_gateway_s_provider_connections_use_it(server, monkeypatch):
+    import requests
+
+    from workers.cancel import CancellableAdapter
+
+    read_by_us = []
+
+    def counting(fp, _class=http.client.HTTPMessage):
+        read_by_us.append(1)
+        return http_headers.parse_headers(fp, _class)
+
+    monkeypatch.setitem(http_headers.ProviderResponse.begin.__globals__, "parse_headers", counting)
+    stock = http.client.parse_headers
+    provider = requests.Session()
+    provider.mount("http://", CancellableAdapter())
+    with provider:
+        answer = provider.get(server, timeout=5)
+    assert read_by_us == [1]
+    assert answer.json() == {"ok": True} and answer.headers["X-Two"] == "a, b"
+    assert type(answer.raw._original_response) is http_headers.ProviderResponse
+
+    with requests.Session() as anyone_else:  # google-auth's token calls, say
+        other = anyone_else.get(server, timeout=5)
+    assert read_by_us == [1] and other.headers["X-Two"] == "a, b"
+    assert type(other.raw._original_response) is http.client.HTTPResponse
+    assert http.client.parse_headers is stock
