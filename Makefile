@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.run-installed
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: run test lint bench install clean
+.PHONY: run test lint bench bench-peers install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,22 @@ test: $(DEV_STAMP) lint
 
 bench: $(DEV_STAMP)
 	$(BIN)/python -m bench.gateway
+
+# LiteLLM's proxy, hash-locked with every dependency, in a virtual environment of its own
+# (made again whenever the lock changes), then the side-by-side comparison.
+PEERS_VENV := .venv-peers
+PEERS_LOCK := bench/peers/litellm-requirements.txt
+PEERS_STAMP := $(PEERS_VENV)/.installed
+
+$(PEERS_STAMP): $(PEERS_LOCK)
+	rm -rf $(PEERS_VENV)
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --disable-pip-version-check -q --require-hashes --no-deps -r $(PEERS_LOCK)
+	$(PEERS_VENV)/bin/pip check
+	touch $@
+
+bench-peers: $(DEV_STAMP) $(PEERS_STAMP)
+	$(BIN)/python -m bench.peers
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,218 @@
+"""Throughput side by side with LiteLLM's proxy: the gateway and LiteLLM against the same
+sandbox provider (50 ms), each stack alone on the machine, interleaved, in rounds.
+
+    make bench-peers                       # installs LiteLLM (.venv-peers/), then this
+    python -m bench.peers --rounds 3 --duration 10
+    WEB_CONCURRENCY=3 WEB_THREADS=256 WORKER_PROCESSES=3 python -m bench.peers   # other gateway defaults
+
+Each round measures the sandbox directly, then starts one stack, measures it at each
+concurrency, stops it, and does the same with the other (the order alternates from round to
+round). A phase is a short warm-up at its concurrency, then ``--duration`` seconds of
+closed-loop requests (bench.load) during which every process's CPU time is read from /proc:
+CPU per request is each process's CPU over the requests completed. Added latency is a
+stack's p50 less the direct p50 of the same round. Before the rounds, LiteLLM is started once
+under strace to list every address it reaches (``bench.peers.egress``). Not a test: the
+machine is shared and noisy; compare within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.gateway import BODY
+from bench.load import LoadResult, run_load
+from bench.peers import egress, litellm_proxy
+from bench.peers.stacks import EXTERNAL, Gateway, GatewayLayout, LiteLLM
+from bench.processes import cpu_seconds
+from bench.report import machine, publish
+from tests.harness import PROVIDER_KEY, start_sandbox
+
+
+@dataclass
+class Phase:
+    stack: str
+    round: int
+    concurrency: int
+    load: LoadResult
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # role -> CPU ms per request
+    client_ms: float = 0.0
+    sandbox_ms: float = 0.0
+    machine_busy: float = 0.0  # % of one core, both cores: 200
+    others_busy: float = 0.0  # of which not this benchmark's processes (other users of the machine)
+
+    @property
+    def own_ms(self) -> float:
+        return sum(ms for role, ms in self.cpu_ms.items() if role not in EXTERNAL)
+
+
+def machine_jiffies() -> tuple[int, int]:
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    return sum(values) - values[3] - values[4], sum(values)
+
+
+def role_cpu(roles: dict[str, list[int]]) -> dict[str, float]:
+    used = {}
+    for role, pids in roles.items():
+        total = 0.0
+        for pid in pids:
+            try:
+                total += cpu_seconds(pid)
+            except (OSError, ValueError, IndexError):
+                continue  # gone: its CPU since the last reading is lost (rare: nothing restarts here)
+        used[role] = total
+    return used
+
+
+def measure(stack: str, round_number: int, url: str, token: str, concurrency: int, args,
+            roles: dict[str, list[int]], sandbox_pid: int) -> Phase:
+    headers = {"Authorization": f"Bearer {token}"}
+    run_load("warm-up", url, BODY, concurrency=concurrency, duration=args.warmup, headers=headers, warmup=0)
+    roles = {**roles, "_sandbox": [sandbox_pid]}
+    before, client_before, busy_before, began = role_cpu(roles), os.times(), machine_jiffies(), time.monotonic()
+    # No warm-up inside: every request counted is one the CPU readings cover.
+    load = run_load(stack, url, BODY, concurrency=concurrency, duration=args.duration, headers=headers, warmup=0)
+    after, client_after, busy_after, ended = role_cpu(roles), os.times(), machine_jiffies(), time.monotonic()
+    count = max(1, len(load.latencies))
+    used = {role: after[role] - before[role] for role in roles}
+    client = client_after.user + client_after.system - client_before.user - client_before.system
+    busy = (busy_after[0] - busy_before[0]) / max(1, busy_after[1] - busy_before[1]) * len(os.sched_getaffinity(0))
+    ours = (sum(used.values()) + client) / (ended - began)
+    return Phase(stack, round_number, concurrency, load,
+                 cpu_ms={role: used[role] / count * 1000 for role in roles if role != "_sandbox"},
+                 client_ms=client / count * 1000, sandbox_ms=used["_sandbox"] / count * 1000,
+                 machine_busy=busy * 100, others_busy=max(0.0, busy - ours) * 100)
+
+
+def run_stack(stack, round_number: int, args, sandbox_pid: int) -> list[Phase]:
+    started = time.monotonic()
+    stack.start()
+    print(f"round {round_number}: {stack.label} ready in {time.monotonic() - started:.0f} s", flush=True)
+    try:
+        phases = []
+        for concurrency in args.concurrency:
+            phase = measure(stack.label, round_number, stack.url, stack.token, concurrency, args,
+                            stack.processes(), sandbox_pid)
+            print(f"round {round_number}: {stack.label} c={concurrency}: {phase.load.rps:.0f} requests/s, "
+                  f"p50 {phase.load.p50_ms:.2f} ms, {phase.own_ms:.2f} ms CPU/request, "
+                  f"{phase.load.errors} errors", flush=True)
+            phases.append(phase)
+        return phases
+    finally:
+        stack.stop()
+
+
+def median(values) -> float:
+    values = list(values)
+    return statistics.median(values) if values else float("nan")
+
+
+def report(phases: list[Phase], args, layout: GatewayLayout, version: str, egress_lines: list[str]) -> list[str]:
+    direct = {(p.round, p.concurrency): p.load.p50_ms for p in phases if p.stack == "direct"}
+    added = lambda p: p.load.p50_ms - direct[(p.round, p.concurrency)]  # noqa: E731
+    lines = [
+        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}.",
+        f"`python -m bench.peers --rounds {args.rounds} --duration {args.duration:g}`: sandbox provider "
+        f"{args.latency_ms} ms; {args.rounds} rounds, each: direct, then the two stacks one at a time (order "
+        f"alternating), {args.duration:g} s measured per concurrency after {args.warmup:g} s of warm-up.",
+        f"- gateway: {layout.describe()}; GitLab identity (stand-in, cached) and three rate limits on every "
+        f"request; LOG_LEVEL=warning.",
+        f"- LiteLLM {version} (proxy, uvicorn, {litellm_proxy.WORKERS} workers, no database, master key; "
+        f"LITELLM_LOG=WARNING, local model cost map, telemetry off).",
+        *egress_lines,
+        "",
+        "Medians over the rounds. Added p50: the stack's p50 less the sandbox's direct p50 in the same round. "
+        "CPU: ms of CPU per request, by process, over the measured requests (own: the stack's processes; "
+        "the client is this load generator). Machine busy: % of one core, 200 = both cores; of which others: "
+        "CPU no process of this benchmark used (other users of the machine).",
+        "",
+        "| stack | concurrency | requests/s | p50 ms | added p50 ms | p99 ms | errors | CPU ms/request (own) | "
+        "by process | client | sandbox | machine busy % | of which others % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for stack in ("direct", "gateway", "litellm"):
+        for concurrency in args.concurrency:
+            chosen = [p for p in phases if p.stack == stack and p.concurrency == concurrency]
+            if not chosen:
+                continue
+            roles = chosen[0].cpu_ms
+            by_role = ", ".join(f"{role} {median(p.cpu_ms.get(role, 0.0) for p in chosen):.2f}" for role in roles)
+            lines.append(
+                f"| {stack} | {concurrency} | {median(p.load.rps for p in chosen):.0f} | "
+                f"{median(p.load.p50_ms for p in chosen):.2f} | "
+                f"{'' if stack == 'direct' else f'{median(added(p) for p in chosen):.2f}'} | "
+                f"{median(p.load.p99_ms for p in chosen):.2f} | {sum(p.load.errors for p in chosen)} | "
+                f"{'' if stack == 'direct' else f'{median(p.own_ms for p in chosen):.2f}'} | {by_role or ''} | "
+                f"{median(p.client_ms for p in chosen):.2f} | {median(p.sandbox_ms for p in chosen):.2f} | "
+                f"{median(p.machine_busy for p in chosen):.0f} | {median(p.others_busy for p in chosen):.0f} |")
+    top = max(args.concurrency)
+    gateway = [p.load.rps for p in phases if p.stack == "gateway" and p.concurrency == top]
+    litellm = [p.load.rps for p in phases if p.stack == "litellm" and p.concurrency == top]
+    if gateway and litellm:
+        lines += ["", f"At concurrency {top}: gateway {median(gateway):.0f} requests/s, LiteLLM {median(litellm):.0f}: "
+                      f"**{median(gateway) / median(litellm):.2f}x** (target: at least 3x)."]
+    lines += ["", "Every round:", "",
+              "| round | stack | concurrency | requests/s | p50 ms | added p50 ms | p99 ms | errors | "
+              "CPU ms/request (own) | client | machine busy % | of which others % |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for p in phases:
+        lines.append(f"| {p.round} | {p.stack} | {p.concurrency} | {p.load.rps:.0f} | {p.load.p50_ms:.2f} | "
+                     f"{'' if p.stack == 'direct' else f'{added(p):.2f}'} | {p.load.p99_ms:.2f} | {p.load.errors} | "
+                     f"{'' if p.stack == 'direct' else f'{p.own_ms:.2f}'} | {p.client_ms:.2f} | "
+                     f"{p.machine_busy:.0f} | {p.others_busy:.0f} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per concurrency")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before each measurement")
+    parser.add_argument("--concurrency", default="1,50")
+    parser.add_argument("--latency-ms", type=int, default=50, help="sandbox provider latency")
+    parser.add_argument("--stacks", default="gateway,litellm", help="which stacks, of gateway and litellm")
+    parser.add_argument("--no-egress-check", action="store_true", help="skip starting LiteLLM under strace")
+    args = parser.parse_args(argv)
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    wanted = args.stacks.split(",")
+    if "litellm" in wanted and not litellm_proxy.installed():
+        raise SystemExit(f"LiteLLM is not installed in {litellm_proxy.VENV}: run `make bench-peers`")
+    layout = GatewayLayout.defaults()
+    version = litellm_proxy.version() if "litellm" in wanted else "(not run)"
+
+    directory = Path(tempfile.mkdtemp(prefix="aigw-bench-peers-"))
+    sandbox, sandbox_url = start_sandbox(directory, dict(os.environ), latency_ms=args.latency_ms)
+    phases: list[Phase] = []
+    try:
+        egress_lines = []
+        if "litellm" in wanted and not args.no_egress_check:
+            egress_lines = egress.check(directory / "egress", sandbox_url, PROVIDER_KEY)
+            print("\n".join(egress_lines), flush=True)
+        for round_number in range(1, args.rounds + 1):
+            direct_url = f"{sandbox_url}/v1/chat/completions"
+            for concurrency in args.concurrency:
+                phases.append(measure("direct", round_number, direct_url, PROVIDER_KEY, concurrency, args, {},
+                                      sandbox.pid))
+            order = wanted if round_number % 2 else list(reversed(wanted))
+            for name in order:
+                where = directory / f"round{round_number}-{name}"
+                stack = (Gateway(where, sandbox_url, layout) if name == "gateway"
+                         else LiteLLM(where, sandbox_url, PROVIDER_KEY))
+                phases += run_stack(stack, round_number, args, sandbox.pid)
+    finally:
+        sandbox.stop()
+    publish("peers", report(phases, args, layout, version, egress_lines))
+    shutil.rmtree(directory, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
