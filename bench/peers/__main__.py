@@ -30,8 +30,7 @@ from pathlib import Path
 from bench.gateway import BODY
 from bench.load import LoadResult, run_load
 from bench.peers import egress, litellm_proxy
-from bench.peers.stacks import EXTERNAL, Gateway, GatewayLayout, LiteLLM
-from bench.processes import cpu_seconds
+from bench.peers.stacks import EXTERNAL, Gateway, GatewayLayout, LiteLLM, role_cpu
 from bench.report import machine, publish
 from tests.harness import PROVIDER_KEY, start_sandbox
 
@@ -57,19 +56,6 @@ def machine_jiffies() -> tuple[int, int]:
     with open("/proc/stat") as stat:
         values = [int(v) for v in stat.readline().split()[1:]]
     return sum(values) - values[3] - values[4], sum(values)
-
-
-def role_cpu(roles: dict[str, list[int]]) -> dict[str, float]:
-    used = {}
-    for role, pids in roles.items():
-        total = 0.0
-        for pid in pids:
-            try:
-                total += cpu_seconds(pid)
-            except (OSError, ValueError, IndexError):
-                continue  # gone: its CPU since the last reading is lost (rare: nothing restarts here)
-        used[role] = total
-    return used
 
 
 def measure(stack: str, round_number: int, url: str, token: str, concurrency: int, args,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.peers.litellm_proxy import MASTER_KEY, LiteLLMProxy
-from bench.processes import children, stack_processes
+from bench.processes import children, cpu_seconds, stack_processes
 from sandbox.gitlab import DEMO_TOKEN
 from shared.config import load_config
 from shared.settings import Settings
@@ -128,3 +128,17 @@ class LiteLLM:
 
 # Roles outside the stack under test: reported, not counted in its total.
 EXTERNAL = {"gitlab stand-in"}
+
+
+def role_cpu(roles: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds used so far by each role's processes together."""
+    used = {}
+    for role, pids in roles.items():
+        total = 0.0
+        for pid in pids:
+            try:
+                total += cpu_seconds(pid)
+            except (OSError, ValueError, IndexError):
+                continue  # gone: its CPU since the last reading is lost (rare: nothing restarts here)
+        used[role] = total
+    return used
