@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 
 def children(pid: int) -> list[int]:
@@ -81,11 +82,12 @@ def stack_processes(stack, redis_client=None) -> dict[str, int]:
         found["worker supervisor"] = stack.workers.pid
         models = {}
         if redis_client is not None:
+            host = socket.gethostname().replace(":", "-")  # as workers.supervisor names them
             for key in redis_client.smembers("rq:workers"):
                 name = key.decode().removeprefix("rq:worker:")
-                model, _, pid = name.rpartition(".")
-                if pid.isdigit():
-                    models[int(pid)] = model.split(".")[0]
+                rest, _, pid = name.rpartition(".")
+                if pid.isdigit() and rest.endswith(f".{host}"):
+                    models[int(pid)] = rest.removesuffix(f".{host}")  # a model's name may hold dots
         per_model: dict[str, int] = {}
         for pid in sorted(children(stack.workers.pid)):
             model = models.get(pid, "process")
