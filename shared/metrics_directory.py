@@ -5,7 +5,9 @@ prometheus-client picks its storage once, when it is first imported: files in
 ``PROMETHEUS_MULTIPROC_DIR`` if the variable is set then, memory otherwise. So
 each process's entry point calls ``use_host_directory()`` before anything
 imports it (``config/gunicorn.conf.py``, ``python -m workers``). This module
-must not import prometheus-client itself.
+must not import prometheus-client itself. Every process on a host must choose the
+same directory, whichever side it is (the web master's ``/metrics`` sums what they
+all write there): an agreement between the two sides, so it lives in ``shared``.
 """
 
 from __future__ import annotations
