@@ -1,7 +1,11 @@
-"""gunicorn entry point: ``gunicorn -c config/gunicorn.conf.py api.wsgi:app``."""
+"""gunicorn entry point: ``gunicorn -c config/gunicorn.conf.py api.wsgi:app``.
+
+That config, not this module, installs the web processes' library patches
+(``api.patches``): importing this builds the app and changes no library."""
 
 from __future__ import annotations
 
+import atexit
 import logging
 
 from api.app import create_app
@@ -12,4 +16,6 @@ settings, config = load_api_settings()
 setup_logging(settings.log_level, settings.log_format, log_dir=settings.log_dir, process_name="api")
 # Every gunicorn thread may hold a pooled connection while it waits; a few more serve the app's own threads.
 app = create_app(settings, config, pool_size=max(settings.web_threads + 8, 32))
+app.start()  # gunicorn loads this module in each worker process it forks: the janitor runs there
+atexit.register(app.close)
 logging.getLogger("aigw.api").info("api process ready", extra={"models": [m.name for m in config.models]})
