@@ -60,7 +60,7 @@ def rebuild(events):
             message["content"][data["index"]]["input"] = json.loads(partial[data["index"]])
         elif name == "message_delta":
             message.update(data["delta"])
-            message["usage"]["output_tokens"] = data["usage"]["output_tokens"]
+            message["usage"].update(data["usage"])  # cumulative, as the SDKs read it
     return message
 
 
@@ -77,7 +77,7 @@ def test_stream_text_only():
     assert events[2][1] == {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}}
     assert events[5][1] == {"type": "content_block_stop", "index": 0}
     assert events[6][1] == {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                            "usage": {"output_tokens": 12}}
+                            "usage": {"input_tokens": 30, "output_tokens": 12}}
     assert events[7][1] == {"type": "message_stop"}
     assert "".join(d["delta"]["text"] for n, d in events if n == "content_block_delta") == "Hello, world"
     assert stream.usage == {"input_tokens": 30, "output_tokens": 12}
@@ -132,7 +132,7 @@ def test_stream_holds_message_delta_for_a_usage_only_chunk():
     released = stream.feed(chunk(usage=USAGE, choices=False))
     assert names(released) == ["message_delta", "message_stop"]
     assert released[0][1]["delta"]["stop_reason"] == "max_tokens"
-    assert released[0][1]["usage"] == {"output_tokens": 12}
+    assert released[0][1]["usage"] == {"input_tokens": 30, "output_tokens": 12}
     assert stream.usage == {"input_tokens": 30, "output_tokens": 12}
     assert stream.finish() == []
 
@@ -146,7 +146,7 @@ def test_stream_ends_at_once_when_usage_rides_with_finish_reason():
     stream.feed(chunk({"content": "Hi"}))
     end = stream.feed(chunk(finish_reason="stop", usage=USAGE))
     assert names(end) == ["content_block_stop", "message_delta", "message_stop"]
-    assert end[1][1]["usage"] == {"output_tokens": 12}
+    assert end[1][1]["usage"] == {"input_tokens": 30, "output_tokens": 12}
     assert stream.feed(chunk(usage=USAGE, choices=False)) == [] and stream.finish() == []
 
 
@@ -156,7 +156,7 @@ def test_stream_without_usage_ends_on_finish():
     assert names(stream.feed(chunk(finish_reason="stop"))) == ["content_block_stop"]
     end = stream.finish()
     assert names(end) == ["message_delta", "message_stop"]
-    assert end[0][1]["usage"] == {"output_tokens": 0}
+    assert end[0][1]["usage"] == {"input_tokens": 7, "output_tokens": 0}
     assert stream.usage == {"input_tokens": 7, "output_tokens": 0}
 
 
@@ -211,3 +211,26 @@ def test_stream_errors():
     stream.feed(tool_chunk(1, "{}", "c1", "g"))
     with pytest.raises(UpstreamError, match="interleaved"):
         stream.feed(tool_chunk(0, "1}"))
+
+
+def test_sdk_reads_the_real_input_tokens_when_usage_comes_last():
+    """The chat stream reports usage only in its last chunk, after message_start went out with 0 input
+    tokens: the official SDK's accumulated message must still carry the real count (issue 15)."""
+    import anthropic
+    import httpx2 as httpx  # the HTTP client these SDK versions are built on
+
+    from shared.sse import ANTHROPIC, frame
+
+    _, events = run([chunk({"role": "assistant", "content": "Hi"}), chunk(finish_reason="stop"),
+                     chunk(usage=USAGE, choices=False)])
+    assert events[0][1]["message"]["usage"]["input_tokens"] == 0  # not known yet when the stream starts
+    body = b"".join(frame(ANTHROPIC, data, name) for name, data in events)
+    transport = httpx.MockTransport(lambda request: httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, content=body))
+    client = anthropic.Anthropic(api_key="k", base_url="http://gateway.test",
+                                 http_client=httpx.Client(transport=transport))
+    with client.messages.stream(model="claude-alias", max_tokens=10,
+                                messages=[{"role": "user", "content": "hi"}]) as stream:
+        message = stream.get_final_message()
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (30, 12)
+    assert message.content[0].text == "Hi"

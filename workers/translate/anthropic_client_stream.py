@@ -49,9 +49,12 @@ class ChatStreamToMessages:
             self._open = None
 
     def _end(self, events: list) -> None:
+        # The chat stream's usage arrives last (include_usage), after message_start went out with
+        # no input count; message_delta's usage is cumulative and the SDKs take input_tokens from
+        # it when present (anthropic-sdk-python lib/streaming/_messages.py, accumulate_event).
         events.append(("message_delta", {"type": "message_delta",
                                          "delta": {"stop_reason": self._stop_reason, "stop_sequence": None},
-                                         "usage": {"output_tokens": self._output}}))
+                                         "usage": {"input_tokens": self._input, "output_tokens": self._output}}))
         events.append(("message_stop", {"type": "message_stop"}))
         self._stopped = True
 
