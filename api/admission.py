@@ -1,63 +1,121 @@
-"""Admission: which model serves a request, and whether its limits allow it now.
+"""Admission: whether a request's job may be queued now, and the client's error when not.
 
-In order: the routes pick the model (404 / 403), a model without live workers
-is refused before any allowance is taken (503), then the dispatcher enqueues
-the job with one atomic check (``Dispatcher.enqueue``): the model's queue limit
-(503), then every rate limit that applies, taken from all or refused with 429
-naming the scope that refused. A refused job is taken back in the same
-transaction, so no worker ever sees it.
+One entry point per request, ``Admission.admit``, decides, in this order:
+
+1. the routes pick the model that serves the request (404 ``model_not_found``,
+   403 ``no_route``: ``api.routing``);
+2. a model without live workers is refused before any allowance is taken (503
+   ``no_workers``);
+3. one atomic step in Redis (``shared.ratelimit``, handed the job's records by
+   ``shared.rq_records``): the model's queue limit (503 ``queue_full``), then
+   every rate limit that applies, taken from all or refused with 429
+   ``rate_limited`` naming the scope that refused. Only a job both admit is
+   written, so no worker ever sees a refused one.
+
+The answer, ``Admitted``, carries the queued job and the rate-limit headers of
+the response; a refusal is raised as the client's error, with its headers.
 """
 
 from __future__ import annotations
 
 import math
+import threading
+import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass
 
-from api.dispatch import Dispatcher
+from redis import Redis
+
 from api.rate_headers import headers_for
-from api.routing import Decision, Router
+from api.routing import Router
 from shared import errors, metrics
-from shared.ratelimit import RateLimited, Reservation, estimate_tokens, limits_for
+from shared.config import GatewayConfig, ModelConfig
+from shared.jobs import JobRequest
+from shared.ratelimit import OverLimit, RateLimiter, Reservation, WriteRefused, estimate_tokens, limits_for
+from shared.rq_records import job_enqueue, live_workers
+
+LIVENESS_CACHE_SECONDS = 1.0
 
 
-class Gate:
-    def __init__(self, router: Router, dispatcher: Dispatcher):
+@dataclass(frozen=True)
+class Admitted:
+    model: ModelConfig  # the model that serves the request
+    route: str | None  # the route that admitted it
+    job: JobRequest  # queued
+    rate_headers: dict[str, str]  # the limits' figures, in the endpoint's headers
+
+
+class WorkerLiveness:
+    """Counts live workers on a model's queue, cached briefly: it is asked on every request."""
+
+    def __init__(self, redis: Redis, cache_seconds: float = LIVENESS_CACHE_SECONDS):
+        self.redis = redis
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def count(self, model_name: str, *, fresh: bool = False) -> int:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(model_name)
+        # Only a positive count is trusted from the cache: "no workers" refuses requests,
+        # so it is always checked afresh (a worker that just started counts at once).
+        if cached and cached[1] > 0 and not fresh and now - cached[0] < self.cache_seconds:
+            return cached[1]
+        live = live_workers(self.redis, model_name)
+        with self._lock:
+            self._cache[model_name] = (now, live)
+        return live
+
+
+class Admission:
+    def __init__(self, config: GatewayConfig, router: Router, limiter: RateLimiter, liveness: WorkerLiveness):
+        self.config = config
         self.router = router
-        self.dispatcher = dispatcher
+        self.limiter = limiter
+        self.liveness = liveness
 
-    def prepare(self, req, requested: str, body: dict) -> tuple[Decision, Reservation]:
-        """The route's model, checked for workers, and the reservation its limits will take."""
-        identity = req.context.identity
-        decision = self.router.resolve(identity, requested)
-        req.context.log.update({"model": requested, "destination": decision.model.name,
-                                "route": decision.route_name})
-        self.dispatcher.check_workers(decision.model)
-        limits = limits_for(decision.model, decision.route, identity.user_id, identity.project_id)
-        tokens = max(0, estimate_tokens(body, decision.model.max_output_tokens))
-        return decision, Reservation(uuid.uuid4().hex, limits, tokens)
-
-    @contextmanager
-    def admitting(self, req, decision: Decision, reservation: Reservation) -> Iterator[None]:
-        """Around the enqueue: a limit's refusal becomes the client's 429, with its figures.
-        The rate-limit headers are made here, while the request waits, not on its answer's way."""
+    def admit(self, req, *, endpoint: str, body: dict) -> Admitted:
+        """Route the request, check its model's workers, and queue its job if the queue's
+        limit and every rate limit admit it; else raise the client's error."""
+        ctx = req.context
+        requested = body["model"]
+        decision = self.router.resolve(ctx.identity, requested)
+        model = decision.model
+        ctx.log.update({"model": requested, "destination": model.name, "route": decision.route_name})
+        if self.liveness.count(model.name) == 0:
+            raise errors.NoWorkers(f"No worker is serving model '{model.name}' right now; try again later.",
+                                   retry_after=5)
+        limits = limits_for(model, decision.route, ctx.identity.user_id, ctx.identity.project_id)
+        reservation = Reservation.of(limits, estimate_tokens(body, model.max_output_tokens))
+        stream = bool(body.get("stream"))
+        job = JobRequest(job_id=uuid.uuid4().hex, request_id=ctx.request_id, model=model.name,
+                         requested_model=requested, endpoint=endpoint, body=body,
+                         deadline=time.time() + model.timeout, caller=ctx.identity.job_fields(),
+                         reservation=reservation.to_dict(), stream=stream,
+                         stream_seconds=model.max_stream_duration if stream else 0.0, route=decision.route_name)
+        jobs = self.config.jobs
+        enqueue = job_enqueue(job, max_depth=model.max_queue_depth, result_ttl=jobs.result_ttl,
+                              failure_ttl=jobs.failure_ttl)
         try:
-            yield
-        except RateLimited as refused:
-            req.context.rate_headers = headers_for(refused.figures, req.context.wire)
-            req.context.log["rate_limit_scope"] = refused.limit.scope
-            metrics.RATE_LIMITED.labels(decision.model.name, refused.limit.scope_kind).inc()
-            raise _refusal(refused) from None
-        req.context.rate_headers = headers_for(reservation.figures, req.context.wire)
+            figures = self.limiter.take(reservation, enqueue)
+        except WriteRefused as full:  # the enqueue's refusal: the queue's depth
+            raise errors.QueueFull(f"Model '{model.name}' has {full.answer} requests waiting, its limit; "
+                                   "try again shortly.", retry_after=1) from None
+        except OverLimit as refused:
+            ctx.log["rate_limit_scope"] = refused.limit.scope
+            metrics.RATE_LIMITED.labels(model.name, refused.limit.scope_kind).inc()
+            raise _refusal(refused, headers_for(refused.figures, ctx.wire)) from None
+        # The headers are made here, while the request waits, not on its answer's way.
+        return Admitted(model, decision.route_name, job, headers_for(figures, ctx.wire))
 
 
-def _refusal(refused: RateLimited) -> errors.RateLimited:
+def _refusal(refused: OverLimit, headers: dict[str, str]) -> errors.RateLimited:
     limit = refused.limit
     if refused.retry_after is None:
         return errors.RateLimited(
             f"This request alone needs more than {limit.label} allows ({limit.describe()}): "
-            "ask for fewer max_tokens or send a shorter prompt.", should_retry=False)
+            "ask for fewer max_tokens or send a shorter prompt.", should_retry=False, headers=headers)
     wait = max(1, math.ceil(refused.retry_after))
     return errors.RateLimited(f"Rate limit reached for {limit.label}: {limit.describe()}. "
-                              f"Try again in {wait} s.", retry_after=wait)
+                              f"Try again in {wait} s.", retry_after=wait, headers=headers)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import falcon
 
 from api import errors
-from api.admission import Gate
+from api.admission import Admission, WorkerLiveness
 from api.after_response import AfterResponse
-from api.dispatch import Dispatcher
+from api.answers import Answers
 from api.gitlab import GitLabClient
 from api.gitlab_cache import GitLabCache
 from api.identity import Authenticator
@@ -26,16 +26,32 @@ from shared.settings import Settings
 DEFAULT_POOL_SIZE = 128
 
 
+class GatewayApp(AfterResponse):
+    """The WSGI app and the work that runs beside it: ``start()`` it in the process that
+    serves (the reply-stream janitor's thread), ``close()`` it when that process ends.
+    Built and not started, it runs no thread."""
+
+    def __init__(self, app: falcon.App, answers: Answers):
+        super().__init__(app)
+        self.answers = answers
+
+    def start(self) -> None:
+        self.answers.start()
+
+    def close(self) -> None:
+        self.answers.stop()
+
+
 def create_app(settings: Settings, config: GatewayConfig, *, pool_size: int = DEFAULT_POOL_SIZE,
-               authenticator: Authenticator | None = None) -> AfterResponse:
+               authenticator: Authenticator | None = None) -> GatewayApp:
     """The app; ``authenticator`` replaces GitLab verification in in-process unit tests."""
     redis = redis_client(settings.redis_url, max_connections=pool_size)
     longest_wait = max(config.max_timeout, config.gitlab.timeout + 2)
     blocking = blocking_redis_client(settings.redis_url, longest_wait=longest_wait, max_connections=pool_size)
-    limiter = RateLimiter(redis)
-    dispatcher = Dispatcher(config, redis, blocking, limiter)
     router = Router(config)
-    gate = Gate(router, dispatcher)
+    liveness = WorkerLiveness(redis)
+    admission = Admission(config, router, RateLimiter(redis), liveness)
+    answers = Answers(config, redis, blocking)
     gitlab = GitLabClient(settings.gitlab_url or "http://gitlab.invalid", settings.gitlab_api_token, config.gitlab)
     cache = GitLabCache(redis, blocking, outage_grace=config.gitlab.outage_grace, fetch_timeout=config.gitlab.timeout,
                         local_ttl=config.gitlab.local_cache_ttl)
@@ -51,10 +67,10 @@ def create_app(settings: Settings, config: GatewayConfig, *, pool_size: int = DE
 
     models = Models(router)
     app.add_route("/health", Health())
-    app.add_route("/ready", Ready(dispatcher, gitlab))
+    app.add_route("/ready", Ready(redis, liveness, [model.name for model in config.models], gitlab))
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id}", models, suffix="one")
-    inference = endpoints(gate, dispatcher, keepalive_interval=settings.stream_keepalive_interval)
+    inference = endpoints(admission, answers, keepalive_interval=settings.stream_keepalive_interval)
     for path, resource in inference.items():
         app.add_route(path, resource)
-    return AfterResponse(app)
+    return GatewayApp(app, answers)

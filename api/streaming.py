@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 
-from api.dispatch import Dispatcher
+from api.answers import Answers
 from api.middleware import log_access
 from api.stream_socket import StreamSocket
 from shared.config import ModelConfig
@@ -32,7 +32,7 @@ COMPLETED, FAILED, TIMEOUT, CLIENT_CLOSED, CLIENT_STALLED = (
     "completed", "failed", "timeout", "client_closed", "client_stalled")
 
 
-def respond_with_stream(req, resp, dispatcher: Dispatcher, first: Reply, model: ModelConfig, *,
+def respond_with_stream(req, resp, answers: Answers, job_id: str, first: Reply, model: ModelConfig, *,
                         keepalive_interval: float) -> None:
     """``keepalive_interval``: seconds of provider silence before a keep-alive goes out."""
     resp.status = 200
@@ -40,15 +40,15 @@ def respond_with_stream(req, resp, dispatcher: Dispatcher, first: Reply, model: 
     resp.set_header("Cache-Control", "no-cache")
     resp.set_header("X-Accel-Buffering", "no")  # nginx would otherwise hold the chunks back
     req.context.streaming = True  # the access record is written when the stream ends
-    resp.stream = _relay(req, dispatcher, first, model, keepalive_interval)
+    resp.stream = _relay(req, answers, job_id, first, model, keepalive_interval)
 
 
-def _relay(req, dispatcher: Dispatcher, first: Reply, model: ModelConfig, keepalive_interval: float) -> Iterator[bytes]:
+def _relay(req, answers: Answers, job_id: str, first: Reply, model: ModelConfig,
+           keepalive_interval: float) -> Iterator[bytes]:
     ctx = req.context
     wire = ctx.wire
-    job_id = first.meta["job_id"]
-    channel = dispatcher.channel(job_id)
-    receipts = RelayReceipts(channel, dispatcher.config.jobs.max_unread_reply_bytes)
+    channel = answers.channel(job_id)
+    receipts = RelayReceipts(channel, answers.config.jobs.max_unread_reply_bytes)
     client = StreamSocket.of(req.env, model.stream_idle_timeout)
     after = first.entry_id
     started = time.monotonic()
@@ -105,8 +105,8 @@ def _relay(req, dispatcher: Dispatcher, first: Reply, model: ModelConfig, keepal
             else:
                 client.release()
         if outcome != COMPLETED and outcome != FAILED:
-            dispatcher.cancel(job_id)  # the client left or stalled, or the stream timed out: drop the provider call
-        dispatcher.janitor.discard(channel.key)
+            answers.cancel(job_id)  # the client left or stalled, or the stream timed out: drop the provider call
+        answers.janitor.discard(channel.key)
         ctx.log.update({"stream": True, "stream_outcome": outcome, "chunks": chunks,
                         "stream_seconds": round(time.monotonic() - started, 3)})
         if meta.get("usage"):

@@ -1,7 +1,10 @@
 """Every Redis key and queue name the gateway uses, named in one place.
 
-RQ owns its own keys (``rq:queue:<name>``, ``rq:job:<id>``, registries). The
-gateway's keys all start with ``aigw:`` so an operator can tell them apart.
+RQ's keys (``rq:queue:<name>``, ``rq:job:<id>``, its registries and worker
+records) are named here too, as RQ names them: the gateway writes RQ's records
+itself (``shared.rq_records`` says which, when and why), and a test holds these
+names to RQ's own. The gateway's keys all start with ``aigw:`` so an operator can
+tell them apart.
 
 No key is ever built from a caller's text as it came: every variable part goes
 through ``key_part``, which leaves ``[A-Za-z0-9._/-]`` as it is and
@@ -18,6 +21,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from urllib.parse import quote
+
+from rq.defaults import RQ_KEY_PREFIX
 
 KEY_PREFIX = "aigw"
 
@@ -66,6 +71,59 @@ def claimed_jobs_key(worker_name: str) -> str:
 def claimers_key(queue: str) -> str:
     """The worker processes of a queue that may hold claimed jobs: where a dead host's are found."""
     return f"{KEY_PREFIX}:claimers:{key_part(queue)}"
+
+
+# -- RQ's records (RQ 3.0's names; tests/unit/test_keys.py compares them with RQ's own) --------
+# Queue and worker names come from the config (``[A-Za-z0-9._-]``) and ``workers.salvage.worker_name``,
+# job and execution ids are hex: none comes from a caller.
+RQ_QUEUES_KEY = f"{RQ_KEY_PREFIX}:queues"  # the set of queue keys `rq info` and rq-dashboard list
+RQ_WORKERS_KEY = f"{RQ_KEY_PREFIX}:workers"  # every registered worker's key
+RQ_SUSPENDED_KEY = f"{RQ_KEY_PREFIX}:suspended"  # set by `rq suspend`
+
+
+def rq_queue_key(queue: str) -> str:
+    """The list of a queue's waiting job ids."""
+    return f"{RQ_KEY_PREFIX}:queue:{queue}"
+
+
+def rq_job_key(job_id: str) -> str:
+    """A job's hash: its function, payload, status and times."""
+    return f"{RQ_KEY_PREFIX}:job:{job_id}"
+
+
+def rq_started_registry_key(queue: str) -> str:
+    """RQ's started registry: ``<job id>:<execution id>`` scored by when its heartbeat expires."""
+    return f"{RQ_KEY_PREFIX}:wip:{queue}"
+
+
+def rq_failed_registry_key(queue: str) -> str:
+    """RQ's failed registry: job ids scored by when the entry expires."""
+    return f"{RQ_KEY_PREFIX}:failed:{queue}"
+
+
+def rq_results_key(job_id: str) -> str:
+    """RQ's stream of a job's results (the gateway writes one only for a failure)."""
+    return f"{RQ_KEY_PREFIX}:results:{job_id}"
+
+
+def rq_worker_key(worker_name: str) -> str:
+    """A worker's registration: a hash whose expiry is its liveness."""
+    return f"{RQ_KEY_PREFIX}:worker:{worker_name}"
+
+
+def rq_workers_by_queue_key(queue: str) -> str:
+    """The keys of the workers serving a queue."""
+    return f"{RQ_KEY_PREFIX}:workers:{queue}"
+
+
+def rq_worker_executions_key(worker_name: str) -> str:
+    """The ``<job id>:<execution id>`` of the executions a worker is running (its current jobs)."""
+    return f"{RQ_KEY_PREFIX}:worker:{worker_name}:executions"
+
+
+def rq_execution_key(job_id: str, execution_id: str) -> str:
+    """One execution of a job: who runs it, since when, its last heartbeat."""
+    return f"{RQ_KEY_PREFIX}:execution:{job_id}:{execution_id}"
 
 
 @lru_cache(maxsize=4096)  # every request of a cached caller builds the same few keys again

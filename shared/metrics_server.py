@@ -15,7 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from shared.connections import redis_client
-from shared.queues import live_workers, queue_depth
+from shared.rq_records import live_workers, queue_depth
 
 log = logging.getLogger("aigw.metrics")
 

@@ -1,11 +1,13 @@
 """Rate limits and quotas, exact across every process: sliding logs in Redis.
 
-Each limit (a scope, a kind and a window) is a sorted set of the admissions in
-its window, scored by Redis's own clock (``TIME``), so host clocks never matter.
-A limit of N per period therefore admits at most N in *any* rolling window of
-that period: no fixed windows that admit double across a boundary, no
-approximation that can overshoot. Token limits also keep each admission's
-token count and a running sum.
+Each limit counts what one scope (a model, a route, a caller under a route) was
+admitted in a rolling window (a minute or 24 hours). A scope's window is a log, a
+sorted set of its admissions scored by Redis's own clock (``TIME``), so host
+clocks never matter: a limit of N per period admits at most N in *any* rolling
+window of that period, never double across a boundary, never an approximation
+that overshoots. A token limit keeps, beside the log of its scope and window
+(the same one its requests limit counts), each admission's token count and their
+running sum.
 
 One Lua script checks every limit of a request and takes from all or from none,
 so a scope that refuses never uses up another scope's allowance. Tokens are
@@ -14,6 +16,10 @@ usage (``reconcile``: a refund or an overdraw); a request that never reached the
 provider gets everything back (``refund``). The API admits; the worker, which
 sees the usage and knows whether the provider was called, settles.
 
+What must be written in the same atomic step as an admission (the job it
+admits: ``shared.rq_records``) is handed to ``RateLimiter.admit`` as a
+``GuardedWrite``; this module knows nothing of what it writes.
+
 Keys hold no limit values, only windows: a limit changed in the config applies
 on restart to the same counts.
 """
@@ -21,130 +27,198 @@ on restart to the same counts.
 from __future__ import annotations
 
 import math
-import os
 import uuid
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from redis import Redis
 
 from shared.config import ModelConfig, RateLimit, Route
 from shared.keys import KEY_PREFIX, key_part
+from shared.settings import test_knobs
 
 REQUESTS, TOKENS = "requests", "tokens"
 MINUTE, DAY = 60, 86400
-# Tests shrink the periods (a minute of 3 s); nothing else should set this.
-WINDOW_SCALE = float(os.environ.get("AIGW_TEST_WINDOW_SCALE") or 1.0)
+WINDOW_SCALE = test_knobs().window_scale  # 1 but in tests (AIGW_TEST_WINDOW_SCALE)
+KEY_SLACK_MS = 60_000  # a log's key outlives its last admission's window by this much
 
-_LUA_COMMON = """
+# The admission. KEYS: per window, its log and its token amounts (unused without a token
+# limit), then the handed write's keys. ARGV: the reservation id, the number of windows n,
+# per window: its length in ms, its requests limit and its tokens limit (-1: none) and the
+# tokens asked; then the handed write's ARGV. Answers {1, per window: requests used,
+# tokens used, ms until its oldest admission leaves it} when admitted; {0, window, kind
+# (1 requests, 2 tokens), ms until the request would fit (-1: never), per window: requests
+# used, tokens used} when a limit refuses; {2, the write's answer} when the handed write
+# refuses (before any allowance is looked at: its refusal comes first).
+_ADMIT = """
 pcall(redis.replicate_commands)
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function chunked(cmd, key, items)
-  for i = 1, #items, 500 do
-    redis.call(cmd, key, unpack(items, i, math.min(i + 499, #items)))
-  end
-end
--- Drop admissions older than the window; return what is still in use.
-local function purge(zkey, hkey, kind, cutoff)
-  if kind == 'requests' then
-    redis.call('ZREMRANGEBYSCORE', zkey, '-inf', cutoff)
-    return redis.call('ZCARD', zkey)
-  end
-  local expired = redis.call('ZRANGEBYSCORE', zkey, '-inf', cutoff)
-  if #expired > 0 then
-    local freed = 0
-    for i = 1, #expired, 500 do
-      local amounts = redis.call('HMGET', hkey, unpack(expired, i, math.min(i + 499, #expired)))
-      for _, amount in ipairs(amounts) do freed = freed + (tonumber(amount) or 0) end
-    end
-    chunked('HDEL', hkey, expired)
-    redis.call('ZREMRANGEBYSCORE', zkey, '-inf', cutoff)
-    redis.call('HINCRBY', hkey, '_sum', -freed)
-  end
-  return tonumber(redis.call('HGET', hkey, '_sum') or '0')
-end
-"""
-
-# KEYS: per limit, its sorted set and its hash. ARGV: id, count, then per limit kind, window ms, limit, cost.
-# Returns {1, used_1, oldest_1, ...} when admitted, {0, index, retry_ms, used_1, ...} when refused.
-# Enqueue mode (``admit_and_enqueue``): three more KEYS, the RQ queue, the job's hash and RQ's set of
-# queues; more ARGV: the job id, the queue's limit, the job's time to live in s (0: none), then the
-# job's hash as field, value pairs. Only a job the queue has room for ({2, depth} otherwise) and every
-# limit admits is written: saved and pushed as RQ's enqueue does, in the same atomic step.
-_ADMIT = _LUA_COMMON + """
-local now = now_ms()
+local SCAN = 16  -- a log's oldest entries looked at in one read: what left the window, and the oldest still in it
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local id, n = ARGV[1], tonumber(ARGV[2])
-local queue_key, job_key, queues_key = KEYS[2 * n + 1], KEYS[2 * n + 2], KEYS[2 * n + 3]
-if queue_key then
-  local depth = redis.call('LLEN', queue_key)
-  if depth >= tonumber(ARGV[4 + 4 * n]) then return {2, depth} end
+local wkeys, wargv = {}, {}
+for i = 2 * n + 1, #KEYS do wkeys[#wkeys + 1] = KEYS[i] end
+for i = 3 + 4 * n, #ARGV do wargv[#wargv + 1] = ARGV[i] end
+
+local function chunked(cmd, key, items)
+  for i = 1, #items, 500 do redis.call(cmd, key, unpack(items, i, math.min(i + 499, #items))) end
 end
-local used, refusal = {}, nil
-for i = 1, n do
-  local zkey, hkey, a = KEYS[2 * i - 1], KEYS[2 * i], 2 + (i - 1) * 4
-  local kind, window, limit, cost = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
-  local u = purge(zkey, hkey, kind, now - window)
-  used[i] = u
-  if refusal == nil and u + cost > limit then
-    local retry = -1  -- never: the request alone is bigger than the limit
-    if cost <= limit then
-      local need, freed = u + cost - limit, 0
-      local entries = redis.call('ZRANGE', zkey, 0, -1, 'WITHSCORES')
-      for j = 1, #entries, 2 do
-        freed = freed + (kind == 'requests' and 1 or (tonumber(redis.call('HGET', hkey, entries[j])) or 0))
-        if freed >= need then retry = tonumber(entries[j + 1]) + window - now; break end
-      end
+
+-- A window as it stands: what left it (to remove), what is in it, its oldest admission.
+local windows = {}
+for w = 1, n do
+  local log, amounts, a = KEYS[2 * w - 1], KEYS[2 * w], 2 + (w - 1) * 4
+  local win = {log = log, amounts = amounts, length = tonumber(ARGV[a + 1]), rlimit = tonumber(ARGV[a + 2]),
+               tlimit = tonumber(ARGV[a + 3]), cost = tonumber(ARGV[a + 4]), expired = {}, tokens = 0}
+  local cutoff = now - win.length
+  local head = redis.call('ZRANGE', log, 0, SCAN - 1, 'WITHSCORES')
+  for j = 1, #head, 2 do
+    local score = tonumber(head[j + 1])
+    if score > cutoff then win.oldest = score; break end
+    win.expired[#win.expired + 1] = head[j]
+  end
+  if #head < 2 * SCAN then
+    win.count = #head / 2 - #win.expired  -- the whole log was read
+  else
+    if win.oldest == nil then  -- every entry read has left the window: more may have
+      win.expired = redis.call('ZRANGEBYSCORE', log, '-inf', cutoff)
+      local first = redis.call('ZRANGE', log, #win.expired, #win.expired, 'WITHSCORES')
+      if #first > 0 then win.oldest = tonumber(first[2]) end
     end
-    refusal = {i, retry}
+    win.count = redis.call('ZCARD', log) - #win.expired
+  end
+  if win.tlimit >= 0 then
+    if win.count == 0 then
+      win.stale = true  -- nothing in the window: whatever the amounts hold is gone
+    else
+      local amounts_of = redis.call('HMGET', amounts, '_sum', unpack(win.expired))
+      local sum = tonumber(amounts_of[1]) or 0
+      for j = 2, #amounts_of do sum = sum - (tonumber(amounts_of[j]) or 0) end
+      win.tokens = sum
+    end
+  end
+  windows[w] = win
+end
+
+-- Remove what left each window; ``sum``: write the amounts' new sum too.
+local function tidy(win, sum)
+  if #win.expired > 0 then
+    redis.call('ZREMRANGEBYRANK', win.log, 0, #win.expired - 1)
+    if win.tlimit >= 0 and not win.stale then chunked('HDEL', win.amounts, win.expired) end
+  end
+  if win.stale then
+    redis.call('DEL', win.amounts)
+  elseif sum and win.tlimit >= 0 and #win.expired > 0 then
+    redis.call('HSET', win.amounts, '_sum', win.tokens)
   end
 end
-if refusal then return {0, refusal[1], refusal[2], unpack(used)} end
+
+-- When a refused request would fit: once enough of the window's admissions have left it.
+local function retry_ms(win, kind)
+  if kind == 1 then
+    local rank = win.count + 1 - win.rlimit - 1
+    local entry = redis.call('ZRANGE', win.log, rank, rank, 'WITHSCORES')
+    return tonumber(entry[2]) + win.length - now
+  end
+  if win.cost > win.tlimit then return -1 end  -- the request alone is bigger than the limit
+  local need, freed = win.tokens + win.cost - win.tlimit, 0
+  for start = 0, win.count - 1, 100 do
+    local entries = redis.call('ZRANGE', win.log, start, start + 99, 'WITHSCORES')
+    local ids = {}
+    for j = 1, #entries, 2 do ids[#ids + 1] = entries[j] end
+    local amounts_of = redis.call('HMGET', win.amounts, unpack(ids))
+    for j = 1, #ids do
+      freed = freed + (tonumber(amounts_of[j]) or 0)
+      if freed >= need then return tonumber(entries[2 * j]) + win.length - now end
+    end
+  end
+  return win.length
+end
+
+local refused
+for w = 1, n do
+  local win = windows[w]
+  if win.rlimit >= 0 and win.count + 1 > win.rlimit then refused = {w, 1}; break end
+  if win.tlimit >= 0 and win.tokens + win.cost > win.tlimit then refused = {w, 2}; break end
+end
+if refused then
+  local blocked = write_refusal(wkeys, wargv)
+  if blocked then return {2, blocked} end
+  local out = {0, refused[1], refused[2], 0}
+  for w = 1, n do
+    tidy(windows[w], true)
+    out[#out + 1] = windows[w].count
+    out[#out + 1] = windows[w].tokens
+  end
+  out[4] = retry_ms(windows[refused[1]], refused[2])
+  return out
+end
+local blocked = write(wkeys, wargv)
+if blocked then return {2, blocked} end
 local out = {1}
-for i = 1, n do
-  local zkey, hkey, a = KEYS[2 * i - 1], KEYS[2 * i], 2 + (i - 1) * 4
-  local kind, window, cost = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 4])
-  redis.call('ZADD', zkey, now, id)
-  redis.call('PEXPIRE', zkey, window + 60000)
-  if kind == 'tokens' then
-    redis.call('HSET', hkey, id, cost)
-    redis.call('HINCRBY', hkey, '_sum', cost)
-    redis.call('PEXPIRE', hkey, window + 60000)
+for w = 1, n do
+  local win = windows[w]
+  tidy(win, false)
+  redis.call('ZADD', win.log, now, id)
+  redis.call('PEXPIRE', win.log, win.length + KEY_SLACK_MS)
+  if win.tlimit >= 0 then
+    redis.call('HSET', win.amounts, id, win.cost, '_sum', win.tokens + win.cost)
+    redis.call('PEXPIRE', win.amounts, win.length + KEY_SLACK_MS)
   end
-  local oldest = redis.call('ZRANGE', zkey, 0, 0, 'WITHSCORES')
-  table.insert(out, used[i] + cost)
-  table.insert(out, tonumber(oldest[2]) + window - now)
-end
-if queue_key then
-  local job_id, ttl = ARGV[3 + 4 * n], tonumber(ARGV[5 + 4 * n])
-  redis.call('HSET', job_key, unpack(ARGV, 6 + 4 * n))
-  if ttl > 0 then redis.call('EXPIRE', job_key, ttl) end
-  redis.call('SADD', queues_key, queue_key)
-  redis.call('RPUSH', queue_key, job_id)
+  out[#out + 1] = win.count + 1
+  out[#out + 1] = win.tokens + win.cost
+  out[#out + 1] = (win.oldest or now) + win.length - now
 end
 return out
+""".replace("KEY_SLACK_MS", str(KEY_SLACK_MS))
+
+# What an admission with nothing handed to it writes: nothing.
+_NO_WRITE = """
+local function write_refusal(keys, argv) end
+local function write(keys, argv) end
 """
 
-# KEYS: per limit, sorted set and hash. ARGV: id, then per limit: kind, new cost (-1 = remove entirely).
+# The settlement. KEYS: per limit, its log and its amounts. ARGV: the reservation id, then
+# per limit its kind and its new cost (-1: remove the admission entirely).
 _SETTLE = """
-local id = ARGV[1]
+local id, removed = ARGV[1], {}
 for i = 1, #KEYS / 2 do
-  local zkey, hkey, kind, cost = KEYS[2 * i - 1], KEYS[2 * i], ARGV[2 * i], tonumber(ARGV[2 * i + 1])
-  if redis.call('ZSCORE', zkey, id) then
-    local old = tonumber(redis.call('HGET', hkey, id) or '0')
-    if cost < 0 then
-      redis.call('ZREM', zkey, id)
-      if kind == 'tokens' then redis.call('HDEL', hkey, id); redis.call('HINCRBY', hkey, '_sum', -old) end
-    elseif kind == 'tokens' then
-      redis.call('HSET', hkey, id, cost)
-      redis.call('HINCRBY', hkey, '_sum', cost - old)
+  local log, amounts, kind, cost = KEYS[2 * i - 1], KEYS[2 * i], ARGV[2 * i], tonumber(ARGV[2 * i + 1])
+  if kind == 'tokens' then
+    local found = redis.call('HMGET', amounts, id, '_sum')
+    local old = tonumber(found[1])
+    if old then  -- still in its window (a settlement after the window has nothing to correct)
+      local sum = tonumber(found[2]) or 0
+      if cost < 0 then
+        redis.call('HDEL', amounts, id)
+        redis.call('HSET', amounts, '_sum', sum - old)
+      else
+        redis.call('HSET', amounts, id, cost, '_sum', sum - old + cost)
+      end
     end
+  end
+  if cost < 0 and not removed[log] then
+    redis.call('ZREM', log, id)
+    removed[log] = true
   end
 end
 return 1
 """
 
+
+class GuardedWrite(Protocol):
+    """Writes another module needs made in the same atomic step as an admission.
+
+    ``lua`` defines two functions, each called with the write's own ``keys`` and
+    ``args`` (Lua tables): ``write(keys, argv)`` writes, or refuses (answers non-nil,
+    having written nothing), before any allowance is taken; ``write_refusal(keys, argv)``,
+    asked only when a limit refuses, answers non-nil if ``write`` would have refused,
+    since the write's refusal comes first. A refusal's answer is raised as ``WriteRefused``.
+    """
+
+    lua: str
+    keys: list[str]
+    args: list
 
 @dataclass(frozen=True)
 class Limit:
@@ -160,8 +234,10 @@ class Limit:
 
     @property
     def keys(self) -> tuple[str, str]:
-        base = f"{KEY_PREFIX}:rl:{self.scope}:{self.kind}:{self.period}"
-        return f"{base}:log", f"{base}:amounts"
+        """The log of the scope's admissions in this limit's window (both kinds count it), and
+        the token amounts of those admissions with their sum (a token limit's)."""
+        base = f"{KEY_PREFIX}:rl:{self.scope}"
+        return f"{base}:{REQUESTS}:{self.period}:log", f"{base}:{TOKENS}:{self.period}:amounts"
 
     @property
     def scope_kind(self) -> str:
@@ -187,12 +263,16 @@ class Figure:
         return max(0, self.limit.limit - self.used)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Reservation:
     id: str
     limits: list[Limit]
     tokens: int
-    figures: list[Figure] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)  # the limits as the admission left them
+
+    @classmethod
+    def of(cls, limits: list[Limit], tokens: int) -> Reservation:
+        return cls(uuid.uuid4().hex, limits, max(0, int(tokens)))
 
     def to_dict(self) -> dict:
         """What the job carries so the worker can settle: keys and kinds, no figures."""
@@ -200,20 +280,22 @@ class Reservation:
                 "limits": [[limit.kind, *limit.keys] for limit in self.limits]}
 
 
-class QueueAtLimit(Exception):
-    """Enqueue mode: the model's queue already holds its limit of waiting jobs."""
+class OverLimit(Exception):
+    """A limit refused the request: nothing was taken from any limit."""
 
-    def __init__(self, depth: int):
-        self.depth = depth
-        super().__init__(f"{depth} jobs waiting")
-
-
-class RateLimited(Exception):
     def __init__(self, limit: Limit, retry_after: float | None, figures: list[Figure]):
         self.limit = limit
         self.retry_after = retry_after  # None: never, the request alone exceeds the limit
         self.figures = figures
         super().__init__(limit.label)
+
+
+class WriteRefused(Exception):
+    """The write handed to the admission refused (``GuardedWrite``): nothing was written or taken."""
+
+    def __init__(self, answer: int):
+        self.answer = answer
+        super().__init__(f"refused: {answer}")
 
 
 def limits_for(model: ModelConfig, route: Route | None, user_id: str | None, project_id: str | None) -> list[Limit]:
@@ -236,55 +318,83 @@ def _limits(scope: str, label: str, config: RateLimit) -> list[Limit]:
     return [Limit(scope, label, kind, period, value) for kind, period, value in wanted if value]
 
 
+@dataclass
+class _Window:
+    """The limits of a request that count one log (one scope's window)."""
+
+    log: str
+    amounts: str
+    length_ms: int
+    requests: Limit | None = None
+    tokens: Limit | None = None
+
+
+def _windows(limits: list[Limit]) -> list[_Window]:
+    windows: dict[str, _Window] = {}
+    for limit in limits:
+        log, amounts = limit.keys
+        window = windows.setdefault(log, _Window(log, amounts, limit.window_ms))
+        if limit.kind == REQUESTS:
+            window.requests = limit
+        else:
+            window.tokens = limit
+    return list(windows.values())
+
+
 class RateLimiter:
     def __init__(self, redis: Redis):
         self.redis = redis
-        self._admit = redis.register_script(_ADMIT)
+        self._scripts = {_NO_WRITE: redis.register_script(_NO_WRITE + _ADMIT)}
         self._settle = redis.register_script(_SETTLE)
 
     def admit(self, limits: list[Limit], tokens: int) -> Reservation:
-        """Take one request (and ``tokens``) from every limit, or raise ``RateLimited``."""
-        reservation = Reservation(uuid.uuid4().hex, limits, max(0, int(tokens)))
+        """Take one request (and ``tokens``) from every limit, or raise ``OverLimit``."""
+        reservation = Reservation.of(limits, tokens)
         if not limits:
             return reservation
-        keys, args = self._admission(reservation)
-        return self.decide(reservation, self._admit(keys=keys, args=args))
+        return Reservation(reservation.id, limits, reservation.tokens, self.take(reservation))
 
-    def admit_and_enqueue(self, reservation: Reservation, *, queue_key: str, job_key: str, queues_key: str,
-                          job_id: str, max_depth: int, ttl: int | None, job_fields: dict) -> Reservation:
-        """Admission and the enqueue of an RQ job (its hash, ``job_fields``, and its id pushed
-        on ``queue_key``) in one atomic round trip: the job is written only if the queue holds
-        fewer than ``max_depth`` jobs (else ``QueueAtLimit``) and every limit admits it (else
-        ``RateLimited``); either refusal writes nothing and takes no allowance."""
-        keys, args = self._admission(reservation)
-        fields = [item for pair in job_fields.items() for item in pair]
-        answer = self._admit(keys=[*keys, queue_key, job_key, queues_key],
-                             args=[*args, job_id, max_depth, max(0, int(ttl or 0)), *fields])
-        return self.decide(reservation, answer)
+    def take(self, reservation: Reservation, write: GuardedWrite | None = None) -> list[Figure]:
+        """Take ``reservation`` from every limit and make ``write`` in the same atomic step (one
+        round trip): the figures of every limit after it, or ``OverLimit`` / ``WriteRefused``
+        raised, and then nothing is written and no allowance is taken."""
+        windows = _windows(reservation.limits)
+        keys: list = []
+        args: list = [reservation.id, len(windows)]
+        for window in windows:
+            keys += [window.log, window.amounts]
+            args += [window.length_ms, window.requests.limit if window.requests else -1,
+                     window.tokens.limit if window.tokens else -1, reservation.tokens if window.tokens else 0]
+        lua = write.lua if write is not None else _NO_WRITE
+        script = self._scripts.get(lua)
+        if script is None:
+            script = self._scripts[lua] = self.redis.register_script(lua + _ADMIT)
+        if write is not None:
+            keys, args = keys + list(write.keys), args + list(write.args)
+        return self._figures(windows, [int(value) for value in script(keys=keys, args=args)])
 
-    def _admission(self, reservation: Reservation) -> tuple[list, list]:
-        keys, args = [], [reservation.id, len(reservation.limits)]
-        for limit in reservation.limits:
-            keys += limit.keys
-            args += [limit.kind, limit.window_ms, limit.limit, 1 if limit.kind == REQUESTS else reservation.tokens]
-        return keys, args
-
-    def decide(self, reservation: Reservation, answer) -> Reservation:
-        """The script's answer: the reservation with its figures, or ``RateLimited`` /
-        ``QueueAtLimit`` (enqueue mode) raised."""
-        limits = reservation.limits
-        answer = [int(value) for value in answer]
+    @staticmethod
+    def _figures(windows: list[_Window], answer: list[int]) -> list[Figure]:
+        """The script's answer as each limit's figure, in the windows' order."""
         if answer[0] == 2:
-            raise QueueAtLimit(answer[1])
+            raise WriteRefused(answer[1])
+        figures: list[Figure] = []
         if answer[0] == 1:
-            reservation.figures = [Figure(limit, answer[1 + 2 * i], answer[2 + 2 * i])
-                                   for i, limit in enumerate(limits)]
-            return reservation
-        index, retry_ms, used = answer[1] - 1, answer[2], answer[3:]
-        refused = limits[index]
-        figures = [Figure(limit, used[i], limit.window_ms) for i, limit in enumerate(limits)]
-        figures[index] = Figure(refused, refused.limit, max(0, retry_ms))
-        raise RateLimited(refused, None if retry_ms < 0 else retry_ms / 1000, figures)
+            for index, window in enumerate(windows):
+                requests, tokens, reset = answer[1 + 3 * index: 4 + 3 * index]
+                figures += [Figure(limit, used, reset) for limit, used in
+                            ((window.requests, requests), (window.tokens, tokens)) if limit is not None]
+            return figures
+        refused_window, kind, retry_ms = answer[1] - 1, answer[2], answer[3]
+        refused = windows[refused_window].requests if kind == 1 else windows[refused_window].tokens
+        for index, window in enumerate(windows):
+            requests, tokens = answer[4 + 2 * index: 6 + 2 * index]
+            for limit, used in ((window.requests, requests), (window.tokens, tokens)):
+                if limit is refused:
+                    figures.append(Figure(limit, limit.limit, max(0, retry_ms)))
+                elif limit is not None:
+                    figures.append(Figure(limit, used, limit.window_ms))
+        raise OverLimit(refused, None if retry_ms < 0 else retry_ms / 1000, figures)
 
     def refund(self, reservation: dict | Reservation) -> None:
         """Give everything back: the request never reached the provider."""

@@ -4,6 +4,9 @@
 one ``ConfigError`` naming each bad variable, so a deployment is fixed in one
 pass. An empty variable counts as unset. The GitLab token is never shown in
 ``repr``, and a password in ``REDIS_URL`` is masked there.
+
+``test_knobs()`` holds the variables only the test suite sets (``TestKnobs``), read
+here once per process like the others.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
 from shared.config import DEFAULT_CONFIG_PATH, ConfigError, parse_bool
 
-__all__ = ["ConfigError", "Settings"]
+__all__ = ["ConfigError", "Settings", "TestKnobs", "test_knobs"]
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -60,6 +64,10 @@ class Settings:
                 values[name] = parse(raw)
             except ValueError as exc:
                 problems.append(f"{variable}: {exc}")
+        try:
+            TestKnobs.from_env(env)  # reported with the others, so a bad one stops the process at start
+        except ConfigError as error:
+            problems += error.problems
         if problems:
             raise ConfigError(problems)
         return cls(**values)
@@ -188,3 +196,52 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("request_body_timeout", "REQUEST_BODY_TIMEOUT", _positive_seconds),
     ("response_write_timeout", "RESPONSE_WRITE_TIMEOUT", _positive_seconds),
 )
+
+
+@dataclass(frozen=True)
+class TestKnobs:
+    """Knobs for the test suite only: they shorten what takes seconds or minutes in
+    production, so that tests observe it quickly. Operators leave them unset; the
+    README's environment table does not list them."""
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    window_scale: float = 1.0  # AIGW_TEST_WINDOW_SCALE: rate-limit periods times this (0.25: a "minute" of 15 s)
+    heartbeat_interval: float = 10.0  # WORKER_HEARTBEAT_INTERVAL: seconds between a worker's heartbeats
+    maintenance_interval: float = 15.0  # WORKER_MAINTENANCE_INTERVAL: seconds between registry clean-ups
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TestKnobs:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for name, variable in _TEST_KNOBS:
+            raw = env.get(variable, "").strip()
+            if raw:
+                try:
+                    values[name] = _positive_seconds(raw)
+                except ValueError:
+                    problems.append(f"{variable}: must be a positive number, got {raw!r}")
+        if problems:
+            raise ConfigError(problems)
+        return cls(**values)
+
+
+_TEST_KNOBS = (
+    ("window_scale", "AIGW_TEST_WINDOW_SCALE"),
+    ("heartbeat_interval", "WORKER_HEARTBEAT_INTERVAL"),
+    ("maintenance_interval", "WORKER_MAINTENANCE_INTERVAL"),
+)
+
+
+@lru_cache(maxsize=1)
+def test_knobs() -> TestKnobs:
+    """This process's test knobs, read from its environment once (a malformed one is
+    ignored here: ``Settings.from_env`` has already stopped the process for it)."""
+    try:
+        return TestKnobs.from_env()
+    except ConfigError:
+        return TestKnobs()
+
+
+test_knobs.__test__ = False  # type: ignore[attr-defined]

@@ -54,8 +54,10 @@ def _execute(request: JobRequest) -> dict:
     fields = {"request_id": request.request_id, "job_id": request.job_id, "model": request.model,
               "requested_model": request.requested_model, **request.caller}
     started = time.time()
-    fields["queue_wait_ms"] = round((started - request.enqueued_at) * 1000, 1)
-    metrics.QUEUE_WAIT.labels(request.model).observe(max(0.0, started - request.enqueued_at))
+    # Computed once, here: the job's record, the metric and (through the reply) the access record.
+    waited = max(0.0, started - request.enqueued_at)
+    fields["queue_wait_ms"] = round(waited * 1000, 2)
+    metrics.QUEUE_WAIT.labels(request.model).observe(waited)
     scope = current_scope()
     if scope is not None:
         scope.deadline = request.deadline  # the worker's monitor cancels the call past it
@@ -72,7 +74,7 @@ def _execute(request: JobRequest) -> dict:
     try:
         outcome = runtime.serve(request, emit)
     except GatewayError as error:
-        meta = {"started_at": started, "upstream_seconds": round(time.time() - started, 4),
+        meta = {"queue_wait_ms": fields["queue_wait_ms"], "upstream_seconds": round(time.time() - started, 4),
                 "chunks": emit.sent if emit else 0}
         if isinstance(error, RequestCancelled):
             metrics.JOBS_DROPPED.labels(request.model, "cancelled").inc()
@@ -90,15 +92,16 @@ def _execute(request: JobRequest) -> dict:
         log.exception("job failed unexpectedly", extra=fields)
         channel.send_error(GatewayError())
         raise JobFailed(f"internal_error: {type(exc).__name__}") from exc
-    meta = {"started_at": started, "attempts": outcome.attempts, "upstream_seconds": outcome.upstream_seconds,
-            "retry_reasons": outcome.retry_reasons, "usage": outcome.usage}
+    meta = {"queue_wait_ms": fields["queue_wait_ms"], "attempts": outcome.attempts,
+            "upstream_seconds": outcome.upstream_seconds, "retry_reasons": outcome.retry_reasons,
+            "usage": outcome.usage}
     if emit is not None:
         meta["chunks"] = emit.sent
         channel.send_end(meta)
     else:
         channel.send_result(outcome.status, outcome.body, meta)
     # Settled in the round trip after the answer's: in the answer's own, Redis ran the
-    # settlement before waking the API (about 0.3 ms, cold). A caller's next request comes
+    # settlement before waking the API (docs/benchmarks.md). A caller's next request comes
     # after its answer, so it sees the true figures all the same.
     _settle_after_answer(limiter, request, scope, outcome.usage or {})
     if outcome.usage:

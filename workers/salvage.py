@@ -10,10 +10,9 @@ those the dead one had only claimed.
 A worker's jobs are in two places:
 
 - RQ's index of its running executions (``rq:worker:<name>:executions``): jobs
-  whose provider request was on the wire (``workers.bookkeeping``);
+  recorded as started (``shared.rq_records``);
 - its claim list (``shared.keys.claimed_jobs_key``): jobs it took off the queue (``BLMOVE``,
-  as RQ does into its shared intermediate list) and had not yet recorded as
-  started.
+  as RQ does into its shared intermediate list) and had not recorded as started.
 
 Each job is then either
 
@@ -40,18 +39,23 @@ from dataclasses import dataclass, field
 from redis import Redis
 from redis.exceptions import WatchError
 from rq.exceptions import AbandonedJobError, NoSuchJobError
-from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution
 from rq.job import Job, JobStatus
-from rq.job_lifecycle import record_job_failure
 from rq.queue import Queue
-from rq.registry import StartedJobRegistry
-from rq.utils import now, parse_composite_key
-from rq.worker import Worker
-from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
+from rq.utils import parse_composite_key
 
+from shared import rq_records
 from shared.errors import WorkerLost
 from shared.jobs import RQ_QUEUE_TTL_MARGIN, JobRequest
-from shared.keys import JOB_FUNCTION, cancel_key, claimed_jobs_key, claimers_key, reply_stream_key
+from shared.keys import (
+    JOB_FUNCTION,
+    cancel_key,
+    claimed_jobs_key,
+    claimers_key,
+    reply_stream_key,
+    rq_job_key,
+    rq_worker_executions_key,
+    rq_worker_key,
+)
 from shared.ratelimit import RateLimiter
 from shared.replies import FINAL_KINDS, ReplyChannel
 from shared.serializers import JobSerializer
@@ -60,7 +64,6 @@ log = logging.getLogger("aigw.workers")
 
 REQUEUE_MIN_SECONDS = 2.0  # a job with less of its deadline left is answered worker_lost instead
 REQUEUED = "aigw_requeued"  # in a requeued job's meta: when; a job is requeued at most once
-WORKER_KEY_PREFIX = Worker.redis_worker_namespace_prefix  # rq:worker:<name>
 
 
 def worker_name(model_name: str, pid: int, host: str | None = None) -> str:
@@ -88,14 +91,11 @@ def salvage_worker(connection: Redis, name: str, queue_name: str, *, reply_ttl: 
     call again (for a worker already salvaged it finds nothing) and, job by job, safe
     against another salvager of the same worker.
     """
-    worker_key = WORKER_KEY_PREFIX + name
-    executions_key = WORKER_EXECUTIONS_KEY_TEMPLATE.format(name)
+    executions_key = rq_worker_executions_key(name)
     claim_key = claimed_jobs_key(name)
     with connection.pipeline() as pipe:
-        pipe.srem(REDIS_WORKER_KEYS, worker_key)
-        pipe.srem(WORKERS_BY_QUEUE_KEY % queue_name, worker_key)
+        rq_records.forget_worker(pipe, name, queue_name)
         pipe.srem(claimers_key(queue_name), name)
-        pipe.delete(worker_key)
         pipe.smembers(executions_key)
         pipe.lrange(claim_key, 0, -1)
         *_, running, claimed = pipe.execute()
@@ -125,7 +125,7 @@ def salvage_orphans(connection: Redis, queue_name: str, *, reply_ttl: float) -> 
         return []
     with connection.pipeline(transaction=False) as pipe:
         for name in names:
-            pipe.exists(WORKER_KEY_PREFIX + name)
+            pipe.exists(rq_worker_key(name))
         alive = pipe.execute()
     salvaged = []
     for name, live in zip(names, alive, strict=True):
@@ -138,9 +138,9 @@ def salvage_orphans(connection: Redis, queue_name: str, *, reply_ttl: float) -> 
 
 def _salvage_job(connection: Redis, job_id: str, execution_id: str | None, *, name: str, queue_name: str,
                  reply_ttl: float, requeue: bool, outcome: Salvage) -> None:
-    job_key = Job.key_for(job_id)
+    job_key = rq_job_key(job_id)
     claim_key = claimed_jobs_key(name)
-    executions_key = WORKER_EXECUTIONS_KEY_TEMPLATE.format(name)
+    executions_key = rq_worker_executions_key(name)
     answered_lost = False
     with connection.pipeline() as pipe:
         while True:
@@ -227,34 +227,23 @@ def _request_of(job: Job) -> JobRequest | None:
 
 def _requeue(pipe, job: Job, execution_id: str | None, name: str, claim_key: str) -> None:
     request = _request_of(job)
-    meta = {**job.meta, REQUEUED: time.time()}
-    pipe.hset(job.key, mapping={"status": JobStatus.QUEUED.value, "started_at": "", "last_heartbeat": "",
-                                "worker_name": "", "meta": JobSerializer.dumps(meta)})
-    # Queued again: it expires as a queued job does (the worker drops it past its deadline).
-    pipe.expire(job.key, max(1, math.ceil(request.remaining())) + RQ_QUEUE_TTL_MARGIN)
-    if execution_id is not None:
-        Execution(execution_id, job.id, job.connection, worker_name=name).delete(job, pipe)
-    pipe.lrem(claim_key, 0, job.id)
-    pipe.lpush(Queue(job.origin, connection=job.connection, serializer=JobSerializer).key, job.id)
+    rq_records.requeue(pipe, job, queue_ttl=max(1, math.ceil(request.remaining())) + RQ_QUEUE_TTL_MARGIN,
+                       meta={**job.meta, REQUEUED: time.time()}, execution_id=execution_id, worker_name=name,
+                       claim_key=claim_key)
 
 
 def _record_failure(pipe, job: Job, execution_id: str | None, name: str, claim_key: str, verdict: str) -> None:
     """What RQ records for a job abandoned by its worker: failed, with a failure result."""
-    if execution_id is not None:
-        Execution(execution_id, job.id, job.connection, worker_name=name).delete(job, pipe)
-    pipe.lrem(claim_key, 0, job.id)
-    job.ended_at = now()
     reason = ("its worker died recording an outcome its client already had" if verdict == "answered"
               else "its worker died while running it")
-    record_job_failure(job, f"Worker {name} died: {reason} ({AbandonedJobError.__name__})", pipe)
+    rq_records.record_failure(pipe, job, f"Worker {name} died: {reason} ({AbandonedJobError.__name__})",
+                              worker_name=name, execution_id=execution_id, claim_key=claim_key)
 
 
 def _forget(pipe, job_id: str, execution_id: str | None, name: str, queue_name: str) -> None:
     pipe.lrem(claimed_jobs_key(name), 0, job_id)
     if execution_id is not None:
-        composite = f"{job_id}:{execution_id}"
-        pipe.srem(WORKER_EXECUTIONS_KEY_TEMPLATE.format(name), composite)
-        pipe.zrem(StartedJobRegistry(queue_name, connection=pipe).key, composite)
+        rq_records.forget_start(pipe, job_id, execution_id, queue=queue_name, worker_name=name)
 
 
 def _settle_lost(connection: Redis, job: Job, execution_id: str | None) -> None:

@@ -1,27 +1,29 @@
 """The RQ worker class the gateway runs: many jobs at once in one process.
 
 An LLM call is seconds of waiting on a socket, and RQ runs one job per worker
-process (about 40 MB each). ``ThreadedWorker`` keeps RQ's bookkeeping (the
-execution records, the started/finished/failed registries, results, callbacks,
-dependencies, ``rq info``; written in few round trips by ``workers.bookkeeping``)
-and runs up to ``concurrency`` jobs in threads:
+process (about 40 MB each). ``ThreadedWorker`` is an RQ worker (registered as
+RQ registers one, shown by ``rq info`` and rq-dashboard, honouring ``rq
+suspend``) that runs up to ``concurrency`` jobs at once in threads:
 
 - the main thread dequeues only when a slot is free, so a job never waits
   inside a busy worker while another worker idles, and it runs RQ's registry
   maintenance; it hands each job to a thread (the one that went idle
   last), and waits, briefly, until the job's provider request is out before
   it dequeues again;
-- the job's thread writes the job's start records once the provider request is
-  on the wire, so that round trip overlaps the provider's work;
+- a gateway job's RQ records are written by ``shared.rq_records``, which says
+  which and when: its start by the monitor once it has run a quarter of a
+  second, its end by its own thread. Any other job put on the queue runs as RQ
+  runs it, with RQ's own records;
 - a monitor thread, which no job can block, sends heartbeats for the worker and
-  every running job, cancels jobs whose client has gone or whose deadline has
-  passed (``workers.cancel``), and enforces hard timeouts (``workers.timeouts``);
+  every running job, shows the worker busy or idle, cancels jobs whose client
+  has gone or whose deadline has passed (``workers.cancel``), and enforces hard
+  timeouts (``workers.timeouts``);
 - SIGTERM stops dequeuing and lets running jobs finish (queued jobs stay
   queued); a second signal fails the running jobs and exits at once;
 - each job it dequeues is moved to the worker's own claim list
   (``workers.salvage``), not RQ's intermediate list shared by every worker of
   the queue, so whoever salvages a dead worker knows the jobs it had taken and
-  not yet started;
+  not yet recorded as started;
 - Redis going away does not end it: the loop backs off and tries again, and
   jobs whose dequeue reply was lost on the way are queued again.
 
@@ -31,32 +33,42 @@ It leans on RQ internals: RQ is pinned, and the lifecycle tests keep an upgrade 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
-from rq import SimpleWorker, worker_registration
+from rq import SimpleWorker
 from rq.exceptions import DequeueTimeout, NoSuchJobError
 from rq.executions import Execution
 from rq.job import Job
+from rq.job_lifecycle import call_exception_handlers, format_exc_info
 from rq.queue import Queue
+from rq.timeouts import JobTimeoutException
 from rq.utils import now
 from rq.worker import WorkerStatus
 
-from shared.keys import cancel_key, claimed_jobs_key, claimers_key
+from shared import rq_records
+from shared.keys import JOB_FUNCTION, cancel_key, claimed_jobs_key, claimers_key
 from shared.logs import current_request_id
 from shared.plumbing.threadpool import LifoThreadPool
 from shared.serializers import JobSerializer
-from workers.bookkeeping import HEARTBEAT_INTERVAL, HEARTBEAT_TTL, WORKER_TTL, LeanBookkeeping, env_float
+from shared.settings import test_knobs
 from workers.cancel import CLIENT_GONE, DEADLINE, SHUTDOWN, CancelScope, enter_scope, leave_scope
 from workers.salvage import salvage_orphans, salvage_worker
 from workers.timeouts import ThreadDeathPenalty, expire_overdue
 
 log = logging.getLogger("aigw.worker")
 
-MAINTENANCE_INTERVAL = env_float("WORKER_MAINTENANCE_INTERVAL", 15.0)
+# Liveness: 10 s and 15 s but in tests (shared.settings.TestKnobs).
+HEARTBEAT_INTERVAL = test_knobs().heartbeat_interval
+HEARTBEAT_TTL = int(max(3, HEARTBEAT_INTERVAL * 3.5))  # a killed worker's started jobs expire after this
+WORKER_TTL = HEARTBEAT_TTL  # ...and the worker stops counting as live
+MAINTENANCE_INTERVAL = test_knobs().maintenance_interval
 MONITOR_TICK = 0.25  # how quickly a cancellation reaches the upstream socket
+START_RECORD_AFTER = MONITOR_TICK  # a job shows as started once it has run this long (see shared.rq_records)
+SUSPENSION_CHECK_INTERVAL = 1.0  # seconds: how soon `rq suspend` holds new jobs back
 DEQUEUE_TIMEOUT = 1  # seconds; the main loop looks at its stop flags this often
 DEADLINE_GRACE = 0.5  # the upstream read timeout fires at the deadline; this is its backstop
 STUCK_GRACE = 10.0  # past the hard timeout, a thread that still runs gives up its slot
@@ -85,15 +97,18 @@ class Running:
     queue: Queue
     scope: CancelScope
     thread: threading.Thread | None = None
-    execution: Execution | None = None
+    execution_id: str | None = None  # its start is recorded (shared.rq_records.record_start)
+    rq_execution: Execution | None = None  # not a gateway job: the execution RQ recorded for it
     started: float = field(default_factory=time.monotonic)
-    starting: threading.Lock = field(default_factory=threading.Lock)
+    starting: threading.Lock = field(default_factory=threading.Lock)  # its start, its end and a failure from outside
     sent: threading.Event = field(default_factory=threading.Event)  # its provider request is out (or it ended)
-    abandoned: bool = False  # failed from outside its thread: its start is never written after that
+    ended: bool = False  # its own thread is recording its outcome: no start is written after that
+    abandoned: bool = False  # failed from outside its thread: nothing of it is written after that
 
 
-class ThreadedWorker(LeanBookkeeping, SimpleWorker):
+class ThreadedWorker(SimpleWorker):
     death_penalty_class = ThreadDeathPenalty
+    claim_list_key: str | None = None  # where the worker's dequeue moves jobs (RQ's: the intermediate list)
 
     def __init__(self, queues, *, concurrency: int = 16, reply_ttl: float = 60.0, **kwargs):
         """``reply_ttl``: how long an answer written for a dead worker's job stays (``jobs.result_ttl``)."""
@@ -117,38 +132,124 @@ class ThreadedWorker(LeanBookkeeping, SimpleWorker):
         self._ended_unrecorded: set[str] = set()  # ended before their start was written
         self._suspects: set[str] = set()  # listed, yet neither received nor ended, at the last look
         self._in_hand: set[str] = set()  # dequeued, not yet running: received all the same
+        self._state_lock = threading.Lock()  # the monitor's busy/idle against `rq suspend`'s state
+        self._took_jobs = False  # a job started since the monitor last looked
+        self._suspension_checked = 0.0  # monotonic time of the last look at `rq suspend`
         self._redis_down_since: float | None = None
         self._redis_failures = 0
         self._monitor_quiet = False
 
-    # -- a job's records ---------------------------------------------------------
-    def _finalize_success(self, job, queue, execution, return_value):
-        return super()._finalize_success(job, queue, self._started(job) or execution, return_value)
+    # -- RQ's worker, as the gateway runs it ---------------------------------------
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        # The monitor heartbeats every running job, so entries can expire soon after a crash.
+        return HEARTBEAT_TTL
 
-    def _finalize_failure(self, job, queue, execution, exc_info):
-        return super()._finalize_failure(job, queue, self._started(job) or execution, exc_info)
+    def heartbeat(self, timeout=None, pipeline=None):
+        return super().heartbeat(timeout or WORKER_TTL, pipeline=pipeline)
 
-    def _started(self, job: Job) -> Execution | None:
+    def set_state(self, state: str, pipeline=None):
+        with self._state_lock:
+            super().set_state(state, pipeline=pipeline)
+
+    def check_for_suspension(self, burst: bool):
+        # RQ looks (and heartbeats) on every dequeue: a round trip per job. Once a second
+        # is enough for `rq suspend`; the monitor thread does the heartbeats.
+        if time.monotonic() - self._suspension_checked < SUSPENSION_CHECK_INTERVAL:
+            return
+        self._suspension_checked = time.monotonic()
+        if rq_records.is_suspended(self.connection):
+            super().check_for_suspension(burst)  # RQ's: shows the worker suspended until `rq resume`
+
+    def handle_exception(self, job: Job, *exc_info):
+        """RQ logs a failed job with its arguments, which here are the user's prompt:
+        log what failed, never what was asked (the job record has the rest)."""
+        exc_type, exc_value = exc_info[0], exc_info[1]
+        log.warning("job failed", extra={"job_id": job.id, "queue": job.origin, "worker": self.name,
+                                         "error": f"{exc_type.__name__ if exc_type else 'Error'}: {exc_value}"[:500]})
+        call_exception_handlers(self._exc_handlers, job, *exc_info)
+
+    # -- a job's records -------------------------------------------------------------
+    def perform_job(self, job: Job, queue: Queue, execution: Execution | None = None) -> bool:
         running = self._running.get(job.id)
-        return self._write_start(running) if running is not None else None
-
-    def _write_start(self, running: Running) -> Execution | None:
-        """The job's start records, written once by its own thread: as soon as its provider
-        request is on the wire (the round trip overlaps the provider's work instead of
-        delaying the call), or before its outcome's records at the latest."""
-        with running.starting:
-            if running.execution is None and not running.abandoned:
-                with self.connection.pipeline() as pipeline:
-                    execution = self.queue_start(running.job, pipeline)
-                    pipeline.execute()
-                running.execution = execution
-            return running.execution
-
-    def _write_start_quietly(self, running: Running) -> None:
+        if running is None or job.func_name != JOB_FUNCTION:
+            return self._perform_as_rq_does(job, queue, running)
         try:
-            self._write_start(running)
-        except Exception:  # the provider call goes on; the outcome's records try again
-            log.exception("could not record a job's start", extra={"job_id": running.job.id})
+            with self.death_penalty_class(job.timeout or self.queue_class.DEFAULT_TIMEOUT, JobTimeoutException,
+                                          job_id=job.id):
+                job.perform()  # the job function, with RQ's get_current_job() on it
+        except:  # noqa: E722 - as RQ's own perform_job: a timeout may land anywhere
+            self._record_outcome(running, sys.exc_info())
+            return False
+        self._record_outcome(running, None)
+        return True
+
+    def _perform_as_rq_does(self, job: Job, queue: Queue, running: Running | None) -> bool:
+        """Not a gateway job: RQ's own records, start to end."""
+        execution = self.prepare_execution(job)
+        if running is not None:
+            with running.starting:
+                running.rq_execution, running.execution_id = execution, execution.id
+        if self.claim_list_key is not None:
+            self.connection.lrem(self.claim_list_key, 1, job.id)
+        return super().perform_job(job, queue, execution)
+
+    def _record_outcome(self, running: Running, exc_info) -> None:
+        """A gateway job's end, from its own thread: its failure callback and log line if it
+        failed (as RQ's), then its records (``shared.rq_records``)."""
+        job = running.job
+        if exc_info is not None:
+            try:
+                if job.failure_callback is not None:
+                    job.failure_callback(job, self.connection, *exc_info)
+            except Exception:  # as RQ: a failing callback becomes the failure recorded
+                exc_info = sys.exc_info()
+            self.handle_exception(job, *exc_info)
+        with running.starting:  # a start being written lands first; none is written after
+            if running.abandoned:
+                return  # failed from outside meanwhile, and recorded so
+            running.ended = True
+            execution_id = running.execution_id
+        try:
+            # A job recorded as started leaves its records in one transaction; a short one
+            # has only its claim-list entry and its hash to remove.
+            with self.connection.pipeline(transaction=execution_id is not None or exc_info is not None) as pipe:
+                if exc_info is None:
+                    rq_records.record_success(pipe, job.id, queue=job.origin, worker_name=self.name,
+                                              execution_id=execution_id, claim_key=self.claim_list_key)
+                else:
+                    rq_records.record_failure(pipe, job, format_exc_info(exc_info), worker_name=self.name,
+                                              execution_id=execution_id, claim_key=self.claim_list_key)
+                pipe.execute()
+        except RedisError as error:  # its claim-list entry goes with the list's next look
+            log.warning("could not record a job's end", extra={"job_id": job.id, "error": str(error)})
+            if execution_id is None:
+                self._ended_unrecorded_add(job.id)
+
+    def _write_starts(self, jobs: list[Running]) -> None:
+        """Record these running jobs as started (one transaction), unless they ended meanwhile."""
+        locks = [each.starting for each in jobs]
+        for lock in locks:
+            lock.acquire()
+        try:
+            due = [each for each in jobs if each.execution_id is None and not each.ended and not each.abandoned]
+            if not due:
+                return
+            ids = {each.job.id: rq_records.new_execution_id() for each in due}
+            with self.connection.pipeline() as pipe:
+                for each in due:
+                    rq_records.record_start(pipe, each.job, ids[each.job.id], worker_name=self.name,
+                                            claim_key=self.claim_list_key, heartbeat_ttl=HEARTBEAT_TTL)
+                pipe.execute()
+            for each in due:
+                each.execution_id = ids[each.job.id]
+        finally:
+            for lock in locks:
+                lock.release()
+
+    def _write_start(self, running: Running) -> str | None:
+        """Record one running job as started, once: its execution's id (None once it ended)."""
+        self._write_starts([running])
+        return running.execution_id
 
     def _shutdown(self):
         # RQ raises StopRequested from the signal handler, which could land between
@@ -265,19 +366,19 @@ class ThreadedWorker(LeanBookkeeping, SimpleWorker):
     def _start(self, job: Job, queue: Queue) -> None:
         running = Running(job, queue, CancelScope(job.id))
         with self._lock:
-            # Registered before its thread starts: a job finishing meanwhile sees this one
-            # and does not mark the worker idle (BUSY is written with its start records).
+            # Registered before its thread starts: the monitor sees it running from here on.
             self._running[job.id] = running
+            self._took_jobs = True
         if self.claim_list_key is not None:
             self._out_of_hand(job.id)
         self._hand_over(running)
 
     def _hand_over(self, running: Running) -> None:
         """To a job thread: the one that went idle last, whose memory is likeliest still in the
-        CPU's caches (starting a thread costs a fraction of a millisecond on every request).
-        Then wait, briefly, until the job's provider request is out: the next dequeue's work
-        would otherwise take the GIL at the job's first pause (urllib3 polls its connection
-        before sending) and hold it while the job waits to be sent, about 0.3 ms here."""
+        CPU's caches (starting a thread costs time on every request). Then wait, briefly,
+        until the job's provider request is out: the next dequeue's work would otherwise
+        take the GIL at the job's first pause (urllib3 polls its connection before sending)
+        and hold it while the job waits to be sent (docs/benchmarks.md)."""
         self._job_threads.submit(self._job_thread, running)
         running.sent.wait(HANDOVER_WAIT)
 
@@ -286,14 +387,15 @@ class ThreadedWorker(LeanBookkeeping, SimpleWorker):
         self._run(running)
 
     def _run(self, running: Running) -> None:
-        running.scope.on_request_sent = lambda: self._request_sent(running)
+        running.scope.on_request_sent = running.sent.set
         token = enter_scope(running.scope)
         log_token = current_request_id.set(request_id_of(running.job))  # RQ's own records of the job too
         try:
-            # No execution yet: _finalize_* take the one _write_start recorded.
-            self.perform_job(running.job, running.queue, running.execution)  # type: ignore[arg-type]
+            self.perform_job(running.job, running.queue, running.rq_execution)
         except Exception:
             log.exception("job bookkeeping failed", extra={"job_id": running.job.id, "worker": self.name})
+            if running.execution_id is None:
+                self._ended_unrecorded_add(running.job.id)
         finally:
             running.sent.set()  # a job that ended without calling its provider
             running.scope.close()
@@ -301,25 +403,14 @@ class ThreadedWorker(LeanBookkeeping, SimpleWorker):
             current_request_id.reset(log_token)
             self._finish(running)
 
-    def _request_sent(self, running: Running) -> None:
-        running.sent.set()
-        self._write_start_quietly(running)
-
     def _finish(self, running: Running) -> None:
         with self._lock:
             if self._running.pop(running.job.id, None) is None:
                 return  # already released: its thread outlived its hard timeout
-            if running.execution is None:
-                self._ended_unrecorded_add(running.job.id)
-            if not self._running:
-                try:
-                    self.set_state(WorkerStatus.IDLE)  # under the lock: it cannot overtake a later BUSY
-                except RedisError:
-                    pass  # the next job's start writes the state again; the slot is freed all the same
         self._slots.release()
 
     def _ended_unrecorded_add(self, job_id: str) -> None:
-        """A job that ended with its start never written is still in the claim list; it ran,
+        """A job that ended with its records not written is still in the claim list; it ran,
         so it is removed from there, never queued again."""
         if self.claim_list_key is not None:
             with self._claims_lock:
@@ -344,24 +435,35 @@ class ThreadedWorker(LeanBookkeeping, SimpleWorker):
 
     def _fail(self, running: Running, reason: str) -> None:
         """Mark a job failed from outside its thread, and let its client know."""
+        job = running.job
+        if running.ended:
+            return  # its own thread is recording its outcome
         error = JobAbandoned(reason)
-        if running.execution is None:
-            self._ended_unrecorded_add(running.job.id)
         try:
             # The client hears this first: the job's own answer to being cancelled (below)
             # comes second and is not read, so the client always gets the same error.
-            if running.job.failure_callback is not None:
-                running.job.failure_callback(running.job, self.connection, JobAbandoned, error, None)
+            if job.failure_callback is not None:
+                job.failure_callback(job, self.connection, JobAbandoned, error, None)
         except Exception:
-            log.exception("could not answer an abandoned job's client", extra={"job_id": running.job.id})
+            log.exception("could not answer an abandoned job's client", extra={"job_id": job.id})
         running.scope.cancel(SHUTDOWN)
         with running.starting:  # a start being written lands first; none is written after
+            if running.ended:
+                return
             running.abandoned = True
+            execution_id = running.execution_id
         try:
-            self.handle_job_failure(running.job, running.queue, exc_string=reason,
-                                    execution=running.execution)
+            if running.rq_execution is not None:
+                self.handle_job_failure(job, running.queue, exc_string=reason, execution=running.rq_execution)
+            else:
+                with self.connection.pipeline() as pipe:
+                    rq_records.record_failure(pipe, job, reason, worker_name=self.name, execution_id=execution_id,
+                                              claim_key=self.claim_list_key)
+                    pipe.execute()
         except Exception:
-            log.exception("could not mark a job failed", extra={"job_id": running.job.id})
+            log.exception("could not mark a job failed", extra={"job_id": job.id})
+            if execution_id is None:
+                self._ended_unrecorded_add(job.id)
 
     # -- monitor thread --------------------------------------------------------
     def _monitor(self) -> None:
@@ -370,7 +472,12 @@ class ThreadedWorker(LeanBookkeeping, SimpleWorker):
             try:
                 expire_overdue()
                 self._release_stuck()
-                self._cancel_abandoned()
+                # Jobs that have run at least a tick: most gateway jobs end sooner, and then
+                # cost neither start records nor looks at their cancel mark.
+                settled = [each for each in self._snapshot() if time.monotonic() - each.started >= START_RECORD_AFTER]
+                self._write_starts([each for each in settled if each.execution_id is None])
+                self._cancel_abandoned(settled)
+                self._show_state()
                 if time.monotonic() >= next_heartbeat:
                     self._heartbeat_all()
                     next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL
@@ -388,6 +495,16 @@ class ThreadedWorker(LeanBookkeeping, SimpleWorker):
         with self._lock:
             return list(self._running.values())
 
+    def _show_state(self) -> None:
+        """Busy while any job runs (or ran since the last look), idle otherwise; written only
+        when it changes, and never over `rq suspend`'s state."""
+        with self._lock:
+            busy, self._took_jobs = bool(self._running) or self._took_jobs, False
+        state = WorkerStatus.BUSY if busy else WorkerStatus.IDLE
+        with self._state_lock:
+            if self._state != state and self._state != WorkerStatus.SUSPENDED:
+                super().set_state(state)
+
     def _release_stuck(self) -> None:
         """A thread that outlives its hard timeout (stuck in C code, say) cannot be
         killed; its slot is released anyway so the worker's capacity stays true."""
@@ -399,8 +516,8 @@ class ThreadedWorker(LeanBookkeeping, SimpleWorker):
                 self._fail(each, "The job did not stop after its timeout.")
                 self._finish(each)
 
-    def _cancel_abandoned(self) -> None:
-        running = [r for r in self._snapshot() if not r.scope.cancelled]
+    def _cancel_abandoned(self, settled: list[Running]) -> None:
+        running = [r for r in settled if not r.scope.cancelled]
         if not running:
             return
         wall = time.time()
@@ -417,17 +534,9 @@ class ThreadedWorker(LeanBookkeeping, SimpleWorker):
                          extra={"job_id": each.job.id, "request_id": request_id_of(each.job)})
 
     def _heartbeat_all(self) -> None:
-        running = [r for r in self._snapshot() if r.execution is not None]
+        started = [(r.job.id, r.execution_id) for r in self._snapshot() if r.execution_id is not None]
         with self.connection.pipeline(transaction=False) as pipe:
-            self.heartbeat(WORKER_TTL, pipeline=pipe)
-            # The whole registration, not only the heartbeat: one lost meanwhile (a Redis
-            # restarted without its data, or down past the key's time to live) comes back,
-            # and the API counts only registered workers.
-            pipe.hset(self.key, mapping=self.serialize())
-            worker_registration.register(self, pipe)
-            for each in running:
-                each.execution.heartbeat(each.job.started_job_registry, HEARTBEAT_TTL, pipeline=pipe)
-                each.job.heartbeat(now(), HEARTBEAT_TTL, pipeline=pipe, xx=True)
+            rq_records.heartbeat(pipe, self, started, worker_ttl=WORKER_TTL, heartbeat_ttl=HEARTBEAT_TTL)
             if self.claim_list_key is not None:
                 pipe.sadd(claimers_key(self.queues[0].name), self.name)
                 pipe.lrange(self.claim_list_key, 0, -1)  # last: its answer is the last one
@@ -472,8 +581,12 @@ class ThreadedWorker(LeanBookkeeping, SimpleWorker):
         if self.claim_list_key is not None:
             self._salvage_previous_incarnation()
         super().register_birth()
-        if self.claim_list_key is not None:
-            self.connection.sadd(claimers_key(self.queues[0].name), self.name)
+        with self.connection.pipeline(transaction=False) as pipe:
+            for queue in self.queue_names():
+                rq_records.register_queue(pipe, queue)
+            if self.claim_list_key is not None:
+                pipe.sadd(claimers_key(self.queues[0].name), self.name)
+            pipe.execute()
 
     def _salvage_previous_incarnation(self) -> None:
         """A process of this name (host and pid) that left records behind died without a

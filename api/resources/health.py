@@ -8,8 +8,9 @@ import time
 import falcon
 import redis
 
-from api.dispatch import Dispatcher
+from api.admission import WorkerLiveness
 from api.gitlab import GitLabClient
+from shared.rq_records import queue_depth
 
 log = logging.getLogger("aigw.api")
 GITLAB_PROBE_EVERY = 5.0
@@ -32,14 +33,17 @@ class Ready:
     authenticate = False
     access_log = False
 
-    def __init__(self, dispatcher: Dispatcher, gitlab: GitLabClient):
-        self.dispatcher = dispatcher
+    def __init__(self, redis_client: redis.Redis, liveness: WorkerLiveness, model_names: list[str],
+                 gitlab: GitLabClient):
+        self.redis = redis_client
+        self.liveness = liveness
+        self.model_names = model_names
         self.gitlab = gitlab
         self._gitlab_seen: tuple[float, bool] = (0.0, False)
 
     def on_get(self, req, resp) -> None:
         try:
-            self.dispatcher.redis.ping()
+            self.redis.ping()
         except redis.RedisError as error:
             # The detail (host, port) goes to the log, not to whoever probes /ready.
             log.warning("readiness: redis unreachable", extra={"error": str(error)})
@@ -47,10 +51,10 @@ class Ready:
             resp.media = {"status": "unavailable", "redis": {"ok": False, "error": "unreachable"}}
             return
         models = {}
-        for name in self.dispatcher.queues:
+        for name in self.model_names:
             models[name] = {
-                "workers": self.dispatcher.liveness.count(name, fresh=True),
-                "queued": self.dispatcher.queue_depth(name),
+                "workers": self.liveness.count(name, fresh=True),
+                "queued": queue_depth(self.redis, name),
             }
         resp.media = {"status": "ready", "redis": {"ok": True}, "gitlab": {"reachable": self._gitlab_reachable()},
                       "models": models}

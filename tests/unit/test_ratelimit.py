@@ -14,13 +14,14 @@ from shared.ratelimit import (
     REQUESTS,
     TOKENS,
     Limit,
-    QueueAtLimit,
-    RateLimited,
+    OverLimit,
     RateLimiter,
     Reservation,
+    WriteRefused,
     estimate_tokens,
     text_length,
 )
+from shared.rq_records import JobEnqueue
 from tests.unit import redis_fixtures
 
 server, client = redis_fixtures.server, redis_fixtures.client
@@ -44,7 +45,7 @@ def test_admits_exactly_n_in_a_window_then_again_after_it_slides(limiter):
     limit = req_limit("a", 3)
     for expected_remaining in (2, 1, 0):
         assert limiter.admit([limit], 0).figures[0].remaining == expected_remaining
-    with pytest.raises(RateLimited) as refused:
+    with pytest.raises(OverLimit) as refused:
         limiter.admit([limit], 0)
     assert 0 < refused.value.retry_after <= 0.6
     time.sleep(refused.value.retry_after + 0.05)  # the window slides with time: the point of the test
@@ -60,7 +61,7 @@ def test_a_rolling_window_never_admits_double_across_a_boundary(limiter):
         try:
             limiter.admit([limit], 0)
             admitted.append(time.monotonic())
-        except RateLimited:
+        except OverLimit:
             pass
         time.sleep(0.005)
     for i, at in enumerate(admitted):  # any 0.6 s span holds at most 4 admissions
@@ -71,7 +72,7 @@ def test_a_rolling_window_never_admits_double_across_a_boundary(limiter):
 def test_all_or_nothing_across_limits(limiter):
     wide, narrow = req_limit("wide", 10), req_limit("narrow", 1)
     limiter.admit([wide, narrow], 0)
-    with pytest.raises(RateLimited) as refused:
+    with pytest.raises(OverLimit) as refused:
         limiter.admit([wide, narrow], 0)
     assert refused.value.limit == narrow
     assert limiter.redis.zcard(wide.keys[0]) == 1  # the refusal took nothing from "wide"
@@ -81,7 +82,7 @@ def test_tokens_reserve_refund_and_reconcile(limiter):
     budget = tok_limit("t", 100)
     first = limiter.admit([budget], 60)
     assert first.figures[0].remaining == 40
-    with pytest.raises(RateLimited):
+    with pytest.raises(OverLimit):
         limiter.admit([budget], 50)
     limiter.reconcile(first, 20)  # the real usage was smaller: 40 back
     second = limiter.admit([budget], 50)
@@ -89,12 +90,12 @@ def test_tokens_reserve_refund_and_reconcile(limiter):
     limiter.refund(second)  # never reached the provider
     assert int(limiter.redis.hget(budget.keys[1], "_sum")) == 20
     limiter.reconcile(first, 130)  # an overdraw is allowed...
-    with pytest.raises(RateLimited):
+    with pytest.raises(OverLimit):
         limiter.admit([budget], 1)  # ...and refuses what follows until the window slides
 
 
 def test_a_request_bigger_than_the_limit_is_never_admissible(limiter):
-    with pytest.raises(RateLimited) as refused:
+    with pytest.raises(OverLimit) as refused:
         limiter.admit([tok_limit("small", 10)], 11)
     assert refused.value.retry_after is None
 
@@ -115,10 +116,9 @@ def test_a_settlement_after_redis_lost_its_scripts_loads_it_again(limiter):
 
 
 def enqueue_admitted(limiter, reservation, job_id: str, max_depth: int = 10):
-    """As the dispatcher does: admission and the job's writes in one script."""
-    return limiter.admit_and_enqueue(reservation, queue_key="queue", job_key=f"job:{job_id}", queues_key="queues",
-                                     job_id=job_id, max_depth=max_depth, ttl=90,
-                                     job_fields={"status": "queued", "origin": "queue"})
+    """As the admission does: the rate limits and the job's writes (``shared.rq_records``) in one script."""
+    enqueue = JobEnqueue(["queue", f"job:{job_id}"], [job_id, max_depth, 90, "status", "queued", "origin", "queue"])
+    return Reservation(reservation.id, reservation.limits, reservation.tokens, limiter.take(reservation, enqueue))
 
 
 def test_an_admitted_job_is_saved_with_its_expiry_and_pushed(limiter):
@@ -126,14 +126,13 @@ def test_an_admitted_job_is_saved_with_its_expiry_and_pushed(limiter):
     assert limiter.redis.hgetall("job:j1") == {b"status": b"queued", b"origin": b"queue"}
     assert 0 < limiter.redis.ttl("job:j1") <= 90
     assert limiter.redis.lrange("queue", 0, -1) == [b"j1"]
-    assert limiter.redis.smembers("queues") == {b"queue"}
 
 
 def test_queued_admission_keeps_an_admitted_job_and_writes_nothing_for_a_refused_one(limiter):
     limit = req_limit("q", 1)
     admitted = enqueue_admitted(limiter, Reservation("r1", [limit], 0), "j1")
     assert admitted.figures[0].remaining == 0
-    with pytest.raises(RateLimited):
+    with pytest.raises(OverLimit):
         enqueue_admitted(limiter, Reservation("r2", [limit], 0), "j2")
     assert limiter.redis.lrange("queue", 0, -1) == [b"j1"]
     assert limiter.redis.exists("job:j1") and not limiter.redis.exists("job:j2")
@@ -143,9 +142,9 @@ def test_queued_admission_refuses_a_full_queue_before_taking_any_allowance(limit
     limit = req_limit("full", 5)
     for index in range(2):
         enqueue_admitted(limiter, Reservation(f"r{index}", [limit], 0), f"j{index}", max_depth=2)
-    with pytest.raises(QueueAtLimit) as full:
+    with pytest.raises(WriteRefused) as full:
         enqueue_admitted(limiter, Reservation("r2", [limit], 0), "j2", max_depth=2)
-    assert full.value.depth == 2
+    assert full.value.answer == 2  # the queue's depth
     assert limiter.redis.lrange("queue", 0, -1) == [b"j0", b"j1"] and not limiter.redis.exists("job:j2")
     assert limiter.redis.zcard(limit.keys[0]) == 2  # the refused job took nothing
 
@@ -159,7 +158,7 @@ def test_queued_admission_loads_its_script_again_after_redis_lost_it(limiter):
 
 def test_queued_admission_without_limits_still_checks_the_queue(limiter):
     enqueue_admitted(limiter, Reservation("r0", [], 0), "j0", max_depth=1)
-    with pytest.raises(QueueAtLimit):
+    with pytest.raises(WriteRefused):
         enqueue_admitted(limiter, Reservation("r1", [], 0), "j1", max_depth=1)
 
 

@@ -12,6 +12,7 @@ from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
+from shared import rq_records
 from shared.errors import WorkerLost
 from shared.jobs import JobRequest
 from shared.keys import (
@@ -68,10 +69,11 @@ def claim(client, worker: ThreadedWorker) -> str:
 
 
 def start(client, worker: ThreadedWorker, job_id: str) -> None:
-    """The worker's start records, as written once a provider request is on the wire."""
+    """The worker's start records, as its monitor writes them once a job has run a moment."""
     job = Job.fetch(job_id, connection=client, serializer=JobSerializer)
     with client.pipeline() as pipe:
-        worker.queue_start(job, pipe)
+        rq_records.record_start(pipe, job, rq_records.new_execution_id(), worker_name=worker.name,
+                                claim_key=worker.claim_list_key, heartbeat_ttl=35)
         pipe.execute()
 
 

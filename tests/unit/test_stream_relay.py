@@ -11,12 +11,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from api.dispatch import Dispatcher
+from api.answers import Answers
 from api.stream_socket import StreamSocket
 from api.streaming import _relay
 from shared.config import parse_config
 from shared.keys import cancel_key
-from shared.ratelimit import RateLimiter
 from shared.replies import ReplyChannel
 from shared.sse import OPENAI
 from tests.unit import redis_fixtures
@@ -26,11 +25,11 @@ IDLE = 0.5
 
 
 @pytest.fixture
-def dispatcher(client):
+def answers(client):
     config = parse_config({"models": [{"name": "m", "type": "generic", "base_url": "http://127.0.0.1:9/v1",
                                        "stream_idle_timeout": IDLE}],
                            "jobs": {"max_unread_reply_bytes": "4KiB"}}, {})
-    return Dispatcher(config, client, client, RateLimiter(client))
+    return Answers(config, client, client)
 
 
 @pytest.fixture
@@ -52,14 +51,13 @@ def request(sock) -> SimpleNamespace:
 
 
 def stream(client, job_id: str, chunks: int, *, end: bool = True):
-    """A worker's reply stream, already written; its first entry as the dispatcher hands it over."""
+    """A worker's reply stream, already written; its first entry as the wait hands it over."""
     channel = ReplyChannel(client, job_id)
     for i in range(chunks):
         channel.send_chunk(b"data: %06d " % i + b"x" * 1000 + b"\n\n", lasts=60 if i == 0 else None)
     if end:
         channel.send_end({})
     first = channel.read("0-0", 0)[0]
-    first.meta["job_id"] = job_id
     return channel, first
 
 
@@ -81,13 +79,13 @@ def serve(body, sock, *, fail_on: int | None = None, error: Exception | None = N
         pass  # gunicorn logs it and closes the connection
 
 
-def test_a_client_that_reads_nothing_is_dropped_after_the_idle_timeout(client, dispatcher, connection):
+def test_a_client_that_reads_nothing_is_dropped_after_the_idle_timeout(client, answers, connection):
     far, near = connection
     far.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
     channel, first = stream(client, "job-1", 2000, end=False)  # 2 MB: more than the buffers hold
     req = request(far)
     started = time.monotonic()
-    serve(_relay(req, dispatcher, first, dispatcher.config.models[0], 60.0), far)
+    serve(_relay(req, answers, "job-1", first, answers.config.models[0], 60.0), far)
     assert IDLE <= time.monotonic() - started < 10
     assert req.context.log["stream_outcome"] == "client_stalled"
     assert client.exists(cancel_key("job-1"))  # the worker is told to drop the job
@@ -99,16 +97,16 @@ def test_a_client_that_reads_nothing_is_dropped_after_the_idle_timeout(client, d
 @pytest.mark.parametrize(("error", "outcome"), [(TimeoutError("timed out"), "client_stalled"),
                                                  (BlockingIOError(), "client_stalled"),
                                                  (ConnectionResetError(), "client_closed")])
-def test_a_write_that_fails_tells_a_stall_from_a_leaving(client, dispatcher, connection, error, outcome):
+def test_a_write_that_fails_tells_a_stall_from_a_leaving(client, answers, connection, error, outcome):
     far, _ = connection
     _, first = stream(client, "job-2", 10)
     req = request(far)
-    serve(_relay(req, dispatcher, first, dispatcher.config.models[0], 60.0), far, fail_on=3, error=error)
+    serve(_relay(req, answers, "job-2", first, answers.config.models[0], 60.0), far, fail_on=3, error=error)
     assert req.context.log["stream_outcome"] == outcome
     assert client.exists(cancel_key("job-2"))
 
 
-def test_a_client_that_reads_gets_everything_and_redis_is_trimmed_as_it_goes(client, dispatcher, connection):
+def test_a_client_that_reads_gets_everything_and_redis_is_trimmed_as_it_goes(client, answers, connection):
     far, near = connection
     channel, first = stream(client, "job-3", 200)
     req = request(far)
@@ -116,7 +114,7 @@ def test_a_client_that_reads_gets_everything_and_redis_is_trimmed_as_it_goes(cli
     received = bytearray()
     reader = threading.Thread(target=lambda: [received.extend(part) for part in iter(lambda: near.recv(65536), b"")])
     reader.start()
-    body = _relay(req, dispatcher, first, dispatcher.config.models[0], 60.0)
+    body = _relay(req, answers, "job-3", first, answers.config.models[0], 60.0)
     left = []
     try:
         for item in body:

@@ -1,6 +1,6 @@
 """A job's RQ records as the threaded worker writes them, against a real Redis (embedded):
-the start records once (from the job's thread), and never after the job was failed from
-outside its thread (a cold shutdown, a stuck thread); and how a job is handed to its thread."""
+the start records once, and never after the job was failed from outside its thread (a
+cold shutdown, a stuck thread) or ended; and how a job is handed to its thread."""
 
 from __future__ import annotations
 
@@ -59,7 +59,6 @@ def test_the_dequeuing_thread_waits_briefly_for_the_job_to_reach_its_provider(cl
 
     monkeypatch.setattr(worker_classes, "HANDOVER_WAIT", 30.0)  # only the job's progress ends the wait
     monkeypatch.setattr(worker, "perform_job", lambda job, queue, execution: run(running))
-    monkeypatch.setattr(worker, "_write_start_quietly", lambda each: None)
     worker._hand_over(running)
     assert seen and seen[0] is not threading.current_thread()  # sent from its own thread, before the return
     assert running.sent.is_set()
