@@ -71,7 +71,6 @@ def test_neutral_values_are_accepted():
         ("seed", 7),
         ("logit_bias", {"50256": -100}),
         ("service_tier", "auto"),
-        ("reasoning_effort", "low"),
         ("modalities", ["text"]),
         ("audio", {"voice": "alloy"}),
         ("prediction", {"type": "content", "content": "x"}),

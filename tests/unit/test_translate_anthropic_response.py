@@ -25,11 +25,15 @@ def test_text_response():
         "model": "my-claude",
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": "Hello, world", "refusal": None},
+            # Thinking rides the pivot's extension fields, never the answer's text.
+            "message": {"role": "assistant", "content": "Hello, world", "refusal": None,
+                        "reasoning_content": "hmm",
+                        "thinking_blocks": [{"type": "thinking", "thinking": "hmm", "signature": "s"}]},
             "logprobs": None,
             "finish_reason": "stop",
         }],
-        "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19},
+        "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19,
+                  "prompt_tokens_details": {"cached_tokens": 5}},
     }
 
 

@@ -85,10 +85,12 @@ def test_stream_usage_counts_cached_input_and_follows_message_delta():
     stream = AnthropicStreamToChat("m", 0, True)
     assert stream.usage is None
     stream.feed(*message_start(input_tokens=3, cache_creation_input_tokens=4, cache_read_input_tokens=5))
-    assert stream.usage == {"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13}
+    assert stream.usage == {"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13,
+                            "prompt_tokens_details": {"cached_tokens": 5}}
     # Recent API versions repeat the (cumulative) input counts in message_delta.
-    stream.feed(*message_delta("end_turn", 40, input_tokens=6, cache_read_input_tokens=5))
-    assert stream.usage == {"prompt_tokens": 11, "completion_tokens": 40, "total_tokens": 51}
+    stream.feed(*message_delta("end_turn", 40, input_tokens=6, cache_read_input_tokens=2))
+    assert stream.usage == {"prompt_tokens": 8, "completion_tokens": 40, "total_tokens": 48,
+                            "prompt_tokens_details": {"cached_tokens": 2}}
     assert stream.feed(*MESSAGE_STOP)[0]["usage"] == stream.usage
 
 
@@ -117,7 +119,12 @@ def test_stream_text_then_two_tool_calls_with_fragmented_arguments():
     _, chunks = run_stream(events)
     deltas = [c["choices"][0]["delta"] for c in chunks]
     assert "".join(d.get("content") or "" for d in deltas) == "Let me check."
-    assert not any("Two cities" in json.dumps(c) for c in chunks)
+    # Thinking never reaches the answer's text: it rides the pivot's reasoning fields, the whole
+    # block (signature included) once it is complete.
+    assert not any("Two cities" in (d.get("content") or "") for d in deltas)
+    assert [d["reasoning_content"] for d in deltas if "reasoning_content" in d] == ["Two cities."]
+    assert [d["thinking_blocks"] for d in deltas if "thinking_blocks" in d] == [
+        [{"type": "thinking", "thinking": "Two cities.", "signature": "sig"}]]
     calls = [call for d in deltas for call in d.get("tool_calls", [])]
     starts = [call for call in calls if "id" in call]
     assert starts == [

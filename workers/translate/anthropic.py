@@ -12,6 +12,7 @@ from typing import Any
 
 from shared.errors import InvalidRequest, UpstreamError
 from workers.translate import openai_chat as chat
+from workers.translate import reasoning
 from workers.translate.refusals import refuse_unknown_keys, unsupported_for
 
 # Top-level keys handled below. Everything else (seed, logit_bias, metadata, ...) is
@@ -21,6 +22,7 @@ _HANDLED_KEYS = frozenset(
         "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens",
         "temperature", "top_p", "stop", "tools", "tool_choice", "parallel_tool_calls", "user",
         "n", "response_format", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs",
+        "reasoning_effort",
     }
 )
 _FINISH_REASONS = {
@@ -99,7 +101,9 @@ def _convert_messages(messages: Any) -> tuple[list[dict], list[tuple[Any, str]]]
             in_tool_turn = True
             continue
         tool_calls = msg.get("tool_calls")
-        if content is None and not tool_calls:
+        thinking = (reasoning.thinking_blocks(msg["thinking_blocks"], f"{p}.thinking_blocks")
+                    if role == "assistant" and msg.get("thinking_blocks") else [])
+        if content is None and not tool_calls and not thinking:
             raise InvalidRequest(f"'{p}.content' is required", param=f"{p}.content")
         if tool_calls:
             blocks = [] if content is None else (
@@ -108,8 +112,13 @@ def _convert_messages(messages: Any) -> tuple[list[dict], list[tuple[Any, str]]]
             # Anthropic rejects empty text blocks; SDKs often send content "" with tool calls.
             blocks = [b for b in blocks if not (b["type"] == "text" and not b["text"])]
             content = blocks + _tool_use_blocks(tool_calls, f"{p}.tool_calls")
-        elif not isinstance(content, str):
+        elif not isinstance(content, str) and content is not None:
             content = _content_blocks(content, f"{p}.content", images=True)
+        if thinking:
+            # Thinking goes back first and unchanged: Anthropic checks its signature, and wants it
+            # whenever the turn used tools (its extended-thinking guide, "preserving thinking blocks").
+            text = [] if not content else [{"type": "text", "text": content}] if isinstance(content, str) else content
+            content = thinking + text
         if role == "user" and in_tool_turn:
             out[-1]["content"].extend([{"type": "text", "text": content}] if isinstance(content, str)
                                       else content)
@@ -171,8 +180,38 @@ def _max_tokens(body: dict, default: int) -> int:
     return value
 
 
-def chat_request_to_anthropic(body: dict, *, upstream_model: str, default_max_tokens: int) -> dict:
-    """OpenAI chat request body -> Anthropic Messages request body (without `stream`)."""
+THINKING_STYLES = ("budget", "adaptive")
+
+
+def _thinking(body: dict, out: dict, default_max_tokens: int, style: str) -> None:
+    """``reasoning_effort`` -> Anthropic ``thinking``: a token budget (every thinking model), or
+    adaptive thinking with ``output_config.effort`` (the newest models, which refuse budgets)."""
+    if style not in THINKING_STYLES:
+        raise ValueError(f"unknown thinking style {style!r}")
+    effort = reasoning.effort(body.get("reasoning_effort"))
+    if effort is None or effort == "none":
+        return  # thinking is off unless asked for
+    if style == "adaptive":
+        out["thinking"] = {"type": "adaptive"}
+        out["output_config"] = {"effort": reasoning.ADAPTIVE_EFFORTS[effort]}
+        return
+    budget = reasoning.THINKING_BUDGETS[effort]
+    if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
+        # The default answer allowance stays whole: the budget comes on top of it.
+        out["max_tokens"] = default_max_tokens + budget
+    elif out["max_tokens"] <= reasoning.MIN_ANTHROPIC_BUDGET:
+        raise _unsupported("reasoning_effort", f"thinking needs max_tokens above {reasoning.MIN_ANTHROPIC_BUDGET}")
+    else:
+        budget = min(budget, out["max_tokens"] - 1)  # OpenAI's max counts reasoning too, as Anthropic's does
+    out["thinking"] = {"type": "enabled", "budget_tokens": budget}
+
+
+def chat_request_to_anthropic(body: dict, *, upstream_model: str, default_max_tokens: int,
+                              thinking: str = "budget") -> dict:
+    """OpenAI chat request body -> Anthropic Messages request body (without `stream`).
+
+    ``thinking`` is how the model takes ``reasoning_effort``: "budget" or "adaptive" (THINKING_STYLES).
+    """
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object")
     _check_keys(body)
@@ -182,6 +221,7 @@ def chat_request_to_anthropic(body: dict, *, upstream_model: str, default_max_to
         "max_tokens": _max_tokens(body, default_max_tokens),
         "messages": messages,
     }
+    _thinking(body, out, default_max_tokens, thinking)
     if system:
         out["system"] = _system_field(system)
     temperature = body.get("temperature")
@@ -230,21 +270,38 @@ def _input_tokens(usage: dict) -> int:
     return sum(usage.get(k) or 0 for k in _INPUT_TOKEN_KEYS)
 
 
+def _chat_usage(prompt: int, completion: int, cached: int) -> dict:
+    usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                             "total_tokens": prompt + completion}
+    if cached:  # the part of prompt_tokens read from Anthropic's prompt cache
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+    return usage
+
+
+def _thinking_block(block: dict) -> dict:
+    if block.get("type") == "redacted_thinking":
+        return {"type": "redacted_thinking", "data": block.get("data") or ""}
+    return {"type": "thinking", "thinking": block.get("thinking") or "", "signature": block.get("signature") or ""}
+
+
 def anthropic_response_to_chat(resp: dict, *, requested_model: str, created: int) -> dict:
     """Anthropic Messages response -> OpenAI `chat.completion` object."""
     texts: list[str] = []
     tool_calls: list[dict] = []
+    thinking: list[dict] = []
     for block in resp.get("content") or []:
         kind = block.get("type")
         if kind == "text":
             texts.append(block.get("text") or "")
+        elif kind in reasoning.THINKING_BLOCK_TYPES:
+            thinking.append(_thinking_block(block))
         elif kind == "tool_use":
             tool_calls.append({
                 "id": block.get("id"),
                 "type": "function",
                 "function": {"name": block.get("name"), "arguments": json.dumps(block.get("input") or {})},
             })
-        # thinking / redacted_thinking and server-side blocks have no OpenAI field.
+        # server-side tool blocks have no OpenAI field.
     message: dict[str, Any] = {
         "role": "assistant",
         "content": "".join(texts) if texts else None,
@@ -252,6 +309,9 @@ def anthropic_response_to_chat(resp: dict, *, requested_model: str, created: int
     }
     if tool_calls:
         message["tool_calls"] = tool_calls
+    if thinking:  # the pivot's thinking extension (workers/translate/reasoning.py)
+        message["reasoning_content"] = "".join(b.get("thinking", "") for b in thinking)
+        message["thinking_blocks"] = thinking
     usage = resp.get("usage") or {}
     prompt = _input_tokens(usage)
     completion = usage.get("output_tokens") or 0
@@ -266,8 +326,7 @@ def anthropic_response_to_chat(resp: dict, *, requested_model: str, created: int
             "logprobs": None,
             "finish_reason": anthropic_stop_reason_to_finish_reason(resp.get("stop_reason")),
         }],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                  "total_tokens": prompt + completion},
+        "usage": _chat_usage(prompt, completion, usage.get("cache_read_input_tokens") or 0),
     }
 
 
@@ -281,14 +340,15 @@ class AnthropicStreamToChat:
         self._id = "chatcmpl-"
         self._prompt: int | None = None
         self._completion = 0
+        self._cached = 0
         self._tool_calls: dict[Any, int] = {}  # Anthropic block index -> OpenAI tool call index
+        self._thinking: dict[Any, dict] = {}  # Anthropic block index -> the thinking block being streamed
 
     @property
     def usage(self) -> dict | None:
         if self._prompt is None:
             return None
-        return {"prompt_tokens": self._prompt, "completion_tokens": self._completion,
-                "total_tokens": self._prompt + self._completion}
+        return _chat_usage(self._prompt, self._completion, self._cached)
 
     def _chunk(self, delta: dict, finish_reason: str | None = None) -> dict:
         return {"id": self._id, "object": "chat.completion.chunk", "created": self.created,
@@ -301,12 +361,18 @@ class AnthropicStreamToChat:
             self._id = f"chatcmpl-{message.get('id', '')}"
             usage = message.get("usage") or {}
             self._prompt = _input_tokens(usage)
+            self._cached = usage.get("cache_read_input_tokens") or 0
             self._completion = usage.get("output_tokens") or 0
             return [self._chunk({"role": "assistant", "content": ""})]
         if event == "content_block_start":
             block = data.get("content_block") or {}
+            if block.get("type") == "thinking":
+                self._thinking[data.get("index")] = _thinking_block(block)
+                return []
+            if block.get("type") == "redacted_thinking":  # arrives whole
+                return [self._chunk({"thinking_blocks": [_thinking_block(block)]})]
             if block.get("type") != "tool_use":
-                return []  # text starts empty; thinking and server-side blocks have no OpenAI field
+                return []  # text starts empty; server-side blocks have no OpenAI field
             k = self._tool_calls[data.get("index")] = len(self._tool_calls)
             return [self._chunk({"tool_calls": [{"index": k, "id": block.get("id"), "type": "function",
                                                  "function": {"name": block.get("name"), "arguments": ""}}]})]
@@ -314,11 +380,21 @@ class AnthropicStreamToChat:
             delta = data.get("delta") or {}
             if delta.get("type") == "text_delta":
                 return [self._chunk({"content": delta.get("text") or ""})]
+            thinking = self._thinking.get(data.get("index"))
+            if delta.get("type") == "thinking_delta" and thinking is not None:
+                thinking["thinking"] += delta.get("thinking") or ""
+                return [self._chunk({"reasoning_content": delta.get("thinking") or ""})]
+            if delta.get("type") == "signature_delta" and thinking is not None:
+                thinking["signature"] += delta.get("signature") or ""
+                return []
             k = self._tool_calls.get(data.get("index"))
             if delta.get("type") == "input_json_delta" and k is not None:
                 return [self._chunk({"tool_calls": [{"index": k, "function": {
                     "arguments": delta.get("partial_json") or ""}}]})]
             return []
+        if event == "content_block_stop" and data.get("index") in self._thinking:
+            # The pivot gets each thinking block whole, signature included, once it is complete.
+            return [self._chunk({"thinking_blocks": [self._thinking.pop(data.get("index"))]})]
         if event == "message_delta":
             # message_delta usage is cumulative; recent API versions repeat the input counts there.
             usage = data.get("usage") or {}
@@ -326,6 +402,7 @@ class AnthropicStreamToChat:
                 self._completion = usage["output_tokens"]
             if any(usage.get(k) is not None for k in _INPUT_TOKEN_KEYS):
                 self._prompt = _input_tokens(usage)
+                self._cached = usage.get("cache_read_input_tokens") or 0
             reason = (data.get("delta") or {}).get("stop_reason")
             return [self._chunk({}, anthropic_stop_reason_to_finish_reason(reason))]
         if event == "message_stop":

@@ -17,13 +17,14 @@ from urllib.parse import urlsplit
 
 from shared.errors import InvalidRequest
 from workers.translate import openai_chat as chat
+from workers.translate import reasoning
 from workers.translate.refusals import refuse_unknown_keys, unsupported_for
 
 # Top-level keys handled below; any other key with a non-None value is refused.
 _HANDLED_KEYS = frozenset({
     "model", "messages", "stream", "stream_options", "user", "max_tokens", "max_completion_tokens",
     "temperature", "top_p", "stop", "n", "seed", "presence_penalty", "frequency_penalty",
-    "response_format", "tools", "tool_choice", "parallel_tool_calls", "logprobs",
+    "response_format", "tools", "tool_choice", "parallel_tool_calls", "logprobs", "reasoning_effort",
 })
 _FINISH_REASONS = {
     "STOP": "stop", "MAX_TOKENS": "length",
@@ -224,6 +225,11 @@ def _generation_config(body: dict) -> dict:
             config["responseSchema"] = schema
         elif kind != "text":
             raise unsupported("response_format", "only text, json_object and json_schema")
+    effort = reasoning.effort(body.get("reasoning_effort"))
+    if effort is not None:
+        # A budget, as Google's own OpenAI-compatible endpoint maps it; Gemini 3 still takes budgets.
+        budget = 0 if effort == "none" else min(reasoning.THINKING_BUDGETS[effort], reasoning.MAX_GEMINI_BUDGET)
+        config["thinkingConfig"] = {"thinkingBudget": budget}
     return config
 
 

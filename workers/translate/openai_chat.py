@@ -14,7 +14,10 @@ from typing import Any
 from shared.errors import InvalidRequest
 from workers.translate.refusals import Unsupported, refuse_unknown_keys
 
-MESSAGE_KEYS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
+# reasoning_content and thinking_blocks: the pivot's thinking on assistant turns (translate/reasoning.py);
+# targets that take no thinking back ignore them.
+MESSAGE_KEYS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id", "reasoning_content",
+                          "thinking_blocks"})
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
@@ -50,8 +53,9 @@ def message(msg: Any, p: str, unsupported: Unsupported, target: str) -> tuple[st
     role = msg.get("role")
     if role not in ROLES:
         raise InvalidRequest(f"'{p}.role' must be one of {', '.join(ROLES)}", param=f"{p}.role")
-    if msg.get("tool_calls") is not None and role != "assistant":
-        raise InvalidRequest(f"'{p}.tool_calls' is only valid on assistant messages", param=f"{p}.tool_calls")
+    for key in ("tool_calls", "reasoning_content", "thinking_blocks"):
+        if msg.get(key) is not None and role != "assistant":
+            raise InvalidRequest(f"'{p}.{key}' is only valid on assistant messages", param=f"{p}.{key}")
     if role == "tool" and not isinstance(msg.get("tool_call_id"), str):
         raise InvalidRequest(f"'{p}.tool_call_id' must be a string", param=f"{p}.tool_call_id")
     return role, msg.get("content")
