@@ -2,26 +2,37 @@
 
 `make run` uses it when no real provider key is configured, the integration tests use it as
 the upstream and the benchmark uses it as the baseline. It is NOT a model: every answer is
-"Sandbox reply: " + the text of the last user message.
+"Sandbox reply: " + the text of the last user message. sandbox/README.md documents it for test writers.
 
     POST /v1/chat/completions, /v1/messages    chat; `"stream": true` answers Server-Sent Events
+    POST /v1/responses                         OpenAI's Responses API, whole and streamed (provider_responses);
+    GET, DELETE /v1/responses/{id}             responses stored unless `store` is false (in memory, bounded)
+    POST /v1/messages/count_tokens             Anthropic's {"input_tokens": N}
     POST /v1/completions                       legacy (fill-in-the-middle): "Sandbox completion of: <last 5
                                                prompt words> [before: <first 3 suffix words>]", streams too
     POST /v1/embeddings                        8 (or `dimensions`) floats in [-1, 1] from sha256 of each input
     GET  /v1/models
-    GET  /_sandbox/calls?key=K  /_sandbox/log  /_sandbox/hangs  /_sandbox/streams     POST /_sandbox/reset
+    GET  /_sandbox/calls?key=K  /_sandbox/log[?key=K&path=P]  /_sandbox/hangs  /_sandbox/streams
+    POST /_sandbox/reset
+
+Every path takes a query string (Anthropic's SDK adds `?beta=true`). The log keeps each request's
+method, path, query, headers (credentials redacted) and body (bounded: sandbox.provider_state).
 
 The gateway never lets a client choose the upstream URL, so tests steer the sandbox with a
 directive inside the last user message (or the prompt, or an embedding input; removed from the
-reply and the token counts):
+reply and the token counts; syntax in sandbox.provider_directives):
 
     [[sandbox fail=503 times=2 retry_after=1 delay_ms=50]]    [[sandbox hang]]    [[sandbox close]]
     [[sandbox tool=search]]  call the request's tool `search` with {"query": <the reply text>}
+    [[sandbox tool=Bash args={"command": "echo hi"}]]  call it with these arguments (sandbox.provider_script)
     [[sandbox chunk_delay_ms=20 silence_ms=500 fail_after=3 error_after=3]]    streams only
     [[sandbox words=40000]]  chat: the reply repeats the message's words until it has that many (up to 1,000,000)
 
 `times` bounds every fault (fail, hang, close, fail_after, error_after); the delays always apply.
 A request whose newest turn is a tool result answers "Sandbox reply: tool said <the result>".
+Reasoning (`reasoning_effort`, `reasoning.effort`, Anthropic `thinking`) adds a deterministic thought.
+Anthropic: a `role: "system"` message is refused unless `anthropic-beta` names
+mid-conversation-system-2026-04-07 (sandbox.provider_logic.check_anthropic_roles).
 
 Run: python -m sandbox.provider [--host 127.0.0.1] [--port 0] [--latency-ms 0] [--api-key KEY]
 """
@@ -32,6 +43,7 @@ import argparse
 import hashlib
 import hmac
 import json
+import re
 import threading
 import time
 from collections import deque
@@ -39,13 +51,15 @@ from urllib.parse import parse_qs, urlsplit
 
 from sandbox import serving
 from sandbox.provider_logic import (
-    DIRECTIVE_RE,
     EMBEDDING_DIMENSIONS,
     INT_KEYS,
     MAX_DIMENSIONS,
     TOOL_NAME_RE,
+    RequestError,
+    anthropic_betas,
     chat_answer,
     completion_answer,
+    count_tokens,
     cut_reply,
     embed,
     embedding_texts,
@@ -56,6 +70,8 @@ from sandbox.provider_logic import (
     text_of,
     tool_results,
 )
+from sandbox.provider_responses import Turn, deleted, not_found, previous_not_found
+from sandbox.provider_state import LOG_SIZE, CallLog, ResponseStore
 from sandbox.provider_stream import (
     Answer,
     StreamRun,
@@ -72,16 +88,15 @@ from sandbox.provider_stream import (
 
 # The public API; the request -> answer logic lives in sandbox.provider_logic and is re-exported here.
 __all__ = [
-    "ANTHROPIC_ERRORS", "DIRECTIVE_RE", "EMBEDDING_DIMENSIONS", "HANG_TIMEOUT", "INT_KEYS", "LABEL", "LOG_SIZE",
+    "ANTHROPIC_ERRORS", "EMBEDDING_DIMENSIONS", "HANG_TIMEOUT", "INT_KEYS", "LABEL", "LOG_SIZE",
     "MAX_BODY", "MAX_DIMENSIONS", "MAX_KEYS", "MODEL_ID", "REASONS", "SECRET_HEADERS", "TOOL_NAME_RE",
-    "SandboxHandler", "SandboxServer", "chat_answer", "completion_answer", "cut_reply", "embed", "embedding_texts",
-    "embeddings_payload", "main", "make_reply", "make_server", "parse_directive", "read_prompt", "serve_in_thread",
-    "text_of", "tool_results",
+    "SandboxHandler", "SandboxServer", "chat_answer", "completion_answer", "count_tokens", "cut_reply", "embed",
+    "embedding_texts", "embeddings_payload", "main", "make_reply", "make_server", "parse_directive", "read_prompt",
+    "serve_in_thread", "text_of", "tool_results",
 ]
 
 LABEL = "SANDBOX PROVIDER: canned deterministic answers, not a real model"
 MODEL_ID = "sandbox-model"
-LOG_SIZE = 500
 MAX_KEYS = 100_000  # bound the attempt counters so a long `make run` cannot grow without limit
 MAX_BODY = 32 * 1024 * 1024
 HANG_TIMEOUT = 300.0
@@ -92,6 +107,7 @@ ANTHROPIC_ERRORS = {
     500: "api_error", 529: "overloaded_error",
 }
 REASONS = {529: "Overloaded"}  # not in http.HTTPStatus, so http.server would send an empty phrase
+RESPONSE_PATH_RE = re.compile(r"/v1/responses/([A-Za-z0-9_-]{1,128})")
 
 
 # --- HTTP server ------------------------------------------------------------------------------
@@ -105,14 +121,16 @@ class SandboxServer(serving.StandinServer):
         self.hang_timeout = HANG_TIMEOUT  # tests may shorten it
         self.lock = threading.Lock()
         self.counts: dict[str, int] = {}
-        self.log: deque = deque(maxlen=LOG_SIZE)
+        self.log = CallLog()
         self.hangs: deque = deque(maxlen=LOG_SIZE)
         self.streams: deque = deque(maxlen=LOG_SIZE)
+        self.responses = ResponseStore()
 
-    def record_call(self, path: str, key: str, headers, stream: bool = False) -> int:
-        """Count and log one model call; return the attempt number for its key."""
+    def record_call(self, path: str, key: str, headers, stream: bool = False, *, method: str = "POST",
+                    query: str = "", body: bytes = b"") -> int:
+        """Count and log one call; return the attempt number for its key."""
         entry = {
-            "path": path, "key": key, "time": time.time(), "stream": stream,
+            "method": method, "path": path, "query": query, "key": key, "time": time.time(), "stream": stream,
             "headers": {
                 name.lower(): f"<redacted len={len(value)}>" if name.lower() in SECRET_HEADERS else value
                 for name, value in headers.items()
@@ -123,7 +141,7 @@ class SandboxServer(serving.StandinServer):
             self.counts[key] = count
             if len(self.counts) > MAX_KEYS:
                 del self.counts[next(iter(self.counts))]
-            self.log.append(entry)
+            self.log.append(entry, body)
         return count
 
     def reset(self) -> None:
@@ -132,6 +150,7 @@ class SandboxServer(serving.StandinServer):
             self.log.clear()
             self.hangs.clear()
             self.streams.clear()
+            self.responses.clear()
 
 
 class SandboxHandler(serving.JSONHandler):
@@ -143,25 +162,35 @@ class SandboxHandler(serving.JSONHandler):
     def do_POST(self):
         self._dispatch("POST")
 
+    def do_DELETE(self):
+        self._dispatch("DELETE")
+
     def _dispatch(self, method: str) -> None:
         url = urlsplit(self.path)
         api = "anthropic" if url.path.startswith("/v1/messages") else "openai"
         raw = self._read_body(api)
         if raw is None:
             return
+        call = {"path": url.path, "query": url.query, "raw": raw}
         routes = {
-            "/v1/chat/completions": ("POST", lambda: self._model_call("chat", url.path, raw)),
-            "/v1/messages": ("POST", lambda: self._model_call("messages", url.path, raw)),
-            "/v1/completions": ("POST", lambda: self._model_call("completions", url.path, raw)),
-            "/v1/embeddings": ("POST", lambda: self._model_call("embeddings", url.path, raw)),
+            "/v1/chat/completions": ("POST", lambda: self._model_call("chat", **call)),
+            "/v1/messages": ("POST", lambda: self._model_call("messages", **call)),
+            "/v1/messages/count_tokens": ("POST", lambda: self._model_call("count_tokens", **call)),
+            "/v1/responses": ("POST", lambda: self._model_call("responses", **call)),
+            "/v1/completions": ("POST", lambda: self._model_call("completions", **call)),
+            "/v1/embeddings": ("POST", lambda: self._model_call("embeddings", **call)),
             "/v1/models": ("GET", self._models),
             "/_sandbox/calls": ("GET", lambda: self._calls(url.query)),
-            "/_sandbox/log": ("GET", lambda: self._send_json(200, {"requests": self._snapshot("log")})),
+            "/_sandbox/log": ("GET", lambda: self._log(url.query)),
             "/_sandbox/hangs": ("GET", lambda: self._send_json(200, self._snapshot("hangs"))),
             "/_sandbox/streams": ("GET", lambda: self._send_json(200, self._snapshot("streams"))),
             "/_sandbox/reset": ("POST", self._reset),
         }
         route = routes.get(url.path)
+        stored = RESPONSE_PATH_RE.fullmatch(url.path)
+        if stored is not None:
+            route = (method if method in ("GET", "DELETE") else "GET",
+                     lambda: self._stored_response(method, stored.group(1), url.query, raw))
         try:
             if route is None:
                 self._error(api, 404, f"no such path: {url.path}")
@@ -188,8 +217,8 @@ class SandboxHandler(serving.JSONHandler):
 
     # --- model endpoints ---
 
-    def _model_call(self, kind: str, path: str, raw: bytes) -> None:
-        api = "anthropic" if kind == "messages" else "openai"
+    def _model_call(self, kind: str, path: str, query: str, raw: bytes) -> None:
+        api = "anthropic" if kind in ("messages", "count_tokens") else "openai"
         digest = hashlib.sha256(raw).hexdigest()
         key = self.headers.get("X-Request-Id") or digest
         try:
@@ -198,8 +227,8 @@ class SandboxHandler(serving.JSONHandler):
                 raise ValueError("request body must be a JSON object")
         except ValueError as exc:
             body, problem = {}, f"invalid JSON body: {exc}"
-        stream = body.get("stream") is True and kind != "embeddings"
-        attempt = self.server.record_call(path, key, self.headers, stream=stream)
+        stream = body.get("stream") is True and kind not in ("embeddings", "count_tokens")
+        attempt = self.server.record_call(path, key, self.headers, stream=stream, query=query, body=raw)
         if self.server.latency_ms:
             time.sleep(self.server.latency_ms / 1000)
         if not self._authorized(api):
@@ -208,27 +237,37 @@ class SandboxHandler(serving.JSONHandler):
             return self._error(api, 400, "anthropic-version header is required")
         if problem:
             return self._error(api, 400, problem)
+        betas = anthropic_betas(self.headers.get_all("anthropic-beta"))
         try:
-            if kind != "embeddings" and body.get("stream") not in (None, True, False):
+            if kind not in ("embeddings", "count_tokens") and body.get("stream") not in (None, True, False):
                 raise ValueError("'stream' must be a boolean")
             if kind == "embeddings":
                 payload, opts = embeddings_payload(body)
+            elif kind == "count_tokens":
+                payload, opts = count_tokens(body, betas)
             elif kind == "completions":
                 answer, opts = completion_answer(body, digest)
+            elif kind == "responses":
+                turn = Turn(body, self._continued(body.get("previous_response_id")))
+                answer, opts = turn.answer, turn.opts
             else:
-                answer, opts = chat_answer(api, body, digest)
+                answer, opts = chat_answer(api, body, digest, betas)
+        except RequestError as exc:
+            return self._error(api, exc.status, str(exc), code=exc.code, param=exc.param)
         except ValueError as exc:
             return self._error(api, 400, str(exc))
         if self._inject_fault(api, opts, key, attempt):
             return None
-        if kind == "embeddings":
+        if kind in ("embeddings", "count_tokens"):
             return self._send_json(200, payload)
+        if kind == "responses":
+            return self._respond(turn, body, opts, key, attempt)
         if stream:
             return self._stream(kind, answer, body, opts, key, attempt)
         build = {"chat": openai_chat_payload, "messages": anthropic_payload, "completions": completion_payload}
         return self._send_json(200, build[kind](answer))
 
-    def _stream(self, kind: str, answer: Answer, body: dict, opts: dict, key: str, attempt: int) -> None:
+    def _stream(self, kind: str, answer: Answer, body: dict, opts: dict, key: str, attempt: int) -> str:
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
         if kind == "messages":
@@ -237,11 +276,61 @@ class SandboxHandler(serving.JSONHandler):
             events, error = chat_events(answer, include_usage), openai_error_event()
         else:
             events, error = completion_events(answer, include_usage), openai_error_event()
+        return self._run_stream(events, error, opts, key, attempt)
+
+    def _run_stream(self, events, error, opts: dict, key: str, attempt: int) -> str:
+        """Send `events` as an SSE stream; return how it ended (completed, failed, client_closed)."""
         faults = "times" not in opts or attempt <= opts["times"]
         record = {"key": key, "started": time.time(), "ended": None, "events_sent": 0, "reason": None}
         with self.server.lock:
             self.server.streams.append(record)
         StreamRun(self, events, error, opts, faults, record, self.server.lock).run()
+        return record["reason"]
+
+    # --- the Responses API ---
+
+    def _continued(self, previous_id) -> list[dict]:
+        """The conversation `previous_response_id` continues: the stored response's input and output items."""
+        if previous_id is None:
+            return []
+        if not isinstance(previous_id, str):
+            raise RequestError("Invalid type for 'previous_response_id': expected a string.",
+                               param="previous_response_id", code="invalid_type")
+        with self.server.lock:
+            stored = self.server.responses.get(previous_id)
+        if stored is None:
+            raise previous_not_found(previous_id)
+        return list(stored["context"])
+
+    def _respond(self, turn: Turn, body: dict, opts: dict, key: str, attempt: int) -> None:
+        store = body.get("store") is not False  # OpenAI stores by default
+        if body.get("stream") is True:
+            # A stream that did not finish leaves nothing to continue from.
+            if self._run_stream(turn.events(), turn.failed_event, opts, key, attempt) == "completed" and store:
+                with self.server.lock:
+                    self.server.responses.put(turn.ids["resp"], turn.stored())
+            return None
+        if store:
+            with self.server.lock:
+                self.server.responses.put(turn.ids["resp"], turn.stored())
+        return self._send_json(200, turn.response())
+
+    def _stored_response(self, method: str, response_id: str, query: str, raw: bytes) -> None:
+        key = self.headers.get("X-Request-Id") or hashlib.sha256(f"{method} {response_id}".encode()).hexdigest()
+        self.server.record_call(f"/v1/responses/{response_id}", key, self.headers, method=method, query=query,
+                                body=raw)
+        if not self._authorized("openai"):
+            return self._error("openai", 401, "invalid or missing sandbox api key", code="invalid_api_key")
+        with self.server.lock:
+            if method == "DELETE":
+                found = self.server.responses.delete(response_id)
+            else:
+                stored = self.server.responses.get(response_id)
+                found = stored is not None
+        if not found:
+            error = not_found(response_id)
+            return self._error("openai", error.status, str(error), code=error.code, param=error.param)
+        return self._send_json(200, deleted(response_id) if method == "DELETE" else stored["response"])
 
     def _authorized(self, api: str) -> bool:
         expected = self.server.api_key
@@ -296,6 +385,12 @@ class SandboxHandler(serving.JSONHandler):
             count = self.server.counts.get(key, 0)
         self._send_json(200, {"key": key, "count": count})
 
+    def _log(self, query: str) -> None:
+        wanted = parse_qs(query)
+        with self.server.lock:
+            entries = self.server.log.snapshot(key=wanted.get("key", [None])[0], path=wanted.get("path", [None])[0])
+        self._send_json(200, {"requests": entries})
+
     def _snapshot(self, name: str) -> list:
         with self.server.lock:
             return [dict(entry) for entry in getattr(self.server, name)]
@@ -306,14 +401,15 @@ class SandboxHandler(serving.JSONHandler):
 
     # --- responses ---
 
-    def _error(self, api: str, status: int, message: str, headers=None, code: str | None = None) -> None:
+    def _error(self, api: str, status: int, message: str, headers=None, code: str | None = None,
+               param: str | None = None) -> None:
         if api == "anthropic":
             kind = ANTHROPIC_ERRORS.get(status, "api_error" if status >= 500 else "invalid_request_error")
             payload = {"type": "error", "error": {"type": kind, "message": message}}
         else:
             kind = "rate_limit_error" if status == 429 else "server_error" if status >= 500 else (
                 "invalid_request_error")
-            payload = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+            payload = {"error": {"message": message, "type": kind, "param": param, "code": code}}
         self._send_json(status, payload, headers, REASONS.get(status))
 
 

@@ -9,41 +9,22 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import re
 import struct
 import time
 
+from sandbox import provider_script as script
+from sandbox.provider_directives import INT_KEYS, MAX_WORDS, TOOL_NAME_RE, parse_directive, strip_directives
 from sandbox.provider_stream import Answer
 
-DIRECTIVE_RE = re.compile(r"\[\[sandbox\b([^\]]*)\]\]")
-TOOL_NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
-INT_KEYS = ("times", "delay_ms", "chunk_delay_ms", "silence_ms", "fail_after", "error_after", "words")
-MAX_WORDS = 1_000_000  # `words=N`: a long answer, never one that exhausts the sandbox's memory
+__all__ = [
+    "EMBEDDING_DIMENSIONS", "INT_KEYS", "MAX_DIMENSIONS", "MAX_WORDS", "MID_CONVERSATION_SYSTEM_BETA", "TOOL_NAME_RE",
+    "RequestError", "anthropic_betas", "chat_answer", "check_anthropic_roles",
+    "completion_answer", "count_tokens", "cut_reply", "embed", "embedding_texts", "embeddings_payload", "make_reply",
+    "parse_directive", "read_prompt", "repeat_words", "strip_directives", "text_of", "tool_results",
+]
+
 EMBEDDING_DIMENSIONS = 8
 MAX_DIMENSIONS = 4096
-
-
-def parse_directive(text: str) -> tuple[str, dict]:
-    """Return (text with directives removed and whitespace collapsed, directive options)."""
-    opts: dict = {}
-    for match in DIRECTIVE_RE.finditer(text):
-        for item in match.group(1).split():
-            key, has_value, value = item.partition("=")
-            if key in ("hang", "close") and not has_value:
-                opts[key] = True
-            elif key == "fail" and value.isdigit() and 400 <= int(value) <= 599:
-                opts[key] = int(value)
-            elif key == "words" and value.isdigit() and 1 <= int(value) <= MAX_WORDS:
-                opts[key] = int(value)
-            elif key in INT_KEYS and key != "words" and value.isdigit():
-                opts[key] = int(value)
-            elif key == "tool" and TOOL_NAME_RE.fullmatch(value):
-                opts[key] = value
-            elif key == "retry_after" and value.isdigit():
-                opts[key] = value
-            else:
-                raise ValueError(f"bad sandbox directive item {item!r}")
-    return " ".join(DIRECTIVE_RE.sub(" ", text).split()), opts
 
 
 def text_of(content) -> str:
@@ -68,6 +49,11 @@ def _tool_result_texts(content) -> list[str]:
             if isinstance(block, dict) and block.get("type") == "tool_result"]
 
 
+# Instructions between turns are not turns: Claude Code puts a `system` message after a tool result
+# (NOTES.md, "Real clients"), and OpenAI accepts system and developer messages anywhere.
+INSTRUCTION_ROLES = ("system", "developer")
+
+
 def tool_results(messages: list) -> str | None:
     """Text of the tool results the newest turn carries, or None when it is not a tool result turn.
 
@@ -75,6 +61,8 @@ def tool_results(messages: list) -> str | None:
     """
     found: list[str] = []
     for message in reversed(messages):
+        if message.get("role") in INSTRUCTION_ROLES:
+            continue
         if message.get("role") == "tool":
             found.insert(0, text_of(message.get("content")))
             continue
@@ -92,7 +80,7 @@ def read_prompt(messages, system=None) -> tuple[str, dict, int]:
     texts += [text for m in messages for text in _tool_result_texts(m.get("content"))]
     last_user = next((text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
     cleaned, opts = parse_directive(last_user)
-    prompt_tokens = sum(len(DIRECTIVE_RE.sub(" ", t).split()) for t in texts)
+    prompt_tokens = sum(len(strip_directives(t).split()) for t in texts)
     return cleaned, opts, prompt_tokens
 
 
@@ -141,27 +129,54 @@ def _stop_list(value, name: str) -> list[str]:
     raise ValueError(f"'{name}' must be a string or a list of strings")
 
 
-def _has_tool(tools, name: str) -> bool:
-    if tools is None:
-        return False
-    if not isinstance(tools, list):
-        raise ValueError("'tools' must be a list")
-    for tool in tools:
-        if isinstance(tool, dict):
-            function = tool.get("function")
-            if (function.get("name") if isinstance(function, dict) else tool.get("name")) == name:
-                return True
-    return False
+class RequestError(ValueError):
+    """A refusal that names what OpenAI names: the parameter, and an error code."""
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None, status: int = 400):
+        super().__init__(message)
+        self.param, self.code, self.status = param, code, status
 
 
-def chat_answer(api: str, body: dict, digest: str) -> tuple[Answer, dict]:
+# Claude Code sends this beta when it puts a `role: "system"` message inside `messages` (NOTES.md, "Real
+# clients"); anthropic-sdk-python types/beta/beta_message_param.py admits the role only in the beta API.
+MID_CONVERSATION_SYSTEM_BETA = "mid-conversation-system-2026-04-07"
+
+
+def anthropic_betas(values) -> frozenset[str]:
+    """The betas of the `anthropic-beta` headers: comma-separated, and the header may repeat
+    (docs.claude.com/en/api/beta-headers)."""
+    return frozenset(beta.strip() for value in values or () for beta in value.split(",") if beta.strip())
+
+
+def check_anthropic_roles(messages, betas: frozenset[str]) -> None:
+    """Refuse a role Anthropic refuses, in its words.
+
+    Anthropic's 400 for a message role other than user/assistant reads "messages.N.role: Input should be
+    'user' or 'assistant'" (reported by Claude Code users behind gateways that dropped the beta header).
+    Its docs (build-with-claude/mid-conversation-system-messages) say Claude Opus 4.8 takes a `system`
+    message without a header; the sandbox admits it only when the header names the beta Claude Code
+    sends, so a test proves the header reached the provider.
+    """
+    if not isinstance(messages, list):
+        return  # read_prompt refuses it
+    for index, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role in ("user", "assistant") or (role == "system" and MID_CONVERSATION_SYSTEM_BETA in betas):
+            continue
+        raise ValueError(f"messages.{index}.role: Input should be 'user' or 'assistant'")
+
+
+def chat_answer(api: str, body: dict, digest: str, betas: frozenset[str] = frozenset()) -> tuple[Answer, dict]:
     """The answer to a chat call (OpenAI chat completions or Anthropic messages) and its directive."""
+    shown = True
     if api == "anthropic":
         limit = _positive_int(body.get("max_tokens"), "max_tokens", required=True)
         stops = _stop_list(body.get("stop_sequences"), "stop_sequences")
+        check_anthropic_roles(body.get("messages"), betas)
         text, opts, prompt_tokens = read_prompt(body.get("messages"), body.get("system"))
         answer = Answer(f"msg_sbx_{digest[:24]}", body.get("model"), prompt_tokens, 0)
         tool_id = f"toolu_sbx_{digest[:24]}"
+        label, shown = script.anthropic_thinking(body)
     else:
         limit = body.get("max_completion_tokens")
         limit = _positive_int(body.get("max_tokens") if limit is None else limit, "max_tokens")
@@ -169,20 +184,35 @@ def chat_answer(api: str, body: dict, digest: str) -> tuple[Answer, dict]:
         text, opts, prompt_tokens = read_prompt(body.get("messages"))
         answer = Answer(f"chatcmpl-sbx-{digest[:12]}", body.get("model"), prompt_tokens, 0, created=int(time.time()))
         tool_id = f"call_sbx_{digest[:24]}"
+        label = script.openai_effort(body.get("reasoning_effort"))
     results = tool_results(body["messages"])
-    if results is None and "tool" in opts and _has_tool(body.get("tools"), opts["tool"]):
+    subject = text if results is None else " ".join(f"tool said {results}".split())
+    if label is not None:
+        answer.think(script.thought(label, subject), shown)
+    tool = None
+    if results is None and "tool" in opts and script.tools_allowed(body.get("tool_choice")):
+        tool = script.find_tool(api, body.get("tools"), opts["tool"])
+    if tool is not None:
         # A tool call ignores max_tokens and stop: its arguments must stay valid JSON.
-        answer.tool_id, answer.tool_name, answer.finish = tool_id, opts["tool"], "tool"
-        answer.arguments = json.dumps({"query": text})
-        answer.completion_tokens = len(answer.arguments.split())
+        answer.call(tool_id, tool, script.tool_arguments(tool, opts, text))
         return answer, opts
-    if results is not None:
-        text = " ".join(f"tool said {results}".split())
-    elif "words" in opts:
-        text = repeat_words(text, opts["words"])
-    answer.text, answer.finish, answer.stop = make_reply(text, limit, stops)
-    answer.completion_tokens = len(answer.text.split())
+    answer.text, answer.finish, answer.stop = make_reply(
+        repeat_words(subject, opts["words"]) if "words" in opts and results is None else subject, limit, stops)
+    answer.completion_tokens = len(answer.text.split()) + answer.reasoning_tokens
     return answer, opts
+
+
+def count_tokens(body: dict, betas: frozenset[str] = frozenset()) -> tuple[dict, dict]:
+    """Anthropic's POST /v1/messages/count_tokens: {"input_tokens": N} (types/message_tokens_count.py).
+
+    N is what /v1/messages reports as input tokens for the same system and messages, plus the tools:
+    each tool counts the words of its JSON (sorted keys), so adding a tool always adds tokens.
+    """
+    check_anthropic_roles(body.get("messages"), betas)
+    _, opts, prompt_tokens = read_prompt(body.get("messages"), body.get("system"))
+    tools = script.tool_list(body.get("tools"))
+    tool_tokens = sum(len(json.dumps(tool, sort_keys=True).split()) for tool in tools)
+    return {"input_tokens": prompt_tokens + tool_tokens}, opts
 
 
 def completion_answer(body: dict, digest: str) -> tuple[Answer, dict]:

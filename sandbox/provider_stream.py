@@ -5,14 +5,18 @@ a finished stream ends with the zero-length chunk and the connection stays reusa
 injected `fail_after` drop is visibly incomplete to any client (an "incomplete chunked read").
 
 Events are tagged so the runner knows where the directives act:
-    start    the role chunk / message_start (sent right after the headers)
-    head     ping, content_block_start, the tool call header chunk
-    content  a word of text or a fragment of tool arguments: what `fail_after`/`error_after` count
-    tail     finish chunk, usage chunk, [DONE], content_block_stop, message_delta, message_stop
+    start    the role chunk / message_start / response.created (sent right after the headers)
+    head     ping, content_block_start, the tool call header chunk, a signature_delta, the Responses
+             events that open or close an item or part
+    content  a word of text or thinking, or a fragment of tool arguments: what `fail_after`/`error_after` count
+    tail     finish chunk, usage chunk, [DONE], the last content_block_stop, message_delta, message_stop,
+             response.completed / response.incomplete
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 import select
@@ -27,7 +31,7 @@ STREAM_ERROR = "sandbox injected stream error"
 
 @dataclass
 class Answer:
-    """What a model call answers, in either wire format, streamed or not."""
+    """What a model call answers, in any wire format, streamed or not."""
 
     id: str
     model: object
@@ -38,8 +42,27 @@ class Answer:
     stop: str | None = None  # the stop sequence that matched
     tool_id: str | None = None
     tool_name: str | None = None
-    arguments: str = ""  # the tool call's arguments as a JSON string
+    arguments: str = ""  # the tool call's arguments as a JSON string (a custom tool's input: any string)
     created: int = 0
+    tool_kind: str = "function"  # function | custom (Responses API)
+    tool_namespace: str | None = None  # the Responses `namespace` tool the called tool belongs to
+    reasoning: str | None = None  # the model's thought when the request asked for reasoning ("" if not shown)
+    reasoning_tokens: int = 0
+
+    def think(self, thought: str, shown: bool = True) -> None:
+        self.reasoning = thought if shown else ""
+        self.reasoning_tokens = len(thought.split())
+
+    def call(self, tool_id: str, tool, arguments: str) -> None:
+        """Make this answer a call of `tool` (a sandbox.provider_script.Tool)."""
+        self.tool_id, self.tool_name, self.finish = tool_id, tool.name, "tool"
+        self.tool_kind, self.tool_namespace, self.arguments = tool.kind, tool.namespace, arguments
+        self.completion_tokens = len(arguments.split()) + self.reasoning_tokens
+
+    @property
+    def signature(self) -> str:
+        """A deterministic stand-in for Anthropic's thinking signature (opaque to clients)."""
+        return base64.b64encode(hashlib.sha256((self.reasoning or "").encode()).digest()).decode()
 
     @property
     def openai_finish(self) -> str:
@@ -50,8 +73,11 @@ class Answer:
         return {"end": "end_turn", "length": "max_tokens", "tool": "tool_use"}.get(self.finish, self.finish)
 
     def usage(self) -> dict:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "total_tokens": self.prompt_tokens + self.completion_tokens}
+        usage = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                 "total_tokens": self.prompt_tokens + self.completion_tokens}
+        if self.reasoning is not None:  # openai-python types/completion_usage.py: CompletionTokensDetails
+            usage["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
+        return usage
 
 
 # A word the streamer replaces by the time it sends the event (for latency benchmarks).
@@ -86,11 +112,14 @@ def openai_chat_payload(answer: Answer) -> dict:
 
 
 def anthropic_payload(answer: Answer) -> dict:
+    content = []
+    if answer.reasoning is not None:  # anthropic-sdk-python types/thinking_block.py
+        content.append({"type": "thinking", "thinking": answer.reasoning, "signature": answer.signature})
     if answer.tool_name is None:
-        content = [{"type": "text", "text": answer.text}]
+        content.append({"type": "text", "text": answer.text})
     else:
-        content = [{"type": "tool_use", "id": answer.tool_id, "name": answer.tool_name,
-                    "input": json.loads(answer.arguments)}]
+        content.append({"type": "tool_use", "id": answer.tool_id, "name": answer.tool_name,
+                        "input": json.loads(answer.arguments)})
     return {
         "id": answer.id, "type": "message", "role": "assistant", "model": answer.model, "content": content,
         "stop_reason": answer.anthropic_stop, "stop_sequence": answer.stop,
@@ -112,7 +141,7 @@ def _data(payload) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
-def _event(name: str, payload) -> bytes:
+def sse_event(name: str, payload) -> bytes:
     return f"event: {name}\n".encode() + _data(payload)
 
 
@@ -125,7 +154,7 @@ def openai_error_event() -> bytes:
 
 
 def anthropic_error_event() -> bytes:
-    return _event("error", {"type": "error", "error": {"type": "overloaded_error", "message": STREAM_ERROR}})
+    return sse_event("error", {"type": "error", "error": {"type": "overloaded_error", "message": STREAM_ERROR}})
 
 
 def chat_events(answer: Answer, include_usage: bool) -> list[tuple[str, bytes]]:
@@ -179,32 +208,45 @@ def completion_events(answer: Answer, include_usage: bool) -> list[tuple[str, by
 
 
 def anthropic_events(answer: Answer) -> list[tuple[str, bytes]]:
-    """Anthropic Messages stream events for `answer`."""
+    """Anthropic Messages stream events for `answer` (docs.claude.com/en/api/messages-streaming)."""
     message = {
         "id": answer.id, "type": "message", "role": "assistant", "model": answer.model, "content": [],
         "stop_reason": None, "stop_sequence": None,
         "usage": {"input_tokens": answer.prompt_tokens, "output_tokens": 1},
     }
-    events = [("start", _event("message_start", {"type": "message_start", "message": message})),
-              ("head", _event("ping", {"type": "ping"}))]
+    events = [("start", sse_event("message_start", {"type": "message_start", "message": message})),
+              ("head", sse_event("ping", {"type": "ping"}))]
+
+    def block(index: int, start: dict, deltas: list[dict], last: bool) -> None:
+        events.append(("head", sse_event("content_block_start",
+                                      {"type": "content_block_start", "index": index, "content_block": start})))
+        events.extend(("head" if d["type"] == "signature_delta" else "content",
+                       sse_event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d}))
+                      for d in deltas)
+        # the last block's stop is where a fault that outlasts the content fires (a "tail" event)
+        events.append(("tail" if last else "head",
+                       sse_event("content_block_stop", {"type": "content_block_stop", "index": index})))
+
+    index = 0
+    if answer.reasoning is not None:  # thinking_delta pieces, then the signature_delta
+        deltas = [{"type": "thinking_delta", "thinking": piece} for piece in pieces(answer.reasoning)]
+        block(0, {"type": "thinking", "thinking": "", "signature": ""},
+              deltas + [{"type": "signature_delta", "signature": answer.signature}], last=False)
+        index = 1
     if answer.tool_name is None:
-        block = {"type": "text", "text": ""}
-        deltas = [{"type": "text_delta", "text": piece} for piece in pieces(answer.text)]
+        block(index, {"type": "text", "text": ""},
+              [{"type": "text_delta", "text": piece} for piece in pieces(answer.text)], last=True)
     else:
-        block = {"type": "tool_use", "id": answer.tool_id, "name": answer.tool_name, "input": {}}
-        deltas = [{"type": "input_json_delta", "partial_json": part} for part in fragments(answer.arguments)]
-    events.append(("head", _event("content_block_start",
-                                  {"type": "content_block_start", "index": 0, "content_block": block})))
-    events += [("content", _event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": d}))
-               for d in deltas]
+        block(index, {"type": "tool_use", "id": answer.tool_id, "name": answer.tool_name, "input": {}},
+              [{"type": "input_json_delta", "partial_json": part} for part in fragments(answer.arguments)],
+              last=True)
     events += [
-        ("tail", _event("content_block_stop", {"type": "content_block_stop", "index": 0})),
-        ("tail", _event("message_delta", {
+        ("tail", sse_event("message_delta", {
             "type": "message_delta",
             "delta": {"stop_reason": answer.anthropic_stop, "stop_sequence": answer.stop},
             "usage": {"output_tokens": answer.completion_tokens},
         })),
-        ("tail", _event("message_stop", {"type": "message_stop"})),
+        ("tail", sse_event("message_stop", {"type": "message_stop"})),
     ]
     return events
 
@@ -233,8 +275,10 @@ def wait_for_close(sock: socket.socket, seconds: float) -> bool:
 class StreamRun:
     """Write `events` as one SSE response on `handler`, applying the stream directives in `opts`."""
 
-    def __init__(self, handler, events: list[tuple[str, bytes]], error_event: bytes, opts: dict,
+    def __init__(self, handler, events: list[tuple[str, bytes]], error_event, opts: dict,
                  faults: bool, record: dict, lock: threading.Lock):
+        """`error_event` is the bytes `error_after` sends, or a function of the number of events sent
+        before it (a Responses stream numbers every event)."""
         self.handler = handler
         self.events = events
         self.error_event = error_event
@@ -282,7 +326,7 @@ class StreamRun:
                 if self.fail_after is not None and (content >= self.fail_after or tag == "tail"):
                     return "failed"  # no terminating chunk: the client sees the body cut short
                 if self.error_after is not None and (content >= self.error_after or tag == "tail"):
-                    self._write(self.error_event)
+                    self._write(self.error_event(index) if callable(self.error_event) else self.error_event)
                     self._end()
                     return "failed"
             self._write(data)
