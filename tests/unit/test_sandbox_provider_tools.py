@@ -1,6 +1,7 @@
 """Tests for the sandbox provider's tool calls over real HTTP: ``[[sandbox tool=...]]``, plain and streamed.
 
-Covers OpenAI tool_calls and Anthropic tool_use answers, and a tool result sent back in the next turn.
+Covers OpenAI tool_calls and Anthropic tool_use answers, a tool result sent back in the next turn, the
+directive's JSON `args` and `tool_choice` none. The Responses API's tool calls: test_sandbox_provider_responses.py.
 """
 
 from __future__ import annotations
@@ -126,3 +127,40 @@ def test_tool_round_trip_anthropic(base):
     history += [{"role": "assistant", "content": "ok"}, {"role": "user", "content": "thanks"}]
     assert client.messages.create(model="c", max_tokens=50, messages=history).content[0].text == (
         "Sandbox reply: thanks")
+
+
+def test_directive_args_in_every_format(base):
+    directive = '[[sandbox tool=search args={"q": "cats ]] dogs", "limit": [1, 2]}]] find'
+    call = chat(base, directive, tools=OPENAI_TOOLS).json()["choices"][0]["message"]["tool_calls"][0]
+    assert json.loads(call["function"]["arguments"]) == {"q": "cats ]] dogs", "limit": [1, 2]}
+    [use] = messages(base, directive, tools=ANTHROPIC_TOOLS).json()["content"]
+    assert use["input"] == {"q": "cats ]] dogs", "limit": [1, 2]}
+    r, _ = post_stream(base, "/v1/messages", messages_body(directive, tools=ANTHROPIC_TOOLS, stream=True),
+                       headers=ANTHROPIC_HEADERS)
+    parts = [d["delta"]["partial_json"] for name, d in sse(r) if name == "content_block_delta"]
+    assert json.loads("".join(parts)) == use["input"]
+    # a function's arguments are an object: a string is refused, in the endpoint's format
+    r = chat(base, '[[sandbox tool=search args="text"]]', tools=OPENAI_TOOLS)
+    assert r.status_code == 400 and "JSON object" in r.json()["error"]["message"]
+    r = messages(base, '[[sandbox tool=search args="text"]]', tools=ANTHROPIC_TOOLS)
+    assert r.status_code == 400 and r.json()["type"] == "error"
+
+
+def test_tool_choice_none_answers_in_text(base):
+    choice = chat(base, "x [[sandbox tool=search]]", tools=OPENAI_TOOLS, tool_choice="none").json()["choices"][0]
+    assert choice["message"]["content"] == "Sandbox reply: x" and choice["finish_reason"] == "stop"
+    data = messages(base, "x [[sandbox tool=search]]", tools=ANTHROPIC_TOOLS, tool_choice={"type": "none"}).json()
+    assert data["content"] == [{"type": "text", "text": "Sandbox reply: x"}]
+    assert messages(base, "x [[sandbox tool=search]]", tools=ANTHROPIC_TOOLS,
+                    tool_choice={"type": "auto"}).json()["stop_reason"] == "tool_use"
+
+
+def test_instructions_after_a_tool_result_leave_it_the_newest_turn(base):
+    history = [{"role": "user", "content": "q [[sandbox tool=search]]"},
+               {"role": "assistant", "content": None, "tool_calls": [
+                   {"id": "c1", "type": "function", "function": {"name": "search", "arguments": "{}"}}]},
+               {"role": "tool", "tool_call_id": "c1", "content": "found it"},
+               {"role": "system", "content": "be brief"}, {"role": "developer", "content": "really"}]
+    r = requests.post(f"{base}/v1/chat/completions", json=chat_body("", messages=history, tools=OPENAI_TOOLS),
+                      timeout=5)
+    assert r.json()["choices"][0]["message"]["content"] == "Sandbox reply: tool said found it"
