@@ -13,7 +13,8 @@ import binascii
 import hashlib
 import re
 
-from sandbox.provider import DIRECTIVE_RE, make_reply, parse_directive, read_prompt
+from sandbox.provider import make_reply, parse_directive, read_prompt
+from sandbox.provider_directives import find_directives
 
 # Vertex rejects unknown JSON fields with 400; so does the stand-in, to catch translation slips.
 _REQUEST_KEYS = {"contents", "systemInstruction", "tools", "toolConfig", "generationConfig", "safetySettings",
@@ -46,20 +47,16 @@ def _signed(part: dict) -> bool:
 
 
 def take_tool(text: str) -> tuple[str, str | None]:
-    """Remove ``tool=<name>`` items from directives (sandbox.provider does not know them)."""
+    """Remove ``tool=<name>`` (and ``args=``, which this stand-in does not use) from directives: a Gemini
+    function call is built here, not by sandbox.provider."""
     found: list[str] = []
-
-    def strip(match: re.Match) -> str:
-        items = []
-        for item in match.group(1).split():
-            key, _, value = item.partition("=")
-            if key == "tool" and value:
-                found.append(value)
-            else:
-                items.append(item)
-        return f"[[sandbox {' '.join(items)}]]" if items else " "
-
-    return DIRECTIVE_RE.sub(strip, text), (found[-1] if found else None)
+    parts, last = [], 0
+    for start, end, items in find_directives(text):
+        found += [value for _, key, value in items if key == "tool" and value]
+        kept = [item for item, key, _ in items if key not in ("tool", "args")]
+        parts += [text[last:start], f"[[sandbox {' '.join(kept)}]]" if kept else " "]
+        last = end
+    return "".join(parts) + text[last:], (found[-1] if found else None)
 
 
 def _texts(content: dict) -> str:
