@@ -41,7 +41,9 @@ from sandbox.provider_directives import parse_directive, strip_directives
 from sandbox.provider_logic import RequestError, cut_reply, repeat_words
 from sandbox.provider_stream import STREAM_ERROR, Answer, fragments, pieces, sse_event
 
-MIN_OUTPUT_TOKENS = 16  # OpenAI: "Invalid 'max_output_tokens': integer below minimum value. Expected a value >= 16"
+# OpenAI's 400 for less: "Invalid 'max_output_tokens': integer below minimum value. Expected a value >= 16, but
+# got N instead." (param max_output_tokens, code integer_below_min_value), as its users' logs quote it.
+MIN_OUTPUT_TOKENS = 16
 TEXT_PARTS = ("input_text", "output_text", "text")
 TOOL_OUTPUTS = ("function_call_output", "custom_tool_call_output")
 INSTRUCTION_ROLES = ("system", "developer")
@@ -303,12 +305,14 @@ def deleted(response_id: str) -> dict:
 
 
 def not_found(response_id: str) -> RequestError:
-    """GET/DELETE of an id OpenAI does not know: 404 "No response found with id '...'."."""
+    """GET/DELETE of an id OpenAI does not know: 404 "No response found with id '...'." (the message clients'
+    mocks of the API and llama.cpp's server reproduce)."""
     return RequestError(f"No response found with id '{response_id}'.", status=404)
 
 
 def previous_not_found(response_id: str) -> RequestError:
-    """A `previous_response_id` OpenAI does not know: 400 previous_response_not_found."""
+    """A `previous_response_id` OpenAI does not know: 400, code previous_response_not_found, param
+    previous_response_id (the code clients such as Codex proxies match on to resend the whole history)."""
     return RequestError(f"Previous response with id '{response_id}' not found.", param="previous_response_id",
                         code="previous_response_not_found")
 

@@ -228,7 +228,8 @@ def anthropic_events(answer: Answer) -> list[tuple[str, bytes]]:
                        sse_event("content_block_stop", {"type": "content_block_stop", "index": index})))
 
     index = 0
-    if answer.reasoning is not None:  # thinking_delta pieces, then the signature_delta
+    if answer.reasoning is not None:  # thinking_delta pieces, then one signature_delta, before the block stops
+        # (anthropic-sdk-python types: thinking_delta.py, signature_delta.py; its stream accumulator)
         deltas = [{"type": "thinking_delta", "thinking": piece} for piece in pieces(answer.reasoning)]
         block(0, {"type": "thinking", "thinking": "", "signature": ""},
               deltas + [{"type": "signature_delta", "signature": answer.signature}], last=False)
