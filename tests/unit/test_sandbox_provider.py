@@ -1,7 +1,9 @@
 """Tests for the sandbox provider, over real HTTP on loopback: plain answers, auth, directives, admin, CLI.
 
 Streaming: test_sandbox_provider_stream.py (and _stream_faults.py); tool calls:
-test_sandbox_provider_tools.py; legacy completions and embeddings: test_sandbox_provider_completions.py.
+test_sandbox_provider_tools.py; legacy completions and embeddings: test_sandbox_provider_completions.py;
+the Responses API: _responses.py; count_tokens and the Anthropic beta check: _anthropic.py; reasoning:
+_reasoning.py; the directive syntax: _directives.py; the bounded log and store: _state.py.
 """
 
 from __future__ import annotations

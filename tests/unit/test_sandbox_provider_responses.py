@@ -239,6 +239,15 @@ def test_the_sdk_stream_helper_accumulates_every_kind(base):
                               input="[[sandbox tool=apply_patch]] patch [[sandbox tool=shell]]") as stream:
         [call] = stream.get_final_response().output
     assert call.type == "function_call" and json.loads(call.arguments) == {"query": "patch"}  # the last tool= wins
+    with sdk.responses.stream(model="gpt-test", tools=TOOLS, reasoning={"effort": "low", "summary": "detailed"},
+                              input="[[sandbox tool=lookup]] ann") as stream:
+        kinds = [event.type for event in stream]
+        reasoning, call = stream.get_final_response().output
+    assert kinds == [*OPEN, *reasoning_sequence(4), "response.output_item.added",
+                     *["response.function_call_arguments.delta"] * 3, "response.function_call_arguments.done",
+                     "response.output_item.done", "response.completed"]
+    assert reasoning.summary[0].text == "Sandbox reasoning (low): ann" and reasoning.encrypted_content
+    assert call.namespace == "crm" and json.loads(call.arguments) == {"query": "ann"}
     chunks = list(sdk.responses.create(model="gpt-test", input="raw events", stream=True))
     assert [c.type for c in chunks] == message_sequence(4)
     assert chunks[-1].response.output_text == "Sandbox reply: raw events"
