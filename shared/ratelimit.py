@@ -427,7 +427,7 @@ def estimate_tokens(body: dict, default_output: int) -> int:
 
 def text_length(value) -> int:
     """Characters of text in a JSON value, its keys included. Walked, not ``str()``-ed: the
-    repr of a large prompt costs about 3 ms a megabyte, and recurses as deep as the value."""
+    repr of a large prompt is slow (docs/benchmarks.md), and recurses as deep as the value."""
     total, pending = 0, [value]
     while pending:
         item = pending.pop()

@@ -155,9 +155,6 @@ class ReplyChannel:
                 if first or reply.final:
                     return reply
 
-    def discard(self) -> None:
-        self.redis.delete(self.key)
-
     # -- what the client has read (see RelayReceipts and Backlog) -----------
     def trim_through(self, entry_id: bytes | str) -> None:
         """Remove every entry up to ``entry_id``, inclusive: they have reached the client."""

@@ -20,8 +20,9 @@ A gateway job, step by step:
   ``rq:queues``, the set of queue names those tools list, which the worker keeps
   (``register_queue``, at registration and with each heartbeat): nobody can be
   admitted to a queue no worker serves.
-- **dequeue** (the worker): ``BLMOVE`` from the queue to the worker's claim list
-  (``aigw:claimed:<worker>``), then the job's hash is read.
+- **dequeue** (the worker, ``claim_next``): ``BLMOVE`` from the queue to the
+  worker's claim list (``aigw:claimed:<worker>``), then the job's hash is read;
+  a dequeue whose reply never arrived is put back at the front (``put_back``).
 - **start** (``record_start``; by the worker's monitor once a job has run a
   quarter of a second, so that a job finishing sooner writes none of it): status
   ``started``, ``started_at`` and ``worker_name`` on the job, and the job made
@@ -183,6 +184,19 @@ def is_suspended(redis: Redis) -> bool:
 
 
 # -- a worker's records of its jobs ---------------------------------------------------
+def claim_next(redis: Redis, queue: str, claim_key: str, timeout: int) -> str | None:
+    """RQ's dequeue (``Queue.lmove``), into a claim list of the worker's own: the next job's
+    id, or None after ``timeout`` seconds. With ``appendfsync always``, the move is on disk
+    before the worker hears of it."""
+    job_id = redis.blmove(rq_queue_key(queue), claim_key, timeout)
+    return job_id.decode() if job_id is not None else None
+
+
+def put_back(pipe, queue: str, job_id: str) -> None:
+    """A job taken but never received (its dequeue's reply was lost) goes back to the front."""
+    pipe.lpush(rq_queue_key(queue), job_id)
+
+
 def new_execution_id() -> str:
     return uuid.uuid4().hex
 

@@ -1,7 +1,7 @@
 """The RQ worker class the gateway runs: many jobs at once in one process.
 
 An LLM call is seconds of waiting on a socket, and RQ runs one job per worker
-process (about 40 MB each). ``ThreadedWorker`` is an RQ worker (registered as
+process, each costing tens of megabytes (docs/benchmarks.md). ``ThreadedWorker`` is an RQ worker (registered as
 RQ registers one, shown by ``rq info`` and rq-dashboard, honouring ``rq
 suspend``) that runs up to ``concurrency`` jobs at once in threads:
 
@@ -338,13 +338,10 @@ class ThreadedWorker(SimpleWorker):
             if result is not None:
                 result[0].redis_server_version = self.get_redis_server_version()
             return result
-        # RQ's dequeue (Queue.lmove), into this worker's own claim list. With appendfsync
-        # always, the move is on disk before the worker hears of it.
         queue = self.queues[0]
-        job_id = self.connection.blmove(queue.key, self.claim_list_key, DEQUEUE_TIMEOUT)
+        job_id = rq_records.claim_next(self.connection, queue.name, self.claim_list_key, DEQUEUE_TIMEOUT)
         if job_id is None:
             return None
-        job_id = job_id.decode()
         with self._claims_lock:
             self._in_hand.add(job_id)  # until _start registers it as running
         try:
@@ -567,7 +564,7 @@ class ThreadedWorker(SimpleWorker):
             for job_id in ended | lost:
                 pipe.lrem(self.claim_list_key, 0, job_id)
             for job_id in lost:
-                pipe.lpush(self.queues[0].key, job_id)
+                rq_records.put_back(pipe, self.queues[0].name, job_id)
             pipe.execute()
         with self._claims_lock:
             self._ended_unrecorded -= ended

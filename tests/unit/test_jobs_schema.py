@@ -202,14 +202,6 @@ def test_a_short_ttl_is_at_least_one_second(r: redis.Redis) -> None:
     assert 0 < r.pttl(reply_channel.key) <= 1000
 
 
-def test_discard_deletes_the_stream(r: redis.Redis) -> None:
-    reply_channel = channel(r)
-    reply_channel.send_result(200, b"{}")
-    assert r.exists(reply_channel.key) == 1
-    reply_channel.discard()
-    assert r.exists(reply_channel.key) == 0
-
-
 def test_entries_that_are_not_final_are_skipped(r: redis.Redis) -> None:
     reply_channel = channel(r)
     r.xadd(reply_channel.key, {"kind": "progress", "note": "started"})

@@ -203,3 +203,44 @@ def test_headers_show_the_tightest_limit_in_each_wire_format():
     anthropic = headers_for(figures, "anthropic")
     assert anthropic["anthropic-ratelimit-requests-remaining"] == "1"
     assert anthropic["anthropic-ratelimit-tokens-reset"].endswith("Z")
+
+
+def test_a_scope_s_requests_and_tokens_limits_count_one_log(limiter):
+    requests, tokens = req_limit("one", 10), tok_limit("one", 1000)
+    assert requests.keys[0] == tokens.keys[0]  # the log of the scope's admissions in the minute
+    reservation = limiter.admit([requests, tokens], 100)
+    assert limiter.redis.zcard(requests.keys[0]) == 1
+    assert limiter.redis.hgetall(tokens.keys[1]) == {reservation.id.encode(): b"100", b"_sum": b"100"}
+    limiter.refund(reservation)  # both limits name the log: it goes once, with its amount
+    assert limiter.redis.zcard(requests.keys[0]) == 0
+    assert limiter.redis.hgetall(tokens.keys[1]) == {b"_sum": b"0"}
+
+
+def test_many_admissions_leaving_the_window_at_once_all_leave_it(limiter):
+    requests, tokens = req_limit("many", 100), tok_limit("many", 10_000)
+    for _ in range(40):  # more than one read of a log's oldest entries takes
+        limiter.admit([requests, tokens], 10)
+    time.sleep(0.65)  # the window slides past all of them: the point of the test
+    figures = limiter.admit([requests, tokens], 10).figures
+    assert [figure.used for figure in figures] == [1, 10]
+    assert limiter.redis.zcard(requests.keys[0]) == 1
+    assert len(limiter.redis.hgetall(tokens.keys[1])) == 2  # the new admission and the sum
+
+
+def test_amounts_left_without_a_log_are_dropped(limiter):
+    tokens = tok_limit("orphans", 100)
+    limiter.redis.hset(tokens.keys[1], mapping={"gone": 90, "_sum": 90})  # their log expired (or never was)
+    assert limiter.admit([tokens], 50).figures[0].used == 50
+    assert limiter.redis.hget(tokens.keys[1], "gone") is None
+
+
+def test_the_reset_is_when_the_oldest_admission_leaves_and_a_token_refusal_says_when_it_fits(limiter):
+    tokens = tok_limit("when", 100)
+    limiter.admit([tokens], 60)
+    time.sleep(0.2)
+    second = limiter.admit([tokens], 30)
+    assert 0 < second.figures[0].reset_ms <= 400  # the first admission leaves 0.6 s after it came, not the second
+    with pytest.raises(OverLimit) as refused:
+        limiter.admit([tokens], 50)  # fits once the first one's 60 have left
+    assert 0 < refused.value.retry_after <= 0.4  # when the first admission leaves
+    assert refused.value.figures[0].used == 100

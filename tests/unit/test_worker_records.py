@@ -75,3 +75,32 @@ def test_the_dequeuing_thread_waits_briefly_for_the_job_to_reach_its_provider(cl
     began = time.monotonic()
     worker._hand_over(stuck)
     assert not stuck.sent.is_set() and time.monotonic() - began < 1.0
+
+
+def test_a_job_that_ended_before_the_monitor_looked_leaves_no_record(client):
+    worker, running = running_job(client)
+    worker._record_outcome(running, None)  # it answered: its records go
+    assert worker._write_start(running) is None  # the monitor, a moment too late
+    assert not client.exists(running.job.key)
+    assert StartedJobRegistry("model", connection=client).count == 0
+    assert not client.keys("rq:execution*") and not client.keys("rq:results:*")
+
+
+def test_the_worker_shows_busy_while_a_job_runs_idle_otherwise_and_never_over_a_suspension(client):
+    worker, running = running_job(client)
+    worker.register_birth()
+
+    def state() -> str:
+        return client.hget(worker.key, "state").decode()
+
+    worker._show_state()
+    assert state() == "busy"
+    del worker._running[running.job.id]
+    worker._show_state()
+    assert state() == "idle"
+    worker._took_jobs = True  # a job came and went between two looks
+    worker._show_state()
+    assert state() == "busy"
+    worker.set_state("suspended")  # `rq suspend`, as RQ's own check shows it
+    worker._show_state()
+    assert state() == "suspended"
