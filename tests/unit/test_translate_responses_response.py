@@ -129,3 +129,8 @@ def test_round_trip_the_answer_is_the_next_requests_history():
                                                           "arguments": json.dumps({"input": PATCH},
                                                                                   ensure_ascii=False)}}]
     assert [m["role"] for m in again.body["messages"][-2:]] == ["tool", "tool"]
+
+
+def test_reasoning_named_as_newer_vllm_names_it():
+    out = answer({"content": "Hi.", "reasoning": "Greeting back."})
+    assert out["output"][0]["summary"] == [{"type": "summary_text", "text": "Greeting back."}]

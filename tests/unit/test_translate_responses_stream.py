@@ -294,3 +294,10 @@ def test_over_a_providers_chat_stream():
     stream = ResponsesOverChat(OpenAIStream("m", include_usage=True), translator())
     started = stream.feed(None, json.dumps(chunk({"content": "x"})))
     assert names(stream.fail(UpstreamError())) == ["response.failed"] and started
+
+
+def test_reasoning_deltas_named_as_newer_vllm_names_them():
+    _, events = run([chunk({"reasoning": "Think"}), chunk({"reasoning": "ing."}), chunk({"content": "Hi"}),
+                     chunk(finish_reason="stop")])
+    checked(events)
+    assert events[-1][1]["response"]["output"][0]["summary"] == [{"type": "summary_text", "text": "Thinking."}]

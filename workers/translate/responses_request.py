@@ -167,7 +167,7 @@ class _Translation:
         known = _HANDLED | _TOP_LEVEL_HINTS | set(ENDPOINT_FIELDS) | set(REFUSED_FIELDS)
         for key, value in body.items():
             if key not in known and value is not None:
-                raise self.unsupported(key, "no equivalent for this model")
+                raise self.unsupported(key, "no equivalent once translated")
         for name, allowed in (("reasoning", _REASONING_KEYS), ("text", _TEXT_KEYS)):
             value = body.get(name)
             if value is None:
@@ -176,7 +176,7 @@ class _Translation:
                 raise InvalidRequest(f"'{name}' must be an object", param=name)
             for key, sub in value.items():
                 if key not in allowed and sub is not None:
-                    raise self.unsupported(f"{name}.{key}", "no equivalent for this model")
+                    raise self.unsupported(f"{name}.{key}", "no equivalent once translated")
 
     def translate(self, history: Sequence[dict], upstream_model: str) -> dict:
         self.check_keys()
@@ -258,7 +258,7 @@ class _Translation:
         kind = tool["type"]
         for key, value in tool.items():
             if key not in (_FUNCTION_KEYS if kind == "function" else _CUSTOM_KEYS) and value not in (None, False):
-                raise self.unsupported(f"{p}.{key}", "no equivalent for this model")
+                raise self.unsupported(f"{p}.{key}", "no equivalent once translated")
         name = tool.get("name")
         if not isinstance(name, str) or not name:
             raise InvalidRequest(f"'{p}.name' must be a string", param=f"{p}.name")
@@ -531,7 +531,7 @@ def _format_note(fmt: Any, param: str) -> str:
 
 def responses_request_to_chat(body: dict, *, upstream_model: str, drop: Collection[str] = frozenset(),
                               history: Sequence[dict] = (), parallel_tool_calls: bool = True,
-                              target: str = "this model") -> ChatRequest:
+                              target: str = "models without a Responses API") -> ChatRequest:
     """A Responses API request body -> the chat pivot request (without `stream`).
 
     ``drop``: the model's drop_params (field names, dotted paths, ``tools.<type>``).

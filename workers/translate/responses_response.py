@@ -117,10 +117,19 @@ def call_prefix(tool: ResponsesTool) -> str:
     return "ctc" if tool.kind == "custom" else "fc"
 
 
+def reasoning_text(message_or_delta: dict) -> str:
+    """The pivot's reasoning text; OpenAI-compatible servers name it ``reasoning_content`` or, in newer
+    vLLM releases, ``reasoning``."""
+    for key in ("reasoning_content", "reasoning"):
+        if isinstance(message_or_delta.get(key), str):
+            return message_or_delta[key]
+    return ""
+
+
 def output_items(message: dict, tools: ToolNames, response_id: str, item_status: str) -> list[dict]:
     """A chat assistant message -> output items: reasoning first, then the message, then the tool calls."""
     items: list[dict] = []
-    text = message.get("reasoning_content") if isinstance(message.get("reasoning_content"), str) else ""
+    text = reasoning_text(message)
     blocks = message.get("thinking_blocks") if isinstance(message.get("thinking_blocks"), list) else []
     if text or blocks:
         items.append(reasoning_item(item_id("rs", response_id, len(items)), text, blocks))

@@ -35,6 +35,7 @@ from workers.translate.responses_response import (
     custom_input,
     message_item,
     reasoning_item,
+    reasoning_text,
     refusal_part,
     response_object,
     responses_usage,
@@ -250,8 +251,8 @@ class ChatStreamToResponses:
                 self._end(events)  # the usage-only chunk that follows the finish_reason
             return events
         delta = choice.get("delta") or {}
-        thinking = delta.get("reasoning_content")
-        if isinstance(thinking, str) and thinking:
+        thinking = reasoning_text(delta)
+        if thinking:
             item = self._reasoning(events)
             if not item.summary_open:
                 item.summary_open = True
