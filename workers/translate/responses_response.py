@@ -118,8 +118,8 @@ def call_prefix(tool: ResponsesTool) -> str:
 
 
 def reasoning_text(message_or_delta: dict) -> str:
-    """The pivot's reasoning text; OpenAI-compatible servers name it ``reasoning_content`` or, in newer
-    vLLM releases, ``reasoning``."""
+    """The pivot's reasoning text: ``reasoning_content`` (DeepSeek's name, the gateway's own), or
+    ``reasoning``, which vLLM answers with since vllm-project/vllm#27752."""
     for key in ("reasoning_content", "reasoning"):
         if isinstance(message_or_delta.get(key), str):
             return message_or_delta[key]
