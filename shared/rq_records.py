@@ -208,9 +208,9 @@ def record_start(pipe, job: Job, execution_id: str, *, worker_name: str, claim_k
     started = utc(at)
     composite = f"{job.id}:{execution_id}"
     job.worker_name, job.started_at = worker_name, datetime.datetime.fromtimestamp(at, tz=datetime.UTC)
-    pipe.hset(job.key, mapping={"status": JobStatus.STARTED.value, "started_at": started,
-                                "last_heartbeat": started, "worker_name": worker_name})
-    pipe.persist(job.key)
+    pipe.hset(rq_job_key(job.id), mapping={"status": JobStatus.STARTED.value, "started_at": started,
+                                           "last_heartbeat": started, "worker_name": worker_name})
+    pipe.persist(rq_job_key(job.id))
     pipe.hset(rq_execution_key(job.id, execution_id), mapping={
         "id": execution_id, "job_id": job.id, "created_at": at, "last_heartbeat": at, "worker_name": worker_name})
     pipe.expire(rq_execution_key(job.id, execution_id), heartbeat_ttl)
@@ -254,9 +254,9 @@ def record_failure(pipe, job: Job, exc_string: str, *, worker_name: str, executi
 def requeue(pipe, job: Job, *, queue_ttl: int, meta: dict, execution_id: str | None, worker_name: str,
             claim_key: str) -> None:
     """Put an abandoned job back at the front of its queue, queued again as if never taken."""
-    pipe.hset(job.key, mapping={"status": JobStatus.QUEUED.value, "started_at": "", "last_heartbeat": "",
-                                "worker_name": "", "meta": JobSerializer.dumps(meta)})
-    pipe.expire(job.key, queue_ttl)  # it expires as a queued job does
+    pipe.hset(rq_job_key(job.id), mapping={"status": JobStatus.QUEUED.value, "started_at": "",
+                                           "last_heartbeat": "", "worker_name": "", "meta": JobSerializer.dumps(meta)})
+    pipe.expire(rq_job_key(job.id), queue_ttl)  # it expires as a queued job does
     if execution_id is not None:
         forget_start(pipe, job.id, execution_id, queue=job.origin, worker_name=worker_name)
     pipe.lrem(claim_key, 0, job.id)
@@ -291,9 +291,41 @@ def heartbeat(pipe, worker, started: list[tuple[str, str]], *, worker_ttl: int, 
             pipe.zadd(rq_started_registry_key(queue), {f"{job_id}:{execution_id}": expires}, xx=True)
 
 
+def left_records(redis: Redis, worker_name: str, claim_key: str) -> bool:
+    """A worker of this name registered and never said it died, or left jobs behind."""
+    key = rq_worker_key(worker_name)
+    with redis.pipeline(transaction=False) as pipe:
+        pipe.hexists(key, "birth")
+        pipe.hexists(key, "death")
+        pipe.exists(claim_key, rq_worker_executions_key(worker_name))
+        born, died, leftovers = pipe.execute()
+    return bool((born and not died) or leftovers)
+
+
 def forget_worker(pipe, worker_name: str, queue: str) -> None:
-    """A dead worker's registration (the API stops counting it as live at once)."""
+    """A dead worker's registration (the API stops counting it as live at once); then, on
+    ``pipe``, the composite keys of its started jobs (read them with ``started_jobs``)."""
     key = rq_worker_key(worker_name)
     pipe.srem(RQ_WORKERS_KEY, key)
     pipe.srem(rq_workers_by_queue_key(queue), key)
     pipe.delete(key)
+    pipe.smembers(rq_worker_executions_key(worker_name))
+
+
+def started_jobs(members) -> dict[str, str]:
+    """Job id -> execution id, from the members of a worker's executions set."""
+    found = {}
+    for member in members:
+        job_id, _, execution_id = (member.decode() if isinstance(member, bytes) else member).rpartition(":")
+        found[job_id] = execution_id
+    return found
+
+
+def still_started(pipe, worker_name: str, job_id: str, execution_id: str):
+    """Whether the worker's executions still list this one (on a watching pipeline: answers at once)."""
+    return pipe.sismember(rq_worker_executions_key(worker_name), f"{job_id}:{execution_id}")
+
+
+def forget_started(pipe, worker_name: str) -> None:
+    """The worker's executions set, once each of its jobs has been dealt with."""
+    pipe.delete(rq_worker_executions_key(worker_name))

@@ -41,7 +41,6 @@ from redis.exceptions import WatchError
 from rq.exceptions import AbandonedJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.queue import Queue
-from rq.utils import parse_composite_key
 
 from shared import rq_records
 from shared.errors import WorkerLost
@@ -91,23 +90,22 @@ def salvage_worker(connection: Redis, name: str, queue_name: str, *, reply_ttl: 
     call again (for a worker already salvaged it finds nothing) and, job by job, safe
     against another salvager of the same worker.
     """
-    executions_key = rq_worker_executions_key(name)
     claim_key = claimed_jobs_key(name)
     with connection.pipeline() as pipe:
-        rq_records.forget_worker(pipe, name, queue_name)
         pipe.srem(claimers_key(queue_name), name)
-        pipe.smembers(executions_key)
         pipe.lrange(claim_key, 0, -1)
-        *_, running, claimed = pipe.execute()
+        rq_records.forget_worker(pipe, name, queue_name)  # answers, last, its started jobs
+        _, claimed, *_, running = pipe.execute()
     jobs: dict[str, str | None] = {job_id.decode(): None for job_id in claimed}
-    for composite in running:
-        job_id, execution_id = parse_composite_key(composite.decode())
-        jobs[job_id] = execution_id
+    jobs.update(rq_records.started_jobs(running))
     outcome = Salvage()
     for job_id, execution_id in jobs.items():
         _salvage_job(connection, job_id, execution_id, name=name, queue_name=queue_name,
                      reply_ttl=reply_ttl, requeue=requeue, outcome=outcome)
-    connection.delete(executions_key, claim_key)
+    with connection.pipeline() as pipe:
+        rq_records.forget_started(pipe, name)
+        pipe.delete(claim_key)
+        pipe.execute()
     if outcome:
         log.warning("salvaged the jobs of a dead worker",
                     extra={"worker": name, "requeued": outcome.requeued, "lost": outcome.lost,
@@ -147,7 +145,7 @@ def _salvage_job(connection: Redis, job_id: str, execution_id: str | None, *, na
             try:
                 pipe.watch(job_key, claim_key, executions_key)
                 if execution_id is not None:
-                    still_listed = pipe.sismember(executions_key, f"{job_id}:{execution_id}")
+                    still_listed = rq_records.still_started(pipe, name, job_id, execution_id)
                 else:
                     still_listed = pipe.lpos(claim_key, job_id) is not None
                 if not still_listed:  # another salvager of this worker dealt with it

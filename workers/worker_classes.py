@@ -588,12 +588,7 @@ class ThreadedWorker(SimpleWorker):
     def _salvage_previous_incarnation(self) -> None:
         """A process of this name (host and pid) that left records behind died without a
         word, and none of its jobs can still be running: salvage them before taking the name."""
-        with self.connection.pipeline(transaction=False) as pipe:
-            pipe.hexists(self.key, "birth")
-            pipe.hexists(self.key, "death")
-            pipe.exists(self.claim_list_key, self.executions_key)
-            born, died, leftovers = pipe.execute()
-        if (born and not died) or leftovers:
+        if rq_records.left_records(self.connection, self.name, self.claim_list_key):
             salvage_worker(self.connection, self.name, self.queues[0].name, reply_ttl=self.reply_ttl)
 
     def register_death(self):

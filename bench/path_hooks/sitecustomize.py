@@ -42,20 +42,20 @@ def _wrap(owner, name: str, before=None, after=None) -> None:
 
 def _web() -> None:
     import falcon
-    from rq import Queue
 
+    import api.admission
     from shared.ratelimit import RateLimiter
     from shared.replies import ReplyChannel
 
-    def enqueueing(_queue, *_args, **kwargs):
-        _job.id = kwargs.get("job_id")
+    def enqueueing(request, **_kwargs):
+        _job.id = request.job_id
         _marks.append((_job.began, "web_in", _job.id))
         mark("enqueue_begin")
 
     _wrap(falcon.App, "__call__", before=lambda *a, **k: setattr(_job, "began", time.time()),
           after=lambda *a, **k: mark("web_out"))
-    _wrap(Queue, "create_job", before=enqueueing)
-    _wrap(RateLimiter, "admit_and_enqueue", before=lambda *a, **k: mark("enqueue_sent"))
+    _wrap(api.admission, "job_enqueue", before=enqueueing)  # the job's records, built for the admission script
+    _wrap(RateLimiter, "take", before=lambda *a, **k: mark("enqueue_sent"))
     _wrap(ReplyChannel, "wait", before=lambda *a, **k: mark("wait_begin"), after=lambda *a, **k: mark("woke"))
 
 
