@@ -277,7 +277,7 @@ def heartbeat(pipe, worker, started: list[tuple[str, str]], *, worker_ttl: int, 
     the job's own thread has just removed."""
     key = rq_worker_key(worker.name)
     worker.last_heartbeat = datetime.datetime.now(datetime.UTC)
-    pipe.hset(key, mapping=worker.serialize())
+    pipe.hset(key, mapping={**worker.serialize(), "state": worker.get_state()})
     pipe.expire(key, worker_ttl)
     pipe.expire(rq_worker_executions_key(worker.name), worker_ttl)
     pipe.sadd(RQ_WORKERS_KEY, key)

@@ -178,6 +178,7 @@ def test_the_heartbeat_brings_a_lost_registration_back_and_keeps_started_jobs(cl
         rq_records.heartbeat(pipe, worker, [(job.id, execution_id)], worker_ttl=35, heartbeat_ttl=70)
         pipe.execute()
     assert rq_records.live_workers(client, QUEUE) == 1
+    assert client.hget(worker.key, "state") == worker.get_state().encode()  # rq info shows its state again
     assert client.smembers("rq:queues") == {b"rq:queue:m"}
     assert 35 < client.ttl(keys.rq_execution_key(job.id, execution_id)) <= 70
     score = client.zscore(keys.rq_started_registry_key(QUEUE), f"{job.id}:{execution_id}")
