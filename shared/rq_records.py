@@ -55,12 +55,13 @@ quarter of a second); ``rq suspend`` looked at once a second.
 
 Not written for a gateway job, since nobody reads them: RQ's results stream for a
 success and the finished registry (the reply stream carries the answer), the
-worker's statistics (``successful_job_count``, ``total_working_time``), the
-per-job execution registry ``rq:executions:<id>``, and the dependents,
-dependencies and callbacks RQ handles at every job's end (a gateway job has none
-but its failure callback). ``rq info`` therefore shows every queue with 0
-finished and every worker with 0 finished; rq-dashboard's finished count and its
-workers' successful-job count and working time read 0 as well.
+worker's statistics (``successful_job_count``, ``failed_job_count``,
+``total_working_time``), the per-job execution registry ``rq:executions:<id>``,
+and the dependents, dependencies and callbacks RQ handles at every job's end (a
+gateway job has none but its failure callback). ``rq info`` therefore shows
+every queue with 0 finished and every worker with "0 finished, 0 failed";
+rq-dashboard's finished count and its workers' successful and failed job counts
+and working time read 0 as well (a job that is not the gateway's still counts).
 """
 
 from __future__ import annotations
