@@ -7,11 +7,14 @@ time per command.
 
 Needs py-spy (``pip install py-spy``; not a project dependency): on PATH or in .venv.
 The gateway is set up as ``bench.peers`` runs it (its defaults, identity, three limits, a
-50 ms sandbox provider). py-spy samples without pausing the processes (``--nonblocking``),
-and only threads that are running, so a function's share of a process's samples is its
-share of that process's CPU; it runs on the same two cores, so throughput during the
-profile is a little lower than without it. Each process role's CPU per request is read
-from /proc over the same window. Not a test.
+50 ms sandbox provider). py-spy samples without pausing the processes (``--nonblocking``)
+and keeps only the samples of the thread holding the GIL (``--gil``): a function's share
+of a process's samples is its share of the Python time there (time in C with the GIL
+released, a socket's send or receive, is not sampled; a thread waiting is never counted).
+"GIL held" is the fraction of the window some thread of the process held it: near 100%
+means the process cannot do more, whatever its threads. py-spy runs on the same two cores,
+so throughput during the profile is a little lower than without it. Each role's CPU per
+request is read from /proc over the same window. Not a test.
 """
 
 from __future__ import annotations
@@ -100,7 +103,9 @@ def table(title: str, counter: Counter, total: int, ms_per_request: float, top: 
 
 
 def redis_time(before: dict, after: dict, requests: int) -> list[str]:
-    lines = ["Redis, by command (INFO commandstats over the window; calls inside scripts counted too):", "",
+    lines = ["Redis, by command (INFO commandstats over the window). Commands run by a script (EVALSHA) or a "
+             "transaction (EXEC) are counted on their own too, and their time is also inside the script's or "
+             "the transaction's: the µs do not add up.", "",
              "| command | calls/request | µs/request | µs/call |", "|---|---|---|---|"]
     rows = []
     for name, stats in after.items():
@@ -110,9 +115,7 @@ def redis_time(before: dict, after: dict, requests: int) -> list[str]:
             rows.append((usec, name, calls))
     for usec, name, calls in sorted(rows, reverse=True):
         lines.append(f"| {name} | {calls / requests:.2f} | {usec / requests:.1f} | {usec / calls:.1f} |")
-    total_calls = sum(calls for _, _, calls in rows)
-    total_usec = sum(usec for usec, _, _ in rows)
-    lines.append(f"| all | {total_calls / requests:.1f} | {total_usec / requests:.1f} | |")
+    lines.append(f"| all | {sum(calls for _, _, calls in rows) / requests:.1f} | | |")
     return lines + [""]
 
 
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                 output = directory / f"{role.replace(' ', '-')}-{pid}.txt"
                 spies[(role, output)] = subprocess.Popen(
                     [spy, "record", "--pid", str(pid), "--duration", str(int(args.seconds)), "--rate", str(args.rate),
-                     "--format", "raw", "--nonblocking", "--output", str(output)],
+                     "--format", "raw", "--nonblocking", "--gil", "--output", str(output)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         commands_before, cpu_before, began = client.info("commandstats"), role_cpu(roles), time.monotonic()
         for process in spies.values():
@@ -171,10 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     for role in ("web workers", "worker processes"):
         files = [path for (each, path) in spies if each == role and path.exists()]
         total, own, inclusive, libraries = aggregate(files)
-        lines += [f"### {role} ({len(files)} processes, {total} samples)", ""]
+        held = total / (len(files) * args.rate * args.seconds) * 100 if files else 0.0
+        lines += [f"### {role} ({len(files)} processes, {total} samples; GIL held {held:.0f}% of the window, "
+                  f"per process on average)", ""]
         lines += table("By library (self time):", libraries, total, cpu_ms[role], args.top)
         lines += table("Self time by function:", own, total, cpu_ms[role], args.top)
         lines += table("Inclusive time by function:", inclusive, total, cpu_ms[role], args.top)
+        lines += table("Inclusive time, the gateway's own functions:",
+                       Counter({name: n for name, n in inclusive.items() if name.startswith(PROJECT)}),
+                       total, cpu_ms[role], args.top)
     lines += redis_time(commands_before, commands_after, requests)
     publish("profile", lines)
     shutil.rmtree(directory, ignore_errors=True)

@@ -44,6 +44,7 @@ class GatewayLayout:
     web_threads: int
     workers: int
     concurrency: int
+    env: tuple[tuple[str, str], ...] = ()  # more of the gateway's environment, for experiments
 
     @classmethod
     def defaults(cls, environ=None) -> GatewayLayout:
@@ -57,7 +58,8 @@ class GatewayLayout:
 
     def describe(self) -> str:
         return (f"gunicorn {self.web_concurrency} x {self.web_threads} threads, "
-                f"{self.workers} worker processes x {self.concurrency} jobs")
+                f"{self.workers} worker processes x {self.concurrency} jobs"
+                + "".join(f", {name}={value}" for name, value in self.env))
 
 
 class Gateway:
@@ -69,7 +71,7 @@ class Gateway:
         config = GATEWAY_CONFIG.format(sandbox=sandbox_url, workers=layout.workers, concurrency=layout.concurrency)
         # The harness also starts a sandbox of its own; it stays idle: the model points at the shared one.
         self.stack = Stack(directory, config, web_workers=layout.web_concurrency, web_threads=layout.web_threads,
-                           env={"LOG_LEVEL": "warning"})
+                           env={"LOG_LEVEL": "warning", **dict(layout.env)})
 
     def start(self) -> None:
         self.stack.start()
