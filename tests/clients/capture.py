@@ -43,10 +43,11 @@ MODEL_IDS = ("claude-sonnet-4-5", "gpt-5-codex")
 
 @dataclass
 class ToolCall:
-    """The one tool call the server makes when a request offers a tool named ``name``."""
+    """The one tool call the server makes when a request offers a tool named ``name``: ``arguments``
+    is a function tool's arguments (a dict), or a custom tool's input (a string)."""
 
     name: str
-    arguments: dict
+    arguments: dict | str
 
 
 class CaptureServer(serving.StandinServer):
