@@ -1,10 +1,11 @@
-"""The job function RQ runs for every gateway request, and its failure callback.
+"""The job function the worker runs for every gateway request, and its failure callback.
 
 The outcome always goes back through the reply stream (``shared.replies``), so
 the waiting API process wakes at once, whatever happened. The RQ job itself is
-marked failed when the gateway or the provider failed (5xx, 429), so RQ's failed
-registry shows real trouble; a request the provider refused as invalid is a
-finished job that answered with an error.
+recorded failed when the gateway or the provider failed (5xx, 429), so RQ's
+failed registry shows real trouble; a request the provider refused as invalid
+answered its client like any other, and its job leaves no record
+(``shared.rq_records``).
 """
 
 from __future__ import annotations
