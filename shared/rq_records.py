@@ -41,7 +41,7 @@ A gateway job, step by step:
   the start's records or the claim-list entry removed.
 - **abandonment** (``workers.salvage``, with ``forget_worker``, ``requeue`` and
   ``record_failure``): a dead worker's registration removed, each of its jobs
-  either put back at the front of its queue (``requeued``) or recorded failed; RQ's
+  either put back at the front of its queue (``requeue``) or recorded failed; RQ's
   own clean-up of the started registry (run by every worker's maintenance) fails a
   started job whose heartbeat expired, through the job's failure callback.
 
@@ -51,7 +51,9 @@ The worker's own records: its registration ``rq:worker:<name>`` and the sets
 expired), renewed with its heartbeat (``heartbeat``: every 10 s, also the started
 jobs' execution and registry entries); its state, ``busy`` while it runs any job
 and ``idle`` otherwise, written only when that changes (the monitor looks every
-quarter of a second); ``rq suspend`` looked at once a second.
+quarter of a second); ``rq suspend`` looked at once a second (``is_suspended``).
+The API (admission, ``/ready``) and the metrics read two facts of these
+records: ``queue_depth`` and ``live_workers``.
 
 Not written for a gateway job, since nobody reads them: RQ's results stream for a
 success and the finished registry (the reply stream carries the answer), the
