@@ -93,7 +93,8 @@ def parse_config(data: object, environ: Mapping[str, str] | None = None, *,
     models = _models(c, top, env)
     routes = _routes(c, top, {m.name for m in models if m.name})
     gitlab = c.mapping(top.get("gitlab", {}), "gitlab", _GITLAB_KEYS) or {}
-    jobs = c.mapping(top.get("jobs", {}), "jobs", ("result_ttl", "failure_ttl", "max_unread_reply_bytes")) or {}
+    jobs = c.mapping(top.get("jobs", {}), "jobs", ("result_ttl", "failure_ttl", "max_unread_reply_bytes",
+                                                   "response_ttl", "max_stored_response_bytes")) or {}
     logging = c.mapping(top.get("logging", {}), "logging", ("log_payloads",)) or {}
     config = GatewayConfig(
         models=tuple(models),
@@ -114,6 +115,10 @@ def parse_config(data: object, environ: Mapping[str, str] | None = None, *,
             failure_ttl=c.get(jobs, "failure_ttl", "jobs", parse_duration, 86400.0, lo=1.0),
             max_unread_reply_bytes=c.get(jobs, "max_unread_reply_bytes", "jobs", _reply_buffer_size,
                                          JobsConfig.max_unread_reply_bytes),
+            response_ttl=c.get(jobs, "response_ttl", "jobs", parse_duration, JobsConfig.response_ttl, lo=1.0,
+                               hi=30 * 86400.0),
+            max_stored_response_bytes=c.get(jobs, "max_stored_response_bytes", "jobs", parse_size,
+                                            JobsConfig.max_stored_response_bytes, lo=1024),
         ),
         logging=LoggingConfig(log_payloads=c.get(logging, "log_payloads", "logging", _boolean, False)),
         warnings=tuple(c.warnings),

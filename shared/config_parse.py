@@ -26,7 +26,8 @@ from shared.durations import format_duration, parse_duration
 _TOP_KEYS = ("models", "routes", "gitlab", "jobs", "logging")
 _MODEL_KEYS = ("name", "type", "base_url", "api_key", "model", "timeout", "rate_limit", "retries",
                "workers", "concurrency", "max_queue_depth", "verify_tls", "ca_file", "max_output_tokens",
-               "stream_idle_timeout", "max_stream_duration", "project", "location", "credentials_file")
+               "stream_idle_timeout", "max_stream_duration", "project", "location", "credentials_file",
+               "native_responses_api")
 _VERTEX_KEYS = ("project", "location", "credentials_file")
 _LIMITS = ("requests_per_minute", "tokens_per_minute", "requests_per_day")
 _ROUTE_KEYS = ("name", "match", "destination", "rate_limit")
@@ -82,6 +83,8 @@ def _models(c: _Checker, top: dict, env: Mapping[str, str]) -> list[ModelConfig]
             if var and api_key is None:
                 c.warnings.append(f"{path} ({name}): no api_key and {var} is not set; "
                                   "requests will be sent without a key")
+        if "native_responses_api" in node and kind not in ("openai", "generic"):
+            c.add(f"{path}.native_responses_api", "only openai and generic models take this key")
         retries = c.mapping(node.get("retries", {}), f"{path}.retries", ("attempts",)) or {}
         models.append(ModelConfig(
             name=name or "",
@@ -104,6 +107,8 @@ def _models(c: _Checker, top: dict, env: Mapping[str, str]) -> list[ModelConfig]
             project=c.get(node, "project", path, _text) if kind == "vertex" else None,
             location=location,
             credentials_file=c.get(node, "credentials_file", path, _readable_file) if kind == "vertex" else None,
+            native_responses_api=c.get(node, "native_responses_api", path, _boolean, kind == "openai")
+            if kind in ("openai", "generic") else False,
         ))
     return models
 

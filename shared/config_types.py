@@ -65,6 +65,9 @@ class ModelConfig:
     project: str | None = None  # vertex: the Google Cloud project
     location: str | None = None  # vertex: the region, e.g. us-central1
     credentials_file: str | None = None  # vertex: a service-account JSON; else application default credentials
+    # openai, generic: POST /v1/responses goes to the server's own /v1/responses untouched (openai: the default);
+    # otherwise it is translated through chat completions.
+    native_responses_api: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,8 @@ class JobsConfig:
     result_ttl: float = 60.0
     failure_ttl: float = 86400.0
     max_unread_reply_bytes: int = 1024 * 1024  # of a stream's reply left unread in Redis; the worker waits past it
+    response_ttl: float = 3600.0  # a stored Responses API response (or a relayed one's owner) is kept this long
+    max_stored_response_bytes: int = 1024 * 1024  # a stored response larger than this is not kept
 
 
 @dataclass(frozen=True)
