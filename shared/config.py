@@ -28,6 +28,7 @@ from shared.config_parse import (
     _routes,
     _StrictLoader,
     _substitute,
+    drop_params,
 )
 from shared.config_types import (
     ACCESS_LEVELS,
@@ -36,7 +37,9 @@ from shared.config_types import (
     DEFAULT_CONFIG_PATH,
     MATCH_KEYS,
     MODEL_TYPES,
+    REASONING_CONTROLS,
     ConfigError,
+    DefaultsConfig,
     GatewayConfig,
     GitLabConfig,
     JobsConfig,
@@ -56,7 +59,8 @@ MIN_UNREAD_REPLY_BYTES = 1024  # smaller only multiplies the round trips a strea
 # ``check`` command) in shared.config_check, reachable here through ``__getattr__`` below.
 __all__ = [
     "ACCESS_LEVELS", "API_KEY_ENV", "DEFAULT_BASE_URLS", "DEFAULT_CONFIG_PATH", "MATCH_KEYS", "MODEL_TYPES",
-    "ConfigError", "GatewayConfig", "GitLabConfig", "JobsConfig", "LoggingConfig", "ModelConfig", "RateLimit",
+    "REASONING_CONTROLS", "ConfigError", "DefaultsConfig", "GatewayConfig",
+    "GitLabConfig", "JobsConfig", "LoggingConfig", "ModelConfig", "RateLimit",
     "Route", "RouteMatch", "exit_on_config_error", "load_config", "parse_bool", "parse_config",
 ]
 
@@ -90,7 +94,9 @@ def parse_config(data: object, environ: Mapping[str, str] | None = None, *,
         raise ConfigError([f"{source}: the top level must be a mapping, got {_describe(data)}"])
     c = _Checker()
     top = c.mapping(_substitute(data, env, "", c), "", _TOP_KEYS) or {}
-    models = _models(c, top, env)
+    defaults = c.mapping(top.get("defaults", {}), "defaults", ("drop_params",)) or {}
+    default_drop = drop_params(c, defaults.get("drop_params", []), "defaults.drop_params")
+    models = _models(c, top, env, default_drop)
     routes = _routes(c, top, {m.name for m in models if m.name})
     gitlab = c.mapping(top.get("gitlab", {}), "gitlab", _GITLAB_KEYS) or {}
     jobs = c.mapping(top.get("jobs", {}), "jobs", ("result_ttl", "failure_ttl", "max_unread_reply_bytes",
@@ -121,6 +127,7 @@ def parse_config(data: object, environ: Mapping[str, str] | None = None, *,
                                             JobsConfig.max_stored_response_bytes, lo=1024),
         ),
         logging=LoggingConfig(log_payloads=c.get(logging, "log_payloads", "logging", _boolean, False)),
+        defaults=DefaultsConfig(drop_params=default_drop),
         warnings=tuple(c.warnings),
     )
     if c.problems:

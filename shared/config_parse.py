@@ -15,6 +15,7 @@ from shared.config_types import (
     DEFAULT_BASE_URLS,
     MATCH_KEYS,
     MODEL_TYPES,
+    REASONING_CONTROLS,
     ModelConfig,
     RateLimit,
     Route,
@@ -23,11 +24,11 @@ from shared.config_types import (
 )
 from shared.durations import format_duration, parse_duration
 
-_TOP_KEYS = ("models", "routes", "gitlab", "jobs", "logging")
+_TOP_KEYS = ("models", "routes", "gitlab", "jobs", "logging", "defaults")
 _MODEL_KEYS = ("name", "type", "base_url", "api_key", "model", "timeout", "rate_limit", "retries",
                "workers", "concurrency", "max_queue_depth", "verify_tls", "ca_file", "max_output_tokens",
                "stream_idle_timeout", "max_stream_duration", "project", "location", "credentials_file",
-               "native_responses_api")
+               "native_responses_api", "drop_params", "reasoning")
 _VERTEX_KEYS = ("project", "location", "credentials_file")
 _LIMITS = ("requests_per_minute", "tokens_per_minute", "requests_per_day")
 _ROUTE_KEYS = ("name", "match", "destination", "rate_limit")
@@ -37,9 +38,49 @@ _GITLAB_KEYS = ("timeout", "verify_tls", "ca_file", "min_access_level", "cache_t
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _ENV_REF = re.compile(r"\$\{([^}]*)\}")  # ${VAR}, or ${VAR:-default} when VAR is unset or empty
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A drop_params entry: a field name or a dotted path (output_config.effort, tools.web_search).
+_PARAM_PATH = re.compile(r"[A-Za-z_$][A-Za-z0-9_$-]*(?:\.[A-Za-z_$][A-Za-z0-9_$-]*)*")
+MAX_PARAM_PATH = 200
+# What the gateway itself needs of a request: never dropped.
+UNDROPPABLE = ("model", "messages", "input", "prompt", "stream")
 
 
-def _models(c: _Checker, top: dict, env: Mapping[str, str]) -> list[ModelConfig]:
+def drop_params(c: _Checker, value: Any, path: str) -> tuple[str, ...]:
+    """A drop_params list: field names, dotted paths or ``tools.<type>``; a bad entry is a problem
+    named by its index, and left out."""
+    if value is _UNRESOLVED:
+        return ()
+    if not isinstance(value, list):
+        c.add(path, f"must be a list of field names or dotted paths, got {_describe(value)}")
+        return ()
+    found: list[str] = []
+    for i, item in enumerate(value):
+        where = f"{path}[{i}]"
+        if item is _UNRESOLVED:
+            continue
+        if not isinstance(item, str) or len(item) > MAX_PARAM_PATH or not _PARAM_PATH.fullmatch(item):
+            shown = repr(item[:MAX_PARAM_PATH]) if isinstance(item, str) else _describe(item)
+            c.add(where, f"must be a field name or a dotted path (output_config.effort, tools.web_search), "
+                         f"got {shown}")
+        elif item.split(".")[0] in UNDROPPABLE:
+            c.add(where, f"'{item}' cannot be dropped: the gateway needs it")
+        elif item in found:
+            c.add(where, f"duplicate entry '{item}'")
+        else:
+            found.append(str(item))
+    return tuple(found)
+
+
+def _reasoning(c: _Checker, node: dict, path: str, kind: str | None) -> str | None:
+    """The model's reasoning control, if set: one of its type's (REASONING_CONTROLS)."""
+    if "reasoning" not in node or kind not in REASONING_CONTROLS:
+        return None
+    choices = REASONING_CONTROLS[kind]
+    return c.get(node, "reasoning", path, _one_of(*choices, for_what=f"{kind} models"))
+
+
+def _models(c: _Checker, top: dict, env: Mapping[str, str],
+            default_drop: tuple[str, ...] = ()) -> list[ModelConfig]:
     raw = top.get("models")
     if "models" not in top:
         c.add("models", "required")
@@ -109,6 +150,9 @@ def _models(c: _Checker, top: dict, env: Mapping[str, str]) -> list[ModelConfig]
             credentials_file=c.get(node, "credentials_file", path, _readable_file) if kind == "vertex" else None,
             native_responses_api=c.get(node, "native_responses_api", path, _boolean, kind == "openai")
             if kind in ("openai", "generic") else False,
+            drop_params=drop_params(c, node["drop_params"], f"{path}.drop_params") if "drop_params" in node
+            else default_drop,
+            reasoning=_reasoning(c, node, path, kind),
         ))
     return models
 
@@ -264,14 +308,14 @@ def _boolean(value: Any) -> bool:
     return value
 
 
-def _one_of(*choices: Any) -> Callable[[Any], Any]:
+def _one_of(*choices: Any, for_what: str = "") -> Callable[[Any], Any]:
     def convert(value: Any) -> Any:
         for choice in choices:  # compare types too: YAML `type: 1` or `per: true` are wrong
             if type(value) is type(choice) and value == choice:
                 return choice
             if isinstance(value, _EnvStr) and str(choice) == value.strip():
                 return choice
-        raise ValueError("must be one of " + ", ".join(map(str, choices)))
+        raise ValueError("must be one of " + ", ".join(map(str, choices)) + (f" for {for_what}" if for_what else ""))
     return convert
 
 

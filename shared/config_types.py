@@ -13,6 +13,13 @@ DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https:
 API_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 MATCH_KEYS = ("gitlab_project_id", "gitlab_group_id", "gitlab_user_id", "model_name")
 ACCESS_LEVELS = (10, 20, 30, 40, 50)
+# A model's reasoning control (``models[].reasoning``): what a translated request's thinking or effort
+# becomes. effort: OpenAI's reasoning_effort; budget: a thinking token budget (Anthropic
+# thinking.budget_tokens, Gemini thinkingConfig.thinkingBudget); adaptive: Anthropic's adaptive thinking
+# with output_config.effort; none: the model has none, so a request for reasoning is refused unless the
+# model's drop_params lists it. The first of each type's choices is its default.
+REASONING_CONTROLS = {"openai": ("none", "effort"), "generic": ("none", "effort"),
+                      "anthropic": ("budget", "adaptive", "none"), "vertex": ("budget", "none")}
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True,
                "false": False, "0": False, "no": False, "off": False}
 
@@ -68,6 +75,15 @@ class ModelConfig:
     # openai, generic: POST /v1/responses goes to the server's own /v1/responses untouched (openai: the default);
     # otherwise it is translated through chat completions.
     native_responses_api: bool = False
+    # What translation drops instead of refusing: field names, dotted paths, tools.<type> (the model's own
+    # list, else defaults.drop_params). Passthrough drops nothing.
+    drop_params: tuple[str, ...] = ()
+    reasoning: str | None = None  # the reasoning control (REASONING_CONTROLS); None: the type's default
+
+    @property
+    def reasoning_control(self) -> str:
+        """``reasoning`` as configured, or the model type's default."""
+        return self.reasoning or REASONING_CONTROLS.get(self.type, ("none",))[0]
 
 
 @dataclass(frozen=True)
@@ -113,6 +129,11 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class DefaultsConfig:
+    drop_params: tuple[str, ...] = ()  # for every model whose own drop_params is not set
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     models: tuple[ModelConfig, ...]
     routes: tuple[Route, ...] = ()
@@ -120,6 +141,7 @@ class GatewayConfig:
     gitlab: GitLabConfig = GitLabConfig()
     jobs: JobsConfig = JobsConfig()
     logging: LoggingConfig = LoggingConfig()
+    defaults: DefaultsConfig = DefaultsConfig()
     warnings: tuple[str, ...] = ()
 
     def model(self, name: str) -> ModelConfig | None:
