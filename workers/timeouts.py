@@ -48,8 +48,8 @@ class ThreadDeathPenalty(BaseDeathPenalty):
         if self.scope is not None:
             self.scope.cancel(HARD_TIMEOUT)
         # SetAsyncExc takes a class, not an instance: give this job its own subclass carrying
-        # its own message instead of patching the shared class. Made here, not per job: a
-        # class costs tens of microseconds to build, and few jobs ever time out.
+        # its own message instead of patching the shared class. Made here, not per job: building
+        # a class costs time on every job (docs/benchmarks.md), and few jobs ever time out.
         exception, message = self._exception, f"Job exceeded its maximum timeout of {self._timeout} seconds"
         own = type(exception.__name__, (exception,), {"__init__": lambda self, *a: exception.__init__(self, message)})
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread_id), ctypes.py_object(own))

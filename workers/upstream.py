@@ -74,7 +74,7 @@ class UpstreamClient:
         self.model = model
         self.session = requests.Session()
         # requests re-reads the whole environment for proxy settings on every call
-        # (about 0.5 ms). A model's URL never changes, so resolve HTTPS_PROXY /
+        # (docs/benchmarks.md). A model's URL never changes, so resolve HTTPS_PROXY /
         # NO_PROXY (and REQUESTS_CA_BUNDLE) for it once.
         self.session.trust_env = False
         self.session.proxies = requests.utils.get_environ_proxies(model.base_url)
