@@ -71,7 +71,7 @@ def when_ready(server):
     the RQ workers' on this host included, plus queue facts read from Redis."""
     metrics.forget_dead_processes(METRICS_DIRECTORY)
     if _settings.metrics_enabled:
-        from shared.metrics_server import start_metrics_server
+        from shared.plumbing.metrics_server import start_metrics_server
 
         start_metrics_server(_settings.metrics_port, _settings.redis_url, [m.name for m in _config.models],
                              METRICS_DIRECTORY, addr=_settings.host)

@@ -69,7 +69,7 @@ def run_metrics_process(settings: Settings, config: GatewayConfig, port: int) ->
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     _die_with_parent()
     setup_logging(settings.log_level, settings.log_format, log_dir=settings.log_dir, process_name="worker-metrics")
-    from shared.metrics_server import start_metrics_server
+    from shared.plumbing.metrics_server import start_metrics_server
 
     start_metrics_server(port, settings.redis_url, [m.name for m in config.models], host_directory(),
                          addr=settings.host)
