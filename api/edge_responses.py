@@ -16,8 +16,7 @@ import uuid
 
 import orjson
 
-from api.errors import error_body
-from shared.errors import GatewayError, InvalidRequest, PayloadTooLarge
+from shared.errors import GatewayError, InvalidRequest, PayloadTooLarge, error_body
 
 # As the app's request ids (api.middleware): echoed only when short and inert.
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")

@@ -21,6 +21,7 @@ from shared.errors import (
     NotFound,
     ServiceUnavailable,
     UnsupportedMediaType,
+    error_body,
 )
 
 log = logging.getLogger("aigw.api")
@@ -31,13 +32,6 @@ _FALCON_ERRORS: dict[int, type[GatewayError]] = {
     405: MethodNotAllowed,
     415: UnsupportedMediaType,
 }
-
-
-def error_body(error: GatewayError, wire: str) -> dict:
-    if wire == "anthropic":
-        return {"type": "error", "error": {"type": error.anthropic_type, "message": error.message}}
-    return {"error": {"message": error.message, "type": error.openai_type, "param": error.param,
-                      "code": error.code}}
 
 
 def render(req: falcon.Request, resp: falcon.Response, error: GatewayError) -> None:

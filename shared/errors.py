@@ -2,8 +2,9 @@
 
 Every failure a client can see is a ``GatewayError`` subclass. Each class fixes
 the HTTP status, a stable machine-readable ``code`` (callers branch on it), and
-the error ``type`` used by the OpenAI and Anthropic wire formats. The API turns
-these into the endpoint's error body; workers send them back through Redis as
+the error ``type`` used by the OpenAI and Anthropic wire formats. ``error_body``
+shapes one as the endpoint's format carries it, the same in an error response and
+in the event that ends a failed stream; workers send errors back through Redis as
 plain dicts (``to_dict`` / ``from_dict``), so nothing is pickled.
 
     GatewayError (500 internal_error)
@@ -320,3 +321,13 @@ _BY_CODE: dict[str, type[GatewayError]] = {
     sub.code: sub for sub in _all_subclasses(GatewayError)
 }
 _BY_CODE["internal_error"] = GatewayError
+
+
+def error_body(error: GatewayError, wire: str) -> dict:
+    """``error`` in the endpoint's wire format: Anthropic's ``{"type": "error", "error": {"type",
+    "message"}}`` for ``wire`` "anthropic", OpenAI's ``{"error": {"message", "type", "param", "code"}}``
+    otherwise."""
+    if wire == "anthropic":
+        return {"type": "error", "error": {"type": error.anthropic_type, "message": error.message}}
+    return {"error": {"message": error.message, "type": error.openai_type, "param": error.param,
+                      "code": error.code}}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from shared.errors import GatewayError
+from shared.errors import GatewayError, error_body
 
 OPENAI, ANTHROPIC = "openai", "anthropic"
 
@@ -77,7 +77,4 @@ def keepalive(wire: str) -> bytes:
 
 
 def error_event(wire: str, error: GatewayError) -> bytes:
-    if wire == ANTHROPIC:
-        return frame(ANTHROPIC, {"type": "error", "error": {"type": error.anthropic_type, "message": error.message}})
-    return frame(OPENAI, {"error": {"message": error.message, "type": error.openai_type, "param": error.param,
-                                    "code": error.code}})
+    return frame(wire, error_body(error, wire))
