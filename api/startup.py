@@ -21,13 +21,8 @@ log = logging.getLogger("aigw.api")
 
 def load_api_settings() -> tuple[Settings, GatewayConfig]:
     """Settings and config for an API process; every problem is reported, then exit 2."""
-    problems: list[str] = []
-    settings = None
-    try:
-        settings = Settings.from_env()
-    except ConfigError as error:
-        problems += error.problems
-    if settings is not None:
+    settings, problems = Settings.read()
+    if not problems:  # once the rest parses: a malformed GITLAB_URL is named already, not as missing too
         if not settings.gitlab_url:
             problems.append("GITLAB_URL: required: the GitLab instance that vouches for callers "
                             "(`make run` starts a local stand-in when it is unset)")
@@ -35,7 +30,7 @@ def load_api_settings() -> tuple[Settings, GatewayConfig]:
             problems.append("GITLAB_API_TOKEN: required: the gateway's own GitLab token, with read_api "
                             "(an administrator's on self-managed GitLab)")
     try:
-        config = load_config((settings or Settings()).config_file_path)
+        config = load_config(settings.config_file_path)
     except ConfigError as error:
         problems += error.problems
     if problems:

@@ -1,9 +1,17 @@
 """Process settings from environment variables (the config file holds models and routes).
 
+Every variable of the gateway's own is parsed here. Libraries' own conventions
+are left to them: the provider calls honour ``HTTPS_PROXY``, ``NO_PROXY`` and
+``REQUESTS_CA_BUNDLE`` as ``requests`` reads them (``workers.upstream``), and
+``PROMETHEUS_MULTIPROC_DIR`` is prometheus-client's, chosen before it is imported
+(``shared.metrics_directory``).
+
 ``Settings.from_env()`` reads every variable, collects all problems and raises
 one ``ConfigError`` naming each bad variable, so a deployment is fixed in one
-pass. An empty variable counts as unset. The GitLab token is never shown in
-``repr``, and a password in ``REDIS_URL`` is masked there.
+pass; ``Settings.read()`` hands back what parsed with the problems, for an entry
+point that reports them together with the config file's. An empty variable
+counts as unset. The GitLab token is never shown in ``repr``, and a password in
+``REDIS_URL`` is masked there.
 
 ``test_knobs()`` holds the variables only the test suite sets (``TestKnobs``), read
 here once per process like the others.
@@ -18,9 +26,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit
 
 from shared.config import DEFAULT_CONFIG_PATH, ConfigError, parse_bool
+from shared.urls import parse_http_url
 
 __all__ = ["ConfigError", "Settings", "TestKnobs", "test_knobs"]
 
@@ -50,9 +58,23 @@ class Settings:
     request_header_timeout: float = 10.0  # seconds to receive a request's head
     request_body_timeout: float = 60.0  # seconds to receive a request's body, from the end of its head
     response_write_timeout: float = 30.0  # seconds a response's write may wait for a client that does not read
+    # `python -m workers` (its command line wins over these):
+    worker_models: tuple[str, ...] = ()  # the models it serves; none named: every configured model
+    worker_processes: int | None = None  # processes per model; None: each model's `workers`
+    worker_concurrency: int | None = None  # jobs at once per process; None: each model's `concurrency`
+    worker_metrics_port: int | None = None  # serve the workers' own /metrics here (a host without a web process)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        settings, problems = cls.read(environ)
+        if problems:
+            raise ConfigError(problems)
+        return settings
+
+    @classmethod
+    def read(cls, environ: Mapping[str, str] | None = None) -> tuple[Settings, list[str]]:
+        """The settings every well-formed variable gives (a malformed one keeps its default),
+        and one problem per malformed variable, the test knobs' included."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         problems: list[str] = []
@@ -68,9 +90,7 @@ class Settings:
             TestKnobs.from_env(env)  # reported with the others, so a bad one stops the process at start
         except ConfigError as error:
             problems += error.problems
-        if problems:
-            raise ConfigError(problems)
-        return cls(**values)
+        return cls(**values), problems
 
     def __repr__(self) -> str:
         # Settings get logged at startup; a Redis password must not go with them.
@@ -146,15 +166,8 @@ def _boolean(raw: str) -> bool:
         raise ValueError(f"{exc}, got {raw!r}") from None
 
 
-def _http_url(raw: str) -> str:
-    url = raw.rstrip("/")
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"must be an http or https URL, got {raw!r}")
-    return url
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in raw.split(",") if name.strip())
 
 
 def _redis_url(raw: str) -> str:
@@ -174,7 +187,7 @@ def _mask_password(url: str) -> str:
 
 
 _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
-    ("gitlab_url", "GITLAB_URL", _http_url),
+    ("gitlab_url", "GITLAB_URL", parse_http_url),
     ("gitlab_api_token", "GITLAB_API_TOKEN", str),
     ("port", "PORT", _port),
     ("log_level", "LOG_LEVEL", _log_level),
@@ -195,6 +208,10 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("request_header_timeout", "REQUEST_HEADER_TIMEOUT", _positive_seconds),
     ("request_body_timeout", "REQUEST_BODY_TIMEOUT", _positive_seconds),
     ("response_write_timeout", "RESPONSE_WRITE_TIMEOUT", _positive_seconds),
+    ("worker_models", "WORKER_MODELS", _names),
+    ("worker_processes", "WORKER_PROCESSES", _positive_int),
+    ("worker_concurrency", "WORKER_CONCURRENCY", _positive_int),
+    ("worker_metrics_port", "WORKER_METRICS_PORT", _port),
 )
 
 

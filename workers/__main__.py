@@ -2,19 +2,18 @@
 
 Default: every configured model, each with its ``workers`` processes running up
 to ``concurrency`` jobs at once. ``WORKER_MODELS`` (comma-separated),
-``WORKER_PROCESSES`` and ``WORKER_CONCURRENCY`` do the same from the environment,
-so a deployment scales without editing the config; the command line wins over
-both. One parent supervises the processes: it salvages the jobs of one that
-dies (``workers.salvage``) and restarts it, and on SIGTERM or SIGINT tells each
-to finish its running jobs and exit (a second signal makes them fail their jobs
-and exit at once).
+``WORKER_PROCESSES`` and ``WORKER_CONCURRENCY`` do the same from the environment
+(read by ``shared.settings``), so a deployment scales without editing the config;
+the command line wins over both. One parent supervises the processes: it salvages
+the jobs of one that dies (``workers.salvage``) and restarts it, and on SIGTERM or
+SIGINT tells each to finish its running jobs and exit (a second signal makes them
+fail their jobs and exit at once).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from shared.config import ConfigError, exit_on_config_error, load_config
@@ -42,34 +41,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _env_int(name: str, problems: list[str]) -> int | None:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        problems.append(f"{name}: must be a positive integer, got {raw!r}")
-        return None
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    problems: list[str] = []
+    settings, problems = Settings.read()
     try:
-        settings = Settings.from_env()
+        config = load_config(settings.config_file_path)
     except ConfigError as error:
         problems += error.problems
-    try:
-        config = load_config(os.environ.get("CONFIG_FILE_PATH") or Settings().config_file_path)
-    except ConfigError as error:
-        problems += error.problems
-    processes = args.processes if args.processes is not None else _env_int("WORKER_PROCESSES", problems)
-    concurrency = args.concurrency if args.concurrency is not None else _env_int("WORKER_CONCURRENCY", problems)
-    metrics_port = args.metrics_port if args.metrics_port is not None else _env_int("WORKER_METRICS_PORT", problems)
+    processes = args.processes if args.processes is not None else settings.worker_processes
+    concurrency = args.concurrency if args.concurrency is not None else settings.worker_concurrency
+    metrics_port = args.metrics_port if args.metrics_port is not None else settings.worker_metrics_port
     for flag, value in (("--processes", args.processes), ("--concurrency", args.concurrency)):
         if value is not None and value < 1:
             problems.append(f"{flag}: must be at least 1")
@@ -79,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     for warning in config.warnings:
         log.warning(warning)
 
-    named = args.models or [n.strip() for n in os.environ.get("WORKER_MODELS", "").split(",") if n.strip()]
+    named = args.models or list(settings.worker_models)
     unknown = [name for name in named if config.model(name) is None]
     if unknown:
         exit_on_config_error([f"MODEL: '{name}' is not a configured model" for name in unknown])

@@ -155,6 +155,11 @@ INVALID = {
                      "REQUEST_BODY_TIMEOUT: must be a positive number of seconds, got '0'"),
     "write-timeout": ({"RESPONSE_WRITE_TIMEOUT": "-1"},
                       "RESPONSE_WRITE_TIMEOUT: must be a positive number of seconds, got '-1'"),
+    "worker-processes": ({"WORKER_PROCESSES": "0"}, "WORKER_PROCESSES: must be a positive integer, got '0'"),
+    "worker-concurrency": ({"WORKER_CONCURRENCY": "lots"},
+                           "WORKER_CONCURRENCY: must be a positive integer, got 'lots'"),
+    "worker-metrics-port": ({"WORKER_METRICS_PORT": "70000"},
+                            "WORKER_METRICS_PORT: must be an integer between 1 and 65535, got '70000'"),
 }
 
 
@@ -170,6 +175,26 @@ def test_all_problems_are_reported_together() -> None:
         "LOG_FORMAT: must be one of text, json",
         "REDIS_URL: must start with redis://, rediss:// or unix://",
     ]
+
+
+def test_the_workers_variables() -> None:
+    settings = Settings.from_env({"WORKER_MODELS": " chat, ,claude ", "WORKER_PROCESSES": "3",
+                                  "WORKER_CONCURRENCY": "32", "WORKER_METRICS_PORT": "9091"})
+    assert (settings.worker_models, settings.worker_processes, settings.worker_concurrency,
+            settings.worker_metrics_port) == (("chat", "claude"), 3, 32, 9091)
+    assert (Settings().worker_models, Settings().worker_processes, Settings().worker_concurrency,
+            Settings().worker_metrics_port) == ((), None, None, None)
+
+
+def test_read_keeps_what_parsed_beside_the_problems() -> None:
+    """An entry point reports the environment's problems with the config file's, read from
+    CONFIG_FILE_PATH even when another variable is malformed."""
+    settings, found = Settings.read({"PORT": "abc", "CONFIG_FILE_PATH": "/srv/gw.yaml", "WEB_THREADS": "8",
+                                     "AIGW_TEST_WINDOW_SCALE": "fast"})
+    assert found == ["PORT: must be an integer between 1 and 65535, got 'abc'",
+                     "AIGW_TEST_WINDOW_SCALE: must be a positive number, got 'fast'"]
+    assert (settings.port, settings.config_file_path, settings.web_threads) == (8080, "/srv/gw.yaml", 8)
+    assert Settings.read({}) == (Settings(), [])
 
 
 def test_config_error_is_the_config_module_class() -> None:
