@@ -4,6 +4,7 @@ import pytest
 
 from shared.errors import InvalidRequest, UnsupportedParameter
 from workers.translate import openai_chat as chat
+from workers.translate.shapes import objects
 
 
 def refuse(param: str, why: str) -> UnsupportedParameter:
@@ -67,3 +68,26 @@ def test_function_tools_refuse_strict_schemas():
     with pytest.raises(UnsupportedParameter) as caught:
         chat.function_tools(tools, refuse)
     assert caught.value.param == "tools[0].function.strict"
+
+
+def test_tool_results_in_a_row_share_one_user_turn():
+    turns: list[dict] = [{"role": "assistant", "parts": ["call a", "call b"]}]
+    results = chat.ToolResults(turns, "parts")
+    results.add("a")
+    results.add("b")
+    assert results.is_open and turns[1:] == [{"role": "user", "parts": ["a", "b"]}]
+    results.close()
+    results.add("c")  # after any other message: a turn of its own
+    assert turns[2:] == [{"role": "user", "parts": ["c"]}]
+
+
+def test_objects_walks_a_list_refusing_the_first_bad_item_in_order():
+    assert list(objects([{"a": 1}, {}], "tools")) == [("tools[0]", {"a": 1}), ("tools[1]", {})]
+    with pytest.raises(InvalidRequest) as caught:
+        list(objects({"a": 1}, "tools"))
+    assert (str(caught.value), caught.value.param) == ("'tools' must be a list", "tools")
+    walked = []
+    with pytest.raises(InvalidRequest) as caught:
+        for path, _ in objects([{}, 5, "x"], "tools"):
+            walked.append(path)
+    assert walked == ["tools[0]"] and caught.value.param == "tools[1]"

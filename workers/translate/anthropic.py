@@ -78,9 +78,7 @@ def _convert_messages(messages: Any) -> tuple[list[dict], list[tuple[Any, str]]]
         raise InvalidRequest("'messages' must be a non-empty list", param="messages")
     out: list[dict] = []
     system: list[tuple[Any, str]] = []
-    # True while out[-1] is a user turn built from tool results: Anthropic wants every
-    # result of one assistant turn in a single user message, so later ones append to it.
-    in_tool_turn = False
+    results = chat.ToolResults(out, "content")
     for i, msg in enumerate(messages):
         p = f"messages[{i}]"
         role, content = chat.message(msg, p, _unsupported, "Anthropic")
@@ -93,12 +91,7 @@ def _convert_messages(messages: Any) -> tuple[list[dict], list[tuple[Any, str]]]
         if role == "tool":
             if not isinstance(content, str):
                 content = _content_blocks(content, f"{p}.content", images=False)
-            block = {"type": "tool_result", "tool_use_id": msg["tool_call_id"], "content": content}
-            if in_tool_turn:
-                out[-1]["content"].append(block)
-            else:
-                out.append({"role": "user", "content": [block]})
-            in_tool_turn = True
+            results.add({"type": "tool_result", "tool_use_id": msg["tool_call_id"], "content": content})
             continue
         tool_calls = msg.get("tool_calls")
         thinking = (reasoning.thinking_blocks(msg["thinking_blocks"], f"{p}.thinking_blocks")
@@ -119,12 +112,12 @@ def _convert_messages(messages: Any) -> tuple[list[dict], list[tuple[Any, str]]]
             # whenever the turn used tools (its extended-thinking guide, "preserving thinking blocks").
             text = [] if not content else [{"type": "text", "text": content}] if isinstance(content, str) else content
             content = thinking + text
-        if role == "user" and in_tool_turn:
+        if role == "user" and results.is_open:  # the user's words join the results' turn
             out[-1]["content"].extend([{"type": "text", "text": content}] if isinstance(content, str)
                                       else content)
         else:
             out.append({"role": role, "content": content})
-        in_tool_turn = False
+        results.close()
     if not out:
         raise InvalidRequest("'messages' needs at least one user or assistant message", param="messages")
     return out, system

@@ -13,6 +13,7 @@ from typing import Any
 
 from shared.errors import InvalidRequest
 from workers.translate.refusals import refuse_unknown_keys, unsupported_for
+from workers.translate.shapes import objects
 
 # Top-level keys handled below. Everything else (thinking, container, mcp_servers,
 # service_tier, top_k, ...) is refused unless its value is None.
@@ -174,13 +175,8 @@ def _system_text(system: Any) -> str:
 
 
 def _convert_tools(tools: Any) -> list[dict]:
-    if not isinstance(tools, list):
-        raise InvalidRequest("'tools' must be a list", param="tools")
     out = []
-    for k, tool in enumerate(tools):
-        p = f"tools[{k}]"
-        if not isinstance(tool, dict):
-            raise InvalidRequest(f"'{p}' must be an object", param=p)
+    for p, tool in objects(tools, "tools"):
         if tool.get("type", "custom") not in ("custom", None):
             raise _unsupported(f"{p}.type", f"Anthropic server tool {tool['type']!r}")
         refuse_unknown_keys(tool, _TOOL_KEYS, _unsupported, equivalent="OpenAI", prefix=f"{p}.")

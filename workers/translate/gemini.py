@@ -114,7 +114,7 @@ def _convert_messages(messages: Any) -> tuple[list[dict], list[dict]]:
     contents: list[dict] = []
     system: list[dict] = []
     names: dict[str, str] = {}  # tool_call_id -> function name: Gemini matches results by name
-    in_tool_turn = False  # contents[-1] holds tool results: later ones join it, as Gemini expects
+    results = chat.ToolResults(contents, "parts")
     for i, msg in enumerate(messages):
         p = f"messages[{i}]"
         role, content = chat.message(msg, p, unsupported, "Gemini")
@@ -128,12 +128,7 @@ def _convert_messages(messages: Any) -> tuple[list[dict], list[dict]]:
                 raise InvalidRequest(f"'{p}.tool_call_id' {tool_id!r} matches no earlier assistant tool call",
                                      param=f"{p}.tool_call_id")
             text = "".join(part["text"] for part in _parts(content, f"{p}.content", images=False))
-            part = {"functionResponse": {"name": names[tool_id], "response": {"content": text}}}
-            if in_tool_turn:
-                contents[-1]["parts"].append(part)
-            else:
-                contents.append({"role": "user", "parts": [part]})
-            in_tool_turn = True
+            results.add({"functionResponse": {"name": names[tool_id], "response": {"content": text}}})
             continue
         tool_calls = msg.get("tool_calls")
         parts = [] if content is None else _parts(content, f"{p}.content", images=True)
@@ -144,7 +139,7 @@ def _convert_messages(messages: Any) -> tuple[list[dict], list[dict]]:
         if not parts:
             raise InvalidRequest(f"'{p}.content' must not be empty", param=f"{p}.content")
         contents.append({"role": "user" if role == "user" else "model", "parts": parts})
-        in_tool_turn = False
+        results.close()
     if not contents:
         raise InvalidRequest("'messages' needs at least one user or assistant message", param="messages")
     return contents, system

@@ -13,6 +13,7 @@ from typing import Any
 
 from shared.errors import InvalidRequest
 from workers.translate.refusals import Unsupported, refuse_unknown_keys
+from workers.translate.shapes import objects
 
 # reasoning_content and thinking_blocks: the pivot's thinking on assistant turns (translate/reasoning.py);
 # targets that take no thinking back ignore them.
@@ -130,13 +131,8 @@ def tool_calls(calls: Any, param: str, unsupported: Unsupported) -> list[ToolCal
 
 def function_tools(tools: Any, unsupported: Unsupported) -> list[FunctionTool]:
     """The request's ``tools``: function definitions only."""
-    if not isinstance(tools, list):
-        raise InvalidRequest("'tools' must be a list", param="tools")
     out = []
-    for k, tool in enumerate(tools):
-        p = f"tools[{k}]"
-        if not isinstance(tool, dict):
-            raise InvalidRequest(f"'{p}' must be an object", param=p)
+    for p, tool in objects(tools, "tools"):
         if tool.get("type") != "function":
             raise unsupported(f"{p}.type", "only function tools")
         fn = tool.get("function")
@@ -146,3 +142,25 @@ def function_tools(tools: Any, unsupported: Unsupported) -> list[FunctionTool]:
             raise unsupported(f"{p}.function.strict", "strict schema adherence is OpenAI-only")
         out.append(FunctionTool(fn["name"], fn.get("description"), fn.get("parameters")))
     return out
+
+
+class ToolResults:
+    """Tool messages in a row become one user turn of results: Anthropic and Gemini both want
+    every result of one assistant turn in a single user turn. ``add`` puts a result in the
+    turn ``is_open`` (opening one after any other message); ``close`` ends it, at any other
+    message."""
+
+    def __init__(self, turns: list[dict], field: str):
+        self.turns = turns  # the target's conversation
+        self.field = field  # the turn's list of parts: "content" (Anthropic), "parts" (Gemini)
+        self.is_open = False  # turns[-1] is a user turn of tool results
+
+    def add(self, result: dict) -> None:
+        if self.is_open:
+            self.turns[-1][self.field].append(result)
+        else:
+            self.turns.append({"role": "user", self.field: [result]})
+            self.is_open = True
+
+    def close(self) -> None:
+        self.is_open = False
