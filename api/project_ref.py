@@ -27,9 +27,6 @@ class ProjectRef:
     text: str  # as the caller sent it (surrounding blanks removed): what refusals name
     key: str  # what identifies it: an id without leading zeros, or the path in lower case (GitLab's are)
 
-    def is_id(self) -> bool:
-        return self.key.isdigit()
-
 
 @lru_cache(maxsize=4096)  # a caller's requests in a row send the same header (refusals are not cached)
 def project_ref(raw: str | int | None) -> ProjectRef | None:

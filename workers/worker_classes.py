@@ -246,11 +246,6 @@ class ThreadedWorker(SimpleWorker):
             for lock in locks:
                 lock.release()
 
-    def _write_start(self, running: Running) -> str | None:
-        """Record one running job as started, once: its execution's id (None once it ended)."""
-        self._write_starts([running])
-        return running.execution_id
-
     def _shutdown(self):
         # RQ raises StopRequested from the signal handler, which could land between
         # dequeuing a job and starting it. A flag is enough: the loop wakes every second.

@@ -30,11 +30,18 @@ def running_job(client) -> tuple[ThreadedWorker, Running]:
     return worker, running
 
 
+def write_start(worker: ThreadedWorker, running: Running) -> str | None:
+    """What the worker's monitor does for a job that has run a while: record its start, once.
+    Its execution's id; None once the job has ended."""
+    worker._write_starts([running])
+    return running.execution_id
+
+
 def test_the_start_is_written_once(client) -> None:
     worker, running = running_job(client)
-    first = worker._write_start(running)
+    first = write_start(worker, running)
     assert first is not None
-    assert worker._write_start(running) is first
+    assert write_start(worker, running) is first
     assert StartedJobRegistry("model", connection=client).get_job_ids() == ["job-1"]
     assert running.job.get_status(refresh=True) == "started"
     assert client.hget(running.job.key, "worker_name").decode() == worker.name
@@ -43,7 +50,7 @@ def test_the_start_is_written_once(client) -> None:
 def test_no_start_is_written_after_the_job_was_failed_from_outside(client) -> None:
     worker, running = running_job(client)
     worker._fail(running, "The worker was stopped (cold shutdown) while running this job.")
-    assert worker._write_start(running) is None  # e.g. its request reached the wire just then
+    assert write_start(worker, running) is None  # e.g. its request reached the wire just then
     assert running.job.get_status(refresh=True) == "failed"
     assert StartedJobRegistry("model", connection=client).count == 0
     assert FailedJobRegistry("model", connection=client).get_job_ids() == ["job-1"]
@@ -80,7 +87,7 @@ def test_the_dequeuing_thread_waits_briefly_for_the_job_to_reach_its_provider(cl
 def test_a_job_that_ended_before_the_monitor_looked_leaves_no_record(client):
     worker, running = running_job(client)
     worker._record_outcome(running, None)  # it answered: its records go
-    assert worker._write_start(running) is None  # the monitor, a moment too late
+    assert write_start(worker, running) is None  # the monitor, a moment too late
     assert not client.exists(running.job.key)
     assert StartedJobRegistry("model", connection=client).count == 0
     assert not client.keys("rq:execution*") and not client.keys("rq:results:*")
