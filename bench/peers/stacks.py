@@ -49,12 +49,10 @@ class GatewayLayout:
     @classmethod
     def defaults(cls, environ=None) -> GatewayLayout:
         """What a deployment gets without setting anything, unless ``environ`` says otherwise."""
-        environ = os.environ if environ is None else environ
-        settings = Settings.from_env(environ)
+        settings = Settings.from_env(os.environ if environ is None else environ)
         model = load_config(str(EXAMPLE_CONFIG), {}).models[0]
-        return cls(settings.web_concurrency, settings.web_threads,
-                   int(environ.get("WORKER_PROCESSES") or model.workers),
-                   int(environ.get("WORKER_CONCURRENCY") or model.concurrency))
+        return cls(settings.web_concurrency, settings.web_threads, settings.worker_processes or model.workers,
+                   settings.worker_concurrency or model.concurrency)
 
     def describe(self) -> str:
         return (f"gunicorn {self.web_concurrency} x {self.web_threads} threads, "
