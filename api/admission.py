@@ -75,9 +75,10 @@ class Admission:
         self.limiter = limiter
         self.liveness = liveness
 
-    def admit(self, req, *, endpoint: str, body: dict) -> Admitted:
+    def admit(self, req, *, endpoint: str, body: dict, rate_limited: bool = True) -> Admitted:
         """Route the request, check its model's workers, and queue its job if the queue's
-        limit and every rate limit admit it; else raise the client's error."""
+        limit and every rate limit admit it; else raise the client's error. A job that is not
+        ``rate_limited`` (it costs no tokens, say reading a stored response) takes no allowance."""
         ctx = req.context
         requested = body["model"]
         decision = self.router.resolve(ctx.identity, requested)
@@ -86,8 +87,11 @@ class Admission:
         if self.liveness.count(model.name) == 0:
             raise errors.NoWorkers(f"No worker is serving model '{model.name}' right now; try again later.",
                                    retry_after=5)
-        limits = limits_for(model, decision.route, ctx.identity.user_id, ctx.identity.project_id)
-        reservation = Reservation.of(limits, estimate_tokens(body, model.max_output_tokens))
+        if rate_limited:
+            limits = limits_for(model, decision.route, ctx.identity.user_id, ctx.identity.project_id)
+            reservation = Reservation.of(limits, estimate_tokens(body, model.max_output_tokens))
+        else:
+            reservation = Reservation.of([], 0)
         stream = bool(body.get("stream"))
         job = JobRequest(job_id=uuid.uuid4().hex, request_id=ctx.request_id, model=model.name,
                          requested_model=requested, endpoint=endpoint, body=body,

@@ -16,10 +16,12 @@ from api.middleware import IdentityMiddleware, RequestContext
 from api.resources.health import Health, Ready
 from api.resources.inference import endpoints
 from api.resources.models import Models
+from api.resources.responses import routes as responses_routes
 from api.routing import Router
 from shared.config import GatewayConfig
 from shared.connections import blocking_redis_client, redis_client
 from shared.ratelimit import RateLimiter
+from shared.responses_store import ResponsesStore
 from shared.settings import Settings
 
 # Threads per process that may hold a Redis connection at once (gunicorn gthread).
@@ -72,5 +74,9 @@ def create_app(settings: Settings, config: GatewayConfig, *, pool_size: int = DE
     app.add_route("/v1/models/{model_id}", models, suffix="one")
     inference = endpoints(admission, answers, keepalive_interval=settings.stream_keepalive_interval)
     for path, resource in inference.items():
+        app.add_route(path, resource)
+    store = ResponsesStore(redis, ttl=config.jobs.response_ttl, max_bytes=config.jobs.max_stored_response_bytes)
+    for path, resource in responses_routes(admission, answers, store,
+                                           keepalive_interval=settings.stream_keepalive_interval).items():
         app.add_route(path, resource)
     return GatewayApp(app, answers)

@@ -24,7 +24,7 @@ from api.stream_socket import StreamSocket
 from shared.config import ModelConfig
 from shared.errors import DeadlineExceeded, UpstreamError
 from shared.replies import CHUNK, END, ERROR, RelayReceipts, Reply
-from shared.sse import error_event, keepalive
+from shared.sse import RESPONSES, ResponsesTail, error_event, keepalive
 
 SLACK = 5.0  # the worker enforces the stream's limits; the API gives it this much longer
 # The access record's stream_outcome: how a stream ended.
@@ -47,6 +47,7 @@ def _relay(req, answers: Answers, job_id: str, first: Reply, model: ModelConfig,
            keepalive_interval: float) -> Iterator[bytes]:
     ctx = req.context
     wire = ctx.wire
+    tail = ResponsesTail() if wire == RESPONSES else None  # what its response.failed must name
     channel = answers.channel(job_id)
     receipts = RelayReceipts(channel, answers.config.jobs.max_unread_reply_bytes)
     client = StreamSocket.of(req.env, model.stream_idle_timeout)
@@ -58,6 +59,8 @@ def _relay(req, answers: Answers, job_id: str, first: Reply, model: ModelConfig,
     chunks = 1
     try:
         yield first.body
+        if tail is not None:
+            tail.relayed(first.body)
         receipts.relayed(first, time.monotonic())
         while True:
             now = time.monotonic()
@@ -65,7 +68,7 @@ def _relay(req, answers: Answers, job_id: str, first: Reply, model: ModelConfig,
             if now >= ends or idle_left <= 0:
                 outcome = TIMEOUT
                 yield error_event(wire, DeadlineExceeded("The stream stopped: the provider went silent or "
-                                                          "the stream ran too long."))
+                                                          "the stream ran too long."), tail)
                 return
             replies = channel.read(after, max(1, int(min(keepalive_interval, idle_left, ends - now) * 1000)))
             if not replies:
@@ -84,13 +87,15 @@ def _relay(req, answers: Answers, job_id: str, first: Reply, model: ModelConfig,
                         outcome = CLIENT_STALLED
                         return
                     yield reply.body
+                    if tail is not None:
+                        tail.relayed(reply.body)
                     receipts.relayed(reply, time.monotonic(), behind=index < last)
                 elif reply.kind == END:
                     outcome, meta = COMPLETED, reply.meta
                     return
                 elif reply.kind == ERROR:
                     outcome, meta = FAILED, reply.meta
-                    yield error_event(wire, reply.error or UpstreamError())
+                    yield error_event(wire, reply.error or UpstreamError(), tail)
                     return
     except GeneratorExit:
         # The server stopped writing the stream: the client left, or (a send timeout, the

@@ -16,6 +16,7 @@ CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "fun
 # reservation must stay a number the rate limiter's arithmetic holds exactly.
 MAX_COUNT = 2**31 - 1
 ENCODING_FORMATS = ("float", "base64")
+RESPONSES_REFUSED = ("background", "conversation", "prompt")
 
 
 def require_object(body) -> dict:
@@ -104,6 +105,29 @@ def validate_completions(body) -> dict:
         raise InvalidRequest("'suffix' must be a string.", param="suffix")
     _check_stream(body)
     _positive_ints(body, "max_tokens", "n")
+    return body
+
+
+def validate_responses(body) -> dict:
+    """OpenAI's Responses API. What the gateway keeps no state for, background responses, conversations
+    and prompt templates, is refused for every model: a passed-through one would keep it at the provider
+    under the gateway's own key, where no GitLab user's is told from another's."""
+    body = require_object(body)
+    requested_model(body)
+    for name in RESPONSES_REFUSED:
+        if body.get(name) not in (None, False):
+            raise UnsupportedParameter(f"'{name}' is not supported: the gateway keeps no background responses, "
+                                       "conversations or prompt templates.", param=name)
+    value = body.get("input")
+    if value is not None and not isinstance(value, (str, list)):
+        raise InvalidRequest("'input' must be a string or an array of input items.", param="input")
+    previous = body.get("previous_response_id")
+    if previous is not None and not (isinstance(previous, str) and previous):
+        raise InvalidRequest("'previous_response_id' must be a non-empty string.", param="previous_response_id")
+    if body.get("store") is not None and not isinstance(body["store"], bool):
+        raise InvalidRequest("'store' must be true or false.", param="store")
+    _check_stream(body)
+    _positive_ints(body, "max_output_tokens")
     return body
 
 

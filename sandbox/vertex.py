@@ -141,9 +141,17 @@ class VertexHandler(serving.JSONHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        for response in responses:  # one SSE event per word, each in its own HTTP chunk
+        error_after = prompt["opts"].get("error_after")
+        for index, response in enumerate(responses):  # one SSE event per word, each in its own HTTP chunk
+            # error_after: a failure once the stream has begun can only come in-band, as an event holding
+            # Google's error body (the shape of _error's), which workers.providers.vertex reads as a failure.
+            if index == error_after:
+                response = {"error": {"code": 500, "message": "stand-in injected a mid-stream error",
+                                      "status": STATUS_NAMES[500]}}
             event = f"data: {json.dumps(response)}\r\n\r\n".encode()
             self.wfile.write(f"{len(event):X}\r\n".encode() + event + b"\r\n")
+            if index == error_after:
+                break
         self.wfile.write(b"0\r\n\r\n")
 
     def _predict(self, body: dict, attempt: int) -> None:

@@ -17,7 +17,12 @@ CHAT_COMPLETIONS = "chat.completions"  # OpenAI
 MESSAGES = "messages"  # Anthropic
 EMBEDDINGS = "embeddings"  # OpenAI
 COMPLETIONS = "completions"  # OpenAI's legacy completions (fill-in-the-middle)
-ENDPOINTS = (CHAT_COMPLETIONS, MESSAGES, EMBEDDINGS, COMPLETIONS)
+RESPONSES = "responses"  # OpenAI's Responses API: POST /v1/responses
+# GET and DELETE /v1/responses/{id} of a response an openai model's provider keeps: its body is
+# {"model", "response_id"}. Responses the gateway keeps itself are served by the API, with no job.
+RESPONSES_RETRIEVE = "responses.retrieve"
+RESPONSES_DELETE = "responses.delete"
+ENDPOINTS = (CHAT_COMPLETIONS, MESSAGES, EMBEDDINGS, COMPLETIONS, RESPONSES, RESPONSES_RETRIEVE, RESPONSES_DELETE)
 
 # Slack given to RQ's own timers, which only back up the deadline the job checks itself.
 RQ_TIMEOUT_MARGIN = 5

@@ -62,6 +62,12 @@ def cancel_key(job_id: str) -> str:
     return f"{KEY_PREFIX}:cancel:{key_part(job_id)}"
 
 
+def response_key(response_id: str) -> str:
+    """A Responses API response the gateway produced or relayed: its owner, its model and, for one
+    the gateway keeps itself, the response and its conversation (``shared.responses_store``)."""
+    return f"{KEY_PREFIX}:response:{key_part(response_id)}"
+
+
 def claimed_jobs_key(worker_name: str) -> str:
     """The jobs one worker process has taken off its queue and not yet recorded as started.
     RQ's own intermediate list is shared by every worker of a queue; this one says whose."""

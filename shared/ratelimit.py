@@ -420,8 +420,10 @@ class RateLimiter:
 
 def estimate_tokens(body: dict, default_output: int) -> int:
     """Prompt size (about 4 characters a token) plus the answer it may get."""
-    prompt = text_length([body.get(field) for field in ("messages", "tools", "system", "prompt", "input")])
-    output = body.get("max_completion_tokens") or body.get("max_tokens") or default_output
+    prompt = text_length([body.get(field) for field in ("messages", "tools", "system", "prompt", "input",
+                                                         "instructions")])
+    output = (body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
+              or default_output)
     return math.ceil(prompt / 4) + int(output)
 
 

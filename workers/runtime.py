@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import threading
 
+from rq import get_current_job
+
 from shared.config import GatewayConfig, load_config
 from shared.errors import InvalidRequest, ModelNotFound
-from shared.jobs import ENDPOINTS, JobRequest
+from shared.jobs import ENDPOINTS, RESPONSES, RESPONSES_DELETE, RESPONSES_RETRIEVE, JobRequest
 from shared.ratelimit import RateLimiter
+from shared.responses_store import ResponsesStore
 from shared.settings import Settings
-from workers import endpoints
+from workers import endpoints, endpoints_responses
 from workers.endpoints import Emit, Outcome
 from workers.providers import Provider, provider_for
 from workers.upstream import UpstreamClient
@@ -22,6 +25,7 @@ class Runtime:
         self.config = config
         self.pool_size = pool_size
         self._limiter: RateLimiter | None = None
+        self._responses: ResponsesStore | None = None
         self._models: dict[str, tuple[Provider, UpstreamClient]] = {}
         self._lock = threading.Lock()
 
@@ -40,11 +44,24 @@ class Runtime:
             self._limiter = RateLimiter(connection)
         return self._limiter
 
+    def responses_store(self, connection) -> ResponsesStore:
+        if self._responses is None:
+            jobs = self.config.jobs
+            self._responses = ResponsesStore(connection, ttl=jobs.response_ttl,
+                                             max_bytes=jobs.max_stored_response_bytes)
+        return self._responses
+
     def serve(self, request: JobRequest, emit: Emit | None = None) -> Outcome:
         """Call the provider for one job. A stream hands each framed chunk to ``emit``."""
         if request.endpoint not in ENDPOINTS:
             raise InvalidRequest(f"Endpoint '{request.endpoint}' is not served by this worker.")
         provider, client = self.for_model(request.model)
+        if request.endpoint == RESPONSES:
+            store = self.responses_store(get_current_job().connection)
+            return endpoints_responses.serve(provider, client, request, emit, store)
+        if request.endpoint in (RESPONSES_RETRIEVE, RESPONSES_DELETE):
+            store = self.responses_store(get_current_job().connection)
+            return endpoints_responses.serve_stored(provider, client, request, store)
         if request.stream:
             return endpoints.serve_stream(provider, client, request, emit)
         return endpoints.serve(provider, client, request)

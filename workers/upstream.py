@@ -54,8 +54,9 @@ _QUERY_IN_TEXT = re.compile(r"\?[^\s'\"()]*")
 @dataclass
 class UpstreamRequest:
     url: str
-    body: dict
+    body: dict | None
     headers: dict[str, str] = field(default_factory=dict)
+    method: str = "POST"  # GET and DELETE (a response the provider keeps, by id) send no body
 
 
 @dataclass
@@ -224,6 +225,11 @@ class UpstreamClient:
         session settings and parsing of the URL: those are prepared once per URL, and only
         the headers and body vary per call. No cookie jar either: one caller's upstream
         cookies must not ride along on another caller's request."""
+        if request.method != "POST":  # a URL per response id: no template kept
+            prepared = requests.PreparedRequest()
+            prepared.prepare(method=request.method, url=request.url, headers={**self.session.headers,
+                                                                              **request.headers})
+            return prepared
         template = self._templates.get((request.url, stream))
         if template is None:
             template = requests.PreparedRequest()

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import falcon
 
-from api.admission import Admission
+from api.admission import Admission, Admitted
 from api.answers import Answers
 from api.disconnect import client_gone_probe
 from api.streaming import respond_with_stream
@@ -33,23 +33,31 @@ class Inference:
 
     def on_post(self, req, resp) -> None:
         body = self.validate(req.get_media())
-        admitted = self.admission.admit(req, endpoint=self.endpoint, body=body)
-        req.context.rate_headers = admitted.rate_headers  # on every response from here (the middleware)
-        reply = self.answers.wait(admitted.model, admitted.job, client_gone=client_gone_probe(req.env))
-        # The worker's facts for the access record: when it took the job, its attempts.
-        req.context.log.update({k: reply.meta[k] for k in ("queue_wait_ms", "attempts", "upstream_seconds")
-                                if k in reply.meta})
-        if reply.error is not None:
-            raise reply.error
-        if reply.kind == CHUNK:
-            respond_with_stream(req, resp, self.answers, admitted.job.job_id, reply, admitted.model,
-                                keepalive_interval=self.keepalive_interval)
-            return
-        if reply.meta.get("usage"):
-            req.context.log["usage"] = reply.meta["usage"]
-        resp.status = reply.status
-        resp.content_type = falcon.MEDIA_JSON
-        resp.data = reply.body
+        respond(req, resp, self.answers, self.admit(req, body), keepalive_interval=self.keepalive_interval)
+
+    def admit(self, req, body: dict) -> Admitted:
+        """Queue the request's job (``api.admission``); an endpoint may check more first."""
+        return self.admission.admit(req, endpoint=self.endpoint, body=body)
+
+
+def respond(req, resp, answers: Answers, admitted: Admitted, *, keepalive_interval: float) -> None:
+    """Wait for an admitted job's answer and send it, whole or as a stream once its first chunk is in."""
+    req.context.rate_headers = admitted.rate_headers  # on every response from here (the middleware)
+    reply = answers.wait(admitted.model, admitted.job, client_gone=client_gone_probe(req.env))
+    # The worker's facts for the access record: when it took the job, its attempts.
+    req.context.log.update({k: reply.meta[k] for k in ("queue_wait_ms", "attempts", "upstream_seconds")
+                            if k in reply.meta})
+    if reply.error is not None:
+        raise reply.error
+    if reply.kind == CHUNK:
+        respond_with_stream(req, resp, answers, admitted.job.job_id, reply, admitted.model,
+                            keepalive_interval=keepalive_interval)
+        return
+    if reply.meta.get("usage"):
+        req.context.log["usage"] = reply.meta["usage"]
+    resp.status = reply.status
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = reply.body
 
 
 def endpoints(admission: Admission, answers: Answers, *, keepalive_interval: float = 15.0) -> dict[str, Inference]:

@@ -43,7 +43,7 @@ def test_full_documented_file_parses(tmp_path: Path, ca_file: str) -> None:
         model="gpt-4o", timeout=45.0,
         rate_limit=RateLimit(requests_per_minute=1000, tokens_per_minute=90000, requests_per_day=20000),
         retry_attempts=5, workers=2, max_queue_depth=500, verify_tls=False, ca_file=ca_file,
-        max_output_tokens=2048,
+        max_output_tokens=2048, native_responses_api=True,
     )
     assert claude == ModelConfig(name="claude", type="anthropic", base_url="https://api.anthropic.com/v1",
                                  api_key=ANTHROPIC_KEY, model="claude")
@@ -66,7 +66,7 @@ def test_full_documented_file_parses(tmp_path: Path, ca_file: str) -> None:
 def test_minimal_file_gets_defaults(tmp_path: Path) -> None:
     config = load_config(str(write(tmp_path, "models:\n  - {name: gpt, type: openai}\n")), KEYS)
     assert config.models == (ModelConfig(name="gpt", type="openai", base_url="https://api.openai.com/v1",
-                                         api_key=OPENAI_KEY, model="gpt"),)
+                                         api_key=OPENAI_KEY, model="gpt", native_responses_api=True),)
     gpt = config.models[0]
     assert (gpt.timeout, gpt.retry_attempts, gpt.workers, gpt.max_queue_depth) == (30.0, 3, 1, 1000)
     assert (gpt.verify_tls, gpt.ca_file, gpt.max_output_tokens) == (True, None, 1024)

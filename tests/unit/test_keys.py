@@ -23,6 +23,7 @@ from shared.keys import (
     gitlab_rejected_key,
     key_part,
     reply_stream_key,
+    response_key,
 )
 from shared.ratelimit import limits_for
 
@@ -43,6 +44,7 @@ def kinds() -> dict[str, callable]:
         "cancel": cancel_key,
         "claimed": claimed_jobs_key,  # worker and queue names come from config and hosts, checked all the same
         "claimers": claimers_key,
+        "response": response_key,  # a response id a client names in a path or previous_response_id
         "rejected-token": lambda text: gitlab_rejected_key("token", text),
         "rejected-job": lambda text: gitlab_rejected_key("job", text),
     }

@@ -72,6 +72,14 @@ class Provider:
         """Upstream stream events -> (event name, data dict) pairs in Anthropic's format."""
         raise self.unsupported("the Messages API natively")
 
+    # -- OpenAI's Responses API, where the server speaks it (models[].native_responses_api) ------
+    def responses_request(self, body: dict, *, request_id: str) -> UpstreamRequest:
+        raise self.unsupported("the Responses API natively")
+
+    def stored_response_request(self, response_id: str, *, request_id: str, method: str) -> UpstreamRequest:
+        """GET or DELETE of a response the provider keeps."""
+        raise self.unsupported("the Responses API natively")
+
     # -- embeddings (OpenAI format) -----------------------------------------------
     def embeddings_request(self, body: dict, *, request_id: str) -> UpstreamRequest:
         raise self.unsupported("embeddings")

@@ -23,10 +23,10 @@ Codex builds its history from ``response.output_item.done`` and reads a failure 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from shared.errors import GatewayError, UpstreamError
+from shared.sse import failed_response, response_error
 from workers.translate.responses_items import ResponsesTool, item_id
 from workers.translate.responses_request import ChatRequest
 from workers.translate.responses_response import (
@@ -46,24 +46,6 @@ from workers.translate.responses_response import (
 Event = tuple[str, dict]
 
 
-def response_error(error: GatewayError) -> dict:
-    """A gateway error as a Response's ``error`` (openai-python types/responses/response_error.py codes).
-
-    Codex retries ``server_error``, waits for a rate limit as long as the message says
-    ("try again in Ns"), and gives up on ``invalid_prompt`` (codex-rs sse/responses.rs).
-    """
-    message = error.message
-    if error.status == 429:
-        code = "rate_limit_exceeded"
-        if error.retry_after is not None and math.isfinite(error.retry_after):
-            message = f"{message} Please try again in {max(1, math.ceil(error.retry_after))}s."
-    elif 400 <= error.status < 500:
-        code = "invalid_prompt"
-    else:
-        code = "server_error"
-    return {"code": code, "message": message}
-
-
 def failure_event(error: GatewayError, request: ChatRequest | None, *, response_id: str, created_at: int | float,
                   model: str, sequence_number: int, output: list[dict] | None = None) -> Event:
     """``response.failed`` for a stream that fails after its first event.
@@ -71,10 +53,7 @@ def failure_event(error: GatewayError, request: ChatRequest | None, *, response_
     For the API's own failures (a lost worker) ``request`` may be None: the Response then repeats no
     request fields. The response id must be the one ``response.created`` gave, since the SDK checks it.
     """
-    response = {"id": response_id, "object": "response", "created_at": created_at, "status": "failed",
-                "background": False, "error": response_error(error), "incomplete_details": None, "model": model,
-                "output": list(output or []), "usage": None, "parallel_tool_calls": True, "tool_choice": "auto",
-                "tools": []}
+    response = failed_response(error, response_id=response_id, created_at=created_at, model=model, output=output)
     if request is not None:
         response = response_object(request, response_id=response_id, created_at=created_at, model=model,
                                    status="failed", output=list(output or []), usage=None,

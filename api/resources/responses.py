@@ -1,0 +1,166 @@
+"""OpenAI's Responses API: ``POST /v1/responses``, ``GET`` and ``DELETE /v1/responses/{id}``.
+
+``POST`` is an inference endpoint like the others (``api.resources.inference``);
+the worker passes it through or translates it (``workers.endpoints_responses``).
+A ``previous_response_id`` must name a response the caller owns
+(``shared.responses_store``), checked before anything is queued; one of a
+passed-through model continues only on that model, and one the gateway keeps
+only on a model the gateway translates for (the provider never saw it).
+
+``GET`` and ``DELETE`` answer a response the gateway keeps from Redis, with no
+job; one the provider keeps is asked of the provider, through a job on its
+model's queue that takes no rate-limit allowance. An id the caller does not
+own, unknown or expired, is 404, one answer for all.
+
+OpenAI's other Responses paths need state the gateway does not keep (``input_items``,
+``cancel`` of a background response) or a count it cannot make for every model
+(``input_tokens``): 404 naming them, in OpenAI's format.
+"""
+
+from __future__ import annotations
+
+import re
+
+import falcon
+import orjson
+
+from api.admission import Admission, Admitted
+from api.answers import Answers
+from api.resources.inference import Inference, respond
+from api.validation import validate_responses
+from shared.config import ModelConfig
+from shared.errors import InvalidRequest, NotFound
+from shared.jobs import RESPONSES, RESPONSES_DELETE, RESPONSES_RETRIEVE
+from shared.responses_store import RELAYED, STORED, ResponseRecord, ResponsesStore, owner_of
+from shared.sse import RESPONSES as RESPONSES_WIRE
+
+# OpenAI's ids are resp_ and hex; the gateway's resp_ and a job id. Anything else names nothing here.
+RESPONSE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def not_found(response_id: str, param: str = "response_id") -> NotFound:
+    """One answer for an id that is unknown, expired or someone else's: nothing is learnt from it."""
+    return NotFound(f"No response found with id '{response_id}'.", param=param)
+
+
+def passes_through(model: ModelConfig) -> bool:
+    """The model's server keeps its own responses (``models[].native_responses_api``)."""
+    return model.native_responses_api
+
+
+class CreateResponse(Inference):
+    """``POST /v1/responses``."""
+
+    def __init__(self, admission: Admission, answers: Answers, store: ResponsesStore, *,
+                 keepalive_interval: float = 15.0):
+        super().__init__(admission, answers, endpoint=RESPONSES, validate=validate_responses, wire=RESPONSES_WIRE,
+                         keepalive_interval=keepalive_interval)
+        self.store = store
+
+    def admit(self, req, body: dict) -> Admitted:
+        previous = body.get("previous_response_id")
+        if previous is not None:
+            self._check_previous(req, body["model"], previous)
+        return super().admit(req, body)
+
+    def _check_previous(self, req, requested: str, previous: str) -> None:
+        identity = req.context.identity
+        record = self.store.record(previous, owner_of(identity.job_fields())) if RESPONSE_ID.fullmatch(
+            previous) else None
+        if record is None:
+            raise not_found(previous, "previous_response_id")
+        model = self.admission.router.resolve(identity, requested).model  # the refusals admission would give
+        if record.kind == RELAYED and record.model != model.name:
+            raise InvalidRequest(f"'previous_response_id' names a response of model '{record.requested}', whose "
+                                 "provider keeps it: continue it with that model.", param="previous_response_id")
+        if record.kind == STORED and passes_through(model):
+            raise InvalidRequest(f"'previous_response_id' names a response the gateway keeps, which model "
+                                 f"'{requested}' cannot continue (its provider keeps its own responses): send the "
+                                 "conversation as input instead.", param="previous_response_id")
+
+
+class StoredResponse:
+    """``GET`` and ``DELETE /v1/responses/{response_id}``."""
+
+    endpoint = RESPONSES  # labels the request metrics
+    wire = RESPONSES_WIRE
+
+    def __init__(self, admission: Admission, answers: Answers, store: ResponsesStore, *,
+                 keepalive_interval: float = 15.0):
+        self.admission = admission
+        self.answers = answers
+        self.store = store
+        self.keepalive_interval = keepalive_interval
+
+    def on_get(self, req, resp, response_id: str) -> None:
+        record, owner = self._owned(req, response_id)
+        if record.kind == STORED:
+            stored = self.store.load(response_id, owner)
+            if stored is None:  # expired since
+                raise not_found(response_id)
+            self._answer(resp, stored.response)
+            return
+        self._ask_provider(req, resp, record, response_id, RESPONSES_RETRIEVE)
+
+    def on_delete(self, req, resp, response_id: str) -> None:
+        record, _ = self._owned(req, response_id)
+        if record.kind == STORED:
+            self.store.forget(response_id)
+            # OpenAI's answer (developers.openai.com/api/reference/resources/responses/methods/delete).
+            self._answer(resp, {"id": response_id, "object": "response", "deleted": True})
+            return
+        self._ask_provider(req, resp, record, response_id, RESPONSES_DELETE)
+
+    def _owned(self, req, response_id: str) -> tuple[ResponseRecord, str]:
+        owner = owner_of(req.context.identity.job_fields())
+        record = self.store.record(response_id, owner) if RESPONSE_ID.fullmatch(response_id) else None
+        if record is None:
+            raise not_found(response_id)
+        req.context.log.update({"model": record.requested, "destination": record.model})
+        return record, owner
+
+    def _ask_provider(self, req, resp, record: ResponseRecord, response_id: str, endpoint: str) -> None:
+        """Through the model's queue, as the caller may use it now: a model the routes no longer send
+        that name to does not have the response."""
+        if self.admission.router.resolve(req.context.identity, record.requested).model.name != record.model:
+            raise not_found(response_id)
+        admitted = self.admission.admit(req, endpoint=endpoint, body={"model": record.requested,
+                                                                      "response_id": response_id},
+                                        rate_limited=False)
+        respond(req, resp, self.answers, admitted, keepalive_interval=self.keepalive_interval)
+
+    @staticmethod
+    def _answer(resp, body: dict) -> None:
+        resp.status = 200
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = orjson.dumps(body)
+
+
+class NotServed:
+    """One of OpenAI's Responses paths the gateway does not serve: 404 saying why (after the
+    credential, as every /v1/ path)."""
+
+    wire = RESPONSES_WIRE
+
+    def __init__(self, method: str, path: str, why: str):
+        self.path = path
+        self.why = why
+        setattr(self, f"on_{method.lower()}", self.refuse)  # OpenAI's method for the path; others 405
+
+    def refuse(self, req, resp, **params) -> None:
+        raise NotFound(f"The gateway does not serve {req.method} {self.path}: {self.why}.")
+
+
+def routes(admission: Admission, answers: Answers, store: ResponsesStore, *,
+           keepalive_interval: float = 15.0) -> dict[str, object]:
+    stored = StoredResponse(admission, answers, store, keepalive_interval=keepalive_interval)
+    return {
+        "/v1/responses": CreateResponse(admission, answers, store, keepalive_interval=keepalive_interval),
+        "/v1/responses/{response_id}": stored,
+        "/v1/responses/input_tokens": NotServed("POST", "/v1/responses/input_tokens",
+                                                "it counts no input tokens for the Responses API"),
+        "/v1/responses/{response_id}/input_items": NotServed("GET", "/v1/responses/{id}/input_items",
+                                                             "it keeps no input items by response"),
+        "/v1/responses/{response_id}/cancel": NotServed("POST", "/v1/responses/{id}/cancel",
+                                                        "it runs no background responses"),
+    }
