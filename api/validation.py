@@ -115,7 +115,7 @@ def validate_responses(body) -> dict:
     body = require_object(body)
     requested_model(body)
     for name in RESPONSES_REFUSED:
-        if body.get(name) not in (None, False):
+        if body.get(name) is not None and not (name == "background" and body[name] is False):
             raise UnsupportedParameter(f"'{name}' is not supported: the gateway keeps no background responses, "
                                        "conversations or prompt templates.", param=name)
     value = body.get("input")

@@ -156,12 +156,20 @@ def map_headers(context, headers):
     return {**headers, "X-Gitlab-Project-Id": project} if project is not None else headers
 
 
+# Responses the demo user owns, one the gateway keeps and one the provider keeps, made once the stack
+# is up (``fuzz_stack``), so GET and DELETE /v1/responses/{response_id} reach Redis and the provider.
+RESPONSE_IDS: list[str] = []
+
+
 @schema.hook
 def map_path_parameters(context, parameters):
-    """``GET /v1/models/{model_id}`` asks for a configured model most of the time."""
-    if not parameters or "model_id" not in parameters:
-        return parameters
-    return {**parameters, "model_id": pick(parameters, MODELS) or parameters["model_id"]}
+    """``GET /v1/models/{model_id}`` asks for a configured model most of the time, the Responses
+    paths for a response the demo user owns."""
+    if parameters and "model_id" in parameters:
+        return {**parameters, "model_id": pick(parameters, MODELS) or parameters["model_id"]}
+    if parameters and "response_id" in parameters:
+        return {**parameters, "response_id": pick(parameters, tuple(RESPONSE_IDS)) or parameters["response_id"]}
+    return parameters
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +178,10 @@ def fuzz_stack(tmp_path_factory):
     gateway = Stack(tmp_path_factory.mktemp("fuzz"), config, web_workers=2, web_threads=16)
     try:
         gateway.start()
+        for model in ("claude-sonnet", "gpt-4o"):
+            made = requests.post(f"{gateway.url}/v1/responses", json={"model": model, "input": "keep me"},
+                                 headers={"Authorization": f"Bearer {DEMO_TOKEN}"}, timeout=REQUEST_TIMEOUT)
+            RESPONSE_IDS.append(made.json()["id"])
         yield gateway
     finally:
         gateway.stop()
@@ -225,6 +237,7 @@ NESTING_BODIES = {
     "/v1/completions": {"model": "gpt-4o", "prompt": "deep"},
     "/v1/embeddings": {"model": "gpt-4o", "input": "deep"},
     "/v1/messages": {"model": "claude-sonnet", "max_tokens": 16, "messages": [{"role": "user", "content": "deep"}]},
+    "/v1/responses": {"model": "gpt-4o", "input": "deep"},
 }
 
 
