@@ -75,10 +75,12 @@ class Admission:
         self.limiter = limiter
         self.liveness = liveness
 
-    def admit(self, req, *, endpoint: str, body: dict, rate_limited: bool = True) -> Admitted:
+    def admit(self, req, *, endpoint: str, body: dict, rate_limited: bool = True,
+              client_headers: dict | None = None) -> Admitted:
         """Route the request, check its model's workers, and queue its job if the queue's
         limit and every rate limit admit it; else raise the client's error. A job that is not
-        ``rate_limited`` (it costs no tokens, say reading a stored response) takes no allowance."""
+        ``rate_limited`` (it costs no tokens, say reading a stored response) takes no allowance.
+        ``client_headers``: what the job forwards to a provider of the client's format (api.forwarded_headers)."""
         ctx = req.context
         requested = body["model"]
         decision = self.router.resolve(ctx.identity, requested)
@@ -97,7 +99,8 @@ class Admission:
                          requested_model=requested, endpoint=endpoint, body=body,
                          deadline=time.time() + model.timeout, caller=ctx.identity.job_fields(),
                          reservation=reservation.to_dict(), stream=stream,
-                         stream_seconds=model.max_stream_duration if stream else 0.0, route=decision.route_name)
+                         stream_seconds=model.max_stream_duration if stream else 0.0, route=decision.route_name,
+                         client_headers=client_headers or {})
         jobs = self.config.jobs
         enqueue = job_enqueue(job, max_depth=model.max_queue_depth, result_ttl=jobs.result_ttl,
                               failure_ttl=jobs.failure_ttl)

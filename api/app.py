@@ -13,10 +13,12 @@ from api.gitlab_cache import GitLabCache
 from api.identity import Authenticator
 from api.media import handlers
 from api.middleware import IdentityMiddleware, RequestContext
+from api.resources.count_tokens import CountTokens
 from api.resources.health import Health, Ready
 from api.resources.inference import endpoints
 from api.resources.models import Models
 from api.resources.responses import routes as responses_routes
+from api.resources.root import Root
 from api.routing import Router
 from shared.config import GatewayConfig
 from shared.connections import blocking_redis_client, redis_client
@@ -68,6 +70,7 @@ def create_app(settings: Settings, config: GatewayConfig, *, pool_size: int = DE
     errors.install(app)
 
     models = Models(router)
+    app.add_route("/", Root())
     app.add_route("/health", Health())
     app.add_route("/ready", Ready(redis, liveness, [model.name for model in config.models], gitlab))
     app.add_route("/v1/models", models)
@@ -75,6 +78,8 @@ def create_app(settings: Settings, config: GatewayConfig, *, pool_size: int = DE
     inference = endpoints(admission, answers, keepalive_interval=settings.stream_keepalive_interval)
     for path, resource in inference.items():
         app.add_route(path, resource)
+    app.add_route("/v1/messages/count_tokens",
+                  CountTokens(admission, answers, keepalive_interval=settings.stream_keepalive_interval))
     store = ResponsesStore(redis, ttl=config.jobs.response_ttl, max_bytes=config.jobs.max_stored_response_bytes)
     for path, resource in responses_routes(admission, answers, store,
                                            keepalive_interval=settings.stream_keepalive_interval).items():

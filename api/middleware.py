@@ -21,12 +21,38 @@ AUTH_FAILURE_CODES = frozenset({"missing_credentials", "invalid_credentials", "u
 
 # A caller's request id is echoed in headers and logs: keep it short and inert.
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
+# The client's session, for the access record: Claude Code's header, else Codex's (tests/clients/TRAFFIC.md).
+SESSION_HEADERS = ("X-Claude-Code-Session-Id", "Session-Id")
+# Query parameters whose values the access record never shows: the gateway takes no credential in a
+# query, but a client may put one there all the same.
+_SECRET_QUERY_NAME = re.compile(r"key|token|secret|passw|auth|sig|credential", re.IGNORECASE)
 
 
 def request_id_from(header: str | None) -> str:
     if header and _SANE_REQUEST_ID.fullmatch(header):
         return header
     return uuid.uuid4().hex
+
+
+def session_id_from(req) -> str | None:
+    """The client's session id, if it sent a sane one (as short and inert as a request id)."""
+    for name in SESSION_HEADERS:
+        value = req.get_header(name)
+        if value:
+            return value if _SANE_REQUEST_ID.fullmatch(value) else None
+    return None
+
+
+def logged_path(req) -> str:
+    """The path with its query string (``?beta=true``), credential-like values redacted."""
+    query = req.query_string
+    if not query:
+        return req.path
+    parts = []
+    for part in query.split("&"):
+        name, sep, _ = part.partition("=")
+        parts.append(f"{name}=[redacted]" if sep and _SECRET_QUERY_NAME.search(name) else part)
+    return f"{req.path}?{'&'.join(parts)}"
 
 
 class RequestContext:
@@ -38,8 +64,12 @@ class RequestContext:
         ctx.started = time.perf_counter()
         ctx.request_id = request_id_from(req.get_header("X-Request-Id"))
         ctx.log_token = current_request_id.set(ctx.request_id)  # every record of this request carries it
-        ctx.wire = "openai"
+        # Anthropic's format under /v1/messages, an unknown path included; a resource may say otherwise.
+        ctx.wire = "anthropic" if req.path == "/v1/messages" or req.path.startswith("/v1/messages/") else "openai"
         ctx.log = {}
+        session = session_id_from(req)
+        if session is not None:
+            ctx.log["session_id"] = session
         resp.set_header("X-Request-Id", ctx.request_id)
 
     def process_resource(self, req, resp, resource, params) -> None:
@@ -89,7 +119,7 @@ def log_access(req, status: int) -> None:
     fields = {
         "request_id": ctx.request_id,
         "method": req.method,
-        "path": req.path,
+        "path": logged_path(req),
         "status": status,
         "duration_ms": round(seconds * 1000, 2),
         "client": req.remote_addr,  # the client's address, X-Forwarded-For resolved (api.web_worker)

@@ -1,6 +1,10 @@
-"""Checks on a client's request that need no model: malformed input is a 400
-here, before anything is queued. What a given provider cannot express is the
-provider adapter's business, in the worker.
+"""Checks on a client's request that need no model: what the gateway itself needs
+of it (the model's name, the messages as a list, the counts its token reservation
+reads, ``stream``), refused with 400 here, before anything is queued. The rest is
+not the gateway's to judge: passed through to a provider speaking the client's
+format, the provider judges it; translated, the translation in the worker refuses
+what it cannot express (``workers.translate``). The body's size and nesting are
+checked as it is read (``api.media``).
 
 ``openapi.yaml`` describes exactly these checks (the fuzzing test holds the two
 together): a field it constrains is checked here, every other field is the
@@ -11,7 +15,6 @@ from __future__ import annotations
 
 from shared.errors import InvalidRequest, UnsupportedParameter
 
-CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 # Counts (max_tokens, n, dimensions) above this are no request's real need, and a token
 # reservation must stay a number the rate limiter's arithmetic holds exactly.
 MAX_COUNT = 2**31 - 1
@@ -33,46 +36,45 @@ def requested_model(body: dict) -> str:
 
 
 def validate_chat(body) -> dict:
+    """OpenAI's Chat Completions: the messages' roles and contents are the provider's (or the
+    translation's) to judge."""
     body = require_object(body)
     requested_model(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' is required and must be a non-empty array.", param="messages")
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise InvalidRequest(f"messages[{index}] must be an object.", param=f"messages[{index}]")
-        role = message.get("role")
-        if not isinstance(role, str) or role not in CHAT_ROLES:
-            raise InvalidRequest(f"messages[{index}].role must be one of {', '.join(sorted(CHAT_ROLES))}.",
-                                 param=f"messages[{index}].role")
-        content = message.get("content")
-        if content is not None and not isinstance(content, (str, list)):
-            raise InvalidRequest(f"messages[{index}].content must be a string or an array of parts.",
-                                 param=f"messages[{index}].content")
     _check_stream(body)
-    _positive_ints(body, "max_tokens", "max_completion_tokens", "n")
+    _positive_ints(body, "max_tokens", "max_completion_tokens")  # the token reservation reads them
     return body
 
 
 def validate_messages(body) -> dict:
-    """Anthropic's Messages API."""
+    """Anthropic's Messages API: the messages' roles and blocks, ``system``, ``thinking`` and every
+    other field are the provider's (or the translation's) to judge."""
     body = require_object(body)
     requested_model(body)
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("messages: a non-empty array is required.", param="messages")
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-            raise InvalidRequest(f"messages.{index}.role: must be 'user' or 'assistant'.",
-                                 param=f"messages.{index}.role")
-        if not isinstance(message.get("content"), (str, list)):
-            raise InvalidRequest(f"messages.{index}.content: a string or an array of blocks is required.",
-                                 param=f"messages.{index}.content")
+    _anthropic_messages(body)
     if body.get("max_tokens") is None:
         raise InvalidRequest("max_tokens: field required.", param="max_tokens")
     _positive_ints(body, "max_tokens")
     _check_stream(body)
     return body
+
+
+def validate_count_tokens(body) -> dict:
+    """Anthropic's ``/v1/messages/count_tokens``: a Messages request without ``max_tokens``."""
+    body = require_object(body)
+    requested_model(body)
+    _anthropic_messages(body)
+    if body.get("stream") is not None and body["stream"] is not False:
+        raise InvalidRequest("stream: token counting does not stream.", param="stream")
+    return body
+
+
+def _anthropic_messages(body: dict) -> None:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("messages: a non-empty array is required.", param="messages")
 
 
 def validate_embeddings(body) -> dict:

@@ -32,7 +32,8 @@ reply and the token counts; syntax in sandbox.provider_directives):
 A request whose newest turn is a tool result answers "Sandbox reply: tool said <the result>".
 Reasoning (`reasoning_effort`, `reasoning.effort`, Anthropic `thinking`) adds a deterministic thought.
 Anthropic: a `role: "system"` message is refused unless `anthropic-beta` names
-mid-conversation-system-2026-04-07 (sandbox.provider_logic.check_anthropic_roles).
+mid-conversation-system-2026-04-07, or the model id is one it treats as current (claude-opus-5*,
+claude-opus-4-8*, claude-sonnet-4-5*: sandbox.provider_logic.check_anthropic_roles).
 
 Run: python -m sandbox.provider [--host 127.0.0.1] [--port 0] [--latency-ms 0] [--api-key KEY]
 """

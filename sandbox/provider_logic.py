@@ -137,9 +137,16 @@ class RequestError(ValueError):
         self.param, self.code, self.status = param, code, status
 
 
-# Claude Code sends this beta when it puts a `role: "system"` message inside `messages` (NOTES.md, "Real
-# clients"); anthropic-sdk-python types/beta/beta_message_param.py admits the role only in the beta API.
+# The beta that admitted a `role: "system"` message inside `messages` (anthropic-sdk-python
+# types/beta/beta_message_param.py admits the role only in the beta API). Anthropic has since made such
+# messages generally available on current models, and Claude Code 2.1.332 sends no beta for them
+# (tests/clients/TRAFFIC.md): the sandbox asks for the beta only from model ids it treats as older.
 MID_CONVERSATION_SYSTEM_BETA = "mid-conversation-system-2026-04-07"
+# Model ids (prefixes) taking a mid-conversation system message without a beta: Claude Opus 4.8 (Anthropic's
+# docs, build-with-claude/mid-conversation-system-messages) and the ids Claude Code asks for (its default
+# claude-opus-5-5; claude-sonnet-4-5). Any other id (the tests' claude-upstream) needs the beta header, so a
+# test proves that header reached the provider.
+SYSTEM_MESSAGES_GA = ("claude-opus-5", "claude-opus-4-8", "claude-sonnet-4-5")
 
 
 def anthropic_betas(values) -> frozenset[str]:
@@ -148,20 +155,22 @@ def anthropic_betas(values) -> frozenset[str]:
     return frozenset(beta.strip() for value in values or () for beta in value.split(",") if beta.strip())
 
 
-def check_anthropic_roles(messages, betas: frozenset[str]) -> None:
+def check_anthropic_roles(messages, betas: frozenset[str], model=None) -> None:
     """Refuse a role Anthropic refuses, in its words.
 
     Anthropic's 400 for a message role other than user/assistant reads "messages.N.role: Input should be
     'user' or 'assistant'" (reported by Claude Code users behind gateways that dropped the beta header).
     Its docs (build-with-claude/mid-conversation-system-messages) say Claude Opus 4.8 takes a `system`
-    message without a header; the sandbox admits it only when the header names the beta Claude Code
-    sends, so a test proves the header reached the provider.
+    message without a header; the sandbox admits one for the ``model`` ids of SYSTEM_MESSAGES_GA, and for
+    any other only when the header names the beta, so a test proves the header reached the provider.
     """
     if not isinstance(messages, list):
         return  # read_prompt refuses it
+    system_ok = MID_CONVERSATION_SYSTEM_BETA in betas or (
+        isinstance(model, str) and model.startswith(SYSTEM_MESSAGES_GA))
     for index, message in enumerate(messages):
         role = message.get("role") if isinstance(message, dict) else None
-        if role in ("user", "assistant") or (role == "system" and MID_CONVERSATION_SYSTEM_BETA in betas):
+        if role in ("user", "assistant") or (role == "system" and system_ok):
             continue
         raise ValueError(f"messages.{index}.role: Input should be 'user' or 'assistant'")
 
@@ -172,7 +181,7 @@ def chat_answer(api: str, body: dict, digest: str, betas: frozenset[str] = froze
     if api == "anthropic":
         limit = _positive_int(body.get("max_tokens"), "max_tokens", required=True)
         stops = _stop_list(body.get("stop_sequences"), "stop_sequences")
-        check_anthropic_roles(body.get("messages"), betas)
+        check_anthropic_roles(body.get("messages"), betas, body.get("model"))
         text, opts, prompt_tokens = read_prompt(body.get("messages"), body.get("system"))
         answer = Answer(f"msg_sbx_{digest[:24]}", body.get("model"), prompt_tokens, 0)
         tool_id = f"toolu_sbx_{digest[:24]}"
@@ -208,7 +217,7 @@ def count_tokens(body: dict, betas: frozenset[str] = frozenset()) -> tuple[dict,
     N is what /v1/messages reports as input tokens for the same system and messages, plus the tools:
     each tool counts the words of its JSON (sorted keys), so adding a tool always adds tokens.
     """
-    check_anthropic_roles(body.get("messages"), betas)
+    check_anthropic_roles(body.get("messages"), betas, body.get("model"))
     _, opts, prompt_tokens = read_prompt(body.get("messages"), body.get("system"))
     tools = script.tool_list(body.get("tools"))
     tool_tokens = sum(len(json.dumps(tool, sort_keys=True).split()) for tool in tools)

@@ -17,12 +17,14 @@ CHAT_COMPLETIONS = "chat.completions"  # OpenAI
 MESSAGES = "messages"  # Anthropic
 EMBEDDINGS = "embeddings"  # OpenAI
 COMPLETIONS = "completions"  # OpenAI's legacy completions (fill-in-the-middle)
+COUNT_TOKENS = "messages.count_tokens"  # Anthropic's POST /v1/messages/count_tokens, for Anthropic models
 RESPONSES = "responses"  # OpenAI's Responses API: POST /v1/responses
 # GET and DELETE /v1/responses/{id} of a response an openai model's provider keeps: its body is
 # {"model", "response_id"}. Responses the gateway keeps itself are served by the API, with no job.
 RESPONSES_RETRIEVE = "responses.retrieve"
 RESPONSES_DELETE = "responses.delete"
-ENDPOINTS = (CHAT_COMPLETIONS, MESSAGES, EMBEDDINGS, COMPLETIONS, RESPONSES, RESPONSES_RETRIEVE, RESPONSES_DELETE)
+ENDPOINTS = (CHAT_COMPLETIONS, MESSAGES, EMBEDDINGS, COMPLETIONS, COUNT_TOKENS, RESPONSES, RESPONSES_RETRIEVE,
+             RESPONSES_DELETE)
 
 # Slack given to RQ's own timers, which only back up the deadline the job checks itself.
 RQ_TIMEOUT_MARGIN = 5
@@ -46,6 +48,8 @@ class JobRequest:
     route: str | None = None  # the route that admitted it: a label for token metrics
     stream: bool = False
     stream_seconds: float = 0.0  # a stream may run this long after its first chunk
+    # Client headers a passthrough forwards (api: FORWARDED_HEADERS, e.g. anthropic-beta); never credentials.
+    client_headers: dict = field(default_factory=dict)
     version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:

@@ -10,11 +10,15 @@ Entry kinds:
   ordinary HTTP error; after one, the API ends the stream with an error event.
 - ``chunk``: ``data``, bytes of server-sent events already framed in the
   client's wire format, relayed as they are. The first one commits the stream:
-  only then does the API send its 200.
+  only then does the API send its 200; it may carry ``meta`` the API needs
+  before it sends its headers (``dropped_params``).
 - ``end`` (final): the stream finished cleanly (its last chunk carried the end marker).
 
 Final entries carry ``meta``: facts for the access log (when the job started,
-attempts, usage). The stream expires on its own; the API deletes it when done.
+attempts, usage). ``meta["dropped_params"]`` (the ``DROPPED_PARAMS`` key), on a
+result or a stream's first chunk, names what the model's ``drop_params`` removed
+from the request: the API sends it as the ``x-aigw-dropped-params`` header and
+logs it. The stream expires on its own; the API deletes it when done.
 
 A stream's chunks leave Redis once relayed: the API trims what it has sent to
 the client (``RelayReceipts``), and the worker stops adding chunks while more
@@ -46,6 +50,8 @@ READ_RETRY_FIRST, READ_RETRY_MAX = 0.05, 0.5  # seconds between reads while Redi
 FINAL_KINDS = (RESULT, ERROR, END)
 TRIM_BATCH_BYTES = 65536  # the API trims what it relayed once this much has gone out...
 TRIM_INTERVAL = 1.0  # ...or once this many seconds have passed since its last trim
+DROPPED_PARAMS = "dropped_params"  # meta key: the request paths a translation dropped (drop_params)
+DROPPED_PARAMS_HEADER = "x-aigw-dropped-params"  # ...and the response header naming them, comma-separated
 
 
 class ClientGone(Exception):
@@ -87,9 +93,10 @@ class ReplyChannel:
         self._append({"kind": ERROR, "status": error.status, "error": orjson.dumps(error.to_dict()),
                       "meta": orjson.dumps(meta or {})})
 
-    def send_chunk(self, data: bytes, *, lasts: float | None = None) -> bool:
+    def send_chunk(self, data: bytes, *, lasts: float | None = None, meta: dict | None = None) -> bool:
         """A stream's chunk. The first one (``lasts``: how long the stream may run) sets the
-        key's expiry once; the others are a bare XADD, the cheapest write per chunk.
+        key's expiry once, and may carry ``meta``; the others are a bare XADD, the cheapest
+        write per chunk.
 
         False when the stream is gone: its reader has finished with it (deleted it), so
         nobody reads on. The chunk is then not written: a later chunk must not make the
@@ -97,8 +104,11 @@ class ReplyChannel:
         """
         if lasts is None:
             return self.redis.xadd(self.key, {"kind": CHUNK, "data": data}, nomkstream=True) is not None
+        fields = {"kind": CHUNK, "data": data}
+        if meta:
+            fields["meta"] = orjson.dumps(meta)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.xadd(self.key, {"kind": CHUNK, "data": data})
+        pipe.xadd(self.key, fields)
         pipe.expire(self.key, self.ttl + max(1, int(lasts)))
         pipe.execute()
         return True
@@ -266,7 +276,7 @@ def _decode(entry_id, fields: dict) -> Reply:
     kind = (fields.get(b"kind") or b"").decode()
     meta = orjson.loads(fields.get(b"meta") or b"{}")
     if kind == CHUNK:
-        return Reply(CHUNK, body=fields.get(b"data") or b"", entry_id=entry_id)
+        return Reply(CHUNK, body=fields.get(b"data") or b"", meta=meta, entry_id=entry_id)
     if kind == ERROR:
         error = GatewayError.from_dict(orjson.loads(fields.get(b"error") or b"{}"))
         return Reply(ERROR, status=error.status, error=error, meta=meta, entry_id=entry_id)

@@ -25,7 +25,7 @@ from shared.durations import format_duration
 from shared.errors import DeadlineExceeded, GatewayError, RequestCancelled, WorkerLost
 from shared.jobs import JobRequest
 from shared.logs import current_request_id
-from shared.replies import Backlog, ReplyChannel
+from shared.replies import DROPPED_PARAMS, Backlog, ReplyChannel
 from shared.usage import token_counts, usage_total
 from workers.cancel import CLIENT_GONE, CancelScope, cancelled_error, current_scope
 from workers.runtime import get_runtime
@@ -96,6 +96,8 @@ def _execute(request: JobRequest) -> dict:
     meta = {"queue_wait_ms": fields["queue_wait_ms"], "attempts": outcome.attempts,
             "upstream_seconds": outcome.upstream_seconds, "retry_reasons": outcome.retry_reasons,
             "usage": outcome.usage}
+    if outcome.dropped:
+        meta[DROPPED_PARAMS] = outcome.dropped
     if emit is not None:
         meta["chunks"] = emit.sent
         channel.send_end(meta)
@@ -141,7 +143,9 @@ class Emitter:
         self.idle_timeout = idle_timeout
         self.sent = 0
 
-    def __call__(self, data: bytes) -> None:
+    def __call__(self, data: bytes, meta: dict | None = None) -> None:
+        """``meta``: facts the API needs before it commits the stream (shared.replies), sent
+        with the first chunk only."""
         if not self.sent:
             metrics.TIME_TO_FIRST_TOKEN.labels(self.request.model).observe(time.time() - self.request.enqueued_at)
             if self.scope is not None:
@@ -149,7 +153,8 @@ class Emitter:
                 self.scope.deadline = time.time() + self.stream_seconds
         elif self.backlog.over and self.backlog.refresh() > self.backlog.limit:
             self._wait_for_reader()
-        if not self.channel.send_chunk(data, lasts=None if self.sent else self.stream_seconds):
+        if not self.channel.send_chunk(data, lasts=None if self.sent else self.stream_seconds,
+                                       meta=None if self.sent else meta):
             self._stop("its reader has ended", RequestCancelled("Nobody reads this stream any more."))
         self.backlog.wrote(len(data))
         self.sent += 1

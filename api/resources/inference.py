@@ -15,21 +15,24 @@ import falcon
 from api.admission import Admission, Admitted
 from api.answers import Answers
 from api.disconnect import client_gone_probe
+from api.forwarded_headers import ANTHROPIC, client_headers
 from api.streaming import respond_with_stream
 from api.validation import validate_chat, validate_completions, validate_embeddings, validate_messages
 from shared.jobs import CHAT_COMPLETIONS, COMPLETIONS, EMBEDDINGS, MESSAGES
-from shared.replies import CHUNK
+from shared.replies import CHUNK, DROPPED_PARAMS, DROPPED_PARAMS_HEADER
 
 
 class Inference:
     def __init__(self, admission: Admission, answers: Answers, *, endpoint: str,
-                 validate: Callable[[object], dict], wire: str = "openai", keepalive_interval: float = 15.0):
+                 validate: Callable[[object], dict], wire: str = "openai", keepalive_interval: float = 15.0,
+                 forwarded: tuple[str, ...] = ()):
         self.admission = admission
         self.answers = answers
         self.keepalive_interval = keepalive_interval
         self.endpoint = endpoint
         self.validate = validate
         self.wire = wire  # read by the middleware: errors come in this format
+        self.forwarded = forwarded  # client headers the job carries (api.forwarded_headers)
 
     def on_post(self, req, resp) -> None:
         body = self.validate(req.get_media())
@@ -37,7 +40,8 @@ class Inference:
 
     def admit(self, req, body: dict) -> Admitted:
         """Queue the request's job (``api.admission``); an endpoint may check more first."""
-        return self.admission.admit(req, endpoint=self.endpoint, body=body)
+        return self.admission.admit(req, endpoint=self.endpoint, body=body,
+                                    client_headers=client_headers(req, self.forwarded))
 
 
 def respond(req, resp, answers: Answers, admitted: Admitted, *, keepalive_interval: float) -> None:
@@ -47,6 +51,10 @@ def respond(req, resp, answers: Answers, admitted: Admitted, *, keepalive_interv
     # The worker's facts for the access record: when it took the job, its attempts.
     req.context.log.update({k: reply.meta[k] for k in ("queue_wait_ms", "attempts", "upstream_seconds")
                             if k in reply.meta})
+    dropped = reply.meta.get(DROPPED_PARAMS)
+    if dropped:  # what the model's drop_params removed in translation: said before the stream commits
+        resp.set_header(DROPPED_PARAMS_HEADER, ", ".join(dropped))
+        req.context.log[DROPPED_PARAMS] = dropped
     if reply.error is not None:
         raise reply.error
     if reply.kind == CHUNK:
@@ -61,13 +69,14 @@ def respond(req, resp, answers: Answers, admitted: Admitted, *, keepalive_interv
 
 
 def endpoints(admission: Admission, answers: Answers, *, keepalive_interval: float = 15.0) -> dict[str, Inference]:
-    def inference(endpoint: str, validate: Callable[[object], dict], wire: str = "openai") -> Inference:
+    def inference(endpoint: str, validate: Callable[[object], dict], wire: str = "openai",
+                  forwarded: tuple[str, ...] = ()) -> Inference:
         return Inference(admission, answers, endpoint=endpoint, validate=validate, wire=wire,
-                         keepalive_interval=keepalive_interval)
+                         keepalive_interval=keepalive_interval, forwarded=forwarded)
 
     return {
         "/v1/chat/completions": inference(CHAT_COMPLETIONS, validate_chat),
-        "/v1/messages": inference(MESSAGES, validate_messages, wire="anthropic"),
+        "/v1/messages": inference(MESSAGES, validate_messages, wire="anthropic", forwarded=ANTHROPIC),
         "/v1/embeddings": inference(EMBEDDINGS, validate_embeddings),
         "/v1/completions": inference(COMPLETIONS, validate_completions),
     }

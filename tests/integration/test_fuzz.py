@@ -203,9 +203,9 @@ def test_every_response_is_documented_and_safe(case, fuzz_stack) -> None:
 
 
 def expects_anthropic(case) -> bool:
-    """The wire format the endpoint answers in: Anthropic's on /v1/messages, and on /v1/models
+    """The wire format the endpoint answers in: Anthropic's on /v1/messages (and its count_tokens), and on /v1/models
     when the request names an ``anthropic-version`` (the Anthropic SDK always sends one)."""
-    if case.path == "/v1/messages":
+    if case.path in ("/v1/messages", "/v1/messages/count_tokens"):
         return True
     if case.path.startswith("/v1/models"):
         headers = {name.lower(): value for name, value in (case.headers or {}).items()}

@@ -40,7 +40,8 @@ def test_round_trip_through_a_dict() -> None:
     request = job(enqueued_at=1234.5)
     data = request.to_dict()
     assert set(data) == {"job_id", "request_id", "model", "requested_model", "endpoint", "body", "deadline",
-                         "enqueued_at", "caller", "reservation", "route", "stream", "stream_seconds", "version"}
+                         "enqueued_at", "caller", "reservation", "route", "stream", "stream_seconds", "client_headers",
+                         "version"}
     assert data["version"] == SCHEMA_VERSION
     assert JobRequest.from_dict(data) == request
 

@@ -23,7 +23,7 @@ from workers.upstream import UpstreamClient
 def model_config(base_url, credentials_file, **overrides):
     fields = dict(name="gemini", type="vertex", base_url=base_url, api_key=None, model="gemini-2.5-flash",
                   project="my-project", location="europe-west4", credentials_file=credentials_file, timeout=30.0,
-                  retry_attempts=1, verify_tls=True, ca_file=None, max_output_tokens=1024)
+                  retry_attempts=1, verify_tls=True, ca_file=None, max_output_tokens=1024, reasoning_control="budget")
     fields.update(overrides)
     return types.SimpleNamespace(**fields)
 

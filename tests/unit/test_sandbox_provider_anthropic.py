@@ -98,6 +98,20 @@ def test_a_system_message_inside_messages_needs_the_beta(base):
     assert beta.content[0].text == "Sandbox reply: again"
 
 
+@pytest.mark.parametrize("model", ["claude-opus-5-5", "claude-sonnet-4-5", "claude-sonnet-4-5-20250929",
+                                   "claude-opus-4-8"])
+def test_current_models_take_a_system_message_without_the_beta(base, model):
+    """As Anthropic's generally available mid-conversation system messages, which Claude Code sends with no
+    beta; older ids (the "x" above) still need it."""
+    r = requests.post(f"{base}/v1/messages", headers=ANTHROPIC_HEADERS, timeout=5,
+                      json={"model": model, "max_tokens": 20, "messages": MID_SYSTEM})
+    assert r.status_code == 200 and r.json()["content"][0]["text"] == "Sandbox reply: again"
+    assert count(base, {"model": model, "messages": MID_SYSTEM}).status_code == 200
+    tool = requests.post(f"{base}/v1/messages", headers=ANTHROPIC_HEADERS, timeout=5,
+                         json={"model": model, "max_tokens": 20, "messages": [{"role": "tool", "content": "x"}]})
+    assert tool.status_code == 400
+
+
 def test_betas_are_read_from_every_header_and_list():
     assert anthropic_betas(["a, b", "c"]) == {"a", "b", "c"}
     assert anthropic_betas(None) == frozenset() and anthropic_betas([" , "]) == frozenset()

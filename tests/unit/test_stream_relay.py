@@ -47,7 +47,7 @@ def connection():
 def request(sock) -> SimpleNamespace:
     context = SimpleNamespace(wire=OPENAI, log={}, started=time.perf_counter(), request_id="req-1")
     return SimpleNamespace(context=context, env={"gunicorn.socket": sock}, method="POST",
-                           path="/v1/chat/completions", remote_addr="127.0.0.1")
+                           path="/v1/chat/completions", query_string="", remote_addr="127.0.0.1")
 
 
 def stream(client, job_id: str, chunks: int, *, end: bool = True):

@@ -66,7 +66,7 @@ def test_none_values_and_disabled_thinking_pass():
         ("container", "container_1"),
         ("mcp_servers", [{"type": "url", "url": "https://mcp", "name": "m"}]),
         ("service_tier", "auto"),
-        ("context_management", {"edits": []}),
+        ("context_management", {"edits": [{"type": "clear_tool_uses_20250919"}]}),
         ("some_future_field", 1),
     ],
 )
@@ -117,8 +117,6 @@ def test_bad_images():
     ("role", "block"),
     [
         ("user", {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}}),
-        ("assistant", {"type": "thinking", "thinking": "hmm", "signature": "s"}),
-        ("assistant", {"type": "redacted_thinking", "data": "xyz"}),
         ("assistant", {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}}),
         ("user", {"type": "search_result", "source": "s", "title": "t", "content": []}),
     ],
@@ -131,7 +129,8 @@ def test_unknown_block_types_are_refused_with_index(role, block):
 
 def test_malformed_messages():
     assert refused(InvalidRequest, messages=[]) == "messages"
-    assert refused(InvalidRequest, messages=[{"role": "system", "content": "x"}]) == "messages[0].role"
+    assert refused(InvalidRequest, messages=[{"role": "system", "content": "x"}]) == "messages"
+    assert refused(InvalidRequest, messages=[{"role": "developer", "content": "x"}]) == "messages[0].role"
     assert refused(InvalidRequest, messages=[user({"text": "no type"})]) == "messages[0].content[0].type"
     assert refused(InvalidRequest, messages=[user({"type": "text", "text": 5})]) == "messages[0].content[0].text"
     assert refused(InvalidRequest, messages=[user()]) == "messages[0].content"

@@ -40,6 +40,7 @@ class StreamTranslator(Protocol):
 class Provider:
     types: ClassVar[tuple[str, ...]] = ()
     native_messages: ClassVar[bool] = False  # speaks Anthropic's Messages API itself
+    native_chat: ClassVar[bool] = False  # speaks the pivot, OpenAI chat, itself: nothing is translated or dropped
 
     def __init__(self, model: ModelConfig):
         self.model = model
@@ -62,8 +63,15 @@ class Provider:
         raise self.unsupported("streaming chat completions")
 
     # -- Anthropic's Messages API, where native ----------------------------------
-    def messages_request(self, body: dict, *, request_id: str, stream: bool = False) -> UpstreamRequest:
+    def messages_request(self, body: dict, *, request_id: str, stream: bool = False,
+                         client_headers: dict | None = None) -> UpstreamRequest:
+        """``client_headers``: the client's headers a passthrough forwards (anthropic-version, anthropic-beta)."""
         raise self.unsupported("the Messages API natively")
+
+    def count_tokens_request(self, body: dict, *, request_id: str,
+                             client_headers: dict | None = None) -> UpstreamRequest:
+        """Anthropic's POST /v1/messages/count_tokens; its answer goes to the client as it is."""
+        raise self.unsupported("token counting")
 
     def messages_response(self, data: dict, *, requested_model: str) -> dict:
         raise self.unsupported("the Messages API natively")

@@ -26,12 +26,15 @@ from shared.errors import UpstreamAuthError, UpstreamError
 from workers.providers.base import Provider, register
 from workers.translate.gemini import GeminiStreamToChat, chat_request_to_gemini, gemini_response_to_chat
 from workers.translate.gemini_embeddings import embeddings_request_to_predict, predict_response_to_embeddings
+from workers.translate.reasoning import effort
+from workers.translate.refusals import unsupported_for
 from workers.upstream import UpstreamRequest, error_message_from
 
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 TOKEN_TIMEOUT = 10.0  # seconds, per token-endpoint call
 _PEM = re.compile(r"-----BEGIN[^-]*-----.*?(?:-----END[^-]*-----|$)", re.S)
 _MAX_DETAIL = 300
+_unsupported = unsupported_for("Vertex AI Gemini models")
 
 
 def _detail(exc: BaseException) -> str:
@@ -161,6 +164,12 @@ class VertexProvider(Provider):
     # --- chat ---
 
     def chat_request(self, body: dict, *, request_id: str, stream: bool = False) -> UpstreamRequest:
+        if self.model.reasoning_control == "none" and effort(body.get("reasoning_effort")) is not None:
+            # A model with no thinking control (thinkingConfig): even "none" would send a budget of 0.
+            if body["reasoning_effort"] != "none":
+                raise _unsupported("reasoning_effort", f"model '{self.model.name}' has no reasoning control "
+                                                       "(its 'reasoning' setting is none)")
+            body = {k: v for k, v in body.items() if k != "reasoning_effort"}
         payload = chat_request_to_gemini(body)  # refuse a bad request before fetching any token
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
         return UpstreamRequest(self.endpoint(method), payload, self.headers(request_id))

@@ -1,29 +1,39 @@
-"""Anthropic Messages request -> OpenAI chat request, for OpenAI-format models (pure functions).
+"""Anthropic Messages request -> the chat pivot (OpenAI chat), for models that do not speak
+Anthropic's format: OpenAI and generic models, and Vertex through the pivot (pure functions).
 
-The mirror of ``anthropic.py``'s request direction. Anything the Anthropic request
-asks for that an OpenAI chat model cannot honour is refused with
-``UnsupportedParameter`` naming the field. The answer goes back through
-``anthropic_client_response`` (whole) or ``anthropic_client_stream`` (streamed).
+The mirror of ``anthropic.py``'s request direction. What the target cannot honour is
+refused with ``UnsupportedParameter`` naming the field, unless the model's ``drop_params``
+lists it (``translate_messages_request``'s ``drop``: removed, and named in the result's
+``dropped``). Hints with no equivalent that change nothing about the answer are ignored
+(``cache_control``, ``thinking.display``, ``$schema``, ``context_management``'s
+``clear_thinking`` edits); README.md ("Anthropic clients on other models") has the table.
+The answer goes back through ``anthropic_client_response`` (whole) or
+``anthropic_client_stream`` (streamed).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from typing import Any
 
 from shared.errors import InvalidRequest
+from workers.translate.anthropic_client_reasoning import context_management, reasoning_effort
+from workers.translate.drop_params import Dropped, without_dropped
 from workers.translate.refusals import refuse_unknown_keys, unsupported_for
 from workers.translate.shapes import objects
 
-# Top-level keys handled below. Everything else (thinking, container, mcp_servers,
-# service_tier, top_k, ...) is refused unless its value is None.
+# Top-level keys handled below. Everything else (container, mcp_servers, service_tier, top_k, ...)
+# is refused unless its value is None.
 _HANDLED_KEYS = frozenset(
     {"model", "messages", "system", "max_tokens", "temperature", "top_p", "stop_sequences", "metadata",
-     "tools", "tool_choice", "stream"}
+     "tools", "tool_choice", "stream", "thinking", "output_config", "context_management"}
 )
-_MESSAGE_KEYS = frozenset({"role", "content"})
-_TOOL_KEYS = frozenset({"type", "name", "description", "input_schema", "cache_control"})
-
+# output_config on a message: the per-turn-control beta (Claude Code sends it on its system message).
+_MESSAGE_KEYS = frozenset({"role", "content", "output_config"})
+# defer_loading (tool search) and $schema are handled in _convert_tools; cache_control is a caching hint.
+_TOOL_KEYS = frozenset({"type", "name", "description", "input_schema", "cache_control", "defer_loading", "strict"})
 
 _unsupported = unsupported_for("OpenAI-format models")
 
@@ -32,8 +42,6 @@ def _check_keys(body: dict) -> None:
     for key, value in body.items():
         if key in _HANDLED_KEYS or value is None:
             continue
-        if key == "thinking" and value == {"type": "disabled"}:
-            continue  # the neutral value asks for nothing
         raise _unsupported(key, "no OpenAI chat equivalent")
 
 
@@ -116,8 +124,13 @@ def _convert_message(msg: Any, p: str) -> list[dict]:
         raise InvalidRequest(f"'{p}' must be an object", param=p)
     refuse_unknown_keys(msg, _MESSAGE_KEYS, _unsupported, equivalent="OpenAI", prefix=f"{p}.")
     role = msg.get("role")
+    if role == "system":
+        # A system message inside the conversation (Anthropic: generally available on current models;
+        # Claude Code sends one): OpenAI takes system messages anywhere, so it stays where it is.
+        text = _system_text(msg.get("content"), f"{p}.content")
+        return [{"role": "system", "content": text}] if text else []
     if role not in ("user", "assistant"):
-        raise InvalidRequest(f"'{p}.role' must be user or assistant", param=f"{p}.role")
+        raise InvalidRequest(f"'{p}.role' must be user, assistant or system", param=f"{p}.role")
     parts: list[dict] = []
     tool_messages: list[dict] = []
     tool_calls: list[dict] = []
@@ -131,6 +144,10 @@ def _convert_message(msg: Any, p: str) -> list[dict]:
             tool_messages.append(_tool_message(block, q))
         elif kind == "tool_use" and role == "assistant":
             tool_calls.append(_tool_call(block, q))
+        elif kind in ("thinking", "redacted_thinking") and role == "assistant":
+            # The model's earlier thinking: OpenAI chat takes none back, and a reasoning model's own
+            # is not carried between turns either. Left out, as Anthropic's clear_thinking edit would.
+            continue
         elif kind in ("image", "tool_result", "tool_use"):
             raise InvalidRequest(f"'{q}' of type {kind!r} is not valid in a {role} message", param=f"{q}.type")
         else:
@@ -155,21 +172,23 @@ def _convert_messages(messages: Any) -> list[dict]:
     out: list[dict] = []
     for i, msg in enumerate(messages):
         out.extend(_convert_message(msg, f"messages[{i}]"))
-    last = len(messages) - 1
-    if messages[last].get("role") == "assistant":
+    turns = [i for i, msg in enumerate(messages) if msg.get("role") != "system"]
+    if not turns:
+        raise InvalidRequest("'messages' needs at least one user or assistant message", param="messages")
+    if messages[turns[-1]].get("role") == "assistant":
         # Anthropic continues a final assistant turn; an OpenAI model would answer after it instead.
-        raise _unsupported(f"messages[{last}].role", "a final assistant message (prefill) cannot be continued")
+        raise _unsupported(f"messages[{turns[-1]}].role", "a final assistant message (prefill) cannot be continued")
     return out
 
 
-def _system_text(system: Any) -> str:
+def _system_text(system: Any, param: str = "system") -> str:
     if isinstance(system, str):
         return system
     texts = []
-    for j, block in enumerate(_blocks(system, "system")):
+    for j, block in enumerate(_blocks(system, param)):
         if block["type"] != "text":
-            raise _unsupported(f"system[{j}].type", "system blocks must be text")
-        texts.append(_text(block, f"system[{j}]"))
+            raise _unsupported(f"{param}[{j}].type", "system blocks must be text")
+        texts.append(_text(block, f"{param}[{j}]"))
     # Hoisting several system blocks into one string is what the reverse direction does too.
     return "\n\n".join(texts)
 
@@ -178,17 +197,25 @@ def _convert_tools(tools: Any) -> list[dict]:
     out = []
     for p, tool in objects(tools, "tools"):
         if tool.get("type", "custom") not in ("custom", None):
-            raise _unsupported(f"{p}.type", f"Anthropic server tool {tool['type']!r}")
+            raise _unsupported(f"{p}.type", f"Anthropic server tool {tool['type']!r}; list "
+                                            f"'tools.{tool['type']}' in the model's drop_params to drop it")
         refuse_unknown_keys(tool, _TOOL_KEYS, _unsupported, equivalent="OpenAI", prefix=f"{p}.")
         if not isinstance(tool.get("name"), str):
             raise InvalidRequest(f"'{p}.name' must be a string", param=f"{p}.name")
         schema = tool.get("input_schema")
         if not isinstance(schema, dict):
             raise InvalidRequest(f"'{p}.input_schema' must be an object", param=f"{p}.input_schema")
+        if tool.get("defer_loading") is True:
+            # Tool search: Anthropic keeps a deferred tool out of the model's context until a search
+            # finds it. The target has no tool search, so it stays out.
+            continue
         fn: dict[str, Any] = {"name": tool["name"]}
         if tool.get("description") is not None:
             fn["description"] = tool["description"]
-        fn["parameters"] = schema
+        # "$schema" only names the JSON Schema dialect; Gemini refuses keys it does not know.
+        fn["parameters"] = {k: v for k, v in schema.items() if k != "$schema"}
+        if tool.get("strict") is True:
+            fn["strict"] = True
         out.append({"type": "function", "function": fn})
     return out
 
@@ -216,10 +243,34 @@ def _number(body: dict, key: str) -> float | None:
     return value
 
 
-def messages_request_to_chat(body: dict, *, upstream_model: str) -> dict:
-    """Anthropic Messages request body -> OpenAI chat request body (without `stream`)."""
+@dataclass
+class ChatTranslation:
+    body: dict  # the chat pivot request (without `stream`)
+    dropped: list[str] = field(default_factory=list)  # what drop_params removed, as the operator named it
+
+
+def translate_messages_request(body: dict, *, upstream_model: str, reasoning: bool = False,
+                               drop: Collection[str] = ()) -> ChatTranslation:
+    """Anthropic Messages request body -> the chat pivot, dropping what ``drop`` lists.
+
+    ``reasoning``: the target takes the pivot's ``reasoning_effort`` (the model's ``reasoning``
+    control is not ``none``); thinking and effort then become it, and ``max_tokens`` goes as
+    ``max_completion_tokens``, which OpenAI's reasoning models require.
+    """
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object")
+    body, dropped = without_dropped(body, drop)
+    out = _translate(body, upstream_model, reasoning=reasoning, drop=drop, dropped=dropped)
+    return ChatTranslation(out, dropped.paths)
+
+
+def messages_request_to_chat(body: dict, *, upstream_model: str, reasoning: bool = False) -> dict:
+    """Anthropic Messages request body -> OpenAI chat request body (without `stream`), dropping nothing."""
+    return translate_messages_request(body, upstream_model=upstream_model, reasoning=reasoning).body
+
+
+def _translate(body: dict, upstream_model: str, *, reasoning: bool, drop: Collection[str],
+               dropped: Dropped) -> dict:
     _check_keys(body)
     max_tokens = body.get("max_tokens")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
@@ -228,7 +279,11 @@ def messages_request_to_chat(body: dict, *, upstream_model: str) -> dict:
     system = _system_text(body["system"]) if body.get("system") is not None else ""
     if system:
         messages.insert(0, {"role": "system", "content": system})
-    out: dict[str, Any] = {"model": upstream_model, "messages": messages, "max_tokens": max_tokens}
+    out: dict[str, Any] = {"model": upstream_model, "messages": messages}
+    out["max_completion_tokens" if reasoning else "max_tokens"] = max_tokens
+    reasoning_effort(body, reasoning=reasoning, drop=drop, dropped=dropped, out=out)
+    if body.get("context_management") is not None:
+        context_management(body["context_management"])
     for key in ("temperature", "top_p"):
         if _number(body, key) is not None:
             out[key] = body[key]
@@ -250,8 +305,9 @@ def messages_request_to_chat(body: dict, *, upstream_model: str) -> dict:
             if not isinstance(user, str):
                 raise InvalidRequest("'metadata.user_id' must be a string", param="metadata.user_id")
             out["user"] = user
-    if body.get("tools") is not None:
-        out["tools"] = _convert_tools(body["tools"])
+    tools = _convert_tools(body["tools"]) if body.get("tools") is not None else []
+    if tools:
+        out["tools"] = tools
     if body.get("tool_choice") is not None:
         _convert_tool_choice(body["tool_choice"], out)
     return out
