@@ -1,8 +1,5 @@
-"""Shared builders and example data for the config tests (test_config_*.py).
-
-pytest finds fixtures by name in the test module, so a test module binds the ones it uses, e.g.
-``ca_file = config_fixtures.ca_file``.
-"""
+"""Shared builders and example data for the config tests (test_config_*.py); ``ca_file`` is a
+fixture of tests/unit/conftest.py."""
 
 from __future__ import annotations
 
@@ -80,9 +77,3 @@ def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
     path.write_text(text, encoding="utf-8")
     return path
 
-
-@pytest.fixture
-def ca_file(tmp_path: Path) -> str:
-    path = tmp_path / "ca.pem"
-    path.write_text("-----BEGIN CERTIFICATE-----\n", encoding="utf-8")
-    return str(path)

@@ -1,41 +1,14 @@
-"""Fixtures and HTTP helpers shared by the sandbox provider tests (test_sandbox_provider*.py).
-
-pytest finds fixtures by name in the test module, so a test module binds the ones it uses, e.g.
-``server, base = sandbox_fixtures.server, sandbox_fixtures.base`` (``base`` needs ``server``).
-"""
+"""HTTP helpers shared by the sandbox provider tests (test_sandbox_provider*.py); the provider
+itself comes from the ``sandbox``, ``base`` and ``keyed`` fixtures (tests/unit/conftest.py)."""
 
 from __future__ import annotations
 
 import json
 
-import pytest
 import requests
-
-from sandbox.provider import serve_in_thread
 
 SECRET = "sk-sandbox-secret-123"
 ANTHROPIC_HEADERS = {"anthropic-version": "2023-06-01"}
-
-
-@pytest.fixture(scope="module")
-def server():
-    srv, base = serve_in_thread()
-    yield srv, base
-    srv.stop()
-
-
-@pytest.fixture
-def base(server):
-    srv, url = server
-    srv.reset()
-    return url
-
-
-@pytest.fixture(scope="module")
-def keyed():
-    srv, url = serve_in_thread(api_key=SECRET)
-    yield url
-    srv.stop()
 
 
 def chat(base, content, headers=None, timeout=10, **extra):

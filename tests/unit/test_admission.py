@@ -15,10 +15,8 @@ from shared.config import parse_config
 from shared.errors import NoWorkers, QueueFull, RateLimited
 from shared.jobs import CHAT_COMPLETIONS
 from shared.ratelimit import RateLimiter, limits_for
-from tests.unit import redis_fixtures
 from workers.worker_classes import ThreadedWorker
 
-server, client = redis_fixtures.server, redis_fixtures.client
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
 

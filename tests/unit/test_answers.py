@@ -10,9 +10,6 @@ from api.app import create_app
 from shared.config import parse_config
 from shared.settings import Settings
 from tests.harness import wait_for
-from tests.unit import redis_fixtures
-
-server, client = redis_fixtures.server, redis_fixtures.client
 
 
 def janitors() -> list[threading.Thread]:
@@ -44,10 +41,10 @@ def test_stopping_deletes_what_is_pending_and_ends_the_thread(client):
     assert not janitors()
 
 
-def test_an_app_runs_no_thread_until_started_and_none_once_closed(server):
+def test_an_app_runs_no_thread_until_started_and_none_once_closed(redis_server):
     before = set(threading.enumerate())
     config = parse_config({"models": [{"name": "m", "type": "generic", "base_url": "http://127.0.0.1:9/v1"}]}, {})
-    app = create_app(Settings(redis_url=server.url), config)
+    app = create_app(Settings(redis_url=redis_server.url), config)
     assert set(threading.enumerate()) == before
     app.start()
     assert len(janitors()) == 1

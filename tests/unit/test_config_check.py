@@ -7,11 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.unit import config_fixtures
 from tests.unit.config_fixtures import ANTHROPIC_KEY, FULL_YAML, KEYS, NO_ROUTES_WARNING, OPENAI_KEY, write
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-ca_file = config_fixtures.ca_file
 
 
 def run_check(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

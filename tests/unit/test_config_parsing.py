@@ -16,7 +16,6 @@ from shared.config import (
     load_config,
     parse_config,
 )
-from tests.unit import config_fixtures
 from tests.unit.config_fixtures import (
     ANTHROPIC_KEY,
     FULL_YAML,
@@ -28,9 +27,6 @@ from tests.unit.config_fixtures import (
     problems,
     write,
 )
-
-ca_file = config_fixtures.ca_file
-
 
 # --- a valid file --------------------------------------------------------------------------------
 

@@ -14,9 +14,7 @@ from api.gitlab_cache import GitLabCache
 from shared.errors import GitLabUnavailable
 from shared.keys import gitlab_cache_key, gitlab_done_key, gitlab_lock_key
 from tests.harness import wait_for
-from tests.unit import redis_fixtures
 
-server, client = redis_fixtures.server, redis_fixtures.client
 WHO = gitlab_cache_key("token", "a" * 64)
 PROJECT = gitlab_cache_key("project", "acme/api")
 

@@ -22,9 +22,6 @@ from shared.ratelimit import (
     text_length,
 )
 from shared.rq_records import JobEnqueue
-from tests.unit import redis_fixtures
-
-server, client = redis_fixtures.server, redis_fixtures.client
 
 
 @pytest.fixture

@@ -16,11 +16,9 @@ from shared.errors import DeadlineExceeded, RequestCancelled
 from shared.jobs import CHAT_COMPLETIONS, JobRequest
 from shared.replies import TRIM_BATCH_BYTES, Backlog, RelayReceipts, ReplyChannel
 from tests.harness import wait_for
-from tests.unit import redis_fixtures
 from workers.cancel import CLIENT_GONE, DEADLINE, CancelScope
 from workers.jobs import Emitter
 
-server, client = redis_fixtures.server, redis_fixtures.client
 LIMIT = 4096
 
 

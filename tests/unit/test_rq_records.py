@@ -20,11 +20,8 @@ from shared.jobs import JobRequest
 from shared.keys import JOB_FAILURE_CALLBACK, JOB_FUNCTION, claimed_jobs_key
 from shared.ratelimit import RateLimiter, Reservation, WriteRefused
 from shared.serializers import JobSerializer
-from tests.unit import redis_fixtures
 from workers.jobs import on_failure
 from workers.worker_classes import ThreadedWorker
-
-server, client = redis_fixtures.server, redis_fixtures.client
 
 QUEUE = "m"
 # Fields whose values differ between two enqueues of the same request by nature.

@@ -26,7 +26,6 @@ from shared.keys import (
 from shared.ratelimit import MINUTE, REQUESTS, TOKENS, Limit, RateLimiter
 from shared.replies import ReplyChannel
 from shared.serializers import JobSerializer
-from tests.unit import redis_fixtures
 from workers.salvage import (
     REQUEUE_MIN_SECONDS,
     REQUEUED,
@@ -35,8 +34,6 @@ from workers.salvage import (
     worker_name,
 )
 from workers.worker_classes import ThreadedWorker
-
-server, client = redis_fixtures.server, redis_fixtures.client
 
 QUEUE = "model-a"
 LIMITS = [Limit("model:model-a", "model 'model-a'", REQUESTS, MINUTE, 100),

@@ -26,7 +26,6 @@ import requests
 
 from sandbox.provider import make_reply, parse_directive, serve_in_thread
 from tests.harness import wait_for
-from tests.unit import sandbox_fixtures
 from tests.unit.sandbox_fixtures import (
     ANTHROPIC_HEADERS,
     SECRET,
@@ -40,7 +39,6 @@ from tests.unit.sandbox_fixtures import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-server, base, keyed = sandbox_fixtures.server, sandbox_fixtures.base, sandbox_fixtures.keyed
 
 
 # --- pure helpers ---
@@ -313,8 +311,8 @@ def test_hang_ends_when_client_gives_up(base):
     assert hang["ended"] >= hang["started"]
 
 
-def test_hang_times_out_and_closes(server, base):
-    srv, _ = server
+def test_hang_times_out_and_closes(sandbox, base):
+    srv, _ = sandbox
     srv.hang_timeout = 0.2
     try:
         with pytest.raises(requests.ConnectionError):

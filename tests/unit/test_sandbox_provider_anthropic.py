@@ -11,10 +11,7 @@ import pytest
 import requests
 
 from sandbox.provider_logic import MID_CONVERSATION_SYSTEM_BETA, anthropic_betas
-from tests.unit import sandbox_fixtures
 from tests.unit.sandbox_fixtures import ANTHROPIC_HEADERS, SECRET, messages, messages_body
-
-server, base, keyed = sandbox_fixtures.server, sandbox_fixtures.base, sandbox_fixtures.keyed
 
 TOOL = {"name": "Bash", "description": "run a command", "input_schema": {"type": "object"}}
 # Claude Code's header carries several betas (NOTES.md, "Real clients")

@@ -12,11 +12,7 @@ import pytest
 import requests
 
 from sandbox.provider import embed
-from tests.unit import sandbox_fixtures
 from tests.unit.sandbox_fixtures import SECRET, post_stream, sse
-
-server, base, keyed = sandbox_fixtures.server, sandbox_fixtures.base, sandbox_fixtures.keyed
-
 
 # --- legacy completions ---
 

@@ -9,10 +9,7 @@ import openai
 import pytest
 import requests
 
-from tests.unit import sandbox_fixtures
 from tests.unit.sandbox_fixtures import ANTHROPIC_HEADERS, chat, chat_body, messages, messages_body, post_stream, sse
-
-server, base = sandbox_fixtures.server, sandbox_fixtures.base
 
 TOOLS = [{"name": "search", "input_schema": {"type": "object"}}]
 

@@ -16,10 +16,7 @@ import openai
 import pytest
 import requests
 
-from tests.unit import sandbox_fixtures
 from tests.unit.sandbox_fixtures import SECRET, post_stream, sse, streams
-
-server, base, keyed = sandbox_fixtures.server, sandbox_fixtures.base, sandbox_fixtures.keyed
 
 FUNCTION = {"type": "function", "name": "shell", "parameters": {"type": "object"}, "strict": False}
 CUSTOM = {"type": "custom", "name": "apply_patch", "description": "a patch", "format": {"type": "text"}}

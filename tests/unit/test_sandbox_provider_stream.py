@@ -16,7 +16,6 @@ import openai
 import requests
 
 from sandbox.provider_stream import fragments, pieces
-from tests.unit import sandbox_fixtures
 from tests.unit.sandbox_fixtures import (
     ANTHROPIC_HEADERS,
     chat,
@@ -26,9 +25,6 @@ from tests.unit.sandbox_fixtures import (
     post_stream,
     sse,
 )
-
-server, base = sandbox_fixtures.server, sandbox_fixtures.base
-
 
 # --- pure helpers ---
 

@@ -19,7 +19,6 @@ import requests
 
 from sandbox.provider_stream import Answer, StreamRun, chat_events
 from tests.harness import wait_for
-from tests.unit import sandbox_fixtures
 from tests.unit.sandbox_fixtures import (
     ANTHROPIC_HEADERS,
     chat_body,
@@ -28,8 +27,6 @@ from tests.unit.sandbox_fixtures import (
     sse,
     streams,
 )
-
-server, base = sandbox_fixtures.server, sandbox_fixtures.base
 
 
 def stream_entry(base, key, reason=None):

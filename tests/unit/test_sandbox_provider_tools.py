@@ -13,7 +13,6 @@ import anthropic
 import openai
 import requests
 
-from tests.unit import sandbox_fixtures
 from tests.unit.sandbox_fixtures import (
     ANTHROPIC_HEADERS,
     chat,
@@ -23,8 +22,6 @@ from tests.unit.sandbox_fixtures import (
     post_stream,
     sse,
 )
-
-server, base = sandbox_fixtures.server, sandbox_fixtures.base
 
 OPENAI_TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}},
                 {"type": "function", "function": {"name": "search", "parameters": {"type": "object"}}}]

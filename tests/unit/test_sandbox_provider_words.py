@@ -6,10 +6,7 @@ import pytest
 
 from sandbox.provider import parse_directive
 from sandbox.provider_logic import MAX_WORDS, repeat_words
-from tests.unit import sandbox_fixtures
 from tests.unit.sandbox_fixtures import chat, chat_body, post_stream, sse
-
-server, base = sandbox_fixtures.server, sandbox_fixtures.base
 
 
 def test_repeat_words_cycles_the_text():

@@ -21,11 +21,9 @@ from google.oauth2 import service_account
 from sandbox.vertex import serve_in_thread
 from sandbox.vertex_auth import SCOPE
 from tests.harness import wait_for
-from tests.unit import vertex_fixtures
 from tests.unit.vertex_fixtures import MODEL_URL, fetch_token, generate, grant, signed_assertion
 
 ROOT = Path(__file__).resolve().parents[2]
-standin = vertex_fixtures.standin
 
 
 # --- credentials and tokens ----------------------------------------------------------------------

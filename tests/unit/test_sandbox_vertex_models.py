@@ -9,11 +9,7 @@ import pytest
 import requests
 
 from sandbox.vertex_answers import vector
-from tests.unit import vertex_fixtures
 from tests.unit.vertex_fixtures import MODEL_URL, generate, sse_events
-
-standin, token = vertex_fixtures.standin, vertex_fixtures.token
-
 
 # --- model endpoints -----------------------------------------------------------------------------
 

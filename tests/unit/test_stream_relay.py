@@ -18,9 +18,7 @@ from shared.config import parse_config
 from shared.keys import cancel_key
 from shared.replies import ReplyChannel
 from shared.sse import OPENAI
-from tests.unit import redis_fixtures
 
-server, client = redis_fixtures.server, redis_fixtures.client
 IDLE = 0.5
 
 

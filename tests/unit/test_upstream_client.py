@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -18,12 +19,47 @@ from shared.errors import (
     UpstreamRateLimited,
     UpstreamRejected,
 )
-from tests.unit import upstream_fixtures
 from tests.unit.upstream_fixtures import OK_BODY, SECRET, ScriptedServer, model_for
+from workers import upstream
 from workers.cancel import CLIENT_GONE, CancellableAdapter, CancelScope, enter_scope, leave_scope
 from workers.upstream import UpstreamClient, UpstreamRequest
 
-server, call, short_waits = upstream_fixtures.server, upstream_fixtures.call, upstream_fixtures.short_waits
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    scripted = ScriptedServer()
+    scripted.thread.start()
+    yield scripted
+    scripted.httpd.shutdown()
+    scripted.httpd.server_close()
+    scripted.thread.join(timeout=5)
+
+
+@pytest.fixture(autouse=True)
+def short_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the backoff between attempts to milliseconds."""
+    real = upstream.upstream_retrying
+    monkeypatch.setattr(upstream, "upstream_retrying", lambda **kw: real(**{**kw, "initial_wait": 0.01}))
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def call(server: ScriptedServer) -> Iterator:
+    clients: list[UpstreamClient] = []
+
+    def post(attempts: int = 3, body: dict | None = None, timeout: float = 10.0):
+        model = model_for(server.url, attempts)
+        client = UpstreamClient(model)
+        clients.append(client)
+        request = UpstreamRequest(url=model.base_url + "/chat/completions", body=body or {"model": "m"},
+                                  headers={"Authorization": f"Bearer {model.api_key}"})
+        return client.post_json(request, deadline=time.time() + timeout)
+
+    yield post
+    for client in clients:
+        client.session.close()
+
 
 def test_success_on_the_first_attempt(server: ScriptedServer, call) -> None:
     server.answer((200, {}, OK_BODY))

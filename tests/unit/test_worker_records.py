@@ -13,12 +13,9 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from shared.keys import JOB_FUNCTION
 from shared.serializers import JobSerializer
 from tests.harness import wait_for
-from tests.unit import redis_fixtures
 from workers import worker_classes
 from workers.cancel import CancelScope
 from workers.worker_classes import Running, ThreadedWorker
-
-server, client = redis_fixtures.server, redis_fixtures.client
 
 
 def running_job(client) -> tuple[ThreadedWorker, Running]:

@@ -1,22 +1,13 @@
-"""A scripted local HTTP server standing in for a provider, and an ``UpstreamClient`` calling it.
-
-pytest finds fixtures by name in the test module, so a test module binds the ones it uses, e.g.
-``server, call, short_waits = upstream_fixtures.server, upstream_fixtures.call, upstream_fixtures.short_waits``.
-"""
+"""A scripted local HTTP server standing in for a provider, and a model configured to call it
+(the fixtures that start one and call it are test_upstream_client.py's)."""
 
 from __future__ import annotations
 
 import json
 import threading
-import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import pytest
-
-import workers.upstream as upstream
 from shared.config import ModelConfig, parse_config
-from workers.upstream import UpstreamClient, UpstreamRequest
 
 SECRET = "sk-secret-value"
 OK_BODY = {"id": "chatcmpl-1", "choices": [{"message": {"role": "assistant", "content": "hi"}}]}
@@ -66,43 +57,7 @@ class ScriptedServer:
             self.script.append((status, headers, body))
 
 
-@pytest.fixture
-def server() -> Iterator[ScriptedServer]:
-    scripted = ScriptedServer()
-    scripted.thread.start()
-    yield scripted
-    scripted.httpd.shutdown()
-    scripted.httpd.server_close()
-    scripted.thread.join(timeout=5)
-
-
-@pytest.fixture(autouse=True)
-def short_waits(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the backoff between attempts to milliseconds."""
-    real = upstream.upstream_retrying
-    monkeypatch.setattr(upstream, "upstream_retrying", lambda **kw: real(**{**kw, "initial_wait": 0.01}))
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-
-
 def model_for(url: str, attempts: int = 3) -> ModelConfig:
     config = parse_config({"models": [{"name": "m", "type": "generic", "base_url": url + "/v1",
                                        "api_key": SECRET, "retries": {"attempts": attempts}}]}, {})
     return config.models[0]
-
-
-@pytest.fixture
-def call(server: ScriptedServer) -> Iterator:
-    clients: list[UpstreamClient] = []
-
-    def post(attempts: int = 3, body: dict | None = None, timeout: float = 10.0):
-        model = model_for(server.url, attempts)
-        client = UpstreamClient(model)
-        clients.append(client)
-        request = UpstreamRequest(url=model.base_url + "/chat/completions", body=body or {"model": "m"},
-                                  headers={"Authorization": f"Bearer {model.api_key}"})
-        return client.post_json(request, deadline=time.time() + timeout)
-
-    yield post
-    for client in clients:
-        client.session.close()

@@ -1,36 +1,19 @@
-"""Fixtures and HTTP helpers shared by the Vertex AI stand-in tests (test_sandbox_vertex*.py)."""
-
-# pytest finds fixtures by name in the test module, so a test module binds the ones it uses, e.g.
-# ``standin, token = vertex_fixtures.standin, vertex_fixtures.token`` (``token`` needs ``standin``).
+"""HTTP helpers shared by the Vertex AI stand-in tests (test_sandbox_vertex*.py); the stand-in
+itself comes from the ``standin`` and ``token`` fixtures (tests/unit/conftest.py)."""
 
 from __future__ import annotations
 
 import json
 import time
 
-import pytest
 import requests
 from google.auth import jwt
 from google.auth.transport.requests import Request
 from google.oauth2 import service_account
 
-from sandbox.vertex import serve_in_thread
 from sandbox.vertex_auth import CLIENT_EMAIL, GOOGLE_TOKEN_URI, JWT_GRANT, SCOPE
 
 MODEL_URL = "/v1/projects/standin-project/locations/us-central1/publishers/google/models/gemini-test"
-
-
-@pytest.fixture(scope="module")
-def standin(tmp_path_factory):
-    path = tmp_path_factory.mktemp("vertex") / "sa.json"
-    srv, base = serve_in_thread(credentials_path=str(path))
-    yield srv, base, path
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def token(standin):
-    return fetch_token(standin[2])
 
 
 def fetch_token(path) -> str:
