@@ -27,7 +27,7 @@ from shared.errors import GatewayError, InvalidRequest, NotFound, RequestCancell
 from shared.jobs import RESPONSES_DELETE, JobRequest
 from shared.responses_store import RELAYED, STORED, ResponseRecord, ResponsesStore, owner_of
 from shared.sse import RESPONSES, frame
-from workers.endpoints import Emit, Outcome
+from workers.endpoints import Emit, Outcome, first_meta
 from workers.providers.base import Provider
 from workers.providers.openai import ResponsesRelay
 from workers.translate.responses_request import ChatRequest, input_items, responses_request_to_chat
@@ -128,7 +128,8 @@ def _translated(provider: Provider, client: UpstreamClient, request: JobRequest,
         if keeper is not None:
             keeper.keep(response)
         return Outcome(200, orjson.dumps(response), response.get("usage"), result.attempts,
-                       round(result.seconds, 4), result.retry_reasons)
+                       round(result.seconds, 4), result.retry_reasons, translated.dropped)
+    meta = first_meta(translated.dropped)  # the Emitter sends it with the first chunk only
     events = ResponsesOverChat(provider.chat_stream(requested_model=name, include_usage=True),
                                ChatStreamToResponses(translated, response_id=response_id, created_at=created_at,
                                                      requested_model=name))
@@ -137,7 +138,7 @@ def _translated(provider: Provider, client: UpstreamClient, request: JobRequest,
         for kind, data in pairs:
             if kind in FINAL_EVENTS and keeper is not None:
                 keeper.keep(data["response"])  # kept before the client hears it is done
-            emit(frame(RESPONSES, data, kind))
+            emit(frame(RESPONSES, data, kind), meta)
 
     try:
         stream = client.open_stream(call, deadline=request.deadline)
@@ -149,7 +150,7 @@ def _translated(provider: Provider, client: UpstreamClient, request: JobRequest,
     except GatewayError as error:
         send(events.fail(error))  # once the stream has begun; before, the error is the HTTP answer
         raise
-    return _streamed_outcome(stream, events.usage)
+    return _streamed_outcome(stream, events.usage, translated.dropped)
 
 
 def _chat_call(provider: Provider, translated: ChatRequest, request: JobRequest, *, stream: bool) -> UpstreamRequest:
@@ -174,6 +175,6 @@ class _Keeper:
         self.store.keep(self.response_id, self.record, response, [*self.conversation, *response.get("output", [])])
 
 
-def _streamed_outcome(stream, usage: dict | None) -> Outcome:
+def _streamed_outcome(stream, usage: dict | None, dropped: list[str] | None = None) -> Outcome:
     return Outcome(usage=usage, attempts=stream.attempts, upstream_seconds=round(time.monotonic() - stream.started, 4),
-                   retry_reasons=stream.retry_reasons)
+                   retry_reasons=stream.retry_reasons, dropped=list(dropped or ()))

@@ -59,6 +59,13 @@ models:
     model: gemini-2.0-flash
     timeout: 10s
     workers: 1
+  - name: limited
+    type: openai
+    base_url: "{sandbox}/v1"
+    api_key: "${SANDBOX_PROVIDER_KEY}"
+    timeout: 10s
+    workers: 1
+    rate_limit: {requests_per_minute: 2}
 jobs:
   result_ttl: 30s
 """
@@ -278,6 +285,12 @@ def test_a_built_in_tool_is_refused_unless_dropped(stack) -> None:
     answer = client(stack).responses.with_raw_response.create(model="claude", input="hi", tools=web)
     assert answer.parse().output_text == "Sandbox reply: hi"
     assert answer.headers.get("x-aigw-dropped-params") == "tools.web_search"
+    streamed = requests.post(f"{stack.url}/v1/responses", timeout=30, json={
+        "model": "claude", "input": "hi", "tools": web, "stream": True},
+        headers={"Authorization": f"Bearer {DEMO_TOKEN}", "X-Request-Id": "dropped-stream"})
+    assert "event: response.completed" in streamed.text
+    assert streamed.headers.get("x-aigw-dropped-params") == "tools.web_search"  # said before the stream commits
+    assert stack.access_record("dropped-stream")["dropped_params"] == ["tools.web_search"]
 
 
 # -- Codex's own request, passed through --------------------------------------------------------------
@@ -305,3 +318,20 @@ def test_the_access_record_counts_the_tokens(stack, model) -> None:
     record = stack.access_record(f"acct-{model}")
     assert record["path"] == "/v1/responses" and record["status"] == 200
     assert record["prompt_tokens"] == usage.input_tokens and record["completion_tokens"] == usage.output_tokens
+
+
+def test_the_gateway_retries_a_passed_through_request_the_provider_failed(stack) -> None:
+    answer = client(stack).responses.with_raw_response.create(
+        model="gpt", input="[[sandbox fail=503 times=1]] again", extra_headers={"X-Request-Id": "retried-1"})
+    assert answer.parse().output_text == "Sandbox reply: again"
+    assert stack.access_record("retried-1")["attempts"] == 2
+
+
+def test_rate_limits_hold_with_openai_s_headers(stack) -> None:
+    api = client(stack)
+    for _ in range(2):
+        answer = api.responses.with_raw_response.create(model="limited", input="hi")
+        assert answer.headers["x-ratelimit-limit-requests"] == "2"
+    with pytest.raises(openai.RateLimitError) as refused:
+        api.responses.create(model="limited", input="hi")
+    assert refused.value.body["code"] == "rate_limited" and refused.value.response.headers["retry-after"]
