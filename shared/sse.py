@@ -70,6 +70,8 @@ class SSEParser:
 
 def frame(wire: str, data: dict | str, event: str | None = None) -> bytes:
     payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    if "\n" in payload:  # relayed data a provider spread over several data: lines: one each again
+        payload = payload.replace("\n", "\ndata: ")
     if wire == ANTHROPIC or wire == RESPONSES:
         return f"event: {event or data.get('type')}\ndata: {payload}\n\n".encode()
     return f"data: {payload}\n\n".encode()

@@ -164,3 +164,9 @@ def test_an_id_is_a_key_part_however_it_is_written(client) -> None:
 def test_the_owner_is_the_gitlab_user_id() -> None:
     assert owner_of({"user_id": 42, "username": "alice"}) == "42"
     assert owner_of({}) == ""  # nobody: owns nothing (record() never matches an empty owner)
+
+
+def test_an_event_a_provider_spread_over_several_data_lines_is_relayed_whole() -> None:
+    spread = '{"type": "response.output_text.delta",\n "delta": "hi"}'
+    [(name, data)] = SSEParser().feed(frame(RESPONSES, spread, "response.output_text.delta"))
+    assert name == "response.output_text.delta" and data == spread
