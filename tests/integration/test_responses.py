@@ -308,6 +308,39 @@ def test_codex_s_request_reaches_the_provider_untouched_but_the_model(stack) -> 
     assert received == [{**sent, "model": "gpt-upstream"}]
 
 
+def sse_events(text: str) -> list[tuple[str, dict]]:
+    events = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
+        events.append((lines["event"], json.loads(lines["data"])))
+    return events
+
+
+def test_codex_s_tool_round_trip_on_an_anthropic_model(stack) -> None:
+    """Codex 0.171.0's request for a model it does not know (function tools, a namespace, web_search,
+    reasoning, include, client_metadata...), translated for an Anthropic model whose drop_params lists
+    tools.web_search: the call comes back as the item Codex dispatches, and its output gets the answer."""
+    fixture = json.loads((ROOT / "tests/clients/fixtures/codex-0.171.0-tool-unknown-model.json").read_text())
+    sent = {**fixture["requests"][0]["body"], "model": "claude"}
+    ask = sent["input"][-1]["content"][0]
+    ask["text"] = '[[sandbox tool=exec_command args={"cmd": "echo tool-ran-ok"}]] ' + ask["text"]
+    headers = {"Authorization": f"Bearer {DEMO_TOKEN}"}
+    first = requests.post(f"{stack.url}/v1/responses", json=sent, headers=headers, timeout=30)
+    assert first.status_code == 200, first.text
+    events = sse_events(first.text)
+    assert events[-1][0] == "response.completed"
+    done = [data["item"] for name, data in events if name == "response.output_item.done"]
+    assert [(item["type"], item["name"]) for item in done] == [("function_call", "exec_command")]
+    assert json.loads(done[0]["arguments"]) == {"cmd": "echo tool-ran-ok"}
+    follow = {**sent, "input": [*sent["input"], done[0], {"type": "function_call_output", "call_id": done[0]["call_id"],
+                                                            "output": "tool-ran-ok"}]}
+    second = sse_events(requests.post(f"{stack.url}/v1/responses", json=follow, headers=headers, timeout=30).text)
+    final = second[-1][1]["response"]
+    assert second[-1][0] == "response.completed" and final["output"][-1]["content"][0]["text"] == \
+        "Sandbox reply: tool said tool-ran-ok"
+    assert final["usage"]["input_tokens"] > 0 and "reasoning_tokens" in final["usage"]["output_tokens_details"]
+
+
 # -- accounting ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("model", ("gpt", "claude"))
