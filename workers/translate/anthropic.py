@@ -159,20 +159,6 @@ def _convert_tool_choice(choice: Any) -> dict:
                          param="tool_choice")
 
 
-def _max_tokens(body: dict, default: int) -> int:
-    a, b = body.get("max_tokens"), body.get("max_completion_tokens")
-    if a is not None and b is not None and a != b:
-        raise InvalidRequest("'max_tokens' and 'max_completion_tokens' disagree; send one",
-                             param="max_completion_tokens")
-    value = a if a is not None else b
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        param = "max_tokens" if a is not None else "max_completion_tokens"
-        raise InvalidRequest(f"'{param}' must be a positive integer", param=param)
-    return value
-
-
 THINKING_STYLES = ("budget", "adaptive")
 
 
@@ -211,7 +197,7 @@ def chat_request_to_anthropic(body: dict, *, upstream_model: str, default_max_to
     messages, system = _convert_messages(body.get("messages"))
     out: dict[str, Any] = {
         "model": upstream_model,
-        "max_tokens": _max_tokens(body, default_max_tokens),
+        "max_tokens": chat.max_tokens(body) or default_max_tokens,
         "messages": messages,
     }
     _thinking(body, out, default_max_tokens, thinking)
@@ -226,13 +212,9 @@ def chat_request_to_anthropic(body: dict, *, upstream_model: str, default_max_to
         out["temperature"] = temperature
     if body.get("top_p") is not None:
         out["top_p"] = body["top_p"]
-    stop = body.get("stop")
-    if stop is not None:
-        stops = [stop] if isinstance(stop, str) else stop
-        if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
-            raise InvalidRequest("'stop' must be a string or a list of strings", param="stop")
-        if stops:
-            out["stop_sequences"] = stops
+    stops = chat.stop_sequences(body)
+    if stops:
+        out["stop_sequences"] = stops
     if body.get("tools") is not None:
         out["tools"] = _convert_tools(body["tools"])
     if body.get("tool_choice") is not None:

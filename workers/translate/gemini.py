@@ -180,22 +180,12 @@ def _generation_config(body: dict) -> dict:
             if isinstance(body[key], bool) or not isinstance(body[key], int | float):
                 raise InvalidRequest(f"'{key}' must be a number", param=key)
             config[name] = body[key]
-    a, b = body.get("max_tokens"), body.get("max_completion_tokens")
-    if a is not None and b is not None and a != b:
-        raise InvalidRequest("'max_tokens' and 'max_completion_tokens' disagree; send one",
-                             param="max_completion_tokens")
-    param, value = ("max_tokens", a) if a is not None else ("max_completion_tokens", b)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise InvalidRequest(f"'{param}' must be a positive integer", param=param)
+    value = chat.max_tokens(body)
     if value is not None:
         config["maxOutputTokens"] = value
-    stop = body.get("stop")
-    if stop is not None:
-        stops = [stop] if isinstance(stop, str) else stop
-        if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
-            raise InvalidRequest("'stop' must be a string or a list of strings", param="stop")
-        if stops:
-            config["stopSequences"] = stops
+    stops = chat.stop_sequences(body)
+    if stops:
+        config["stopSequences"] = stops
     n = body.get("n")
     if n is not None:
         if n != 1 or isinstance(n, bool):

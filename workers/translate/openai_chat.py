@@ -144,6 +144,30 @@ def function_tools(tools: Any, unsupported: Unsupported) -> list[FunctionTool]:
     return out
 
 
+def max_tokens(body: dict) -> int | None:
+    """The answer's token cap, ``max_tokens`` or its newer name ``max_completion_tokens`` (both
+    may be sent if they agree); None when neither is."""
+    a, b = body.get("max_tokens"), body.get("max_completion_tokens")
+    if a is not None and b is not None and a != b:
+        raise InvalidRequest("'max_tokens' and 'max_completion_tokens' disagree; send one",
+                             param="max_completion_tokens")
+    param, value = ("max_tokens", a) if a is not None else ("max_completion_tokens", b)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise InvalidRequest(f"'{param}' must be a positive integer", param=param)
+    return value
+
+
+def stop_sequences(body: dict) -> list[str] | None:
+    """``stop`` as a list of sequences (one string is one sequence); None when it is not sent."""
+    stop = body.get("stop")
+    if stop is None:
+        return None
+    stops = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+        raise InvalidRequest("'stop' must be a string or a list of strings", param="stop")
+    return stops
+
+
 class ToolResults:
     """Tool messages in a row become one user turn of results: Anthropic and Gemini both want
     every result of one assistant turn in a single user turn. ``add`` puts a result in the
