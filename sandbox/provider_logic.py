@@ -175,6 +175,22 @@ def check_anthropic_roles(messages, betas: frozenset[str], model=None) -> None:
         raise ValueError(f"messages.{index}.role: Input should be 'user' or 'assistant'")
 
 
+# OpenAI chat's roles, and its refusal of another, in the shape of its enum refusals (message, param
+# messages[N].role, code: as quoted in e.g. TheR1D/shell_gpt#717); the order is OpenAI's message's.
+OPENAI_ROLES = ("system", "assistant", "user", "function", "tool", "developer")
+
+
+def check_openai_roles(messages) -> None:
+    if not isinstance(messages, list):
+        return  # read_prompt refuses it
+    for index, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if isinstance(message, dict) and role not in OPENAI_ROLES:
+            supported = ", ".join(f"'{r}'" for r in OPENAI_ROLES[:-1]) + f", and '{OPENAI_ROLES[-1]}'"
+            raise RequestError(f"Invalid value: {role!r}. Supported values are: {supported}.",
+                               param=f"messages[{index}].role", code="invalid_value")
+
+
 def chat_answer(api: str, body: dict, digest: str, betas: frozenset[str] = frozenset()) -> tuple[Answer, dict]:
     """The answer to a chat call (OpenAI chat completions or Anthropic messages) and its directive."""
     shown = True
@@ -190,6 +206,7 @@ def chat_answer(api: str, body: dict, digest: str, betas: frozenset[str] = froze
         limit = body.get("max_completion_tokens")
         limit = _positive_int(body.get("max_tokens") if limit is None else limit, "max_tokens")
         stops = _stop_list(body.get("stop"), "stop")
+        check_openai_roles(body.get("messages"))
         text, opts, prompt_tokens = read_prompt(body.get("messages"))
         answer = Answer(f"chatcmpl-sbx-{digest[:12]}", body.get("model"), prompt_tokens, 0, created=int(time.time()))
         tool_id = f"call_sbx_{digest[:24]}"

@@ -104,8 +104,6 @@ def test_openai_sdk_works_unchanged(stack):
         (b"[1, 2]", "invalid_request", None),
         (b'{"messages": [{"role": "user", "content": "x"}]}', "invalid_request", "model"),
         (b'{"model": "chat"}', "invalid_request", "messages"),
-        (b'{"model": "chat", "messages": [{"role": "robot", "content": "x"}]}', "invalid_request",
-         "messages[0].role"),
         (b'{"model": "chat", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}',
          "invalid_request", "max_tokens"),
     ],
