@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import orjson
 from redis import Redis
 
+from shared.errors import NotFound
 from shared.keys import response_key
 
 log = logging.getLogger("aigw.responses")
@@ -48,6 +49,11 @@ class StoredResponse:
     record: ResponseRecord
     response: dict  # the Response object, as the caller got it
     items: list[dict]  # the conversation so far: the history it continued, its input, its output
+
+
+def not_found(response_id: str, param: str = "response_id") -> NotFound:
+    """One answer for an id that is unknown, expired, deleted or someone else's: nothing is learnt from it."""
+    return NotFound(f"No response found with id '{response_id}'.", param=param)
 
 
 def owner_of(caller: dict) -> str:

@@ -23,9 +23,9 @@ import time
 
 import orjson
 
-from shared.errors import GatewayError, InvalidRequest, NotFound, RequestCancelled, UpstreamModelNotFound
+from shared.errors import GatewayError, InvalidRequest, RequestCancelled, UpstreamModelNotFound
 from shared.jobs import RESPONSES_DELETE, JobRequest
-from shared.responses_store import RELAYED, STORED, ResponseRecord, ResponsesStore, owner_of
+from shared.responses_store import RELAYED, STORED, ResponseRecord, ResponsesStore, not_found, owner_of
 from shared.sse import RESPONSES, frame
 from workers.endpoints import Emit, Outcome, first_meta
 from workers.providers.base import Provider
@@ -39,11 +39,6 @@ from workers.upstream import UpstreamClient, UpstreamRequest
 TARGETS = {"anthropic": "Anthropic models", "vertex": "Vertex AI Gemini models",
            "generic": "models without a Responses API", "openai": "models without a Responses API"}
 FINAL_EVENTS = ("response.completed", "response.incomplete")
-
-
-def not_found(response_id: str, param: str = "response_id") -> NotFound:
-    """One answer for an id that is unknown, expired or someone else's: nothing is learnt from it."""
-    return NotFound(f"No response found with id '{response_id}'.", param=param)
 
 
 def serve(provider: Provider, client: UpstreamClient, request: JobRequest, emit: Emit | None,

@@ -28,24 +28,13 @@ from api.admission import Admission, Admitted
 from api.answers import Answers
 from api.resources.inference import Inference, respond
 from api.validation import validate_responses
-from shared.config import ModelConfig
 from shared.errors import InvalidRequest, NotFound
 from shared.jobs import RESPONSES, RESPONSES_DELETE, RESPONSES_RETRIEVE
-from shared.responses_store import RELAYED, STORED, ResponseRecord, ResponsesStore, owner_of
+from shared.responses_store import RELAYED, STORED, ResponseRecord, ResponsesStore, not_found, owner_of
 from shared.sse import RESPONSES as RESPONSES_WIRE
 
 # OpenAI's ids are resp_ and hex; the gateway's resp_ and a job id. Anything else names nothing here.
 RESPONSE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
-
-
-def not_found(response_id: str, param: str = "response_id") -> NotFound:
-    """One answer for an id that is unknown, expired or someone else's: nothing is learnt from it."""
-    return NotFound(f"No response found with id '{response_id}'.", param=param)
-
-
-def passes_through(model: ModelConfig) -> bool:
-    """The model's server keeps its own responses (``models[].native_responses_api``)."""
-    return model.native_responses_api
 
 
 class CreateResponse(Inference):
@@ -65,15 +54,15 @@ class CreateResponse(Inference):
 
     def _check_previous(self, req, requested: str, previous: str) -> None:
         identity = req.context.identity
-        record = self.store.record(previous, owner_of(identity.job_fields())) if RESPONSE_ID.fullmatch(
-            previous) else None
+        owner = owner_of(identity.job_fields())
+        record = self.store.record(previous, owner) if RESPONSE_ID.fullmatch(previous) else None
         if record is None:
             raise not_found(previous, "previous_response_id")
         model = self.admission.router.resolve(identity, requested).model  # the refusals admission would give
         if record.kind == RELAYED and record.model != model.name:
             raise InvalidRequest(f"'previous_response_id' names a response of model '{record.requested}', whose "
                                  "provider keeps it: continue it with that model.", param="previous_response_id")
-        if record.kind == STORED and passes_through(model):
+        if record.kind == STORED and model.native_responses_api:  # its server keeps its own responses
             raise InvalidRequest(f"'previous_response_id' names a response the gateway keeps, which model "
                                  f"'{requested}' cannot continue (its provider keeps its own responses): send the "
                                  "conversation as input instead.", param="previous_response_id")
