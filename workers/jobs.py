@@ -32,7 +32,7 @@ from workers.runtime import get_runtime
 from workers.worker_classes import JobAbandoned
 
 log = logging.getLogger("aigw.worker")
-PAYLOAD_FIELDS = ("system", "messages", "prompt", "suffix", "input", "tools")
+PAYLOAD_FIELDS = ("system", "messages", "prompt", "suffix", "input", "instructions", "tools")
 
 
 class JobFailed(Exception):
