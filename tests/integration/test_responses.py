@@ -341,6 +341,23 @@ def test_codex_s_tool_round_trip_on_an_anthropic_model(stack) -> None:
     assert final["usage"]["input_tokens"] > 0 and "reasoning_tokens" in final["usage"]["output_tokens_details"]
 
 
+def test_codex_s_default_model_request_on_an_anthropic_model(stack) -> None:
+    """Codex's default ("responses-lite") request: its tools in an additional_tools item, among them the
+    custom tool exec in the namespace functions; a call of it comes back as the custom_tool_call Codex runs."""
+    fixture = json.loads((ROOT / "tests/clients/fixtures/codex-0.171.0-tool.json").read_text())
+    sent = {**fixture["requests"][0]["body"], "model": "claude"}
+    ask = sent["input"][-1]["content"][0]
+    ask["text"] = '[[sandbox tool=functions__exec args={"input": "text(1)"}]] ' + ask["text"]
+    answer = requests.post(f"{stack.url}/v1/responses", json=sent, timeout=30,
+                           headers={"Authorization": f"Bearer {DEMO_TOKEN}"})
+    assert answer.status_code == 200, answer.text
+    done = [data["item"] for name, data in sse_events(answer.text) if name == "response.output_item.done"]
+    # reasoning.effort low: Anthropic thought first, its signed thinking sealed for Codex to send back.
+    assert done[0]["type"] == "reasoning" and done[0]["encrypted_content"]
+    calls = [(item["type"], item["name"], item["input"]) for item in done[1:]]
+    assert calls == [("custom_tool_call", "exec", "text(1)")]
+
+
 # -- accounting ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("model", ("gpt", "claude"))

@@ -367,3 +367,27 @@ def test_target_refusals_are_renamed_to_the_callers_fields():
     assert codex.client_param("messages[0]") == "instructions"
     assert codex.client_param("messages[4].tool_calls[0].function.arguments") == "input[5].arguments"
     assert codex.client_param("messages[6].tool_calls[0]") == "input[7]"
+
+
+# --- Codex's "responses-lite" request: its tools in an additional_tools input item --------------------------
+
+def test_tools_in_an_additional_tools_item_are_the_requests_tools():
+    """As Codex 0.171.0 sends them for its default model (tests/clients/fixtures/codex-0.171.0-tool.json):
+    namespaces holding a custom tool and functions, in an input item with an id and a role."""
+    exec_tool = {"type": "custom", "name": "exec", "description": "Run JavaScript.",
+                 "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"}}
+    wait = {"type": "function", "name": "wait", "description": "Wait.", "strict": False, "parameters": {}}
+    body = {"model": "m", "tools": [SHELL_TOOL], "input": [
+        {"type": "message", "id": "msg_1", "role": "developer",
+         "content": [{"type": "input_text", "text": "Be good."}]},
+        {"type": "additional_tools", "id": "at_1", "role": "developer", "tools": [
+            {"type": "namespace", "name": "functions", "description": "", "tools": [exec_tool, wait]}]},
+        {"type": "message", "id": "msg_2", "role": "user", "content": [{"type": "input_text", "text": "ls"}]}]}
+    chat = translate(body)
+    names = [tool["function"]["name"] for tool in chat.body["tools"]]
+    assert names == ["shell_command", "functions__exec", "functions__wait"]
+    assert chat.tools.tool("functions__exec") == ResponsesTool("custom", "exec", "functions")
+    assert [message["role"] for message in chat.body["messages"]] == ["system", "user"]  # the item is no turn
+    assert chat.client_param("tools[2].function.parameters") == "input[1].tools[0].tools[1].parameters"
+    bad = {**body, "input": [{"type": "additional_tools", "tools": [{"type": "web_search"}]}, *body["input"][2:]]}
+    assert refused(bad) == "input[0].tools[0].type"

@@ -68,6 +68,9 @@ _ROLES = {"user": "user", "system": "system", "developer": "system", "assistant"
 # The one string argument a custom (freeform) tool becomes: {"input": "<the raw text>"}.
 CUSTOM_ARGUMENT = "input"
 
+# An input item holding tools (Codex sends its tools so to "responses-lite" models).
+ADDITIONAL_TOOLS = "additional_tools"
+
 # Pivot parameters whose Responses name differs (for refusals raised by the target's translator).
 _TOP_LEVEL_NAMES = {"messages": "input", "max_tokens": "max_output_tokens",
                     "max_completion_tokens": "max_output_tokens", "reasoning_effort": "reasoning.effort",
@@ -183,6 +186,11 @@ class _Translation:
         body = self.body
         out: dict[str, Any] = {"model": upstream_model}
         tools = self.convert_tools(body.get("tools"))
+        for i, item in enumerate(input_items(body)):
+            # Codex's "responses-lite" models get their tools in an input item (TRAFFIC.md, the
+            # additional_tools item): they are the request's tools like the others.
+            if isinstance(item, dict) and item.get("type") == ADDITIONAL_TOOLS:
+                tools += self.convert_tools(item.get("tools"), f"input[{i}].tools", first=len(tools))
         out["messages"] = self.convert_input(body, history)
         if tools:
             out["tools"] = tools
@@ -215,22 +223,23 @@ class _Translation:
         return out
 
     # -- tools ------------------------------------------------------------------------------------
-    def convert_tools(self, tools: Any) -> list[dict]:
+    def convert_tools(self, tools: Any, param: str = "tools", first: int = 0) -> list[dict]:
+        """``tools`` (the request's, at ``param``) as chat functions, numbered from ``first`` in the chat request."""
         if tools is None:
             return []
         if not isinstance(tools, list):
-            raise InvalidRequest("'tools' must be a list", param="tools")
+            raise InvalidRequest(f"'{param}' must be a list", param=param)
         out: list[dict] = []
         for i, tool in enumerate(tools):
-            p = f"tools[{i}]"
+            p = f"{param}[{i}]"
             kind = tool.get("type") if isinstance(tool, dict) else None
             if not isinstance(kind, str):
                 raise InvalidRequest(f"'{p}' must be an object with a 'type'", param=f"{p}.type")
             if kind in ("function", "custom"):
-                self.params[f"tools[{len(out)}]"] = p
+                self.params[f"tools[{first + len(out)}]"] = p
                 out.append(self.function(tool, p, None))
             elif kind == "namespace":
-                out.extend(self.namespace(tool, p, len(out)))
+                out.extend(self.namespace(tool, p, first + len(out)))
             elif self.droppable(f"tools.{kind}"):
                 self.note_dropped(f"tools.{kind}")
             else:
@@ -400,6 +409,8 @@ class _Messages:
             self.tool_call(item, kind, p)
         elif kind in ("function_call_output", "custom_tool_call_output"):
             self.tool_output(item, p)
+        elif kind == ADDITIONAL_TOOLS:
+            return  # tools, taken with the request's own (_Translation.translate)
         elif kind in _BUILTIN_ITEMS and any(self.t.droppable(f"tools.{t}") for t in _BUILTIN_ITEMS[kind]):
             self.t.note_dropped(f"input.{kind}")
         else:
