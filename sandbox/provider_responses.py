@@ -74,6 +74,17 @@ def input_items(value) -> list[dict]:
                        param="input", code="invalid_type")
 
 
+def request_tools(tools, items: list[dict]) -> list:
+    """The request's `tools` and those of its `additional_tools` input items, where Codex puts the tools of its
+    default ("responses-lite") models: `{"type": "additional_tools", "role": "developer", "tools": [...]}`
+    (tests/clients/TRAFFIC.md, recorded from Codex 0.171.0)."""
+    found = list(script.tool_list(tools))
+    for item in items:
+        if item.get("type") == "additional_tools":
+            found += script.tool_list(item.get("tools"))
+    return found
+
+
 def _is_message(item: dict) -> bool:
     return item.get("type", "message") == "message" and "role" in item
 
@@ -154,7 +165,7 @@ class Turn:
             answer.think(script.thought(label, subject))
         tool = None
         if results is None and "tool" in self.opts and script.tools_allowed(body.get("tool_choice")):
-            tool = script.find_tool("responses", body.get("tools"), self.opts["tool"])
+            tool = script.find_tool("responses", request_tools(body.get("tools"), self.items), self.opts["tool"])
         if tool is not None:
             answer.call(self.ids["call"], tool, script.tool_arguments(tool, self.opts, text))
         else:

@@ -203,6 +203,14 @@ def test_a_namespaced_function_call(base):
     assert r.status_code == 400 and "JSON object" in r.json()["error"]["message"]
 
 
+def test_a_tool_of_an_additional_tools_item(base):
+    """Codex's default models get their tools in an input item (tests/clients/TRAFFIC.md)."""
+    tools = {"type": "additional_tools", "role": "developer", "tools": TOOLS}
+    data = create(base, input=[tools, {"role": "user", "content": "find ann [[sandbox tool=lookup]]"}]).json()
+    [call] = data["output"]
+    assert call["type"] == "function_call" and call["name"] == "lookup" and call["namespace"] == "crm"
+
+
 @pytest.mark.parametrize("summary", ["auto", None])
 def test_a_reasoning_stream(base, summary):
     events = stream_events(base, input="a b", reasoning={"effort": "medium", "summary": summary})
