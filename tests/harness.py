@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -170,6 +171,17 @@ class Stack:
         self.wait_ready()
         return self
 
+    def __enter__(self) -> Stack:
+        """``with Stack(...) as stack:`` starts it, and stops whatever started however it ends."""
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
     def start_workers(self, *args: str) -> Process:
         self.workers = Process("workers", [sys.executable, "-m", "workers", *args], self.env,
                                self.dir / f"workers-{time.monotonic_ns()}.log")
@@ -260,6 +272,36 @@ class Stack:
         records = self.access_records(lambda found: any(r.get("request_id") == request_id for r in found),
                                       timeout=timeout)
         return next(r for r in records if r.get("request_id") == request_id)
+
+
+def in_background(stack: Stack, results: dict, name: str, model: str, content: str, *, timeout: float = 60,
+                  **extra) -> threading.Thread:
+    """A chat request (``X-Request-Id: name``) sent from a thread of its own, already started:
+    ``results[name]`` becomes its response, or the ``requests`` error that ended it."""
+    def call():
+        try:
+            results[name] = stack.chat(model, content, headers={"X-Request-Id": name}, timeout=timeout, **extra)
+        except requests.RequestException as error:
+            results[name] = error
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    return thread
+
+
+def job_id_for(stack: Stack, request_id: str) -> str:
+    """The id of the RQ job of the request with ``request_id``, once it is written (the job's
+    description names the request)."""
+    client = stack.redis()
+
+    def find():
+        for key in client.scan_iter("rq:job:*"):
+            if client.type(key) == b"hash" and f"request_id={request_id}".encode() == (
+                    client.hget(key, "description") or b"").split(b" ")[-1]:
+                return key.decode().split(":", 2)[2]
+        return None
+
+    return wait_for(find, timeout=10, message=f"the job of {request_id}")
 
 
 def with_credential(headers: dict | None) -> dict:

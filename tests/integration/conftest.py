@@ -58,10 +58,6 @@ jobs:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    gateway = Stack(tmp_path_factory.mktemp("stack"), CORE_CONFIG, web_workers=2, web_threads=16,
-                    env={"MAX_BODY_BYTES": "65536"})
-    try:
-        gateway.start()
+    with Stack(tmp_path_factory.mktemp("stack"), CORE_CONFIG, web_workers=2, web_threads=16,
+               env={"MAX_BODY_BYTES": "65536"}) as gateway:
         yield gateway
-    finally:
-        gateway.stop()

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -23,7 +22,7 @@ from rq.serializers import JSONSerializer
 from rq.suspension import resume, suspend
 
 from shared.jobs import JobRequest
-from tests.harness import Process, Stack, wait_for, with_credential
+from tests.harness import Process, Stack, in_background, job_id_for, wait_for, with_credential
 from workers.salvage import REQUEUE_MIN_SECONDS, REQUEUED
 
 MODEL = """
@@ -57,42 +56,13 @@ KILL_HANDLED_WITHIN = 5.0  # what the issue asks: a killed worker is handled wit
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     # Short liveness intervals, so the heartbeat backstop is observable in seconds.
-    gateway = Stack(tmp_path_factory.mktemp("faults"), CONFIG, web_workers=2,
-                    env={"WORKER_HEARTBEAT_INTERVAL": "1", "WORKER_MAINTENANCE_INTERVAL": "2"},
-                    redis_options={"appendonly": True, "appendfsync": "always"})
-    try:
-        gateway.start()
+    with Stack(tmp_path_factory.mktemp("faults"), CONFIG, web_workers=2,
+               env={"WORKER_HEARTBEAT_INTERVAL": "1", "WORKER_MAINTENANCE_INTERVAL": "2"},
+               redis_options={"appendonly": True, "appendfsync": "always"}) as gateway:
         yield gateway
-    finally:
-        gateway.stop()
 
 
 # -- helpers -------------------------------------------------------------------
-def in_background(stack: Stack, results: dict, name: str, model: str, content: str, **kwargs) -> threading.Thread:
-    def call():
-        try:
-            results[name] = stack.chat(model, content, headers={"X-Request-Id": name}, timeout=60, **kwargs)
-        except requests.RequestException as error:
-            results[name] = error
-
-    thread = threading.Thread(target=call)
-    thread.start()
-    return thread
-
-
-def job_id_for(stack: Stack, request_id: str) -> str:
-    client = stack.redis()
-
-    def find():
-        for key in client.scan_iter("rq:job:*"):
-            if client.type(key) == b"hash" and f"request_id={request_id}".encode() == (
-                    client.hget(key, "description") or b"").split(b" ")[-1]:
-                return key.decode().split(":", 2)[2]
-        return None
-
-    return wait_for(find, timeout=10, message=f"the job of {request_id}")
-
-
 def fetch(stack: Stack, job_id: str) -> Job:
     return Job.fetch(job_id, connection=stack.redis(), serializer=JSONSerializer)
 

@@ -175,16 +175,12 @@ def map_path_parameters(context, parameters):
 @pytest.fixture(scope="module")
 def fuzz_stack(tmp_path_factory):
     config = FUZZ_CONFIG.replace("{closed_port}", str(free_port()))
-    gateway = Stack(tmp_path_factory.mktemp("fuzz"), config, web_workers=2, web_threads=16)
-    try:
-        gateway.start()
+    with Stack(tmp_path_factory.mktemp("fuzz"), config, web_workers=2, web_threads=16) as gateway:
         for model in ("claude-sonnet", "gpt-4o"):
             made = requests.post(f"{gateway.url}/v1/responses", json={"model": model, "input": "keep me"},
                                  headers={"Authorization": f"Bearer {DEMO_TOKEN}"}, timeout=REQUEST_TIMEOUT)
             RESPONSE_IDS.append(made.json()["id"])
         yield gateway
-    finally:
-        gateway.stop()
 
 
 @schema.parametrize()

@@ -40,12 +40,8 @@ gitlab:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    gateway = Stack(tmp_path_factory.mktemp("gitlab-bounds"), CONFIG, web_workers=1, web_threads=16)
-    try:
-        gateway.start()
+    with Stack(tmp_path_factory.mktemp("gitlab-bounds"), CONFIG, web_workers=1, web_threads=16) as gateway:
         yield gateway
-    finally:
-        gateway.stop()
 
 
 def bearer(token: str, **extra) -> dict:

@@ -65,12 +65,8 @@ gitlab:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    gateway = Stack(tmp_path_factory.mktemp("gitlab"), CONFIG)
-    try:
-        gateway.start()
+    with Stack(tmp_path_factory.mktemp("gitlab"), CONFIG) as gateway:
         yield gateway
-    finally:
-        gateway.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -36,14 +36,10 @@ models:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    gateway = Stack(tmp_path_factory.mktemp("observe"), CONFIG, web_workers=2,
-                    env={"METRICS_ENABLED": "true", "METRICS_PORT": str(free_port()), "LOG_LEVEL": "debug"})
-    try:
-        gateway.start()
+    with Stack(tmp_path_factory.mktemp("observe"), CONFIG, web_workers=2,
+               env={"METRICS_ENABLED": "true", "METRICS_PORT": str(free_port()), "LOG_LEVEL": "debug"}) as gateway:
         traffic(gateway)
         yield gateway
-    finally:
-        gateway.stop()
 
 
 def traffic(stack: Stack) -> None:

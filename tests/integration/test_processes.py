@@ -136,12 +136,8 @@ models:
 
 @pytest.fixture(scope="module")
 def lifecycle(tmp_path_factory):
-    gateway = Stack(tmp_path_factory.mktemp("lifecycle"), LIFECYCLE_CONFIG)
-    try:
-        gateway.start()
+    with Stack(tmp_path_factory.mktemp("lifecycle"), LIFECYCLE_CONFIG) as gateway:
         yield gateway
-    finally:
-        gateway.stop()
 
 
 def live_workers(stack: Stack, model: str) -> int:

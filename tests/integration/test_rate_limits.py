@@ -93,13 +93,9 @@ def config_with(limit: int) -> str:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    gateway = Stack(tmp_path_factory.mktemp("limits"), config_with(3), web_workers=2,
-                    env={"AIGW_TEST_WINDOW_SCALE": "0.25"})
-    try:
-        gateway.start()
+    with Stack(tmp_path_factory.mktemp("limits"), config_with(3), web_workers=2,
+               env={"AIGW_TEST_WINDOW_SCALE": "0.25"}) as gateway:
         yield gateway
-    finally:
-        gateway.stop()
 
 
 def send(url: str, model: str, token: str, project: str | None = None, content: str = "hi", **extra):

@@ -25,13 +25,9 @@ REQUESTS = 200
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    gateway = Stack(tmp_path_factory.mktemp("commands"), CONFIG.format(workers=1),
-                    env={"WORKER_HEARTBEAT_INTERVAL": "3600", "WORKER_MAINTENANCE_INTERVAL": "3600"})
-    try:
-        gateway.start()
+    with Stack(tmp_path_factory.mktemp("commands"), CONFIG.format(workers=1),
+               env={"WORKER_HEARTBEAT_INTERVAL": "3600", "WORKER_MAINTENANCE_INTERVAL": "3600"}) as gateway:
         yield gateway
-    finally:
-        gateway.stop()
 
 
 def test_a_plain_request_costs_redis_at_most_30_commands(stack):

@@ -27,14 +27,10 @@ def stack(tmp_path_factory):
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))  # 600 client sockets here
     # The attacker's address is no trusted proxy and may hold them all: what is tested is
     # that the connections cost no thread, not that the cap refuses them.
-    gateway = Stack(tmp_path_factory.mktemp("slow"), CORE_CONFIG, web_workers=1, web_threads=16, env={
+    with Stack(tmp_path_factory.mktemp("slow"), CORE_CONFIG, web_workers=1, web_threads=16, env={
         "FORWARDED_ALLOW_IPS": "127.0.0.5", "MAX_CONNECTIONS_PER_ADDRESS": "1000",
-        "REQUEST_HEADER_TIMEOUT": "120"})
-    try:
-        gateway.start()
+        "REQUEST_HEADER_TIMEOUT": "120"}) as gateway:
         yield gateway
-    finally:
-        gateway.stop()
 
 
 class SlowHeads:

@@ -69,13 +69,9 @@ ANTHROPIC_TOOL = {"name": "lookup", "description": "Look something up",
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    gateway = Stack(tmp_path_factory.mktemp("streams"), CONFIG, web_threads=32,
-                    env={"STREAM_KEEPALIVE_INTERVAL": "0.5"})
-    try:
-        gateway.start()
+    with Stack(tmp_path_factory.mktemp("streams"), CONFIG, web_threads=32,
+               env={"STREAM_KEEPALIVE_INTERVAL": "0.5"}) as gateway:
         yield gateway
-    finally:
-        gateway.stop()
 
 
 @pytest.fixture

@@ -43,12 +43,8 @@ REPLY_PREFIX = reply_stream_key("probe").removesuffix("probe")
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    gateway = Stack(tmp_path_factory.mktemp("unread"), CONFIG, web_workers=1, web_threads=1)
-    try:
-        gateway.start()
+    with Stack(tmp_path_factory.mktemp("unread"), CONFIG, web_workers=1, web_threads=1) as gateway:
         yield gateway
-    finally:
-        gateway.stop()
 
 
 def open_stream(stack: Stack, request_id: str, content: str = LONG) -> tuple[http.client.HTTPConnection,

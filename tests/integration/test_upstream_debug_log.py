@@ -61,13 +61,9 @@ models:
 
 @pytest.fixture(scope="module")
 def debug_stack(tmp_path_factory):
-    gateway = Stack(tmp_path_factory.mktemp("upstream-debug"), CONFIG, web_workers=1, web_threads=8,
-                    env={"LOG_LEVEL": "debug", "LOG_FORMAT": "json"})
-    try:
-        gateway.start()
+    with Stack(tmp_path_factory.mktemp("upstream-debug"), CONFIG, web_workers=1, web_threads=8,
+               env={"LOG_LEVEL": "debug", "LOG_FORMAT": "json"}) as gateway:
         yield gateway
-    finally:
-        gateway.stop()
 
 
 def upstream_records(stack: Stack, request_id: str, count: int) -> list[dict]:

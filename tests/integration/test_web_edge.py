@@ -23,15 +23,11 @@ BODY_TIMEOUT = 4
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     # One web process, so that every connection of a client meets the same cap.
-    gateway = Stack(tmp_path_factory.mktemp("edge"), CORE_CONFIG, web_workers=1, web_threads=8, env={
+    with Stack(tmp_path_factory.mktemp("edge"), CORE_CONFIG, web_workers=1, web_threads=8, env={
         "MAX_BODY_BYTES": "65536", "MAX_CONNECTIONS_PER_ADDRESS": str(CAP), "FORWARDED_ALLOW_IPS": PROXY,
         "REQUEST_HEADER_TIMEOUT": str(HEADER_TIMEOUT), "REQUEST_BODY_TIMEOUT": str(BODY_TIMEOUT),
-        "RESPONSE_WRITE_TIMEOUT": "1", "LOG_LEVEL": "debug"})
-    try:
-        gateway.start()
+        "RESPONSE_WRITE_TIMEOUT": "1", "LOG_LEVEL": "debug"}) as gateway:
         yield gateway
-    finally:
-        gateway.stop()
 
 
 def exchange(stack: Stack, data: bytes, source: str = "127.0.0.1"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -16,7 +15,7 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegist
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
-from tests.harness import Process, Stack, wait_for
+from tests.harness import Process, Stack, in_background, job_id_for, wait_for
 from tools.embedded_redis import free_port
 
 CONFIG = """
@@ -54,35 +53,9 @@ models:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     # Short liveness intervals, so heartbeats and maintenance are observable in seconds.
-    gateway = Stack(tmp_path_factory.mktemp("workers"), CONFIG,
-                    env={"WORKER_HEARTBEAT_INTERVAL": "1", "WORKER_MAINTENANCE_INTERVAL": "2"})
-    try:
-        gateway.start()
+    with Stack(tmp_path_factory.mktemp("workers"), CONFIG,
+               env={"WORKER_HEARTBEAT_INTERVAL": "1", "WORKER_MAINTENANCE_INTERVAL": "2"}) as gateway:
         yield gateway
-    finally:
-        gateway.stop()
-
-
-def in_background(stack: Stack, results: dict, name: str, model: str, content: str, **kwargs) -> threading.Thread:
-    def call():
-        results[name] = stack.chat(model, content, headers={"X-Request-Id": name}, **kwargs)
-
-    thread = threading.Thread(target=call)
-    thread.start()
-    return thread
-
-
-def job_id_for(stack: Stack, request_id: str) -> str:
-    client = stack.redis()
-
-    def find():
-        for key in client.scan_iter("rq:job:*"):
-            if client.type(key) == b"hash" and f"request_id={request_id}".encode() == (
-                    client.hget(key, "description") or b"").split(b" ")[-1]:
-                return key.decode().split(":", 2)[2]
-        return None
-
-    return wait_for(find, timeout=10, message=f"the job of {request_id}")
 
 
 def queue(stack: Stack, name: str) -> Queue:
