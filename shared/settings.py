@@ -49,7 +49,9 @@ class Settings:
     max_body_bytes: int = 10 * 1024 * 1024
     log_dir: str | None = None
     web_concurrency: int = 2  # gunicorn processes
-    web_threads: int = 64  # gunicorn threads per process: each waiting request or open stream holds one
+    # gunicorn threads per process: each waiting request or open stream holds one. Two processes of
+    # 768 hold 1,000 open streams with room for gunicorn's uneven spread (docs/benchmarks.md, Capacity).
+    web_threads: int = 768
     stream_keepalive_interval: float = 15.0  # seconds of provider silence before a stream's keep-alive
     host: str = "0.0.0.0"  # the address the API and its metrics listen on (`make run`: 127.0.0.1)
     web_connections: int = 4096  # open connections per gunicorn process (its worker_connections)

@@ -24,7 +24,7 @@ def test_defaults_when_nothing_is_set() -> None:
     assert (settings.metrics_port, settings.config_file_path) == (9090, "/etc/ai-gateway/config.yaml")
     assert (settings.redis_url, settings.max_body_bytes, settings.log_dir) == (
         "redis://localhost:6379/0", 10 * 1024 * 1024, None)
-    assert (settings.web_concurrency, settings.web_threads, settings.stream_keepalive_interval) == (2, 64, 15.0)
+    assert (settings.web_concurrency, settings.web_threads, settings.stream_keepalive_interval) == (2, 768, 15.0)
     assert (settings.host, settings.web_connections, settings.forwarded_allow_ips) == (
         "0.0.0.0", 4096, "127.0.0.1,::1")
     assert settings.max_connections_per_address == 128
