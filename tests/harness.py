@@ -211,7 +211,9 @@ class Stack:
         from shared.config import load_config
 
         config = load_config(str(self.dir / "config.yaml"), self.env)
-        return {model.name: model.workers for model in config.models if model.workers}
+        processes = self.env.get("WORKER_PROCESSES")  # `python -m workers` runs this many of every model
+        return {model.name: int(processes) if processes else model.workers for model in config.models
+                if model.workers}
 
     def stop(self) -> None:
         for process in (self.workers, self.web, self.sandbox, self.gitlab, self.vertex):
