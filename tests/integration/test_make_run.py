@@ -1,5 +1,5 @@
-"""`make run` from nothing: embedded Redis, the sandbox provider, a curl line that works, listening
-on loopback only, Ctrl-C."""
+"""`make run` from nothing: embedded Redis, the sandbox provider, a curl line that works, the coding
+agents' default models served, listening on loopback only, Ctrl-C."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import pytest
 import requests
@@ -15,6 +16,8 @@ import requests
 from sandbox.gitlab import DEMO_TOKEN
 from tests.harness import Process, wait_for
 from tools.embedded_redis import free_port
+
+FIXTURES = Path(__file__).resolve().parents[1] / "clients" / "fixtures"
 
 
 def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path):
@@ -42,6 +45,7 @@ def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path):
         assert answer.status_code == 200, answer.text
         assert answer.json()["choices"][0]["message"]["content"] == "Sandbox reply: " + \
             json.loads(body)["messages"][0]["content"]
+        serves_the_coding_agents_defaults(url.rsplit("/v1/", 1)[0])
         # Loopback only: 127.0.0.2 is this machine too, but not the address the gateway listens on.
         assert url.startswith(f"http://127.0.0.1:{port}/")
         assert "listening on 127.0.0.1 only" in output and "WARNING: listening on HOST" not in output
@@ -61,3 +65,38 @@ def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path):
         assert not still_up
     finally:
         run.stop()
+
+
+def recorded_request(name: str) -> tuple[dict, dict]:
+    """The first request a pinned CLI sent with no model configured (tests/clients/TRAFFIC.md): the
+    headers the gateway acts on, and the body."""
+    request = json.loads((FIXTURES / name).read_text())["requests"][0]
+    headers = {key: value for key, value in request["headers"]
+               if key.lower() in ("anthropic-beta", "anthropic-version", "x-claude-code-session-id", "session-id")}
+    return headers, request["body"]
+
+
+def serves_the_coding_agents_defaults(base: str) -> None:
+    """The example config serves, to the demo user, the model Claude Code asks for by default (its
+    request passed through, betas and all) and Codex's default (its responses-lite request passed through)."""
+    auth = {"Authorization": f"Bearer {DEMO_TOKEN}"}
+    claude_headers, claude_body = recorded_request("claude-code-2.1.332-tool.json")
+    codex_headers, codex_body = recorded_request("codex-0.171.0-tool.json")
+    defaults = {claude_body["model"], codex_body["model"]}
+    assert defaults == {"claude-opus-5-5", "gpt-6.2-sol"}
+    listed = requests.get(f"{base}/v1/models", headers=auth, timeout=10).json()["data"]
+    assert defaults <= {model["id"] for model in listed}
+    # make run prints its curl line once one model has a worker; each model's start within a minute.
+    wait_for(lambda: all(requests.get(f"{base}/ready", timeout=5).json()["models"][name]["workers"]
+                         for name in defaults), timeout=60, message="workers for the CLIs' default models")
+    answer = requests.post(f"{base}/v1/messages?beta=true", json=claude_body, headers={**auth, **claude_headers},
+                           timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert event_names(answer.text)[-1] == "message_stop", answer.text
+    answer = requests.post(f"{base}/v1/responses", json=codex_body, headers={**auth, **codex_headers}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert event_names(answer.text)[-1] == "response.completed", answer.text
+
+
+def event_names(stream: str) -> list[str]:
+    return re.findall(r"^event: (\S+)$", stream, flags=re.MULTILINE)
