@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from shared.config import (
     DEFAULT_CONFIG_PATH,
@@ -15,6 +14,7 @@ from shared.config import (
     load_config,
 )
 from shared.durations import format_duration
+from shared.settings import Settings
 from shared.sizes import format_size
 
 
@@ -25,6 +25,8 @@ def format_summary(config: GatewayConfig, source: str) -> str:
         lines += [f"  {m.name}: type {m.type}, base_url {m.base_url}, upstream model {m.model}",
                   f"    timeout {format_duration(m.timeout)}, workers {m.workers} x {m.concurrency}, "
                   f"max_queue_depth {m.max_queue_depth}, rate limits: {_limits(m.rate_limit)}",
+                  f"    reasoning {m.reasoning_control}, drop_params {_names(m.drop_params)}"
+                  + (", /v1/responses passed through" if m.native_responses_api else ""),
                   f"    api key: {'set' if m.api_key else 'not set'}"]
     lines.append(f"routes ({len(config.routes)}):" if config.routes_configured else "routes: not configured")
     for r in config.routes:
@@ -32,6 +34,7 @@ def format_summary(config: GatewayConfig, source: str) -> str:
                           for key in MATCH_KEYS if getattr(r.match, key) is not None)
         lines.append(f"  {r.name}: match {match or 'any request'} -> "
                      f"{r.destination or 'the requested model'}, rate limits: {_limits(r.rate_limit)}")
+    lines.append(f"defaults: drop_params {_names(config.defaults.drop_params)}")
     g, j = config.gitlab, config.jobs
     lines.append(f"gitlab: timeout {format_duration(g.timeout)}, min_access_level {g.min_access_level}, "
                  f"cache_ttl {format_duration(g.cache_ttl)}, local_cache_ttl {format_duration(g.local_cache_ttl)}, "
@@ -42,6 +45,10 @@ def format_summary(config: GatewayConfig, source: str) -> str:
     lines.append(f"warnings ({len(config.warnings)}):" if config.warnings else "warnings: none")
     lines += [f"  warning: {w}" for w in config.warnings]
     return "\n".join(lines)
+
+
+def _names(names: tuple[str, ...]) -> str:
+    return "[" + ", ".join(names) + "]" if names else "none"
 
 
 def _limits(limit: RateLimit) -> str:
@@ -56,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser("check", help="validate a config file and print a summary")
     check.add_argument("path", nargs="?", help="default: $CONFIG_FILE_PATH, else " + DEFAULT_CONFIG_PATH)
     args = parser.parse_args(argv)
-    path = args.path or os.environ.get("CONFIG_FILE_PATH") or DEFAULT_CONFIG_PATH
+    # CONFIG_FILE_PATH as every process reads it; a malformed other variable is not this command's business.
+    path = args.path or Settings.read()[0].config_file_path
     try:
         config = load_config(path)
     except ConfigError as exc:

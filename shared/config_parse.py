@@ -6,7 +6,6 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
 
@@ -23,6 +22,7 @@ from shared.config_types import (
     parse_bool,
 )
 from shared.durations import format_duration, parse_duration
+from shared.urls import parse_http_url
 
 _TOP_KEYS = ("models", "routes", "gitlab", "jobs", "logging", "defaults")
 _MODEL_KEYS = ("name", "type", "base_url", "api_key", "model", "timeout", "rate_limit", "retries",
@@ -320,14 +320,7 @@ def _one_of(*choices: Any, for_what: str = "") -> Callable[[Any], Any]:
 
 
 def _url(value: Any) -> str:
-    text = _text(value).strip().rstrip("/")
-    try:
-        parts = urlsplit(text)
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"must be an http or https URL, got {text!r}")
-    return text
+    return parse_http_url(_text(value))
 
 
 def _readable_file(value: Any) -> str:

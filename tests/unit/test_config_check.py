@@ -52,3 +52,18 @@ def test_check_missing_file_exits_2(tmp_path: Path) -> None:
     result = run_check(str(tmp_path / "nope.yaml"))
     assert result.returncode == 2 and "cannot read config file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_check_shows_each_models_reasoning_and_drop_params(tmp_path: Path) -> None:
+    path = write(tmp_path, "models:\n"
+                 "  - {name: gpt, type: openai, reasoning: effort}\n"
+                 "  - {name: claude, type: anthropic}\n"
+                 "  - {name: plain, type: openai, drop_params: []}\n"
+                 "defaults:\n  drop_params: [tools.web_search, thinking]\n")
+    result = run_check(str(path))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "    reasoning effort, drop_params [tools.web_search, thinking], /v1/responses passed through" in lines
+    assert "    reasoning budget, drop_params [tools.web_search, thinking]" in lines  # the type's default control
+    assert "    reasoning none, drop_params none, /v1/responses passed through" in lines  # [] opts out
+    assert "defaults: drop_params [tools.web_search, thinking]" in lines
