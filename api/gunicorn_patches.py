@@ -14,6 +14,9 @@
   an exception inside the app; the app then reads the same bytes from memory.
 - ``already_continued``: gunicorn answers ``Expect: 100-continue`` when it builds the
   environ (``Request._expected_100_continue``); the event loop has done it already.
+- ``install_no_server_header``: gunicorn starts every response's head with
+  ``Server: gunicorn`` (``gunicorn.http.wsgi.Response.default_headers``, no setting turns
+  it off); the gateway's responses say nothing about what serves them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from gunicorn.http.body import ChunkedReader
 from gunicorn.http.errors import ChunkMissingTerminator, NoMoreData
 from gunicorn.http.parser import RequestParser
 from gunicorn.http.unreader import Unreader
+from gunicorn.http.wsgi import Response
 
 from api import edge_responses
 
@@ -41,6 +45,18 @@ def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
 
 def install_json_errors() -> None:
     util.write_error = write_json_error
+
+
+_gunicorn_default_headers = Response.default_headers
+
+
+def default_headers_without_server(response: Response) -> list[str]:
+    """gunicorn's status line and default header lines, but its ``Server:`` line."""
+    return [line for line in _gunicorn_default_headers(response) if not line.startswith("Server:")]
+
+
+def install_no_server_header() -> None:
+    Response.default_headers = default_headers_without_server
 
 
 class BufferedRequest(Unreader):

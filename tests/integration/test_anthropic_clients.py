@@ -351,9 +351,14 @@ def test_head_and_get_root_answer_200_saying_nothing(stack):
     assert head.status_code == 200 and head.content == b""
     assert get.status_code == 200 and get.json() == {}
     for answer in (head, get):  # the headers every answer has; no name, version or host of the deployment
-        assert {name.lower() for name in answer.headers} <= {"server", "date", "connection", "content-length",
+        assert {name.lower() for name in answer.headers} <= {"date", "connection", "content-length",
                                                              "content-type", "x-request-id"}, answer.headers
-        assert answer.headers.get("Server", "gunicorn") == "gunicorn"
+    # Nor does any other answer name the server (gunicorn's Server header is removed: api/gunicorn_patches.py).
+    others = [requests.get(f"{stack.url}/health", timeout=5), requests.get(f"{stack.url}/nowhere", timeout=5),
+              post(stack, "/v1/messages", {"model": "claude-opus-5-5", "max_tokens": 16, "messages": [USER]},
+                   request_id=rid())]
+    assert [answer.status_code for answer in others] == [200, 404, 200]
+    assert not [answer.headers["Server"] for answer in (head, get, *others) if "Server" in answer.headers]
 
 
 def test_the_session_id_and_the_query_string_are_recorded(stack):

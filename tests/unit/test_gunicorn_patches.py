@@ -29,6 +29,12 @@ PEER = ("198.51.100.4", 40000)
 
 
 @pytest.fixture
+def no_server_header(monkeypatch):
+    monkeypatch.setattr(wsgi.Response, "default_headers", wsgi.Response.default_headers)  # put back after
+    gunicorn_patches.install_no_server_header()
+
+
+@pytest.fixture
 def json_errors(monkeypatch):
     monkeypatch.setattr(util, "write_error", util.write_error)  # put back after the test
     gunicorn_patches.install_json_errors()
@@ -183,3 +189,37 @@ def test_gthread_methods_the_worker_overrides_or_calls() -> None:
     assert "if not conn.initialized and not conn.data_ready:" in handle  # no waiting for data in a thread
     assert "self.handle_request(req, conn)" in handle
     assert "util.write_error(" in inspect.getsource(Worker.handle_error)
+
+
+def response_head(method: bytes = b"GET") -> bytes:
+    """What gunicorn writes before a 200 response's body, as a gthread worker's Response does."""
+    source = BufferedRequest()
+    source.load(method + b" / HTTP/1.1\r\nHost: gateway\r\n\r\n")
+    request = next(buffered_parser(Config(), source, PEER))
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        response, _environ = wsgi.create(request, ours, PEER, ("127.0.0.1", 8080), Config())
+        response.start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", "2")])
+        response.send_headers()
+        ours.close()
+        data = b""
+        while chunk := theirs.recv(65536):
+            data += chunk
+    return data
+
+
+def test_gunicorn_names_itself_in_every_response_head() -> None:
+    # The line the patch removes, where it removes it: the second of Response.default_headers.
+    head = response_head()
+    assert head.split(b"\r\n")[1] == b"Server: gunicorn"
+    assert '"Server: %s\\r\\n" % self.version' in inspect.getsource(wsgi.Response.default_headers)
+
+
+@pytest.mark.parametrize("method", [b"GET", b"HEAD"])
+def test_no_response_says_what_serves_it(no_server_header, method) -> None:
+    head = response_head(method)
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"HTTP/1.1 200 OK"
+    assert not any(line.lower().startswith(b"server:") for line in lines)
+    assert b"gunicorn" not in head.lower()
+    assert lines[1].startswith(b"Date: ") and b"Connection: keep-alive" in lines  # the rest as gunicorn writes it

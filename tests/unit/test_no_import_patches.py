@@ -88,6 +88,7 @@ RQ_PATCHES = {*(f"rq.{module}.resolve_serializer" for module in ("job", "queue",
 # Named here so that a change in how they are reached cannot make the check skip them.
 WATCHED = {*RQ_PATCHES, "http.client.parse_headers", "http.client.HTTPResponse.begin",
            "prometheus_client.values.ValueClass", "gunicorn.util.write_error",
+           "gunicorn.http.wsgi.Response.default_headers",
            "rq_dashboard.web.Worker", "rq_dashboard.web.Job"}
 
 
@@ -124,7 +125,7 @@ def test_importing_every_module_of_the_gateway_changes_no_library(tmp_path, libr
 
 def test_the_web_process_patches_exactly_what_api_patches_lists(tmp_path, library_modules):
     _checked, changed = changes(tmp_path, library_modules, install="api.patches:install_patches")
-    assert changed == {*RQ_PATCHES, "gunicorn.util.write_error"}
+    assert changed == {*RQ_PATCHES, "gunicorn.util.write_error", "gunicorn.http.wsgi.Response.default_headers"}
 
 
 def test_a_worker_process_patches_exactly_what_workers_patches_lists(tmp_path, library_modules):
