@@ -55,11 +55,12 @@ def report(phases: list[Phase], args, layout: GatewayLayout, version: str, egres
         "Medians over the rounds. Added p50: the stack's p50 less the sandbox's direct p50 in the same round. "
         "CPU: ms of CPU per request, by process, over the measured requests (own: the stack's processes; "
         "the client is this load generator). Machine busy: % of one core, 200 = both cores; of which others: "
-        "CPU no process of this benchmark used (other users of the machine).",
+        "CPU no process of this benchmark was charged with (other users of the machine, interrupts, and the "
+        "hypervisor's steal, also shown alone).",
         "",
         "| stack | concurrency | requests/s | p50 ms | added p50 ms | p99 ms | errors | CPU ms/request (own) | "
-        "by process | client | sandbox | machine busy % | of which others % |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "by process | client | sandbox | machine busy % | of which others % | steal % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for stack in ("direct", "gateway", "litellm"):
         for concurrency in args.concurrency:
@@ -75,7 +76,8 @@ def report(phases: list[Phase], args, layout: GatewayLayout, version: str, egres
                 f"{median(p.load.p99_ms for p in chosen):.2f} | {sum(p.load.errors for p in chosen)} | "
                 f"{'' if stack == 'direct' else f'{median(p.own_ms for p in chosen):.2f}'} | {by_role or ''} | "
                 f"{median(p.client_ms for p in chosen):.2f} | {median(p.sandbox_ms for p in chosen):.2f} | "
-                f"{median(p.machine_busy for p in chosen):.0f} | {median(p.others_busy for p in chosen):.0f} |")
+                f"{median(p.machine_busy for p in chosen):.0f} | {median(p.others_busy for p in chosen):.0f} | "
+                f"{median(p.steal for p in chosen):.0f} |")
     top = max(args.concurrency)
     gateway = [p.load.rps for p in phases if p.stack == "gateway" and p.concurrency == top]
     litellm = [p.load.rps for p in phases if p.stack == "litellm" and p.concurrency == top]
@@ -91,13 +93,13 @@ def report(phases: list[Phase], args, layout: GatewayLayout, version: str, egres
                      f"about {all_in['litellm'] / all_in['gateway']:.2f}x.")
     lines += ["", "Every round:", "",
               "| round | stack | concurrency | requests/s | p50 ms | added p50 ms | p99 ms | errors | "
-              "CPU ms/request (own) | client | machine busy % | of which others % |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "CPU ms/request (own) | client | machine busy % | of which others % | steal % |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in phases:
         lines.append(f"| {p.round} | {p.stack} | {p.concurrency} | {p.load.rps:.0f} | {p.load.p50_ms:.2f} | "
                      f"{'' if p.stack == 'direct' else f'{added(p):.2f}'} | {p.load.p99_ms:.2f} | {p.load.errors} | "
                      f"{'' if p.stack == 'direct' else f'{p.own_ms:.2f}'} | {p.client_ms:.2f} | "
-                     f"{p.machine_busy:.0f} | {p.others_busy:.0f} |")
+                     f"{p.machine_busy:.0f} | {p.others_busy:.0f} | {p.steal:.0f} |")
     return lines
 
 

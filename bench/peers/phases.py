@@ -24,17 +24,19 @@ class Phase:
     client_ms: float = 0.0
     sandbox_ms: float = 0.0
     machine_busy: float = 0.0  # % of one core, both cores: 200
-    others_busy: float = 0.0  # of which not this benchmark's processes (other users of the machine)
+    others_busy: float = 0.0  # of which no process of this benchmark's: other users, interrupts
+    steal: float = 0.0  # of which the hypervisor gave to other guests (counted busy, inside others_busy)
 
     @property
     def own_ms(self) -> float:
         return sum(ms for role, ms in self.cpu_ms.items() if role not in EXTERNAL)
 
 
-def machine_jiffies() -> tuple[int, int]:
+def machine_jiffies() -> tuple[int, int, int]:
+    """(busy, total, steal) jiffies of every CPU since boot."""
     with open("/proc/stat") as stat:
         values = [int(v) for v in stat.readline().split()[1:]]
-    return sum(values) - values[3] - values[4], sum(values)
+    return sum(values) - values[3] - values[4], sum(values), values[7]  # less idle and iowait; steal
 
 
 def measure(stack: str, round_number: int, url: str, token: str, concurrency: int, args,
@@ -49,12 +51,13 @@ def measure(stack: str, round_number: int, url: str, token: str, concurrency: in
     count = max(1, len(load.latencies))
     used = {role: after[role] - before[role] for role in roles}
     client = client_after.user + client_after.system - client_before.user - client_before.system
-    busy = (busy_after[0] - busy_before[0]) / max(1, busy_after[1] - busy_before[1]) * len(os.sched_getaffinity(0))
+    cores = len(os.sched_getaffinity(0)) / max(1, busy_after[1] - busy_before[1])
+    busy, steal = (busy_after[0] - busy_before[0]) * cores, (busy_after[2] - busy_before[2]) * cores
     ours = (sum(used.values()) + client) / (ended - began)
     return Phase(stack, round_number, concurrency, load,
                  cpu_ms={role: used[role] / count * 1000 for role in roles if role != "_sandbox"},
                  client_ms=client / count * 1000, sandbox_ms=used["_sandbox"] / count * 1000,
-                 machine_busy=busy * 100, others_busy=max(0.0, busy - ours) * 100)
+                 machine_busy=busy * 100, others_busy=max(0.0, busy - ours) * 100, steal=steal * 100)
 
 
 def run_stack(stack, round_number: int, args, sandbox_pid: int) -> list[Phase]:
