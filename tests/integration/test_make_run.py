@@ -87,8 +87,11 @@ def serves_the_coding_agents_defaults(base: str) -> None:
     listed = requests.get(f"{base}/v1/models", headers=auth, timeout=10).json()["data"]
     assert defaults <= {model["id"] for model in listed}
     # make run prints its curl line once one model has a worker; each model's start within a minute.
-    wait_for(lambda: all(requests.get(f"{base}/ready", timeout=5).json()["models"][name]["workers"]
-                         for name in defaults), timeout=60, message="workers for the CLIs' default models")
+    def ready() -> bool:
+        models = requests.get(f"{base}/ready", timeout=5).json().get("models", {})
+        return all(models.get(name, {}).get("workers") for name in defaults)
+
+    wait_for(ready, timeout=60, message="workers for the CLIs' default models")
     answer = requests.post(f"{base}/v1/messages?beta=true", json=claude_body, headers={**auth, **claude_headers},
                            timeout=60)
     assert answer.status_code == 200, answer.text
