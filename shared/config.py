@@ -15,6 +15,7 @@ from typing import Any, NoReturn, TextIO
 
 import yaml
 
+from shared.config_duo import parse_duo
 from shared.config_parse import (
     _GITLAB_KEYS,
     _TOP_KEYS,
@@ -40,6 +41,7 @@ from shared.config_types import (
     REASONING_CONTROLS,
     ConfigError,
     DefaultsConfig,
+    DuoConfig,
     GatewayConfig,
     GitLabConfig,
     JobsConfig,
@@ -59,7 +61,7 @@ MIN_UNREAD_REPLY_BYTES = 1024  # smaller only multiplies the round trips a strea
 # ``check`` command) in shared.config_check, reachable here through ``__getattr__`` below.
 __all__ = [
     "ACCESS_LEVELS", "API_KEY_ENV", "DEFAULT_BASE_URLS", "DEFAULT_CONFIG_PATH", "MATCH_KEYS", "MODEL_TYPES",
-    "REASONING_CONTROLS", "ConfigError", "DefaultsConfig", "GatewayConfig",
+    "REASONING_CONTROLS", "ConfigError", "DefaultsConfig", "DuoConfig", "GatewayConfig",
     "GitLabConfig", "JobsConfig", "LoggingConfig", "ModelConfig", "RateLimit",
     "Route", "RouteMatch", "exit_on_config_error", "load_config", "parse_bool", "parse_config",
 ]
@@ -128,6 +130,7 @@ def parse_config(data: object, environ: Mapping[str, str] | None = None, *,
         ),
         logging=LoggingConfig(log_payloads=c.get(logging, "log_payloads", "logging", _boolean, False)),
         defaults=DefaultsConfig(drop_params=default_drop),
+        duo=parse_duo(c, top.get("duo", {}), {m.name for m in models if m.name}),
         warnings=tuple(c.warnings),
     )
     if c.problems:

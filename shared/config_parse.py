@@ -24,7 +24,7 @@ from shared.config_types import (
 from shared.durations import format_duration, parse_duration
 from shared.urls import parse_http_url
 
-_TOP_KEYS = ("models", "routes", "gitlab", "jobs", "logging", "defaults")
+_TOP_KEYS = ("models", "routes", "gitlab", "jobs", "logging", "defaults", "duo")
 _MODEL_KEYS = ("name", "type", "base_url", "api_key", "model", "timeout", "rate_limit", "retries",
                "workers", "concurrency", "max_queue_depth", "verify_tls", "ca_file", "max_output_tokens",
                "stream_idle_timeout", "max_stream_duration", "project", "location", "credentials_file",

@@ -134,6 +134,18 @@ class DefaultsConfig:
 
 
 @dataclass(frozen=True)
+class DuoConfig:
+    """The ``duo:`` section: GitLab Duo Self-Hosted calling this gateway as its AI gateway
+    (parsed by ``shared.config_duo``)."""
+
+    # Who may call (api.duo_auth): the GitLab instance ids (a JWT's ``sub``) accepted; empty: any
+    # instance whose token verifies against the keys GITLAB_URL publishes.
+    instance_ids: tuple[str, ...] = ()
+    # Least time between two fetches of the instance's signing keys by one API process.
+    keys_refetch_interval: float = 60.0
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     models: tuple[ModelConfig, ...]
     routes: tuple[Route, ...] = ()
@@ -142,6 +154,7 @@ class GatewayConfig:
     jobs: JobsConfig = JobsConfig()
     logging: LoggingConfig = LoggingConfig()
     defaults: DefaultsConfig = DefaultsConfig()
+    duo: DuoConfig = DuoConfig()
     warnings: tuple[str, ...] = ()
 
     def model(self, name: str) -> ModelConfig | None:
