@@ -103,10 +103,14 @@ def test_rq_dashboard_shows_the_busy_worker(stack, tmp_path):
         assert requests.get(url, timeout=5).status_code == 401  # no credentials, no data
 
         def busy_pool_worker():
+            # A worker shows busy from its job's first monitor tick, and the job's start is
+            # recorded a tick later (rq_records, START_RECORD_AFTER): until then rq-dashboard
+            # says "idle" for its current job, so the look repeats until both show.
             workers = requests.get(url, auth=("ops", "secret"), timeout=5).json()["workers"]
-            return [w for w in workers if w["queues"] == ["pool"] and w["state"] == "busy"]
+            return [w for w in workers if w["queues"] == ["pool"] and w["state"] == "busy"
+                    and isinstance(w["current_job"], dict)]
 
-        busy = wait_for(busy_pool_worker, timeout=10, message="the dashboard to show the pool worker busy")
+        busy = wait_for(busy_pool_worker, timeout=10, message="the dashboard to show the pool worker busy with its job")
         assert busy[0]["current_job"]["description"].endswith("request_id=dash-1")
     finally:
         thread.join(15)
