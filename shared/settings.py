@@ -188,6 +188,11 @@ def _mask_password(url: str) -> str:
     return f"{scheme}://{user}:***@{host}"
 
 
+def masked_url(url: str) -> str:
+    """A URL fit to print (``python -m workers.inspect``, ``make run``): its password, if any, as ``***``."""
+    return _mask_password(url)
+
+
 _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("gitlab_url", "GITLAB_URL", parse_http_url),
     ("gitlab_api_token", "GITLAB_API_TOKEN", str),
