@@ -11,6 +11,7 @@ Failed jobs stay in RQ's failed registry for ``jobs.failure_ttl`` and are never 
 failed job's client has already had its answer (an error), so running it again would answer
 nobody and could call the provider twice. ``GET /admin/queues`` answers what ``--json`` prints.
 
+Each subcommand is a ``Subcommand`` in the table ``SUBCOMMANDS``; another module's joins it there.
 Reads ``REDIS_URL`` and ``CONFIG_FILE_PATH`` as the workers do; with a config file that does not
 load, it says so and lists the queues registered in Redis instead.
 """
@@ -21,6 +22,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TextIO
 
 from redis import Redis
@@ -38,6 +41,91 @@ NOT_REQUEUED = ("Failed jobs are never requeued: every failed job's client has a
                 "(an error); they stay for jobs.failure_ttl.")
 
 
+@dataclass
+class Inspection:
+    """What a subcommand works with: Redis, the configured models (None: the file did not load),
+    and where to print."""
+
+    redis: Redis
+    models: list[str] | None
+    out: TextIO
+
+    def model(self, name: str) -> str | None:
+        """``name`` if it is a configured model or a queue Redis knows: nothing else names a key."""
+        if self.models is not None and name in self.models:
+            return name
+        return name if name in known_queues(self.redis) else None
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """One ``python -m workers.inspect NAME ...``: its help, its arguments, and what it runs
+    (an exit status back; ``RedisError`` is handled by ``main``). Another module's subcommand
+    joins the table ``SUBCOMMANDS`` with one line."""
+
+    help: str
+    description: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[Inspection, argparse.Namespace], int]
+    epilog: str = ""
+
+
+def _failed_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL")
+    parser.add_argument("--json", action="store_true", help="a JSON list")
+    parser.add_argument("--limit", type=_limit, default=100, metavar="N", help="at most N jobs (1-10000, default 100)")
+
+
+def _model_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL")
+
+
+def _limit(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 10000:
+        raise argparse.ArgumentTypeError("N must be between 1 and 10000")
+    return value
+
+
+def _failed(inspection: Inspection, args: argparse.Namespace) -> int:
+    model, out = inspection.model(args.model), inspection.out
+    if model is None:
+        return _unknown_model(args.model)
+    jobs = failed_report(inspection.redis, model, limit=args.limit)
+    if args.json:
+        print(json.dumps(jobs, separators=(",", ":")), file=out)
+        return 0
+    print(f"{model}: {len(jobs)} failed job{'s' * (len(jobs) != 1)}"
+          f"{f' (the latest {args.limit})' if len(jobs) == args.limit else ''}. {NOT_REQUEUED}", file=out)
+    for job in jobs:
+        print(f"{job['job_id']}  {job['failed_at'] or '-'}  request_id={job['request_id'] or '-'}  "
+              f"{job['endpoint'] or '-'}  {job['error'] or '-'}", file=out)
+    return 0
+
+
+def _purge(inspection: Inspection, args: argparse.Namespace) -> int:
+    model = inspection.model(args.model)
+    if model is None:
+        return _unknown_model(args.model)
+    removed = purge_failed(inspection.redis, model)
+    print(f"{model}: removed {removed} failed job{'s' * (removed != 1)} and their records", file=inspection.out)
+    return 0
+
+
+def _unknown_model(name: str) -> int:
+    return _refuse([f"MODEL: '{name}' is neither a configured model nor a queue in Redis"])
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "failed": Subcommand("list a model's failed jobs: id, when, error, request id",
+                         "A model's failed jobs, latest first: id, when, error, request id (never the prompt).",
+                         _failed_arguments, _failed, NOT_REQUEUED),
+    "purge": Subcommand("remove a model's failed jobs and their records",
+                        "Remove every failed job of MODEL from the failed registry, with its records. "
+                        "Nothing is requeued.", _model_argument, _purge, NOT_REQUEUED),
+}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m workers.inspect", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -47,22 +135,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--watch", nargs="?", type=float, const=WATCH_DEFAULT, metavar="SECONDS",
                         help=f"refresh every SECONDS ({WATCH_MIN:g}-{WATCH_MAX:g}, default {WATCH_DEFAULT:g}) "
                              "until Ctrl-C")
-    commands = parser.add_subparsers(dest="command", metavar="{failed,purge}")
-    failed = commands.add_parser("failed", help="list a model's failed jobs: id, when, error, request id",
-                                 description="A model's failed jobs, latest first: id, when, error, request id "
-                                             "(never the prompt).", epilog=NOT_REQUEUED)
-    failed.add_argument("model", metavar="MODEL")
-    failed.add_argument("--json", action="store_true", help="a JSON list")
-    failed.add_argument("--limit", type=int, default=100, metavar="N", help="at most N jobs (default 100)")
-    purge = commands.add_parser("purge", help="remove a model's failed jobs and their records",
-                                description="Remove every failed job of MODEL from the failed registry, with "
-                                            "its records. Nothing is requeued.", epilog=NOT_REQUEUED)
-    purge.add_argument("model", metavar="MODEL")
+    commands = parser.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}")
+    for name, subcommand in SUBCOMMANDS.items():
+        subparser = commands.add_parser(name, help=subcommand.help, description=subcommand.description,
+                                        epilog=subcommand.epilog)
+        subcommand.arguments(subparser)
     args = parser.parse_args(argv)
     if args.watch is not None and not WATCH_MIN <= args.watch <= WATCH_MAX:
         parser.error(f"--watch: SECONDS must be between {WATCH_MIN:g} and {WATCH_MAX:g}")
-    if args.command == "failed" and not 1 <= args.limit <= 10000:
-        parser.error("--limit: N must be between 1 and 10000")
     return args
 
 
@@ -73,19 +153,12 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     problems = [problem for problem in problems if problem.startswith(("REDIS_URL", "CONFIG_FILE_PATH"))]
     if problems:
         return _refuse(problems)
-    models = _configured_models(settings.config_file_path)
-    redis = redis_client(settings.redis_url, max_connections=2)
+    inspection = Inspection(redis_client(settings.redis_url, max_connections=2),
+                            _configured_models(settings.config_file_path), out)
     try:
         if args.command is None:
-            return _show(redis, models, args, out)
-        model = _known_model(redis, args.model, models)
-        if model is None:
-            return _refuse([f"MODEL: '{args.model}' is neither a configured model nor a queue in Redis"])
-        if args.command == "failed":
-            return _failed(redis, model, args, out)
-        removed = purge_failed(redis, model)
-        print(f"{model}: removed {removed} failed job{'s' * (removed != 1)} and their records", file=out)
-        return 0
+            return _show(inspection.redis, inspection.models, args, out)
+        return SUBCOMMANDS[args.command].run(inspection, args)
     except RedisError as error:
         print(f"cannot reach Redis at {masked_url(settings.redis_url)}: {error}", file=sys.stderr)
         return 1
@@ -138,19 +211,6 @@ def _print_report(report: dict, as_json: bool, out: TextIO) -> None:
         print("rq suspend is in force: workers take no new jobs until `rq resume`", file=out)
 
 
-def _failed(redis: Redis, model: str, args: argparse.Namespace, out: TextIO) -> int:
-    jobs = failed_report(redis, model, limit=args.limit)
-    if args.json:
-        print(json.dumps(jobs, separators=(",", ":")), file=out)
-        return 0
-    print(f"{model}: {len(jobs)} failed job{'s' * (len(jobs) != 1)}"
-          f"{f' (the latest {args.limit})' if len(jobs) == args.limit else ''}. {NOT_REQUEUED}", file=out)
-    for job in jobs:
-        print(f"{job['job_id']}  {job['failed_at'] or '-'}  request_id={job['request_id'] or '-'}  "
-              f"{job['endpoint'] or '-'}  {job['error'] or '-'}", file=out)
-    return 0
-
-
 def _configured_models(path: str) -> list[str] | None:
     """The configured models' names; None (with the problems said) if the file does not load."""
     try:
@@ -160,13 +220,6 @@ def _configured_models(path: str) -> list[str] | None:
             print(f"config error: {problem}", file=sys.stderr)
         print("(listing the queues registered in Redis instead)", file=sys.stderr)
         return None
-
-
-def _known_model(redis: Redis, name: str, models: list[str] | None) -> str | None:
-    """``name`` if it is a configured model or a queue Redis knows: nothing else names a key."""
-    if models is not None and name in models:
-        return name
-    return name if name in known_queues(redis) else None
 
 
 def _refuse(problems: list[str]) -> int:
