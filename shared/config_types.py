@@ -5,7 +5,8 @@ Import these from ``shared.config``, which re-exports every name here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 DEFAULT_CONFIG_PATH = "/etc/ai-gateway/config.yaml"
 MODEL_TYPES = ("openai", "anthropic", "vertex", "generic")
@@ -51,6 +52,43 @@ class RateLimit:
         return (self.requests_per_minute, self.tokens_per_minute, self.requests_per_day) == (None,) * 3
 
 
+# The name of the one deployment a model in the short form (its upstream keys on the model itself) has.
+DEFAULT_DEPLOYMENT = "default"
+
+
+@dataclass(frozen=True)
+class DeploymentConfig:
+    """One way to reach a model (``models[].deployments[]``): its own provider type, address, key and
+    upstream model id. ``weight`` is its share of the calls among the healthy ones; ``rate_limit`` the
+    provider's own quota for its key, checked by the worker when it picks the deployment."""
+
+    name: str
+    type: str
+    base_url: str
+    api_key: str | None = field(repr=False)
+    model: str
+    weight: int = 1
+    rate_limit: RateLimit = RateLimit()
+    verify_tls: bool = True
+    ca_file: str | None = None
+    project: str | None = None  # vertex
+    location: str | None = None  # vertex
+    credentials_file: str | None = None  # vertex
+    native_responses_api: bool = False  # openai, generic
+    reasoning: str | None = None  # REASONING_CONTROLS of its type; None: the type's default
+
+
+@dataclass(frozen=True)
+class BreakerConfig:
+    """``models[].breaker``: when a deployment is taken out of the rotation (``shared.breaker``)."""
+
+    failures: int = 5  # retryable failures within ``window`` that start a cool-down
+    window: float = 60.0
+    cool_down: float = 30.0  # then one probe call decides
+    max_cool_down: float = 300.0  # the longest a provider's Retry-After cools a deployment
+    forbidden: int = 3  # consecutive 403 answers that mark it failed (one 401 does)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     name: str
@@ -79,6 +117,45 @@ class ModelConfig:
     # list, else defaults.drop_params). Passthrough drops nothing.
     drop_params: tuple[str, ...] = ()
     reasoning: str | None = None  # the reasoning control (REASONING_CONTROLS); None: the type's default
+    # Several upstreams (``models[].deployments``); empty: the short form, the fields above are the one
+    # upstream. In the long form the fields above are the first deployment's (what the API reads of a
+    # model's type: its /v1/models object, count_tokens), and ``upstreams`` lists them all.
+    deployments: tuple[DeploymentConfig, ...] = ()
+    breaker: BreakerConfig = BreakerConfig()
+    # Other configured models to use, in order, when every deployment is unavailable or keeps failing
+    # before anything reached the client (the API re-routes; issue 18).
+    fallbacks: tuple[str, ...] = ()
+    # The larger model a provider's "context length exceeded" moves a request to.
+    context_window_fallback: str | None = None
+
+    @cached_property
+    def upstreams(self) -> tuple[DeploymentConfig, ...]:
+        """The configured deployments, or the short form's one, named ``DEFAULT_DEPLOYMENT``."""
+        if self.deployments:
+            return self.deployments
+        return (DeploymentConfig(
+            name=DEFAULT_DEPLOYMENT, type=self.type, base_url=self.base_url, api_key=self.api_key,
+            model=self.model, verify_tls=self.verify_tls, ca_file=self.ca_file, project=self.project,
+            location=self.location, credentials_file=self.credentials_file,
+            native_responses_api=self.native_responses_api, reasoning=self.reasoning),)
+
+    @property
+    def uses_breaker(self) -> bool:
+        """Whether deployment health is kept for this model: several deployments, or a fallback to go
+        to when the one is out. A short-form model without fallbacks costs nothing more than before."""
+        return bool(self.deployments or self.fallbacks)
+
+    def for_deployment(self, deployment: DeploymentConfig) -> ModelConfig:
+        """This model as one deployment serves it: what a provider adapter and HTTP client are built from
+        (the name stays the model's, for messages and metrics)."""
+        if not self.deployments:
+            return self
+        return replace(self, type=deployment.type, base_url=deployment.base_url, api_key=deployment.api_key,
+                       model=deployment.model, verify_tls=deployment.verify_tls, ca_file=deployment.ca_file,
+                       project=deployment.project, location=deployment.location,
+                       credentials_file=deployment.credentials_file,
+                       native_responses_api=deployment.native_responses_api, reasoning=deployment.reasoning,
+                       deployments=())
 
     @property
     def reasoning_control(self) -> str:
@@ -143,6 +220,23 @@ class DuoConfig:
     instance_ids: tuple[str, ...] = ()
     # Least time between two fetches of the instance's signing keys by one API process.
     keys_refetch_interval: float = 60.0
+    # What serves each Duo feature (code_completions, code_generations, duo_chat): a configured model's
+    # name. A feature not here is served by the model GitLab names, if it names a configured one.
+    features: dict[str, str] = field(default_factory=dict)
+    # Per configured model: its prompt templates and FIM family (shared.duo_prompts), where not the defaults.
+    prompts: dict[str, DuoModelPrompts] = field(default_factory=dict)
+
+    def prompts_for(self, model: str) -> DuoModelPrompts:
+        return self.prompts.get(model) or DuoModelPrompts()
+
+
+@dataclass(frozen=True)
+class DuoModelPrompts:
+    """``duo.prompts.<model>``: how a Duo request becomes this model's prompt (``shared.duo_prompts``)."""
+
+    family: str | None = None  # the FIM family; None: the family GitLab names for the self-hosted model
+    fim_suffix: bool = False  # the server takes /v1/completions' suffix: the prompt is the prefix alone
+    templates: dict[str, str] = field(default_factory=dict)  # shared.duo_prompts.TEMPLATES names
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ plain dicts (``to_dict`` / ``from_dict``), so nothing is pickled.
     ├── ServiceUnavailable (503 service_unavailable)
     │   ├── QueueFull (503 queue_full)
     │   ├── NoWorkers (503 no_workers)
+    │   ├── DeploymentsUnavailable (503 deployments_unavailable: every deployment out or failing)
     │   └── GitLabUnavailable (503 gitlab_unavailable: not a bad token, GitLab cannot say)
     ├── DeadlineExceeded (504 deadline_exceeded)
     ├── WorkerLost (502 worker_lost: the worker died or was stopped mid-request)
@@ -32,6 +33,7 @@ plain dicts (``to_dict`` / ``from_dict``), so nothing is pickled.
         ├── UpstreamModelNotFound (502 upstream_model_not_found: the configured model id is wrong)
         ├── UpstreamRateLimited (429 upstream_rate_limited)
         └── UpstreamRejected (400/413/422 passed through: upstream_invalid_request)
+            └── ContextLengthExceeded (400 context_length_exceeded: the prompt is too long for it)
 
 Errors that the gateway has already retried are marked ``should_retry=False``;
 the API then sends ``x-should-retry: false`` so SDKs do not multiply attempts.
@@ -238,6 +240,16 @@ class NoWorkers(ServiceUnavailable):
     default_message = "No worker is serving this model."
 
 
+class DeploymentsUnavailable(ServiceUnavailable):
+    """The worker found no deployment of the model healthy (each failed or cooling down), or every
+    healthy one failed within the deadline, before anything reached the client. The API may re-route
+    it to the model's ``fallbacks``."""
+
+    code = "deployments_unavailable"
+    default_message = "Every deployment of the model is unavailable right now."
+    should_retry = False
+
+
 class GitLabUnavailable(ServiceUnavailable):
     code = "gitlab_unavailable"
     default_message = ("GitLab cannot verify your credential right now (it is unreachable or overloaded); "
@@ -307,6 +319,14 @@ class UpstreamRejected(UpstreamFailure):
     openai_type = "invalid_request_error"
     anthropic_type = "invalid_request_error"
     default_message = "The model provider rejected the request."
+
+
+class ContextLengthExceeded(UpstreamRejected):
+    """The provider said the request exceeds the model's context window; the API may re-route it to
+    the model's ``context_window_fallback``."""
+
+    code = "context_length_exceeded"
+    default_message = "The request exceeds the model's context window."
 
 
 def _all_subclasses(cls: type) -> list[type]:
