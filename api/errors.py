@@ -2,7 +2,8 @@
 
 OpenAI endpoints answer ``{"error": {"message", "type", "param", "code"}}``;
 Anthropic endpoints (``req.context.wire == "anthropic"``) answer
-``{"type": "error", "error": {"type", "message"}}``. No traceback ever reaches a
+``{"type": "error", "error": {"type", "message"}}``; GitLab Duo's (``"duo"``) answer as
+GitLab's own AI gateway does (``shared.errors.duo_error_body``). No traceback ever reaches a
 client: unexpected exceptions are logged with the request id and answered 500.
 """
 
@@ -14,17 +15,34 @@ import falcon
 import redis
 
 from shared.errors import (
+    Forbidden,
     GatewayError,
     InvalidJSON,
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
     ServiceUnavailable,
+    Unauthorized,
     UnsupportedMediaType,
     error_body,
 )
 
 log = logging.getLogger("aigw.api")
+
+
+class DuoUnauthorized(Unauthorized):
+    """GitLab Duo's call without a valid instance JWT (api.duo_auth); its message is what GitLab's
+    own AI gateway says ("Forbidden by auth provider", "Header mismatch 'X-Gitlab-Realm'"...)."""
+
+    code = "invalid_instance_token"
+    default_message = "Forbidden by auth provider"
+
+
+class DuoForbidden(Forbidden):
+    """A valid instance JWT whose scopes hold none of the unit primitives the Duo feature needs."""
+
+    code = "missing_unit_primitive"
+
 
 _FALCON_ERRORS: dict[int, type[GatewayError]] = {
     400: InvalidRequest,

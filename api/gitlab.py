@@ -9,6 +9,9 @@ they must look different to callers: GitLab refusing a credential
 the API at all) versus GitLab not answering
 usefully (``GitLabUnavailable``: unreachable, 5xx, 429; the caller gets 503).
 
+The instance's OIDC signing keys (``oidc_keys``: discovery, then its ``jwks_uri``) are public
+and fetched without any token: GitLab Duo's instance JWT is checked against them (``api.duo_keys``).
+
 Every lookup made for a request is counted against ``gitlab.max_calls_per_second``
 (``api.gitlab_budget``); one over it waits at most a second, then is refused as
 ``GitLabUnavailable`` without calling GitLab. A reference to a project or group
@@ -53,7 +56,8 @@ class CredentialRejected(Exception):
 
 class GitLabClient:
     def __init__(self, base_url: str, api_token: str | None, config: GitLabConfig):
-        self.api = f"{base_url.rstrip('/')}/api/v4"
+        self.base_url = base_url.rstrip("/")
+        self.api = f"{self.base_url}/api/v4"
         self.api_token = api_token
         self.timeout = config.timeout
         self.session = requests.Session()
@@ -87,6 +91,28 @@ class GitLabClient:
     def group(self, group_id: int) -> dict | None:
         return self._get(f"/groups/{_segment(group_id)}", self._own(), missing_ok=True)
 
+    def user(self, user_id: int | str) -> dict | None:
+        """A user by id (GET /users/:id); ``None`` if there is none."""
+        return self._get(f"/users/{_segment(user_id)}", self._own(), missing_ok=True)
+
+    # -- public, no token ------------------------------------------------------
+    def oidc_keys(self) -> list[dict]:
+        """The JSON Web Keys GitLab publishes: ``/.well-known/openid-configuration`` under
+        GITLAB_URL (its path kept, unlike GitLab's AI gateway's ``urljoin``), then the ``jwks_uri``
+        it names (GitLab: ``/oauth/discovery/keys``, holding the OIDC, CI and Cloud Connector keys;
+        doorkeeper-openid_connect's discovery controller, ee/app/controllers/ee/jwks_controller.rb).
+        No token is sent: both are public, and the second URL is GitLab's word, not ours.
+        ``GitLabUnavailable`` if either answer is missing or not what GitLab publishes."""
+        discovery = self._get(f"{self.base_url}/.well-known/openid-configuration", {}, absolute=True)
+        jwks_uri = discovery.get("jwks_uri") if isinstance(discovery, dict) else None
+        if not isinstance(jwks_uri, str) or not jwks_uri.startswith(("https://", "http://")):
+            raise GitLabUnavailable("GitLab's OpenID discovery names no jwks_uri.", retry_after=5)
+        jwks = self._get(jwks_uri, {}, absolute=True)
+        keys = jwks.get("keys") if isinstance(jwks, dict) else None
+        if not isinstance(keys, list):
+            raise GitLabUnavailable("GitLab's JWKS holds no key list.", retry_after=5)
+        return [key for key in keys if isinstance(key, dict)]
+
     def reachable(self) -> bool:
         """Does GitLab answer at all (for /ready)? Any HTTP answer below 500 counts."""
         try:
@@ -104,7 +130,7 @@ class GitLabClient:
 
     # -- plumbing --------------------------------------------------------------
     def _get(self, path: str, headers: dict, *, caller: bool = False, missing_ok: bool = False,
-             budgeted: bool = True):
+             budgeted: bool = True, absolute: bool = False):
         if budgeted and not self.budget.take():
             metrics.GITLAB_REQUESTS.labels("throttled").inc()
             log.warning("gitlab call refused: over gitlab.max_calls_per_second", extra={"path": _route(path)})
@@ -112,7 +138,8 @@ class GitLabClient:
                                     "(gitlab.max_calls_per_second); retry shortly.", retry_after=1)
         started = time.monotonic()
         try:
-            response = self.session.get(self.api + path, headers=headers, timeout=self.timeout)
+            response = self.session.get(path if absolute else self.api + path, headers=headers,
+                                        timeout=self.timeout)
         except requests.exceptions.SSLError as exc:
             metrics.GITLAB_REQUESTS.labels("tls_error").inc()
             log.error("gitlab TLS verification failed", extra={"error": str(exc)[:300]})

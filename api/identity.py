@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from redis import Redis
 
@@ -137,6 +137,27 @@ class Authenticator:
         return Identity(caller.user_id, caller.username, str(project["id"]), project["path_with_namespace"],
                         self._ancestry(project.get("namespace") or {}), credential.kind)
 
+    # -- for callers another way vouches for (GitLab Duo's instance JWT: api.duo_auth) -----------
+    def project_access(self, caller: Identity, ref: ProjectRef) -> Identity | None:
+        """``caller`` with ``ref`` as its project if the project exists and the caller has
+        ``gitlab.min_access_level`` in it, else None (no refusal, and nothing said about which).
+        Cached as ``identify``'s lookups are; ``GitLabUnavailable`` if GitLab cannot say."""
+        project = self._project(ref)
+        if project is None or caller.user_id is None:
+            return None
+        if self._access_level(project, caller.user_id) < self.config.min_access_level:
+            return None
+        return replace(caller, project_id=str(project["id"]), project_path=project["path_with_namespace"],
+                       group_ids=self._ancestry(project.get("namespace") or {}))
+
+    def username(self, user_id: str) -> str | None:
+        """The username of the user with ``user_id`` (the gateway's own token), cached like projects;
+        None if GitLab knows no such user."""
+        found = self.cache.get(gitlab_cache_key("user", user_id),
+                               lambda: _username_only(self.gitlab.user(user_id)), ttl=STRUCTURE_TTL,
+                               ttl_if_none=MISSING_PROJECT_TTL)
+        return (found or {}).get("username")
+
     # -- each lookup, cached ---------------------------------------------------
     def _who(self, credential: Credential) -> tuple[dict, int | None]:
         digest = credential.digest
@@ -179,10 +200,14 @@ class Authenticator:
         return self.cache.get(gitlab_cache_key("project", ref.key), fetch, ttl=STRUCTURE_TTL,
                               ttl_if_none=MISSING_PROJECT_TTL)
 
+    def _access_level(self, project: dict, user_id) -> int:
+        """The user's effective access level in the project; 0 for a non-member."""
+        key = gitlab_cache_key("member", project["id"], user_id)
+        return self.cache.get(key, lambda: self.gitlab.member_access_level(project["id"], user_id),
+                              ttl=self.config.cache_ttl) or 0
+
     def _check_access(self, project: dict, user: dict, ref: ProjectRef) -> None:
-        key = gitlab_cache_key("member", project["id"], user["id"])
-        level = self.cache.get(key, lambda: self.gitlab.member_access_level(project["id"], user["id"]),
-                               ttl=self.config.cache_ttl)
+        level = self._access_level(project, user["id"])
         if not level:
             # A non-member learns no more than about a project that does not exist.
             raise ProjectNotFound(_not_found(ref))
@@ -240,6 +265,10 @@ def _verdict(raw: bytes) -> dict:
 
 def _user(data: dict) -> dict:
     return {"id": data.get("id"), "username": data.get("username"), "state": data.get("state", "active")}
+
+
+def _username_only(user: dict | None) -> dict | None:
+    return None if user is None else {"id": user.get("id"), "username": user.get("username")}
 
 
 def _parent_only(group: dict | None) -> dict | None:

@@ -17,7 +17,8 @@ from shared.usage import token_counts
 
 log = logging.getLogger("aigw.access")
 AUTH_FAILURE_CODES = frozenset({"missing_credentials", "invalid_credentials", "user_blocked", "insufficient_access",
-                                "project_mismatch", "project_not_found", "no_route", "gitlab_unavailable"})
+                                "project_mismatch", "project_not_found", "no_route", "gitlab_unavailable",
+                                "invalid_instance_token", "missing_unit_primitive"})
 
 # A caller's request id is echoed in headers and logs: keep it short and inert.
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")

@@ -345,9 +345,26 @@ _BY_CODE["internal_error"] = GatewayError
 
 def error_body(error: GatewayError, wire: str) -> dict:
     """``error`` in the endpoint's wire format: Anthropic's ``{"type": "error", "error": {"type",
-    "message"}}`` for ``wire`` "anthropic", OpenAI's ``{"error": {"message", "type", "param", "code"}}``
-    otherwise."""
+    "message"}}`` for ``wire`` "anthropic", GitLab's AI gateway's for "duo" (``duo_error_body``),
+    OpenAI's ``{"error": {"message", "type", "param", "code"}}`` otherwise."""
+    if wire == "duo":
+        return duo_error_body(error)
     if wire == "anthropic":
         return {"type": "error", "error": {"type": error.anthropic_type, "message": error.message}}
     return {"error": {"message": error.message, "type": error.openai_type, "param": error.param,
                       "code": error.code}}
+
+
+def duo_error_body(error: GatewayError) -> dict:
+    """``error`` as GitLab's own AI gateway (a FastAPI app) answers, which GitLab and its IDEs read:
+    a 401 from its authentication middleware is ``{"error": message}`` (``on_auth_error`` in
+    ai_gateway/api/middleware/authentication.py); a 422 is FastAPI's validation list, whose
+    ``detail[0].msg`` GitLab shows to the admin (ee/lib/gitlab/llm/ai_gateway/self_hosted_models/tasks/
+    model_config_check.rb); every other status is an ``HTTPException``'s ``{"detail": message}`` (a 403
+    for a missing unit primitive: "Unauthorized to access code completions", api/v2/code/completions.py)."""
+    if error.status == 401:
+        return {"error": error.message}
+    if error.status == 422:
+        where = ["body", error.param] if error.param else ["body"]
+        return {"detail": [{"loc": where, "msg": error.message, "type": error.code}]}
+    return {"detail": error.message}

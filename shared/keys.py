@@ -34,7 +34,7 @@ JOB_FAILURE_CALLBACK = "workers.jobs.on_failure"
 _PLAIN = re.compile(r"[A-Za-z0-9._/-]*")
 # Each kind of cached GitLab answer and how many parts name one: a member is a project and a user.
 # token and job: the SHA-256 of a credential of that kind (a raw token is never a key nor a value).
-GITLAB_CACHE_KINDS = {"token": 1, "job": 1, "project": 1, "group": 1, "member": 2}
+GITLAB_CACHE_KINDS = {"token": 1, "job": 1, "project": 1, "group": 1, "member": 2, "user": 1}
 CREDENTIAL_KINDS = ("token", "job")
 
 
@@ -134,7 +134,7 @@ def rq_execution_key(job_id: str, execution_id: str) -> str:
 
 @lru_cache(maxsize=4096)  # every request of a cached caller builds the same few keys again
 def gitlab_cache_key(kind: str, *ref: object) -> str:
-    """A cached GitLab answer: ``kind`` is token, job, project, group or member; ``ref`` the
+    """A cached GitLab answer: ``kind`` is token, job, project, group, member or user; ``ref`` the
     parts that name it (a credential's SHA-256; an id or path; project and user ids for a
     member), each escaped."""
     if GITLAB_CACHE_KINDS.get(kind) != len(ref):
