@@ -167,7 +167,7 @@ def _upstream(c: _Checker, node: dict, path: str, env: Mapping[str, str], name: 
         # Only the provider's own key: a generic (private) server must never get the OpenAI key.
         var = API_KEY_ENV.get(kind)
         api_key = (env.get(var) or None) if var else None
-        if var and api_key is None:
+        if var and api_key is None and not _sandboxed(base_url, env):
             c.warnings.append(f"{path} ({name}): no api_key and {var} is not set; "
                               "requests will be sent without a key")
     if "native_responses_api" in node and kind not in ("openai", "generic"):
@@ -443,6 +443,16 @@ def _one_of(*choices: Any, for_what: str = "") -> Callable[[Any], Any]:
 
 def _url(value: Any) -> str:
     return parse_http_url(_text(value))
+
+
+# Set by ``make run`` (tools/run.py) to the sandbox provider it started: a model served there
+# needs no key, and a warning that it has none would read like a misconfiguration.
+SANDBOX_PROVIDER_ENV = "AIGW_SANDBOX_PROVIDER_URL"
+
+
+def _sandboxed(base_url: str | None, env: Mapping[str, str]) -> bool:
+    sandbox = (env.get(SANDBOX_PROVIDER_ENV) or "").rstrip("/")
+    return bool(sandbox and base_url) and (base_url == sandbox or base_url.startswith(sandbox + "/"))
 
 
 def _readable_file(value: Any) -> str:

@@ -128,6 +128,17 @@ def test_api_key_missing_everywhere_is_a_warning() -> None:
     )
 
 
+def test_no_key_warning_for_a_model_the_sandbox_provider_serves() -> None:
+    # make run (tools/run.py) names the sandbox provider it started: its models need no key.
+    sandbox = "http://127.0.0.1:4012"
+    data = config_with(model(name="gpt", type="openai", base_url=f"{sandbox}/v1"),
+                       model(name="claude", type="anthropic", base_url=sandbox),
+                       model(name="elsewhere", type="openai", base_url="http://127.0.0.1:40123/v1"))  # not under it
+    config = parse_config(data, {"AIGW_SANDBOX_PROVIDER_URL": sandbox + "/"})
+    assert config.warnings == ("models[2] (elsewhere): no api_key and OPENAI_API_KEY is not set; "
+                               "requests will be sent without a key",)
+
+
 def test_explicit_api_key_wins_and_empty_means_no_key() -> None:
     data = config_with(model(name="a", type="openai", api_key="literal"),
                        model(name="b", type="openai", api_key=""))
