@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import struct
 import time
 
@@ -191,6 +192,29 @@ def check_openai_roles(messages) -> None:
                                param=f"messages[{index}].role", code="invalid_value")
 
 
+# An upstream model id ending in -ctx<N> (say small-ctx8) stands for a model whose context window is N
+# tokens: a longer prompt is refused as the provider refuses it, so a test can exercise a context-window
+# fallback with the same message reaching a small and a large model.
+CONTEXT_WINDOW_ID = re.compile(r"-ctx(\d{1,9})$")
+
+
+def check_context_window(api: str, model, prompt_tokens: int) -> None:
+    """Refuse a prompt longer than the model id's context window with the provider's own error:
+    OpenAI's 400 ``context_length_exceeded`` ("This model's maximum context length is N tokens. However,
+    your messages resulted in M tokens. ...", param ``messages``), Anthropic's 400 invalid_request_error
+    "prompt is too long: M tokens > N maximum" (both as their APIs answer them, quoted verbatim in
+    chathub-dev/chathub#126 and anthropics/claude-code#59696)."""
+    found = CONTEXT_WINDOW_ID.search(model) if isinstance(model, str) else None
+    if found is None or prompt_tokens <= int(found.group(1)):
+        return
+    window = int(found.group(1))
+    if api == "anthropic":
+        raise RequestError(f"prompt is too long: {prompt_tokens} tokens > {window} maximum")
+    raise RequestError(f"This model's maximum context length is {window} tokens. However, your messages "
+                       f"resulted in {prompt_tokens} tokens. Please reduce the length of the messages.",
+                       param="messages", code="context_length_exceeded")
+
+
 def chat_answer(api: str, body: dict, digest: str, betas: frozenset[str] = frozenset()) -> tuple[Answer, dict]:
     """The answer to a chat call (OpenAI chat completions or Anthropic messages) and its directive."""
     shown = True
@@ -199,6 +223,7 @@ def chat_answer(api: str, body: dict, digest: str, betas: frozenset[str] = froze
         stops = _stop_list(body.get("stop_sequences"), "stop_sequences")
         check_anthropic_roles(body.get("messages"), betas, body.get("model"))
         text, opts, prompt_tokens = read_prompt(body.get("messages"), body.get("system"))
+        check_context_window(api, body.get("model"), prompt_tokens)
         answer = Answer(f"msg_sbx_{digest[:24]}", body.get("model"), prompt_tokens, 0)
         tool_id = f"toolu_sbx_{digest[:24]}"
         label, shown = script.anthropic_thinking(body)
@@ -208,6 +233,7 @@ def chat_answer(api: str, body: dict, digest: str, betas: frozenset[str] = froze
         stops = _stop_list(body.get("stop"), "stop")
         check_openai_roles(body.get("messages"))
         text, opts, prompt_tokens = read_prompt(body.get("messages"))
+        check_context_window(api, body.get("model"), prompt_tokens)
         answer = Answer(f"chatcmpl-sbx-{digest[:12]}", body.get("model"), prompt_tokens, 0, created=int(time.time()))
         tool_id = f"call_sbx_{digest[:24]}"
         label = script.openai_effort(body.get("reasoning_effort"))
