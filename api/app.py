@@ -13,6 +13,7 @@ from api.gitlab_cache import GitLabCache
 from api.identity import Authenticator
 from api.media import handlers
 from api.middleware import IdentityMiddleware, RequestContext
+from api.resources.admin import AdminQueues
 from api.resources.count_tokens import CountTokens
 from api.resources.health import Health, Ready
 from api.resources.inference import endpoints
@@ -73,6 +74,7 @@ def create_app(settings: Settings, config: GatewayConfig, *, pool_size: int = DE
     app.add_route("/", Root())
     app.add_route("/health", Health())
     app.add_route("/ready", Ready(redis, liveness, [model.name for model in config.models], gitlab))
+    app.add_route("/admin/queues", AdminQueues(redis, [model.name for model in config.models]))
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id}", models, suffix="one")
     inference = endpoints(admission, answers, keepalive_interval=settings.stream_keepalive_interval)

@@ -53,6 +53,7 @@ class Identity:
     project_path: str | None = None
     group_ids: tuple[str, ...] = ()  # the project's group and every ancestor, nearest first
     credential: str | None = None  # "token" | "job"
+    is_admin: bool = False  # a GitLab administrator (GET /user's is_admin); never for a CI job token
 
     def log_fields(self) -> dict:
         return {"user_id": self.user_id, "username": self.username, "project_id": self.project_id}
@@ -113,7 +114,8 @@ class Authenticator:
         credential = credential_from(req)
         claim = project_ref(req.get_header("X-Gitlab-Project-Id"))  # 400 before any GitLab call
         user, job_project_id = self._who(credential)
-        caller = Identity(str(user["id"]), user.get("username"), credential=credential.kind)
+        caller = Identity(str(user["id"]), user.get("username"), credential=credential.kind,
+                          is_admin=credential.kind == "token" and user.get("is_admin") is True)
         req.context.identity = caller
         if user.get("state") != "active":
             raise UserBlocked(f"The GitLab user '{user.get('username')}' is {user.get('state')}; "
@@ -135,7 +137,7 @@ class Authenticator:
             return caller
         self._check_access(project, user, ref)
         return Identity(caller.user_id, caller.username, str(project["id"]), project["path_with_namespace"],
-                        self._ancestry(project.get("namespace") or {}), credential.kind)
+                        self._ancestry(project.get("namespace") or {}), credential.kind, caller.is_admin)
 
     # -- for callers another way vouches for (GitLab Duo's instance JWT: api.duo_auth) -----------
     def project_access(self, caller: Identity, ref: ProjectRef) -> Identity | None:
@@ -264,7 +266,13 @@ def _verdict(raw: bytes) -> dict:
 
 
 def _user(data: dict) -> dict:
-    return {"id": data.get("id"), "username": data.get("username"), "state": data.get("state", "active")}
+    """What the cache keeps of a user. ``is_admin``: GitLab's GET /user presents an administrator
+    with ``Entities::UserWithAdmin`` (``expose :admin?, as: :is_admin``) and everyone else with
+    ``UserPublic``, which has no such field (lib/api/users.rb, lib/api/entities/user_with_admin.rb); with
+    Admin Mode on, only a token with the admin_mode scope is presented as one. A job's user
+    (GET /job) never carries it. An identity cached before this field existed reads as not an admin."""
+    return {"id": data.get("id"), "username": data.get("username"), "state": data.get("state", "active"),
+            "is_admin": data.get("is_admin") is True}
 
 
 def _username_only(user: dict | None) -> dict | None:

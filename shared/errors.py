@@ -12,7 +12,8 @@ plain dicts (``to_dict`` / ``from_dict``), so nothing is pickled.
     │   ├── InvalidJSON (400 invalid_json)
     │   └── UnsupportedParameter (400 unsupported_parameter)
     ├── Unauthorized (401 missing_credentials, invalid_credentials)
-    ├── Forbidden (403 user_blocked, insufficient_access, project_mismatch, project_not_found, no_route)
+    ├── Forbidden (403 user_blocked, insufficient_access, project_mismatch, project_not_found, no_route,
+    │              admin_only)
     ├── ModelNotFound (404 model_not_found)
     ├── NotFound (404 not_found)
     ├── MethodNotAllowed (405 method_not_allowed)
@@ -172,6 +173,11 @@ class ProjectNotFound(Forbidden):
 
 class NoRoute(Forbidden):
     code = "no_route"
+
+
+class AdminOnly(Forbidden):
+    code = "admin_only"
+    default_message = "Only GitLab administrators may use this endpoint."
 
 
 class ModelNotFound(GatewayError):
