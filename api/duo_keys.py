@@ -74,7 +74,10 @@ class InstanceKeys:
         keys = self._current()
         named = [key for key in keys if kid is not None and key.kid == kid]
         if named:
-            return _decode(token, named, audience, leeway)  # its key says no: nothing to refetch for
+            try:
+                return _decode(token, named, audience, leeway)
+            except _NoKeyVerifies:
+                raise BadToken("its key does not verify its signature") from None  # nothing to refetch for
         try:
             return _decode(token, keys, audience, leeway)
         except _NoKeyVerifies:

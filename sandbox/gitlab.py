@@ -9,6 +9,11 @@ faulted; ``sandbox.gitlab_controls``):
                          "paths": ["/api/v4/user"]}          DELETE /_gitlab/fault      GET /_gitlab/fault
     GET /_gitlab/calls      POST /_gitlab/users/<id>/state {"state": "blocked"}      POST /_gitlab/reset
     POST /_gitlab/tokens/revoke {"token": "glpat-..."}
+    POST /_gitlab/oidc/rotate      POST /_gitlab/oidc/token {"claims": {...}}      (sandbox.gitlab_oidc)
+
+GitLab's OIDC discovery and keys (``/.well-known/openid-configuration``, ``/oauth/discovery/keys``) are
+published too, with a token of the instance ``sandbox.gitlab_oidc.INSTANCE_ID`` minted on request, as
+GitLab Duo Self-Hosted sends its AI gateway (``api.duo_auth``).
 
 What GitLab does and the stand-in does too (each cited where it is modelled): a blocked user's token gets
 403 "Your account has been blocked." from every endpoint, /user and /job included; a token without a scope
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import re
 import time
 from http import HTTPStatus
@@ -59,6 +65,7 @@ from sandbox.gitlab_data import (
     project_level,
     visible_projects,
 )
+from sandbox.gitlab_oidc import DISCOVERY_PATH, JWKS_CACHE_CONTROL, JWKS_PATH, OIDCKeys, discovery
 
 # The public API; the demo tokens are defined in sandbox.gitlab_data and re-exported for the code that logs in.
 __all__ = [
@@ -72,6 +79,7 @@ LABEL = "GITLAB STAND-IN: fixed demo users, groups and projects; not a real GitL
 VERSION = {"version": "17.5.0-standin", "revision": "standin"}
 MAX_BODY = 1024 * 1024
 
+USER_RE = re.compile(r"/api/v4/users/(?P<id>[^/]+)/?")
 PROJECT_RE = re.compile(r"/api/v4/projects/(?P<id>.+?)(?:/members/all/(?P<uid>[^/]+))?/?")
 # GitLab's API guard refuses a user who may not use the API with this, on every endpoint, before the endpoint
 # runs: `forbidden!(api_access_denied_message(user))` in lib/api/api_guard.rb (find_current_user!), the text
@@ -92,6 +100,11 @@ class GitLabServer(ControlledServer):
 
     def __init__(self, address):
         super().__init__(address, GitLabHandler)
+        self.oidc = OIDCKeys()
+
+    def reset(self) -> None:
+        super().reset()
+        self.oidc.reset()
 
 
 class GitLabHandler(ControlEndpoints, serving.JSONHandler):
@@ -108,8 +121,12 @@ class GitLabHandler(ControlEndpoints, serving.JSONHandler):
                 self.close_connection = True
                 return self._message(413, "413 Request Entity Too Large")
             raw = self.rfile.read(length) if length else b""
+            if path.startswith("/_gitlab/oidc/"):
+                return self._oidc_control(method, path, raw)
             if path.startswith("/_gitlab/"):
                 return self._control(method, path, raw)
+            if path in (DISCOVERY_PATH, JWKS_PATH):
+                return self._oidc_public(method, path)
             if path.startswith("/api/"):
                 return self._api(method, path)
             return self._message(404, "404 Not Found")
@@ -181,6 +198,8 @@ class GitLabHandler(ControlEndpoints, serving.JSONHandler):
                   "/api/v4/projects": "projects", "/api/v4/projects/": "projects"}
         if path in simple:
             return (simple[path],)
+        if user := USER_RE.fullmatch(path):
+            return ("user_by_id", user["id"])
         if project := PROJECT_RE.fullmatch(path):
             return ("project", unquote(project["id"]), project["uid"])
         prefix = "/api/v4/groups/"
@@ -201,6 +220,12 @@ class GitLabHandler(ControlEndpoints, serving.JSONHandler):
         if USERS[user_id][2]:
             user["is_admin"] = True  # GitLab shows the flag to admins only
         self._send_json(200, user)
+
+    def _user_by_id(self, user_id: int, token: str, wanted: str) -> None:
+        # GET /users/:id (lib/api/users.rb): 404 "404 User Not Found" for an id that names no user.
+        if not wanted.isdigit() or int(wanted) not in USERS:
+            return self._message(404, "404 User Not Found")
+        self._send_json(200, self._user_json(int(wanted), full=True))
 
     def _token_self(self, user_id: int, token: str) -> None:
         _, kind, token_id, name = TOKENS[token]
@@ -257,6 +282,40 @@ class GitLabHandler(ControlEndpoints, serving.JSONHandler):
         if group_id is None or not can_see_group(group_id, user_id):
             return self._message(404, "404 Group Not Found")
         self._send_json(200, group_json(group_id))
+
+    # --- OIDC (sandbox.gitlab_oidc) ---
+
+    def _oidc_public(self, method: str, path: str) -> None:
+        with self.server.lock:
+            self.server.calls.append({"method": method, "path": path, "auth": None, "token_sha256": None,
+                                      "time": time.time()})
+        fault = self.server.take_fault(path)  # only a fault whose paths name these reaches them
+        if fault and fault["delay_ms"]:
+            time.sleep(fault["delay_ms"] / 1000)
+        if fault and fault["close"]:
+            self.close_connection = True
+            return None
+        if fault and fault["status"] is not None:
+            return self._message(fault["status"], f"{fault['status']} Error")
+        if method != "GET":
+            return self._message(405, "405 Method Not Allowed")
+        if path == DISCOVERY_PATH:
+            return self._send_json(200, discovery(self.server.base_url))
+        return self._send_json(200, self.server.oidc.jwks(), {"Cache-Control": JWKS_CACHE_CONTROL})
+
+    def _oidc_control(self, method: str, path: str, raw: bytes) -> None:
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            return self._message(400, "400 Bad request - the body is not JSON")
+        if method == "POST" and path == "/_gitlab/oidc/rotate":
+            return self._send_json(200, {"key": self.server.oidc.rotate(bool((body or {}).get("drop_old")))})
+        if method == "POST" and path == "/_gitlab/oidc/token":
+            try:
+                return self._send_json(200, {"token": self.server.oidc.token(self.server.base_url, body)})
+            except (ValueError, TypeError) as exc:
+                return self._message(400, f"400 Bad request - {exc}")
+        return self._message(404, "404 Not Found")
 
     # --- responses ---
 
