@@ -67,11 +67,19 @@ def objects():
 
 @pytest.fixture(scope="module")
 def secrets():
-    """The Secret as secret.example.yaml shapes it, each value replaced by a placeholder of its own."""
-    [secret] = find(documents(MANIFESTS / "secret.example.yaml"), "Secret")
-    values = {key: PLACEHOLDER.format(key) for key in secret["stringData"]}
-    values["REDIS_ADDRESS"] = secret["stringData"]["REDIS_ADDRESS"]  # an address, not a secret
-    return {secret["metadata"]["name"]: values}
+    """The Secrets as secret.example.yaml shapes them (name -> key -> value), each value a
+    placeholder of its own but the Redis address."""
+    found = {}
+    for secret in find(documents(MANIFESTS / "secret.example.yaml"), "Secret"):
+        found[secret["metadata"]["name"]] = {
+            key: value if key == "REDIS_ADDRESS" else PLACEHOLDER.format(key)
+            for key, value in secret["stringData"].items()}
+    return found
+
+
+def _config_env(secrets):
+    """What the config's ${VAR}s are read from: the Secret every pod takes whole (envFrom)."""
+    return secrets["ai-gateway-secrets"]
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +92,7 @@ def config_text(objects):
 def config(config_text, secrets, tmp_path_factory):
     """The ConfigMap's config as a pod loads it, through the gateway's own config check
     (``load_config``, what ``python -m shared.config check`` runs): a problem fails here."""
-    [values] = secrets.values()
+    values = _config_env(secrets)
     path = tmp_path_factory.mktemp("configmap") / "config.yaml"
     path.write_text(config_text, encoding="utf-8")
     return load_config(str(path), values)
@@ -168,8 +176,7 @@ def test_the_configmap_passes_the_gateways_config_check(config):
 
 
 def test_the_configmap_serves_the_example_configs_models_and_routes(config, secrets):
-    [values] = secrets.values()
-    example = load_config(str(ROOT / "config" / "example.yaml"), values)
+    example = load_config(str(ROOT / "config" / "example.yaml"), _config_env(secrets))
     # The example takes its keys from the environment by default; the manifests name them.
     assert config.models == example.models
     assert (config.defaults, config.gitlab, config.jobs) == (example.defaults, example.gitlab, example.jobs)
@@ -178,13 +185,13 @@ def test_the_configmap_serves_the_example_configs_models_and_routes(config, secr
 
 
 def test_the_configmap_holds_no_secret(config_text, secrets):
-    [values] = secrets.values()
-    for key, value in values.items():
-        assert value not in config_text or key == "REDIS_ADDRESS"
+    for values in secrets.values():
+        for key, value in values.items():
+            assert value not in config_text or key == "REDIS_ADDRESS"
     # Each model's key is a reference to the Secret, never a value.
     for model in yaml.safe_load(config_text)["models"]:
         assert re.fullmatch(r"\$\{[A-Z_]+\}", model["api_key"]), model["name"]
-        assert model["api_key"][2:-1] in values
+        assert model["api_key"][2:-1] in _config_env(secrets)
     assert not re.search(r"\b(sk-|glpat-|sk-ant-)", config_text)
 
 
@@ -216,11 +223,11 @@ def test_every_model_has_its_worker_deployment_budget_and_scaledobject(objects, 
         assert lists <= {rq_queue_key(model), rq_started_registry_key(model)}
 
 
-def test_scaledobjects_use_keda_redis_list_scaler_as_it_reads_them(objects):
+def test_scaledobjects_use_keda_redis_list_scaler_as_it_reads_them(objects, secrets):
     [auth] = find(objects, "TriggerAuthentication")
     assert {p["parameter"] for p in auth["spec"]["secretTargetRef"]} <= REDIS_AUTH_PARAMETERS
-    secret_keys = set(yaml.safe_load_all((MANIFESTS / "secret.example.yaml").read_text()).__next__()["stringData"])
-    assert {p["key"] for p in auth["spec"]["secretTargetRef"]} <= secret_keys
+    for ref in auth["spec"]["secretTargetRef"]:
+        assert ref["key"] in secrets[ref["name"]]
     for scaled in find(objects, "ScaledObject"):
         for trigger in scaled["spec"]["triggers"]:
             assert trigger["type"] == "redis"  # a single Redis, not redis-cluster nor redis-sentinel
@@ -333,6 +340,8 @@ def test_each_container_gets_valid_settings_and_every_key_the_config_names(objec
         settings = Settings.from_env(env)  # raises, naming each bad variable
         assert settings.redis_url == f"redis://:{PLACEHOLDER.format('REDIS_PASSWORD')}@" \
                                      f"{secrets['ai-gateway-secrets']['REDIS_ADDRESS']}/0"
+        # The gateway's own GitLab token: the API's, never the workers' (they never call GitLab).
+        assert ("GITLAB_API_TOKEN" in env) == (workload["metadata"]["name"] == "ai-gateway-web")
         assert settings.config_file_path.startswith(
             next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "config") + "/")
         assert _container(workload)["image"] == _container(find(objects, "Deployment", "ai-gateway-web")[0])["image"]
