@@ -121,7 +121,8 @@ class InstanceKeys:
                 log.warning("GitLab's JWKS holds no RS256 signing key")
                 return False
             added = {key.kid for key in keys} - {key.kid for key in self._keys}
-            self._keys, self._fetched_at = keys, now
+            self._fetched_at = now  # first: a reader that sees keys finds their time set
+            self._keys = keys
             log.info("GitLab's signing keys fetched", extra={"keys": len(keys), "new_kids": sorted(map(str, added))})
             return True
         finally:
