@@ -1,7 +1,9 @@
 """gunicorn entry point: ``gunicorn -c config/gunicorn.conf.py api.wsgi:app``.
 
 That config, not this module, installs the web processes' library patches
-(``api.patches``): importing this builds the app and changes no library."""
+(``api.patches``): importing this builds the app and changes no library. gunicorn
+imports it in each worker it forks, after the fork: the app serves the configuration
+the master accepted (``api.startup.served``), the one a SIGHUP reloaded included."""
 
 from __future__ import annotations
 
@@ -9,10 +11,10 @@ import atexit
 import logging
 
 from api.app import create_app
-from api.startup import load_api_settings
+from api.startup import served
 from shared.logs import setup_logging
 
-settings, config = load_api_settings()
+settings, config = served()
 setup_logging(settings.log_level, settings.log_format, log_dir=settings.log_dir, process_name="api")
 # Every gunicorn thread may hold a pooled connection while it waits; a few more serve the app's own threads.
 app = create_app(settings, config, pool_size=max(settings.web_threads + 8, 32))

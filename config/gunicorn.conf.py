@@ -1,6 +1,11 @@
 """gunicorn settings for the API (``web`` in the Procfile). Configured only by the
 environment, so the same file serves ``make run``, compose and Kubernetes.
 
+gunicorn runs this file at start and again, in its master, on every SIGHUP, then
+replaces its workers gracefully: that is how the web processes reload the gateway's
+config file (``api.startup.accept``: an invalid file keeps the config in force, and
+the master lives on).
+
 gthread workers: every request holds its thread while it waits on Redis for the
 model's answer, so each process needs many threads (about 1.5-2x the requests
 you expect open at once, since connections spread unevenly over processes).
@@ -19,18 +24,16 @@ from shared.metrics_directory import use_host_directory
 METRICS_DIRECTORY = use_host_directory()
 
 from api.patches import install_patches  # noqa: E402
-from api.startup import check_gateway_token, load_api_settings  # noqa: E402
+from api.startup import MODEL_NAMES, accept, check_gateway_token  # noqa: E402
 from shared import metrics  # noqa: E402
-from shared.logs import setup_logging  # noqa: E402
 from shared.plumbing.open_files import raise_open_files_limit  # noqa: E402
 
 # Refuse to start on a bad config here, in the master: a worker that exits during
-# boot would only be respawned over and over.
-_settings, _config = load_api_settings()
-setup_logging(_settings.log_level, _settings.log_format, log_dir=_settings.log_dir, process_name="api-master")
-for _warning in _config.warnings:
-    logging.getLogger("aigw.api").warning(_warning)
-check_gateway_token(_settings, _config)
+# boot would only be respawned over and over. On a reload a bad config is logged and
+# the one in force kept: the workers gunicorn forks next serve what the master accepted.
+_settings, _config, _reloading = accept()
+if not _reloading:  # the environment, and so the token, is the master's own: checked once
+    check_gateway_token(_settings, _config)
 # Every change the web processes make to a library (gunicorn's refusals, RQ), made here
 # once: the workers gunicorn forks inherit them.
 install_patches()
@@ -73,8 +76,9 @@ def when_ready(server):
     if _settings.metrics_enabled:
         from shared.plumbing.metrics_server import start_metrics_server
 
-        start_metrics_server(_settings.metrics_port, _settings.redis_url, [m.name for m in _config.models],
-                             METRICS_DIRECTORY, addr=_settings.host)
+        # MODEL_NAMES, not a copy: a reload updates it in place, so a model added is measured too.
+        start_metrics_server(_settings.metrics_port, _settings.redis_url, MODEL_NAMES, METRICS_DIRECTORY,
+                             addr=_settings.host)
 
 
 def child_exit(server, worker):

@@ -7,7 +7,9 @@ to ``concurrency`` jobs at once. ``WORKER_MODELS`` (comma-separated),
 the command line wins over both. One parent supervises the processes: it salvages
 the jobs of one that dies (``workers.salvage``) and restarts it, and on SIGTERM or
 SIGINT tells each to finish its running jobs and exit (a second signal makes them
-fail their jobs and exit at once).
+fail their jobs and exit at once). SIGHUP reloads the config file (``workers.supervisor``):
+a model added is started (unless a model list says otherwise), one removed retired once
+its queue is empty, one changed restarted warmly; an invalid file is refused and logged.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from shared.metrics_directory import use_host_directory
 from shared.plumbing.open_files import raise_open_files_limit
 from shared.settings import Settings
 from workers.patches import install_patches
+from workers.selection import Selection
 
 log = logging.getLogger("aigw.workers")
 
@@ -64,15 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [name for name in named if config.model(name) is None]
     if unknown:
         exit_on_config_error([f"MODEL: '{name}' is not a configured model" for name in unknown])
-    # A model named explicitly gets at least one process even with `workers: 0`
-    # (which means "not started by default", e.g. served from another host).
-    plan = {}
-    for model in config.models:
-        if named and model.name not in named:
-            continue
-        count = processes if processes is not None else (max(1, model.workers) if named else model.workers)
-        plan[model.name] = (count, concurrency or model.concurrency)
-    if not any(count for count, _ in plan.values()):
+    selection = Selection(tuple(named), processes, concurrency)
+    if not any(count for count, _ in selection.plan(config).values()):
         log.warning("no worker processes to run: every selected model has workers: 0")
         return 0
     # Before anything imports prometheus-client, which picks its storage once, on import;
@@ -82,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     install_patches()  # every change a worker process makes to a library; forked processes inherit them
     from workers.supervisor import Supervisor
 
-    return Supervisor(settings, config, plan, metrics_port=metrics_port).run()
+    return Supervisor(settings, config, selection, metrics_port=metrics_port).run()
 
 
 if __name__ == "__main__":
