@@ -202,7 +202,7 @@ def is_suspended(redis: Redis) -> bool:
 
 
 # -- what operators read (python -m workers.inspect, GET /admin/queues) --------------
-OLDEST_LOOKAHEAD = 10  # waiting ids looked at for the oldest job still there (an expired one is skipped)
+OLDEST_LOOKAHEAD = 10  # waiting ids looked at for the oldest job (an expired one is skipped)
 ERROR_CHARS = 300  # of a failed job's error: its last line, which names the exception and its message
 # A gateway job's description (``job_enqueue``): what a listing may show of it. Any other job's
 # description is RQ's, the call with its arguments, and is never shown.
@@ -267,7 +267,7 @@ def queue_facts(redis: Redis, queues: list[str], *, now: float | None = None) ->
         live = next(second) if workers else 0
         claimed = sum(next(second) for _ in claimers)
         enqueued = [_epoch(next(second)) for _ in head]
-        oldest = next((when for when in enqueued if when is not None), None)
+        oldest = min((when for when in enqueued if when is not None), default=None)  # a job put in front is newer
         facts.append(QueueFacts(queue=queue, queued=queued, in_progress=started + claimed, workers=live,
                                 failed=max(0, failed - expired),
                                 oldest_queued_age=None if oldest is None or not queued else max(0.0, now - oldest)))

@@ -79,6 +79,16 @@ def test_a_waiting_job_that_expired_is_skipped_for_the_oldest_age(client):
     assert facts.queued == 2 and facts.oldest_queued_age == pytest.approx(5.0, abs=0.01)
 
 
+def test_a_newer_job_put_in_front_does_not_hide_the_oldest(client):
+    now = time.time()
+    enqueue(client, a_request("old", enqueued_at=now - 60))
+    enqueue(client, a_request("retry", enqueued_at=now - 2))
+    client.lrem(keys.rq_queue_key(QUEUE), 1, "retry")
+    client.lpush(keys.rq_queue_key(QUEUE), "retry")  # ahead of the waiting jobs (a fallback's job)
+    (facts,) = rq_records.queue_facts(client, [QUEUE], now=now)
+    assert facts.oldest_queued_age == pytest.approx(60.0, abs=0.01)
+
+
 def test_failed_jobs_show_error_request_id_and_endpoint_never_the_payload(client):
     worker = a_worker(client)
     fail(client, worker, a_request("f1", request_id="req-first"), "workers.jobs.JobFailed: upstream_error: first")
