@@ -14,6 +14,8 @@ the upstream and the benchmark uses it as the baseline. It is NOT a model: every
     GET  /v1/models
     GET  /_sandbox/calls?key=K  /_sandbox/log[?key=K&path=P]  /_sandbox/hangs  /_sandbox/streams
     POST /_sandbox/reset
+    POST /_sandbox/outage {"status": 500, "retry_after": 2, "times": 3}    every model call answers that status
+         (with that Retry-After; the next `times` calls only, if given) until {"status": null} or a reset
 
 Every path takes a query string (Anthropic's SDK adds `?beta=true`). The log keeps each request's
 method, path, query, headers (credentials redacted) and body (bounded: sandbox.provider_state).
@@ -126,6 +128,9 @@ class SandboxServer(serving.StandinServer):
         self.hangs: deque = deque(maxlen=LOG_SIZE)
         self.streams: deque = deque(maxlen=LOG_SIZE)
         self.responses = ResponseStore()
+        # A provider-wide outage (POST /_sandbox/outage): unlike a directive it hits every request, as a
+        # real provider's outage or a key's quota does, whichever client sends it (tests of deployments).
+        self.outage: dict | None = None
 
     def record_call(self, path: str, key: str, headers, stream: bool = False, *, method: str = "POST",
                     query: str = "", body: bytes = b"") -> int:
@@ -152,6 +157,7 @@ class SandboxServer(serving.StandinServer):
             self.hangs.clear()
             self.streams.clear()
             self.responses.clear()
+            self.outage = None
 
 
 class SandboxHandler(serving.JSONHandler):
@@ -186,6 +192,7 @@ class SandboxHandler(serving.JSONHandler):
             "/_sandbox/hangs": ("GET", lambda: self._send_json(200, self._snapshot("hangs"))),
             "/_sandbox/streams": ("GET", lambda: self._send_json(200, self._snapshot("streams"))),
             "/_sandbox/reset": ("POST", self._reset),
+            "/_sandbox/outage": ("POST", lambda: self._set_outage(raw)),
         }
         route = routes.get(url.path)
         stored = RESPONSE_PATH_RE.fullmatch(url.path)
@@ -232,6 +239,8 @@ class SandboxHandler(serving.JSONHandler):
         attempt = self.server.record_call(path, key, self.headers, stream=stream, query=query, body=raw)
         if self.server.latency_ms:
             time.sleep(self.server.latency_ms / 1000)
+        if self._in_outage(api):
+            return None
         if not self._authorized(api):
             return self._error(api, 401, "invalid or missing sandbox api key", code="invalid_api_key")
         if api == "anthropic" and not self.headers.get("anthropic-version"):
@@ -399,6 +408,29 @@ class SandboxHandler(serving.JSONHandler):
     def _reset(self) -> None:
         self.server.reset()
         self._send_json(200, {"ok": True})
+
+    def _set_outage(self, raw: bytes) -> None:
+        try:
+            body = json.loads(raw or b"{}")
+            status = body.get("status")
+            if status is not None and not (isinstance(status, int) and 400 <= status <= 599):
+                raise ValueError("'status' must be an HTTP error status or null")
+        except (ValueError, AttributeError) as exc:
+            return self._error("openai", 400, f"bad outage: {exc}")
+        with self.server.lock:
+            self.server.outage = None if status is None else {
+                "status": status, "retry_after": body.get("retry_after"), "times": body.get("times"), "served": 0}
+        return self._send_json(200, {"outage": self.server.outage})
+
+    def _in_outage(self, api: str) -> bool:
+        with self.server.lock:
+            outage = self.server.outage
+            if outage is None or (outage["times"] is not None and outage["served"] >= outage["times"]):
+                return False
+            outage["served"] += 1
+        extra = {"Retry-After": str(outage["retry_after"])} if outage["retry_after"] is not None else None
+        self._error(api, outage["status"], f"sandbox outage: {outage['status']}", extra, code="sandbox_outage")
+        return True
 
     # --- responses ---
 

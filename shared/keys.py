@@ -79,6 +79,22 @@ def claimers_key(queue: str) -> str:
     return f"{KEY_PREFIX}:claimers:{key_part(queue)}"
 
 
+def deployment_health_key(model_name: str) -> str:
+    """A model's deployments' health (``shared.breaker``): per deployment, cooling until when, failed why,
+    its consecutive 403s. One hash per model, so a worker reads all of a model's in one command."""
+    return f"{KEY_PREFIX}:deployments:{key_part(model_name)}"
+
+
+def deployment_failures_key(model_name: str, deployment: str) -> str:
+    """A deployment's retryable failures in the breaker's current window (expires with it)."""
+    return f"{KEY_PREFIX}:deployment-failures:{key_part(model_name)}:{key_part(deployment)}"
+
+
+def deployment_probe_key(model_name: str, deployment: str) -> str:
+    """Held (SET NX) by the one worker whose call probes a deployment after its cool-down."""
+    return f"{KEY_PREFIX}:deployment-probe:{key_part(model_name)}:{key_part(deployment)}"
+
+
 # -- RQ's records (RQ 3.0's names; tests/unit/test_keys.py compares them with RQ's own) --------
 # Queue and worker names come from the config (``[A-Za-z0-9._-]``) and ``workers.salvage.worker_name``,
 # job and execution ids are hex: none comes from a caller.

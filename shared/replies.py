@@ -18,7 +18,10 @@ Final entries carry ``meta``: facts for the access log (when the job started,
 attempts, usage). ``meta["dropped_params"]`` (the ``DROPPED_PARAMS`` key), on a
 result or a stream's first chunk, names what the model's ``drop_params`` removed
 from the request: the API sends it as the ``x-aigw-dropped-params`` header and
-logs it. The stream expires on its own; the API deletes it when done.
+logs it. ``meta["served_by"]`` (``SERVED_BY``), on a result or a stream's first
+chunk, is ``<model>/<deployment>``: which configured model and deployment served
+it, sent as the ``x-aigw-served-by`` header and logged. The stream expires on
+its own; the API deletes it when done.
 
 A stream's chunks leave Redis once relayed: the API trims what it has sent to
 the client (``RelayReceipts``), and the worker stops adding chunks while more
@@ -52,6 +55,8 @@ TRIM_BATCH_BYTES = 65536  # the API trims what it relayed once this much has gon
 TRIM_INTERVAL = 1.0  # ...or once this many seconds have passed since its last trim
 DROPPED_PARAMS = "dropped_params"  # meta key: the request paths a translation dropped (drop_params)
 DROPPED_PARAMS_HEADER = "x-aigw-dropped-params"  # ...and the response header naming them, comma-separated
+SERVED_BY = "served_by"  # meta key: "<model>/<deployment>" that served the request (models[].deployments)
+SERVED_BY_HEADER = "x-aigw-served-by"  # ...and the response header saying so
 
 
 class ClientGone(Exception):

@@ -14,7 +14,9 @@ One Redis hash per response id (``shared.keys.response_key``), kept for
   continued, its input items and its output items), at most
   ``jobs.max_stored_response_bytes`` of JSON; ``relayed`` when the provider
   keeps it (an ``openai`` model, or a ``generic`` one with
-  ``native_responses_api``), then only its owner and model are noted.
+  ``native_responses_api``), then only its owner and model are noted, and the
+  ``deployment`` that holds it (a model's ``deployments``): a
+  ``previous_response_id`` continues there and nowhere else.
 
 A request with ``store: false`` leaves nothing here.
 """
@@ -33,7 +35,7 @@ from shared.keys import response_key
 log = logging.getLogger("aigw.responses")
 
 STORED, RELAYED = "stored", "relayed"
-_FIELDS = ("owner", "model", "requested", "kind")
+_FIELDS = ("owner", "model", "requested", "kind", "deployment")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class ResponseRecord:
     model: str  # the configured model that produced it
     requested: str  # the model name the caller asked for
     kind: str  # STORED or RELAYED
+    deployment: str = ""  # RELAYED: the deployment of ``model`` whose provider holds it
 
 
 @dataclass(frozen=True)
@@ -75,10 +78,10 @@ class ResponsesStore:
     def load(self, response_id: str, owner: str) -> StoredResponse | None:
         """A response the gateway keeps, with its conversation, if ``owner`` owns it."""
         values = self.redis.hmget(response_key(response_id), (*_FIELDS, "data"))
-        record = _owned(values[:4], owner)
-        if record is None or record.kind != STORED or values[4] is None:
+        record = _owned(values[:-1], owner)
+        if record is None or record.kind != STORED or values[-1] is None:
             return None
-        data = orjson.loads(values[4])
+        data = orjson.loads(values[-1])
         return StoredResponse(record, data["response"], data["items"])
 
     def keep(self, response_id: str, record: ResponseRecord, response: dict, items: list[dict]) -> bool:
@@ -104,7 +107,8 @@ class ResponsesStore:
         pipe = self.redis.pipeline(transaction=True)  # never a record without its expiry
         pipe.delete(key)  # an id is written once; a stale one must not lend its fields
         pipe.hset(key, mapping={"owner": record.owner, "model": record.model, "requested": record.requested,
-                                "kind": record.kind, **extra})
+                                "kind": record.kind, **({"deployment": record.deployment} if record.deployment else {}),
+                                **extra})
         pipe.expire(key, self.ttl)
         pipe.execute()
 

@@ -133,8 +133,6 @@ local function write(keys, argv)
   redis.call('EXPIRE', keys[2], argv[3])
 end
 """
-# The same, ahead of the jobs waiting: workers take from the left (``claim_next``).
-ENQUEUE_FRONT_LUA = ENQUEUE_LUA.replace("'RPUSH'", "'LPUSH'").replace("'RPOP'", "'LPOP'")
 
 
 def utc(epoch: float) -> str:
@@ -149,14 +147,12 @@ class JobEnqueue:
 
     keys: list[str]
     args: list
-    lua: str = ENQUEUE_LUA
+    lua = ENQUEUE_LUA
 
 
-def job_enqueue(request: JobRequest, *, max_depth: int, result_ttl: float, failure_ttl: float,
-                front: bool = False) -> JobEnqueue:
+def job_enqueue(request: JobRequest, *, max_depth: int, result_ttl: float, failure_ttl: float) -> JobEnqueue:
     """The records of ``request``'s job as RQ's enqueue writes them (origin, status and
-    times as ``Queue._prepare_for_queue`` sets them), its data plain JSON; ``front``: queued
-    ahead of the waiting jobs (RQ's ``at_front``)."""
+    times as ``Queue._prepare_for_queue`` sets them), its data plain JSON."""
     ttl = request.rq_queue_ttl()
     enqueued = utc(request.enqueued_at)
     fields = {
@@ -184,8 +180,7 @@ def job_enqueue(request: JobRequest, *, max_depth: int, result_ttl: float, failu
     args: list = [request.job_id, max_depth, ttl]
     for name, value in fields.items():
         args += (name, value)
-    return JobEnqueue([rq_queue_key(request.model), rq_job_key(request.job_id)], args,
-                      ENQUEUE_FRONT_LUA if front else ENQUEUE_LUA)
+    return JobEnqueue([rq_queue_key(request.model), rq_job_key(request.job_id)], args)
 
 
 # -- what the API and the metrics read ---------------------------------------------

@@ -46,6 +46,7 @@ class Outcome:
     upstream_seconds: float = 0.0
     retry_reasons: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)  # what drop_params removed from the request
+    served_by: str = ""  # "<model>/<deployment>" (workers.deployments)
 
 
 def first_meta(dropped: list[str]) -> dict | None:

@@ -72,7 +72,7 @@ def serve_stored(provider: Provider, client: UpstreamClient, request: JobRequest
 def _relayed(provider: Provider, client: UpstreamClient, request: JobRequest, emit: Emit | None,
              store: ResponsesStore, owner: str) -> Outcome:
     body, name = request.body, request.requested_model
-    record = ResponseRecord(owner, request.model, name, RELAYED)
+    record = ResponseRecord(owner, request.model, name, RELAYED, provider.deployment)
     keeps = body.get("store") is not False  # OpenAI keeps a response unless told not to
 
     def note(response_id: str) -> None:

@@ -25,7 +25,7 @@ from shared.durations import format_duration
 from shared.errors import DeadlineExceeded, GatewayError, RequestCancelled, WorkerLost
 from shared.jobs import JobRequest
 from shared.logs import current_request_id
-from shared.replies import DROPPED_PARAMS, Backlog, ReplyChannel
+from shared.replies import DROPPED_PARAMS, SERVED_BY, Backlog, ReplyChannel
 from shared.usage import token_counts, usage_total
 from workers.cancel import CLIENT_GONE, CancelScope, cancelled_error, current_scope
 from workers.runtime import get_runtime
@@ -98,6 +98,8 @@ def _execute(request: JobRequest) -> dict:
             "usage": outcome.usage}
     if outcome.dropped:
         meta[DROPPED_PARAMS] = outcome.dropped
+    if outcome.served_by:  # which deployment served it: the x-aigw-served-by header, the access record
+        meta[SERVED_BY] = fields[SERVED_BY] = outcome.served_by
     if emit is not None:
         meta["chunks"] = emit.sent
         channel.send_end(meta)

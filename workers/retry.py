@@ -5,6 +5,10 @@
 - wait with exponential backoff and jitter, or exactly what ``Retry-After`` asks;
 - stop after the model's ``retries.attempts``, or before a wait would cross the
   request's deadline: a retry that cannot finish in time is not worth starting.
+
+A model with several deployments runs one such policy over all of them
+(``workers.deployments``): the next attempt goes to a deployment not tried yet
+at once (``switch``), and waits only when it goes back to one already tried.
 """
 
 from __future__ import annotations
@@ -56,17 +60,33 @@ class wait_retry_after(wait_base):
         return self.fallback(retry_state)
 
 
+class wait_unless_switching(wait_base):
+    """No wait when ``switch()`` says the next attempt goes elsewhere (another deployment)."""
+
+    def __init__(self, switch: Callable[[], bool], otherwise: wait_base):
+        self.switch = switch
+        self.otherwise = otherwise
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        return 0.0 if self.switch() else self.otherwise(retry_state)
+
+
 def upstream_retrying(*, attempts: int, deadline: float, initial_wait: float = 0.25,
-                      max_wait: float = 8.0, sleep: Callable[[float], None] = time.sleep) -> Retrying:
+                      max_wait: float = 8.0, sleep: Callable[[float], None] = time.sleep,
+                      switch: Callable[[], bool] | None = None) -> Retrying:
     """A ``Retrying`` for one upstream call. It re-raises the last ``Retryable``.
 
-    ``sleep`` lets a cancelled job stop waiting between attempts.
+    ``sleep`` lets a cancelled job stop waiting between attempts; ``switch``, when it answers
+    True, starts the next attempt at once (it goes to a deployment not tried yet).
     """
+    wait: wait_base = wait_retry_after(wait_exponential_jitter(multiplier=initial_wait, max=max_wait,
+                                                               jitter=initial_wait))
+    if switch is not None:
+        wait = wait_unless_switching(switch, wait)
     return Retrying(
         sleep=sleep,
         retry=retry_if_exception_type(Retryable),
         stop=stop_after_attempt(attempts) | stop_before_deadline(deadline),
-        wait=wait_retry_after(wait_exponential_jitter(multiplier=initial_wait, max=max_wait,
-                                                      jitter=initial_wait)),
+        wait=wait,
         reraise=True,
     )

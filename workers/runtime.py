@@ -1,5 +1,6 @@
-"""What a worker process knows: its settings, the config, and one adapter and
-pooled HTTP client per model, built once and reused by every job it runs."""
+"""What a worker process knows: its settings, the config, and per model its
+deployments (``workers.deployments``: an adapter and a pooled HTTP client each),
+built once and reused by every job it runs."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from shared.config import GatewayConfig, load_config
 from shared.errors import InvalidRequest, ModelNotFound
 from shared.jobs import ENDPOINTS, RESPONSES, RESPONSES_DELETE, RESPONSES_RETRIEVE, JobRequest
 from shared.ratelimit import RateLimiter
-from shared.responses_store import ResponsesStore
+from shared.replies import SERVED_BY
+from shared.responses_store import RELAYED, ResponsesStore, owner_of
 from shared.settings import Settings
 from workers import endpoints, endpoints_responses
+from workers.deployments import Deployment, Deployments
 from workers.endpoints import Emit, Outcome
-from workers.providers import Provider, provider_for
-from workers.upstream import UpstreamClient
 
 
 class Runtime:
@@ -26,17 +27,17 @@ class Runtime:
         self.pool_size = pool_size
         self._limiter: RateLimiter | None = None
         self._responses: ResponsesStore | None = None
-        self._models: dict[str, tuple[Provider, UpstreamClient]] = {}
+        self._models: dict[str, Deployments] = {}
         self._lock = threading.Lock()
 
-    def for_model(self, name: str) -> tuple[Provider, UpstreamClient]:
+    def for_model(self, name: str) -> Deployments:
         with self._lock:
             if name not in self._models:
                 model = self.config.model(name)
                 if model is None:
                     # The API and this worker disagree about the config: a deployment problem.
                     raise ModelNotFound(f"Model '{name}' is not configured on the worker that took the job.")
-                self._models[name] = (provider_for(model), UpstreamClient(model, pool_size=self.pool_size))
+                self._models[name] = Deployments(model, pool_size=self.pool_size)
             return self._models[name]
 
     def limiter(self, connection) -> RateLimiter:
@@ -55,7 +56,19 @@ class Runtime:
         """Call the provider for one job. A stream hands each framed chunk to ``emit``."""
         if request.endpoint not in ENDPOINTS:
             raise InvalidRequest(f"Endpoint '{request.endpoint}' is not served by this worker.")
-        provider, client = self.for_model(request.model)
+        deployments = self.for_model(request.model)
+        simple = deployments.simple
+        if simple is not None:  # one upstream, no breaker: as before, its client retries by itself
+            outcome = self._run(simple, request, _saying_who(emit, simple.served_by) if emit is not None else None)
+            outcome.served_by = simple.served_by
+            return outcome
+        connection = get_current_job().connection
+        return deployments.serve(request, lambda member, out: self._run(member, request, out), emit, connection,
+                                 self.limiter(connection), pin=self._pin(deployments, request, connection))
+
+    def _run(self, member: Deployment, request: JobRequest, emit: Emit | None) -> Outcome:
+        """The endpoint's call on one deployment."""
+        provider, client = member.provider, member.client
         if request.endpoint == RESPONSES:
             store = self.responses_store(get_current_job().connection)
             return endpoints_responses.serve(provider, client, request, emit, store)
@@ -65,6 +78,38 @@ class Runtime:
         if request.stream:
             return endpoints.serve_stream(provider, client, request, emit)
         return endpoints.serve(provider, client, request)
+
+    def _pin(self, deployments: Deployments, request: JobRequest, connection) -> str | None:
+        """The deployment whose provider keeps the response a request continues, reads or deletes: only it
+        can serve the request (``shared.responses_store``)."""
+        if len(deployments.members) < 2:
+            return None
+        if request.endpoint == RESPONSES:
+            response_id = request.body.get("previous_response_id")
+        elif request.endpoint in (RESPONSES_RETRIEVE, RESPONSES_DELETE):
+            response_id = request.body.get("response_id")
+        else:
+            return None
+        if not isinstance(response_id, str):
+            return None
+        record = self.responses_store(connection).record(response_id, owner_of(request.caller))
+        if record is None or record.kind != RELAYED or not record.deployment:
+            return None
+        return record.deployment
+
+
+def _saying_who(emit: Emit, served_by: str) -> Emit:
+    """``emit`` whose first chunk also says who served the stream (the API's x-aigw-served-by)."""
+    first = True
+
+    def out(data: bytes, meta: dict | None = None) -> None:
+        nonlocal first
+        if first:
+            first = False
+            emit(data, {**(meta or {}), SERVED_BY: served_by})
+        else:
+            emit(data)
+    return out
 
 
 _runtime: Runtime | None = None

@@ -30,6 +30,7 @@ import urllib3
 from shared import metrics
 from shared.config import ModelConfig
 from shared.errors import (
+    ContextLengthExceeded,
     DeadlineExceeded,
     GatewayError,
     UpstreamAuthError,
@@ -71,8 +72,11 @@ class UpstreamResult:
 class UpstreamClient:
     """A pooled HTTPS session for one model, with that model's TLS settings."""
 
-    def __init__(self, model: ModelConfig, *, pool_size: int = 4):
+    def __init__(self, model: ModelConfig, *, pool_size: int = 4, single_attempt: bool = False):
         self.model = model
+        # One deployment of several (workers.deployments): a retryable failure is raised as it is,
+        # and the deployments' own loop decides where the next attempt goes.
+        self.single_attempt = single_attempt
         self.session = requests.Session()
         # requests re-reads the whole environment for proxy settings on every call
         # (docs/benchmarks.md). A model's URL never changes, so resolve HTTPS_PROXY /
@@ -116,6 +120,9 @@ class UpstreamClient:
         try:
             response = self._attempt(request, deadline, scope, read_timeout)
         except Retryable as failed:
+            if self.single_attempt:
+                self._observe(started, [])
+                raise
             return self._retry(request, deadline, scope, read_timeout, failed, started)
         except GatewayError:
             self._observe(started, [])
@@ -199,7 +206,10 @@ class UpstreamClient:
             raise Retryable(f"status_{status}", status=status, retry_after=retry_after_seconds(response),
                             message=self._error_message(response))
         if status >= 400:
-            raise self._refused(status, self._error_message(response))
+            message = self._error_message(response)
+            if status == 400 and context_length_exceeded(response, message):
+                raise ContextLengthExceeded(message or ContextLengthExceeded.default_message)
+            raise self._refused(status, message)
         if status >= 300:
             # Where a request goes is configuration: never a provider's (or a client's) choice.
             raise UpstreamError(
@@ -263,10 +273,12 @@ class UpstreamClient:
             return UpstreamRejected(message or f"The provider rejected the request (HTTP {status}).",
                                     status=status)
         if status in (401, 403):
-            return UpstreamAuthError(
+            error = UpstreamAuthError(
                 f"The provider for model '{name}' refused the gateway's credentials (HTTP {status}): "
                 "the gateway's api_key for this model is missing, wrong or lacks access. "
                 "This is a gateway configuration problem, not your credential.")
+            error.upstream_status = status  # the breaker tells a 401 from a 403 (shared.breaker)
+            return error
         if status == 404:
             return UpstreamModelNotFound(
                 f"The provider for model '{name}' answered 404: its configured upstream model "
@@ -379,6 +391,27 @@ def error_message_from(data) -> str:
             if isinstance(data.get(key), str):
                 return data[key]
     return json.dumps(data)[:MAX_MESSAGE] if data else ""
+
+
+# How providers say a request is longer than the model's context window (all answer HTTP 400):
+# OpenAI's error code (openai-python: BadRequestError with code "context_length_exceeded"), Anthropic's
+# message "prompt is too long: 208656 tokens > 200000 maximum" (quoted in anthropics/claude-code#59696),
+# vLLM's (and OpenAI's older) "This model's maximum context length is 4096 tokens ...", Gemini's
+# "The input token count (N) exceeds the maximum number of tokens allowed (M)".
+_CONTEXT_LENGTH_MESSAGES = re.compile(
+    r"prompt is too long|maximum context length|context length exceeded|context_length_exceeded"
+    r"|input token count .* exceeds the maximum", re.IGNORECASE)
+
+
+def context_length_exceeded(response: requests.Response, message: str) -> bool:
+    """Whether a provider's 400 says the request exceeds the model's context window."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        error = None
+    if isinstance(error, dict) and error.get("code") == "context_length_exceeded":
+        return True
+    return bool(_CONTEXT_LENGTH_MESSAGES.search(message))
 
 
 def retry_after_seconds(response: requests.Response) -> float | None:

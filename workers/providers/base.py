@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import ClassVar, Protocol
 
 from shared.config import ModelConfig
+from shared.config_types import DEFAULT_DEPLOYMENT
 from shared.errors import InvalidRequest
 from workers.upstream import UpstreamRequest
 
@@ -41,9 +42,10 @@ class Provider:
     types: ClassVar[tuple[str, ...]] = ()
     native_messages: ClassVar[bool] = False  # speaks Anthropic's Messages API itself
     native_chat: ClassVar[bool] = False  # speaks the pivot, OpenAI chat, itself: nothing is translated or dropped
+    deployment: str = DEFAULT_DEPLOYMENT  # which of the model's deployments (models[].deployments) it calls
 
     def __init__(self, model: ModelConfig):
-        self.model = model
+        self.model = model  # as that deployment serves it (ModelConfig.for_deployment)
 
     def url(self, path: str) -> str:
         return f"{self.model.base_url}/{path.lstrip('/')}"

@@ -1,0 +1,243 @@
+"""A model's deployments in a worker (workers.deployments) and the shared breaker (shared.breaker), against
+an embedded Redis and sandbox provider instances in threads: no mocks. The processes' view (several worker
+processes, the API's /ready and headers) is tests/integration/test_deployments.py's."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+
+from sandbox.provider import serve_in_thread
+from shared import breaker
+from shared.config import parse_config
+from shared.errors import DeploymentsUnavailable, UpstreamRateLimited
+from shared.jobs import CHAT_COMPLETIONS, JobRequest
+from shared.keys import deployment_failures_key, deployment_health_key, deployment_probe_key
+from shared.ratelimit import RateLimiter
+from shared.replies import SERVED_BY
+from workers.deployments import Deployments
+from workers.runtime import Runtime
+
+
+@pytest.fixture(scope="module")
+def providers():
+    started = [serve_in_thread() for _ in range(3)]
+    yield [url for _, url in started]
+    for server, _ in started:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def fresh(providers):
+    for url in providers:
+        requests.post(f"{url}/_sandbox/reset", timeout=5).raise_for_status()
+
+
+def outage(url: str, status: int | None, **extra) -> None:
+    requests.post(f"{url}/_sandbox/outage", json={"status": status, **extra}, timeout=5).raise_for_status()
+
+
+def calls(url: str) -> int:
+    log = requests.get(f"{url}/_sandbox/log", params={"path": "/v1/chat/completions"}, timeout=5).json()
+    return len(log["requests"])
+
+
+def config(providers, *, weights=(1, 1), breaker_yaml=None, extra: dict | None = None, attempts: int = 3):
+    deployments = [{"name": f"d{i}", "type": "generic", "base_url": f"{url}/v1", "model": "sandbox-model",
+                    "weight": weight} for i, (url, weight) in enumerate(zip(providers, weights, strict=False))]
+    model = {"name": "pool", "deployments": deployments, "timeout": "10s", "retries": {"attempts": attempts},
+             "breaker": breaker_yaml or {"failures": 2, "window": "30s", "cool_down": "1s"}, **(extra or {})}
+    return parse_config({"models": [model], "routes": []}, {})
+
+
+def request(content: str = "hello", *, stream: bool = False, seconds: float = 10.0) -> JobRequest:
+    return JobRequest(job_id=f"job{time.monotonic_ns()}", request_id="req-1", model="pool", requested_model="pool",
+                      endpoint=CHAT_COMPLETIONS, body={"model": "pool", "stream": stream,
+                                                       "messages": [{"role": "user", "content": content}]},
+                      deadline=time.time() + seconds, stream=stream, stream_seconds=30.0)
+
+
+def serve(gateway, client, job: JobRequest, emit=None, *, seed: int | None = None):
+    runtime = Runtime(gateway.settings if hasattr(gateway, "settings") else None, gateway)
+    deployments = runtime.for_model("pool")
+    if seed is not None:
+        deployments.rng.seed(seed)
+    return deployments.serve(job, lambda member, out: runtime._run(member, job, out), emit, client,
+                             RateLimiter(client)), deployments
+
+
+def test_calls_spread_by_weight(providers, client):
+    gateway = config(providers, weights=(3, 1))
+    runtime = Runtime(None, gateway)
+    deployments = runtime.for_model("pool")
+    deployments.rng.seed(7)
+    served = {"pool/d0": 0, "pool/d1": 0}
+    for _ in range(200):
+        job = request()
+        outcome = deployments.serve(job, lambda member, out, job=job: runtime._run(member, job, out), None, client,
+                                    RateLimiter(client))
+        served[outcome.served_by] += 1
+    assert 0.65 <= served["pool/d0"] / 200 <= 0.85, served
+    assert (calls(providers[0]), calls(providers[1])) == (served["pool/d0"], served["pool/d1"])
+
+
+def test_a_failing_deployment_moves_the_call_and_then_cools_down(providers, client):
+    gateway = config(providers)
+    outage(providers[1], 500)
+    runtime = Runtime(None, gateway)
+    deployments = runtime.for_model("pool")
+    served = set()
+    for _ in range(12):
+        job = request()
+        outcome = deployments.serve(job, lambda member, out, job=job: runtime._run(member, job, out), None, client,
+                                    RateLimiter(client))
+        served.add(outcome.served_by)
+    assert served == {"pool/d0"}
+    # Two failures within the window opened the breaker: d1 got exactly those two calls.
+    assert calls(providers[1]) == 2
+    states = breaker.read_states(client, gateway.model("pool"))
+    assert states["d1"].state == breaker.COOLING and states["d0"].state == breaker.HEALTHY
+
+
+def test_after_the_cool_down_one_probe_decides(providers, client):
+    gateway = config(providers)
+    model = gateway.model("pool")
+    first = breaker.Breaker(model)
+    first.states(client)
+    for _ in range(2):
+        first.failed(client, "d1", status=503, retry_after=None, probe=False)
+    assert breaker.read_states(client, model)["d1"].state == breaker.COOLING
+    # A second worker takes the probe once the cool-down ends; a third is refused it meanwhile.
+    time.sleep(1.05)
+    second, third = breaker.Breaker(model), breaker.Breaker(model)
+    assert second.try_probe(client, "d1") and not third.try_probe(client, "d1")
+    second.failed(client, "d1", status=None, retry_after=None, probe=True)  # the probe failed: cooling again
+    state = breaker.read_states(client, model)["d1"]
+    assert state.state == breaker.COOLING and state.until > time.time() + 0.5
+    assert client.exists(deployment_probe_key("pool", "d1")) == 0
+    time.sleep(1.05)
+    assert third.try_probe(client, "d1")
+    third.states(client)
+    third.succeeded(client, "d1", probe=True)
+    assert breaker.read_states(client, model)["d1"].state == breaker.HEALTHY
+    assert not client.exists(deployment_failures_key("pool", "d1"), deployment_probe_key("pool", "d1"))
+
+
+def test_a_429_with_retry_after_cools_for_that_long(providers, client):
+    gateway = config(providers, breaker_yaml={"failures": 5, "max_cool_down": "30s"})
+    outage(providers[1], 429, retry_after=20)
+    runtime = Runtime(None, gateway)
+    deployments = runtime.for_model("pool")
+    for _ in range(6):
+        job = request()
+        assert deployments.serve(job, lambda m, out, job=job: runtime._run(m, job, out), None, client,
+                                 RateLimiter(client)).served_by == "pool/d0"
+    assert calls(providers[1]) == 1
+    state = breaker.read_states(client, gateway.model("pool"))["d1"]
+    assert state.state == breaker.COOLING and 18 < state.until - time.time() <= 20
+
+
+def test_every_deployment_down_is_deployments_unavailable(providers, client):
+    gateway = config(providers, breaker_yaml={"failures": 1, "cool_down": "30s"})
+    outage(providers[0], 503)
+    outage(providers[1], 500)
+    with pytest.raises(DeploymentsUnavailable) as failed:
+        serve(gateway, client, request())
+    assert "HTTP 50" in failed.value.message and failed.value.status == 503
+    assert (calls(providers[0]), calls(providers[1])) == (1, 1)  # each tried once, then cooling
+    assert 29 < failed.value.retry_after <= 30
+    # Both now cooling: the next request is refused without a call.
+    before = calls(providers[0]) + calls(providers[1])
+    with pytest.raises(DeploymentsUnavailable):
+        serve(gateway, client, request())
+    assert calls(providers[0]) + calls(providers[1]) == before
+    assert breaker.unavailable(client, gateway.model("pool")) is False  # no fallbacks: never asks Redis
+
+
+def test_unavailable_reads_redis_only_for_a_model_with_fallbacks(providers, client):
+    gateway = parse_config({"models": [
+        {"name": "pool", "fallbacks": ["spare"], "deployments": [
+            {"name": "a", "type": "generic", "base_url": f"{providers[0]}/v1"},
+            {"name": "b", "type": "generic", "base_url": f"{providers[1]}/v1"}]},
+        {"name": "spare", "type": "generic", "base_url": f"{providers[2]}/v1"}], "routes": []}, {})
+    pool = gateway.model("pool")
+    assert breaker.unavailable(client, pool, max_age=0) is False
+    client.hset(deployment_health_key("pool"), mapping={"a|failed": "http_401", "b|cool": repr(time.time() + 60)})
+    assert breaker.unavailable(client, pool, max_age=0) is True
+    client.hset(deployment_health_key("pool"), "b|cool", repr(time.time() - 1))  # a probe is due
+    assert breaker.unavailable(client, pool, max_age=0) is False
+
+
+def test_a_401_marks_the_deployment_failed_until_cleared(providers, client):
+    gateway = config(providers)
+    model = gateway.model("pool")
+    outage(providers[1], 401)
+    for _ in range(6):
+        outcome, _ = serve(gateway, client, request())
+        assert outcome.served_by == "pool/d0"
+    assert calls(providers[1]) == 1
+    assert breaker.read_states(client, model)["d1"] == breaker.DeploymentState(breaker.FAILED, reason="http_401")
+    assert breaker.clear(client, model, "d1") == ["d1"]
+    assert breaker.read_states(client, model)["d1"].state == breaker.HEALTHY
+
+
+def test_403s_fail_a_deployment_only_when_consecutive(providers, client):
+    gateway = config(providers, breaker_yaml={"forbidden": 2})
+    model = gateway.model("pool")
+    one = breaker.Breaker(model)
+    one.states(client)
+    assert one.failed(client, "d1", status=403, retry_after=None, probe=False) is None
+    one.succeeded(client, "d1", probe=False)  # an answer in between: the count starts again
+    assert one.failed(client, "d1", status=403, retry_after=None, probe=False) is None
+    assert one.failed(client, "d1", status=403, retry_after=None, probe=False) == breaker.FAILED
+
+
+def test_a_deployment_quota_moves_calls_and_none_left_is_429(providers, client):
+    gateway = parse_config({"models": [{"name": "pool", "deployments": [
+        {"name": "d0", "type": "generic", "base_url": f"{providers[0]}/v1", "rate_limit": {"requests_per_minute": 2}},
+        {"name": "d1", "type": "generic", "base_url": f"{providers[1]}/v1", "rate_limit": {"requests_per_minute": 1}},
+    ]}], "routes": []}, {})
+    served = [serve(gateway, client, request())[0].served_by for _ in range(3)]
+    assert sorted(served) == ["pool/d0", "pool/d0", "pool/d1"]
+    with pytest.raises(UpstreamRateLimited) as refused:
+        serve(gateway, client, request())
+    assert refused.value.retry_after is not None and 0 < refused.value.retry_after <= 60
+
+
+def test_a_stream_says_who_serves_it_and_a_mid_stream_failure_is_not_retried(providers, client):
+    gateway = config(providers, weights=(1, 1))
+    chunks: list = []
+
+    def emit(data, meta=None):
+        chunks.append((data, meta))
+
+    outcome, _ = serve(gateway, client, request("hi there", stream=True), emit)
+    assert chunks[0][1][SERVED_BY] == outcome.served_by and all(meta is None for _, meta in chunks[1:])
+    chunks.clear()
+    total = calls(providers[0]) + calls(providers[1])
+    from shared.errors import UpstreamError
+    with pytest.raises(UpstreamError):
+        serve(gateway, client, request("[[sandbox fail_after=2]] one two three four five six", stream=True), emit)
+    assert chunks and calls(providers[0]) + calls(providers[1]) == total + 1  # one call, never a second
+
+
+def test_a_request_only_some_deployments_can_express_goes_to_those(providers, client):
+    gateway = parse_config({"models": [{"name": "pool", "deployments": [
+        {"name": "claude", "type": "anthropic", "base_url": f"{providers[0]}/v1", "api_key": "k"},
+        {"name": "llama", "type": "generic", "base_url": f"{providers[1]}/v1"},
+    ]}], "routes": []}, {})
+    job = request()
+    # logprobs: OpenAI chat can carry it, a translation to Anthropic cannot.
+    job = JobRequest(**{**job.to_dict(), "body": {**job.body, "logprobs": True}})
+    for _ in range(5):
+        assert serve(gateway, client, job)[0].served_by == "pool/llama"
+
+
+def test_the_short_form_keeps_its_own_retries_and_no_breaker(providers, client):
+    gateway = parse_config({"models": [{"name": "pool", "type": "generic", "base_url": f"{providers[0]}/v1"}],
+                            "routes": []}, {})
+    deployments = Deployments(gateway.model("pool"))
+    assert deployments.breaker is None and deployments.simple is deployments.members[0]
+    assert not deployments.simple.client.single_attempt
