@@ -42,6 +42,11 @@ class Router:
             raise NoRoute(self._refusal(identity, requested))
         return found
 
+    def allowed(self, identity: Identity, requested: str) -> Decision | None:
+        """The decision for ``identity`` asking for ``requested`` by name, or None when no route
+        allows it: the check a fallback model passes (api.fallback), which refuses nothing itself."""
+        return self._first_route(identity, requested)
+
     def visible_models(self, identity: Identity) -> list[tuple[str, ModelConfig]]:
         """(name the caller may ask for, model that would serve it), for /v1/models."""
         visible = []

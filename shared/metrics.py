@@ -77,6 +77,8 @@ RATE_LIMITED = Counter("aigw_rate_limited_total", "Requests refused by the gatew
 AUTH_FAILURES = Counter("aigw_auth_failures_total", "Requests refused on identity or access.", ["reason"])
 GITLAB_REQUESTS = Counter("aigw_gitlab_requests_total", "Calls to the GitLab API, by status.", ["status"])
 JOBS_DROPPED = Counter("aigw_jobs_dropped_total", "Jobs dropped without an answer.", ["model", "reason"])
+FALLBACKS = Counter("aigw_fallbacks_total", "Requests moved to a fallback model (api.fallback), by the worker's "
+                    "error code.", ["model", "fallback", "reason"])
 DEPLOYMENT_CALLS = Counter("aigw_deployment_calls_total", "Provider calls per deployment of a model (its configured "
                            "name, never a URL).", ["model", "deployment"])
 DEPLOYMENT_FAILURES = Counter("aigw_deployment_failures_total", "Failed provider calls per deployment, by reason.",
