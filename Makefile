@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.run-installed
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: run test lint bench bench-peers install clean
+.PHONY: run test test-container lint bench bench-peers install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ lint: $(DEV_STAMP)
 
 test: $(DEV_STAMP) lint
 	$(BIN)/python -m pytest
+
+# The image and compose.yaml with a real Docker engine (provisioned from Debian's packages where
+# it can be: root and apt); tests/container. README, "Running in containers".
+test-container: $(DEV_STAMP)
+	$(BIN)/python -m tools.container test
 
 bench: $(DEV_STAMP)
 	$(BIN)/python -m bench.gateway

@@ -1,0 +1,203 @@
+"""``compose.yaml`` as a fresh clone runs it (no .env, no provider key, no GitLab): the stand-ins
+serve, the proxy is the door on 127.0.0.1, the same requests as the README's `docker run` work
+through it; one worker service scales on its own and the extra container takes jobs; slow and idle
+clients at the proxy delay nobody; rq-dashboard asks for its credentials; ``down -v`` leaves
+nothing behind. The tests run in file order, the last one takes the stack down."""
+
+from __future__ import annotations
+
+import json
+import resource
+import secrets
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tests.container.conftest import MODELS, Gateway, clean_env, docker, free_port, unique
+from tests.harness import wait_for
+from tests.integration.raw_http import chat_request, connect, read_answer
+
+SLOW = 300
+IDLE = 300
+LINE_INTERVAL = 2.0
+GATEWAY_SERVICES = ["standins", "api", *(f"worker-{model}" for model in MODELS)]
+
+
+class Compose:
+    def __init__(self, tmp_path):
+        self.project = unique("aigwc")
+        self.port, self.metrics_port, self.dashboard_port = free_port(), free_port(), free_port()
+        self.password = secrets.token_urlsafe(12)
+        empty = tmp_path / "empty.env"
+        empty.write_text("")
+        # A fresh clone's environment: no .env (the developer's, if any, is not read), no keys.
+        self.env = clean_env(ENV_FILE=str(empty), GATEWAY_PORT=str(self.port),
+                             METRICS_PUBLISHED_PORT=str(self.metrics_port), RQ_DASHBOARD_PORT=str(self.dashboard_port),
+                             RQ_DASHBOARD_USERNAME="operator", RQ_DASHBOARD_PASSWORD=self.password)
+        self.env_file = str(empty)
+        self.gateway = Gateway(f"http://127.0.0.1:{self.port}")
+
+    def __call__(self, *args: str, timeout: float = 180, check: bool = True):
+        return docker("compose", "-p", self.project, "--env-file", self.env_file, "--profile", "dashboard", *args,
+                      env=self.env, timeout=timeout, check=check)
+
+    def containers(self, service: str) -> list[str]:
+        return self("ps", "-q", service).stdout.split()
+
+    def leftovers(self) -> dict[str, list[str]]:
+        label = f"label=com.docker.compose.project={self.project}"
+        listings = {"containers": ["ps", "-aq"], "networks": ["network", "ls", "-q"], "volumes": ["volume", "ls", "-q"]}
+        return {kind: docker(*command, "--filter", label).stdout.split() for kind, command in listings.items()}
+
+
+@pytest.fixture(scope="module")
+def compose(tmp_path_factory):
+    stack = Compose(tmp_path_factory.mktemp("compose"))
+    try:
+        started = time.monotonic()
+        stack("up", "-d")
+        stack.gateway.wait_ready(MODELS)
+        print(f"\ncompose up: ready in {time.monotonic() - started:.1f} s")
+        yield stack
+    finally:
+        stack("down", "-v", "--remove-orphans", "--timeout", "20", check=False)
+
+
+def test_a_fresh_clone_serves_through_the_proxy_with_the_standins(compose):
+    gateway = compose.gateway
+    gateway.check_health()
+    gateway.check_chat()
+    gateway.check_stream()
+    gateway.check_refused_token()
+    for model in MODELS:
+        answer = gateway.chat(f"to {model}", model=model)
+        assert answer.status_code == 200, (model, answer.text)
+    log = compose("logs", "api").stdout
+    assert "callers are checked against the GitLab STAND-IN" in log
+    assert "served by the SANDBOX provider" in log
+    metrics = requests.get(f"http://127.0.0.1:{compose.metrics_port}/metrics", timeout=10)
+    assert metrics.status_code == 200 and "aigw_" in metrics.text
+
+
+def test_only_loopback_is_published(compose):
+    published = []
+    for line in compose("ps", "--format", "json").stdout.splitlines():
+        for row in json.loads(line) if line.startswith("[") else [json.loads(line)]:
+            published += [p for p in row.get("Publishers") or [] if p.get("PublishedPort")]
+    assert {p["URL"] for p in published} == {"127.0.0.1"}, published
+    assert {p["PublishedPort"] for p in published} == {compose.port, compose.metrics_port, compose.dashboard_port}
+
+
+def test_every_gateway_container_runs_read_only_under_a_bounded_restart_policy(compose):
+    config = json.loads(compose("config", "--format", "json").stdout)
+    for service in GATEWAY_SERVICES:
+        assert config["services"][service]["restart"] == "on-failure:3", service
+        assert config["services"][service]["read_only"] is True, service
+
+
+def test_a_setting_error_exits_2_with_its_line(compose):
+    result = compose("run", "--rm", "--no-deps", "-e", "OPENAI_API_KEY=sk-proj-real-looking", "api",
+                     timeout=60, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "config error: OPENAI_API_KEY: refused while the GitLab stand-in vouches for callers" in result.stderr
+    assert "sk-proj-real-looking" not in result.stderr + result.stdout
+
+
+def jobs_done(container: str) -> int:
+    logs = docker("logs", container)
+    return (logs.stdout + logs.stderr).count('"message": "job done"')
+
+
+def test_one_worker_service_scales_and_the_extra_container_takes_jobs(compose):
+    compose("up", "-d", "--no-recreate", "--scale", "worker-gpt-4o=2", "worker-gpt-4o")
+    containers = compose.containers("worker-gpt-4o")
+    assert len(containers) == 2
+    wait_for(lambda: (compose.gateway.ready() or {}).get("models", {}).get("gpt-4o", {}).get("workers") == 2,
+             timeout=60, interval=0.5, message="two gpt-4o workers live")
+    assert len(compose.containers("worker-claude-sonnet")) == 1  # the other models' services stay as they were
+
+    def both_took_jobs():
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda n: compose.gateway.chat(f"scaled {n}"), range(8)))
+        assert all(answer.status_code == 200 for answer in answers), [a.text for a in answers]
+        return all(jobs_done(container) for container in containers)
+    wait_for(both_took_jobs, timeout=60, interval=0.1, message="jobs done in both worker-gpt-4o containers")
+
+
+class SlowHeads:
+    """Connections that send a request's head one line every ``LINE_INTERVAL`` seconds."""
+
+    def __init__(self, port: int, count: int):
+        self.sockets = [connect(port) for _ in range(count)]
+        for sock in self.sockets:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: gateway\r\n")
+        self.stop = threading.Event()
+        self.lines = 0
+        self.thread = threading.Thread(target=self._trickle, daemon=True)
+        self.thread.start()
+
+    def _trickle(self) -> None:
+        while not self.stop.wait(LINE_INTERVAL):
+            self.lines += 1
+            for sock in self.sockets:
+                sock.sendall(b"X-Slow-%d: still coming\r\n" % self.lines)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+        for sock in self.sockets:
+            sock.close()
+
+
+def test_slow_and_idle_clients_at_the_proxy_delay_nobody(compose):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2048 <= hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))  # 600 client sockets here
+    slow = SlowHeads(compose.port, SLOW)
+    idle = [connect(compose.port) for _ in range(IDLE)]
+    try:
+        time.sleep(LINE_INTERVAL + 0.5)  # every slow head has begun to trickle
+        assert slow.lines >= 1
+        seconds = []
+        for n in range(20):
+            started = time.monotonic()
+            with connect(compose.port, timeout=10) as sock:
+                sock.sendall(chat_request(f"not delayed {n}", close=True, model="gpt-4o"))
+                answer = read_answer(sock)
+            seconds.append(time.monotonic() - started)
+            assert answer.status == 200, answer.body
+            assert answer.json()["choices"][0]["message"]["content"] == f"Sandbox reply: not delayed {n}"
+        assert max(seconds) < 3.0, seconds
+        print(f"\nthrough the proxy with {SLOW} slow and {IDLE} idle connections open: median "
+              f"{statistics.median(seconds) * 1000:.1f} ms, max {max(seconds) * 1000:.1f} ms")
+    finally:
+        slow.close()
+        for sock in idle:
+            sock.close()
+
+
+def test_rq_dashboard_asks_for_its_credentials(compose):
+    url = f"http://127.0.0.1:{compose.dashboard_port}/0/data/queues.json"
+    wait_for(lambda: requests.get(url, timeout=3).status_code == 401 if _answers(url) else False,
+             timeout=30, interval=0.5, message="rq-dashboard refusing a caller without credentials")
+    answer = requests.get(url, auth=("operator", compose.password), timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert {queue["name"] for queue in answer.json()["queues"]} >= set(MODELS)
+
+
+def _answers(url: str) -> bool:
+    try:
+        requests.get(url, timeout=3)
+        return True
+    except requests.RequestException:
+        return False
+
+
+def test_down_leaves_nothing_behind(compose):
+    assert any(compose.leftovers().values())
+    compose("down", "-v", "--remove-orphans", "--timeout", "20")
+    assert compose.leftovers() == {"containers": [], "networks": [], "volumes": []}
