@@ -1,0 +1,80 @@
+"""The container files agree with the rest of the repository, and the entry point's settling of
+the stand-ins (tools/container/entrypoint.py) does what the README says, without an engine;
+``make test-container`` runs them all for real."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from sandbox.gitlab import ADMIN_TOKEN
+from shared.config import load_config
+from shared.config_parse import SANDBOX_PROVIDER_ENV
+from tools.container.entrypoint import settle
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "compose.yaml").read_text())
+
+
+def test_compose_has_one_worker_service_per_model_of_the_example_config():
+    models = [model.name for model in load_config(str(ROOT / "config" / "example.yaml"), {}).models]
+    services = compose()["services"]
+    workers = {name: service["command"] for name, service in services.items() if name.startswith("worker-")}
+    assert workers == {f"worker-{model}": ["python", "-m", "workers", model] for model in models}
+
+
+def test_the_image_copies_every_package_the_processes_import():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\S+) \./", dockerfile, re.M))
+    assert {"api", "shared", "workers", "config", "sandbox", "tools", "requirements.txt"} <= copied
+    ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    assert not copied & set(ignored)
+    assert ".env" in ignored and ".cache" in ignored
+
+
+def test_a_fresh_clone_uses_the_standins():
+    env = {"STANDIN_URL": "http://standins", "LOG_DIR": ""}
+    assert settle(env, ["gunicorn"]) == []
+    assert env["GITLAB_URL"] == "http://standins:8001" and env["GITLAB_API_TOKEN"] == ADMIN_TOKEN
+    assert env["OPENAI_BASE_URL"] == env["ANTHROPIC_BASE_URL"] == "http://standins:8000/v1"
+    assert env[SANDBOX_PROVIDER_ENV] == "http://standins:8000"
+
+
+def test_the_real_gitlab_and_keys_leave_the_standins_out():
+    env = {"STANDIN_URL": "http://standins", "GITLAB_URL": "https://gitlab.example.com", "GITLAB_API_TOKEN": "t",
+           "OPENAI_API_KEY": "sk-1", "ANTHROPIC_API_KEY": "sk-2", "PUBLISHED_ADDRESS": "0.0.0.0"}
+    before = dict(env)
+    assert settle(env, ["python", "-m", "workers"]) == []
+    assert env == before
+
+
+def test_one_real_key_beside_the_real_gitlab_sandboxes_only_the_other_provider():
+    env = {"STANDIN_URL": "http://standins", "GITLAB_URL": "https://gitlab.example.com", "OPENAI_API_KEY": "sk-1"}
+    assert settle(env, ["gunicorn"]) == []
+    assert "OPENAI_BASE_URL" not in env and env["ANTHROPIC_BASE_URL"] == "http://standins:8000/v1"
+
+
+def test_a_real_key_or_an_open_address_behind_the_gitlab_standin_is_refused_by_name_only():
+    env = {"STANDIN_URL": "http://standins", "OPENAI_API_KEY": "sk-secret-value", "PUBLISHED_ADDRESS": "0.0.0.0"}
+    problems = settle(env, ["gunicorn"])
+    assert [problem.split(":")[0] for problem in problems] == ["OPENAI_API_KEY", "PUBLISHED_ADDRESS"]
+    assert not any("sk-secret-value" in problem for problem in problems)
+    assert settle({"STANDIN_URL": "http://standins", "PUBLISHED_ADDRESS": "::1"}, ["gunicorn"]) == []
+
+
+def test_rq_dashboard_needs_its_credentials():
+    command = ["python", "-m", "tools.rq_dashboard"]
+    assert [p.split(":")[0] for p in settle({}, command)] == ["RQ_DASHBOARD_USERNAME", "RQ_DASHBOARD_PASSWORD"]
+    assert settle({"RQ_DASHBOARD_USERNAME": "u", "RQ_DASHBOARD_PASSWORD": "p"}, command) == []
+
+
+def test_without_standin_url_nothing_is_invented():
+    env = {}
+    assert settle(env, ["gunicorn"]) == []
+    assert env == {}  # the gateway's own checks then name GITLAB_URL and GITLAB_API_TOKEN (exit 2)
