@@ -156,6 +156,8 @@ class GitLabClient:
             raise GitLabUnavailable(retry_after=_retry_after(response) or 5)
         if status in (401, 403) and caller:
             raise _rejection(status, response)
+        if status >= 400 and absolute:  # a public document, asked for without any token
+            raise GitLabUnavailable(f"GitLab answered HTTP {status} for {_route(path)}.", retry_after=5)
         if status in (401, 403):
             # The gateway's own token was refused: a deployment problem, not the caller's.
             log.error("GitLab refused the gateway's GITLAB_API_TOKEN", extra={"status": status})

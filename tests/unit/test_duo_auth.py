@@ -419,3 +419,14 @@ def test_the_stand_ins_discovery_keys_and_users_are_gitlabs_shapes(gitlab_url):
     assert alice.status_code == 200 and alice.json()["username"] == "alice" and "is_admin" not in alice.json()
     missing = requests.get(f"{gitlab_url}/api/v4/users/999", headers=own, timeout=5)
     assert (missing.status_code, missing.json()) == (404, {"message": "404 User Not Found"})
+
+
+def test_a_refused_key_document_is_gitlab_unavailable_not_the_gateways_token(client, gitlab_url, caplog):
+    caplog.set_level(logging.INFO)
+    auth = make(client, gitlab_url)
+    requests.post(f"{gitlab_url}/_gitlab/fault", json={"status": 403, "paths": [JWKS]}, timeout=5).raise_for_status()
+    with pytest.raises(GitLabUnavailable):
+        auth.identify(request(headers_18(mint(gitlab_url))), unit_primitives=CODE)
+    [record] = [r for r in caplog.records if r.getMessage() == "GitLab's signing keys could not be fetched"]
+    assert record.error == f"GitLab answered HTTP 403 for {gitlab_url}{JWKS}."
+    assert not any("GITLAB_API_TOKEN" in r.getMessage() for r in caplog.records)
