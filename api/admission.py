@@ -14,6 +14,11 @@ One entry point per request, ``Admission.admit``, decides, in this order:
 
 The answer, ``Admitted``, carries the queued job and the rate-limit headers of
 the response; a refusal is raised as the client's error, with its headers.
+
+A request that may fall back (``may_fall_back``, to a model with ``fallbacks`` or a
+``context_window_fallback``) carries a ``Trail`` (``api.fallback``); when the breakers
+already say every deployment of its model is out, it goes straight to a fallback.
+Another model's job is queued by ``queue``, the same steps 2 and 3 for that model.
 """
 
 from __future__ import annotations
@@ -22,14 +27,15 @@ import math
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from redis import Redis
 
+from api import fallback
 from api.rate_headers import headers_for
 from api.routing import Router
-from shared import errors, metrics
-from shared.config import GatewayConfig, ModelConfig
+from shared import breaker, errors, metrics
+from shared.config import GatewayConfig, ModelConfig, Route
 from shared.jobs import JobRequest
 from shared.ratelimit import OverLimit, RateLimiter, Reservation, WriteRefused, estimate_tokens, limits_for
 from shared.rq_records import job_enqueue, live_workers
@@ -38,11 +44,25 @@ LIVENESS_CACHE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
+class Ask:
+    """What a request asks of whichever model serves it: its job's fields but the model's own."""
+
+    requested: str  # the model name the client asked for; answers carry it
+    endpoint: str
+    body: dict
+    deadline: float  # epoch seconds: the request's one deadline, whichever model serves it
+    stream: bool
+    client_headers: dict
+    rate_limited: bool = True
+
+
+@dataclass(frozen=True)
 class Admitted:
     model: ModelConfig  # the model that serves the request
     route: str | None  # the route that admitted it
     job: JobRequest  # queued
     rate_headers: dict[str, str]  # the limits' figures, in the endpoint's headers
+    trail: fallback.Trail | None = None  # a request that may fall back: what it asks, the models tried
 
 
 class WorkerLiveness:
@@ -76,31 +96,51 @@ class Admission:
         self.liveness = liveness
 
     def admit(self, req, *, endpoint: str, body: dict, rate_limited: bool = True,
-              client_headers: dict | None = None) -> Admitted:
+              client_headers: dict | None = None, may_fall_back: bool = False) -> Admitted:
         """Route the request, check its model's workers, and queue its job if the queue's
         limit and every rate limit admit it; else raise the client's error. A job that is not
         ``rate_limited`` (it costs no tokens, say reading a stored response) takes no allowance.
-        ``client_headers``: what the job forwards to a provider of the client's format (api.forwarded_headers)."""
+        ``client_headers``: what the job forwards to a provider of the client's format (api.forwarded_headers).
+        ``may_fall_back``: the request may move to its model's fallbacks (``api.fallback``) while
+        nothing has reached the client."""
         ctx = req.context
         requested = body["model"]
         decision = self.router.resolve(ctx.identity, requested)
         model = decision.model
         ctx.log.update({"model": requested, "destination": model.name, "route": decision.route_name})
+        ask = Ask(requested, endpoint, body, time.time() + model.timeout, bool(body.get("stream")),
+                  client_headers or {}, rate_limited)
+        trail = None
+        if may_fall_back and (model.fallbacks or model.context_window_fallback):
+            trail = fallback.Trail(model, ask, (model.name,))
+            # Asked only of a model with fallbacks: any other costs no Redis command here.
+            if model.fallbacks and breaker.unavailable(self.limiter.redis, model):
+                moved, trail = fallback.readmit(req, self, trail, model, errors.DeploymentsUnavailable.code)
+                if moved is not None:
+                    refusal = errors.DeploymentsUnavailable(
+                        f"Every deployment of model '{model.name}' is unavailable right now.")
+                    return replace(moved, trail=replace(trail, refusal=refusal))
+        return self.queue(ctx, model, decision.route, ask, trail)
+
+    def queue(self, ctx, model: ModelConfig, route: Route | None, ask: Ask,
+              trail: fallback.Trail | None = None) -> Admitted:
+        """Queue ``ask``'s job for ``model`` (admitted by ``route``): its workers, then its queue's
+        limit and every rate limit in one atomic step; else raise the client's error."""
         if self.liveness.count(model.name) == 0:
             raise errors.NoWorkers(f"No worker is serving model '{model.name}' right now; try again later.",
                                    retry_after=5)
-        if rate_limited:
-            limits = limits_for(model, decision.route, ctx.identity.user_id, ctx.identity.project_id)
-            reservation = Reservation.of(limits, estimate_tokens(body, model.max_output_tokens))
+        if ask.rate_limited:
+            limits = limits_for(model, route, ctx.identity.user_id, ctx.identity.project_id)
+            reservation = Reservation.of(limits, estimate_tokens(ask.body, model.max_output_tokens))
         else:
             reservation = Reservation.of([], 0)
-        stream = bool(body.get("stream"))
+        route_name = route.name if route else None
         job = JobRequest(job_id=uuid.uuid4().hex, request_id=ctx.request_id, model=model.name,
-                         requested_model=requested, endpoint=endpoint, body=body,
-                         deadline=time.time() + model.timeout, caller=ctx.identity.job_fields(),
-                         reservation=reservation.to_dict(), stream=stream,
-                         stream_seconds=model.max_stream_duration if stream else 0.0, route=decision.route_name,
-                         client_headers=client_headers or {})
+                         requested_model=ask.requested, endpoint=ask.endpoint, body=ask.body,
+                         deadline=ask.deadline, caller=ctx.identity.job_fields(),
+                         reservation=reservation.to_dict(), stream=ask.stream,
+                         stream_seconds=model.max_stream_duration if ask.stream else 0.0, route=route_name,
+                         client_headers=ask.client_headers)
         jobs = self.config.jobs
         enqueue = job_enqueue(job, max_depth=model.max_queue_depth, result_ttl=jobs.result_ttl,
                               failure_ttl=jobs.failure_ttl)
@@ -114,7 +154,7 @@ class Admission:
             metrics.RATE_LIMITED.labels(model.name, refused.limit.scope_kind).inc()
             raise _refusal(refused, headers_for(refused.figures, ctx.wire)) from None
         # The headers are made here, while the request waits, not on its answer's way.
-        return Admitted(model, decision.route_name, job, headers_for(figures, ctx.wire))
+        return Admitted(model, route_name, job, headers_for(figures, ctx.wire), trail)
 
 
 def _refusal(refused: OverLimit, headers: dict[str, str]) -> errors.RateLimited:

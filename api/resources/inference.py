@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import falcon
 
+from api import fallback
 from api.admission import Admission, Admitted
 from api.answers import Answers
 from api.disconnect import client_gone_probe
@@ -36,18 +37,27 @@ class Inference:
 
     def on_post(self, req, resp) -> None:
         body = self.validate(req.get_media())
-        respond(req, resp, self.answers, self.admit(req, body), keepalive_interval=self.keepalive_interval)
+        respond(req, resp, self.answers, self.admit(req, body), keepalive_interval=self.keepalive_interval,
+                admission=self.admission)
 
-    def admit(self, req, body: dict) -> Admitted:
-        """Queue the request's job (``api.admission``); an endpoint may check more first."""
+    def admit(self, req, body: dict, *, may_fall_back: bool = True) -> Admitted:
+        """Queue the request's job (``api.admission``); an endpoint may check more first.
+        ``may_fall_back``: the request may move to its model's fallbacks (``api.fallback``)."""
         return self.admission.admit(req, endpoint=self.endpoint, body=body,
-                                    client_headers=client_headers(req, self.forwarded))
+                                    client_headers=client_headers(req, self.forwarded), may_fall_back=may_fall_back)
 
 
-def respond(req, resp, answers: Answers, admitted: Admitted, *, keepalive_interval: float) -> None:
-    """Wait for an admitted job's answer and send it, whole or as a stream once its first chunk is in."""
+def respond(req, resp, answers: Answers, admitted: Admitted, *, keepalive_interval: float,
+            admission: Admission | None = None) -> None:
+    """Wait for an admitted job's answer and send it, whole or as a stream once its first chunk is in.
+    A request that may fall back (``admitted.trail``, with the ``admission`` to re-admit it) moves to
+    its fallbacks on an error reply (``api.fallback``)."""
     req.context.rate_headers = admitted.rate_headers  # on every response from here (the middleware)
-    reply = answers.wait(admitted.model, admitted.job, client_gone=client_gone_probe(req.env))
+    gone = client_gone_probe(req.env)
+    reply = answers.wait(admitted.model, admitted.job, client_gone=gone)
+    if reply.error is not None and admitted.trail is not None and admission is not None:
+        admitted, reply = fallback.follow(req, admission, answers, admitted, reply, client_gone=gone)
+        req.context.rate_headers = admitted.rate_headers
     # The worker's facts for the access record: when it took the job, its attempts.
     req.context.log.update({k: reply.meta[k] for k in ("queue_wait_ms", "attempts", "upstream_seconds")
                             if k in reply.meta})

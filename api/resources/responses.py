@@ -46,11 +46,12 @@ class CreateResponse(Inference):
                          keepalive_interval=keepalive_interval)
         self.store = store
 
-    def admit(self, req, body: dict) -> Admitted:
+    def admit(self, req, body: dict, *, may_fall_back: bool = True) -> Admitted:
         previous = body.get("previous_response_id")
         if previous is not None:
             self._check_previous(req, body["model"], previous)
-        return super().admit(req, body)
+        # A continuation stays on the model (and provider) that holds the conversation: no fallback.
+        return super().admit(req, body, may_fall_back=may_fall_back and previous is None)
 
     def _check_previous(self, req, requested: str, previous: str) -> None:
         identity = req.context.identity
