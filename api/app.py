@@ -8,6 +8,9 @@ from api import errors
 from api.admission import Admission, WorkerLiveness
 from api.after_response import AfterResponse
 from api.answers import Answers
+from api.duo import Duo
+from api.duo import routes as duo_routes
+from api.duo_auth import DuoAuthenticator
 from api.gitlab import GitLabClient
 from api.gitlab_cache import GitLabCache
 from api.identity import Authenticator
@@ -48,8 +51,10 @@ class GatewayApp(AfterResponse):
 
 
 def create_app(settings: Settings, config: GatewayConfig, *, pool_size: int = DEFAULT_POOL_SIZE,
-               authenticator: Authenticator | None = None) -> GatewayApp:
-    """The app; ``authenticator`` replaces GitLab verification in in-process unit tests."""
+               authenticator: Authenticator | None = None,
+               duo_authenticator: DuoAuthenticator | None = None) -> GatewayApp:
+    """The app; ``authenticator`` (and ``duo_authenticator``, GitLab Duo's) replace GitLab verification
+    in in-process unit tests."""
     redis = redis_client(settings.redis_url, max_connections=pool_size)
     longest_wait = max(config.max_timeout, config.gitlab.timeout + 2)
     blocking = blocking_redis_client(settings.redis_url, longest_wait=longest_wait, max_connections=pool_size)
@@ -85,5 +90,8 @@ def create_app(settings: Settings, config: GatewayConfig, *, pool_size: int = DE
     store = ResponsesStore(redis, ttl=config.jobs.response_ttl, max_bytes=config.jobs.max_stored_response_bytes)
     for path, resource in responses_routes(admission, answers, store,
                                            keepalive_interval=settings.stream_keepalive_interval).items():
+        app.add_route(path, resource)
+    duo_auth = duo_authenticator or DuoAuthenticator.for_gitlab(gitlab, authenticator, config.duo)
+    for path, resource in duo_routes(Duo(config, duo_auth, admission, answers)).items():
         app.add_route(path, resource)
     return GatewayApp(app, answers)

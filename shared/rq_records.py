@@ -133,6 +133,8 @@ local function write(keys, argv)
   redis.call('EXPIRE', keys[2], argv[3])
 end
 """
+# The same, ahead of the jobs waiting: workers take from the left (``claim_next``).
+ENQUEUE_FRONT_LUA = ENQUEUE_LUA.replace("'RPUSH'", "'LPUSH'").replace("'RPOP'", "'LPOP'")
 
 
 def utc(epoch: float) -> str:
@@ -147,12 +149,14 @@ class JobEnqueue:
 
     keys: list[str]
     args: list
-    lua = ENQUEUE_LUA
+    lua: str = ENQUEUE_LUA
 
 
-def job_enqueue(request: JobRequest, *, max_depth: int, result_ttl: float, failure_ttl: float) -> JobEnqueue:
+def job_enqueue(request: JobRequest, *, max_depth: int, result_ttl: float, failure_ttl: float,
+                front: bool = False) -> JobEnqueue:
     """The records of ``request``'s job as RQ's enqueue writes them (origin, status and
-    times as ``Queue._prepare_for_queue`` sets them), its data plain JSON."""
+    times as ``Queue._prepare_for_queue`` sets them), its data plain JSON; ``front``: queued
+    ahead of the waiting jobs (RQ's ``at_front``)."""
     ttl = request.rq_queue_ttl()
     enqueued = utc(request.enqueued_at)
     fields = {
@@ -180,7 +184,8 @@ def job_enqueue(request: JobRequest, *, max_depth: int, result_ttl: float, failu
     args: list = [request.job_id, max_depth, ttl]
     for name, value in fields.items():
         args += (name, value)
-    return JobEnqueue([rq_queue_key(request.model), rq_job_key(request.job_id)], args)
+    return JobEnqueue([rq_queue_key(request.model), rq_job_key(request.job_id)], args,
+                      ENQUEUE_FRONT_LUA if front else ENQUEUE_LUA)
 
 
 # -- what the API and the metrics read ---------------------------------------------

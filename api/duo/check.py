@@ -1,0 +1,121 @@
+"""POST /v1/prompts/model_configuration%2Fcheck: the admin's "Test connection" of a self-hosted model.
+
+GitLab waits 3 s (ee/lib/gitlab/llm/ai_gateway/self_hosted_models/tasks/model_config_check.rb) and
+reads only the status: 200 is success; 421 shows ``detail`` as "The self-hosted model server returned
+code <detail>"; any other shows "AI Gateway returned code N: <detail[0].msg>" (a string ``detail``
+becomes "Unknown error"). So every refusal here but the JWT's is a 422 with a list ``detail``.
+
+The probe is a minimal real call (GitLab's AI gateway's model_configuration/check prompt, 16 tokens),
+queued at the front of the model's queue, without any rate limit's allowance, and given
+``CHECK_SECONDS`` from the request's arrival. When no worker takes it in time (the workers are busy, or
+the queue is at its limit), the model still maps and has live workers: the answer is 200, and the
+access record says ``duo_probe: not_probed``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from api.duo import jobs
+from api.duo.models import DuoInvalid, identifier_name
+from api.duo.resources import COMPLETE_CODE, DuoEndpoint
+from api.duo.shapes import answer_text
+from shared.errors import (
+    DeadlineExceeded,
+    GatewayError,
+    UpstreamAuthError,
+    UpstreamFailure,
+    UpstreamModelNotFound,
+    UpstreamRateLimited,
+)
+from shared.jobs import JobRequest
+from shared.ratelimit import Reservation, WriteRefused
+from shared.rq_records import job_enqueue
+
+log = logging.getLogger("aigw.api")
+
+CHECK_SECONDS = 2.5  # of GitLab's 3 s, from the request's arrival
+_HTTP_STATUS = re.compile(r"\bHTTP (\d{3})\b")
+_STATUS_OF = {UpstreamAuthError: 401, UpstreamModelNotFound: 404, UpstreamRateLimited: 429}
+
+
+class DuoModelServerError(GatewayError):
+    """The model's server failed the probe: GitLab shows ``detail`` ("<status>: <reason>")."""
+
+    status = 421
+    code = "duo_model_server_error"
+
+
+class ModelCheck(DuoEndpoint):
+    feature = "model_configuration_check"
+    unit_primitives = COMPLETE_CODE
+
+    def on_post(self, req, resp) -> None:
+        body = self.caller(req)
+        try:
+            model = self._model(body)
+            answer = self._probe(req, model)
+        except (DuoModelServerError, DuoInvalid):
+            raise
+        except GatewayError as error:  # no route, no workers, the model's deadline...: said as GitLab shows it
+            raise DuoInvalid(error.message) from None
+        resp.media = answer
+
+    def _model(self, body: dict):
+        """The model the self-hosted model's identifier or name names, else the first Duo feature's."""
+        metadata = body.get("model_metadata") if isinstance(body.get("model_metadata"), dict) else {}
+        config = self.duo.config
+        for candidate in (identifier_name(metadata.get("identifier")), metadata.get("name"),
+                          *config.duo.features.values()):
+            model = config.model(candidate) if isinstance(candidate, str) else None
+            if model is not None:
+                return model
+        raise DuoInvalid("This self-hosted model maps to no model of this AI gateway: give it the identifier "
+                         "custom_openai/<model> naming a model in the gateway's config.")
+
+    def _probe(self, req, model) -> str:
+        ctx = req.context
+        admission = self.duo.admission
+        decision = admission.router.resolve(ctx.identity, model.name)
+        ctx.log.update({"model": model.name, "destination": model.name, "route": decision.route_name})
+        if admission.liveness.count(model.name) == 0:
+            raise DuoInvalid(f"No worker is serving model '{model.name}' right now.")
+        left = CHECK_SECONDS - (time.perf_counter() - ctx.started)
+        job = jobs.check(model)
+        request = JobRequest(job_id=uuid.uuid4().hex, request_id=ctx.request_id, model=model.name,
+                             requested_model=model.name, endpoint=job.endpoint, body=job.body,
+                             deadline=time.time() + max(0.0, left), caller=ctx.identity.job_fields(),
+                             route=decision.route_name)
+        enqueue = job_enqueue(request, max_depth=model.max_queue_depth, result_ttl=self.duo.config.jobs.result_ttl,
+                              failure_ttl=self.duo.config.jobs.failure_ttl, front=True)
+        try:
+            admission.limiter.take(Reservation.of([], 0), enqueue)
+            reply = self.duo.answers.wait(model, request)
+        except (WriteRefused, DeadlineExceeded):
+            return self._not_probed(req, model)
+        if reply.error is not None:
+            raise _model_server_error(reply.error)
+        ctx.log["duo_probe"] = "answered"
+        return answer_text(job.endpoint, reply.body)[0]
+
+    def _not_probed(self, req, model) -> str:
+        req.context.log["duo_probe"] = "not_probed"
+        log.warning("model check not probed: no worker took it in time; the model maps and has live workers",
+                    extra={"model": model.name})
+        return ""
+
+
+def _model_server_error(error: GatewayError) -> GatewayError:
+    """A provider's failure as GitLab shows it (421 "<status>: <reason>"); the gateway's own
+    (a lost worker, say) as a 422."""
+    if not isinstance(error, UpstreamFailure):
+        return DuoInvalid(error.message)
+    found = _HTTP_STATUS.search(error.message)
+    status = _STATUS_OF.get(type(error)) or (int(found.group(1)) if found else None)
+    if status is None:
+        return DuoInvalid(error.message)  # no HTTP answer at all (refused, TLS, timeout): not the server's code
+    return DuoModelServerError(f"{status}: {error.message}")
+

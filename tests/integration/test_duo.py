@@ -1,0 +1,462 @@
+"""GitLab Duo Self-Hosted against the real gateway: gunicorn, workers, Redis, the sandbox provider and
+the GitLab stand-in, whose OIDC keys sign the instance's JWT (``sandbox.gitlab_oidc``).
+
+The requests are the fixtures of ../shared/duo-protocol.md section 6 (what GitLab 17.x and 18.x send,
+read in GitLab's Rails source): every Duo endpoint, whole and streamed, through an OpenAI-compatible
+(generic) model of a fill-in-the-middle family, an openai and an anthropic model; the admin's Test
+connection with the model's queue full of slow jobs; a route limiting one user's code suggestions.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from sandbox.gitlab_oidc import INSTANCE_ID
+from tests.harness import Stack, in_background, wait_for
+
+CONFIG = """
+models:
+  - name: codestral
+    type: generic
+    base_url: "{sandbox}/v1"
+    api_key: "${SANDBOX_PROVIDER_KEY}"
+    timeout: 10s
+    workers: 1
+  - name: gpt
+    type: openai
+    base_url: "{sandbox}/v1"
+    api_key: "${SANDBOX_PROVIDER_KEY}"
+    model: gpt-4o-upstream
+    timeout: 10s
+    workers: 1
+  - name: claude
+    type: anthropic
+    base_url: "{sandbox}"
+    api_key: "${SANDBOX_PROVIDER_KEY}"
+    model: claude-upstream
+    timeout: 10s
+    workers: 1
+  - name: slow
+    type: generic
+    base_url: "{sandbox}/v1"
+    api_key: "${SANDBOX_PROVIDER_KEY}"
+    timeout: 30s
+    workers: 1
+    concurrency: 1
+    max_queue_depth: 10
+  - name: wrong-key
+    type: generic
+    base_url: "{sandbox}/v1"
+    api_key: "sk-not-the-right-key"
+    timeout: 5s
+    retries: {attempts: 1}
+    workers: 1
+routes:
+  - name: bob-code-suggestions
+    match: {gitlab_user_id: [3], model_name: [codestral]}
+    rate_limit: {requests_per_minute: 2, per: user}
+  - name: everyone
+    match: {model_name: [codestral, gpt, claude, slow, wrong-key]}
+duo:
+  prompts:
+    gpt:
+      family: codestral
+"""
+RELATED_FILE = '<file_content file_name="main.go">\npackage main\n</file_content>\n'
+SECRET_KEY = "sk-duo-model-key-never-logged"  # the model API key GitLab sends; never used, never logged
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with Stack(tmp_path_factory.mktemp("duo"), CONFIG, web_workers=1, web_threads=16) as gateway:
+        yield gateway
+
+
+def jwt(stack: Stack, **claims) -> str:
+    answer = requests.post(f"{stack.gitlab_url}/_gitlab/oidc/token", json={"claims": claims}, timeout=5)
+    answer.raise_for_status()
+    return answer.json()["token"]
+
+
+def headers(stack: Stack, *, user: str | None = "2", request_id: str | None = None, token: str | None = None,
+            mixed_case: bool = False, **claims) -> dict:
+    """GitLab's headers (18.x lower-case, 17.x Mixed-Case and without the user)."""
+    found = {"Authorization": f"Bearer {token or jwt(stack, **claims)}",
+             "X-Gitlab-Authentication-Type": "oidc", "Content-Type": "application/json",
+             "X-Gitlab-Instance-Id" if mixed_case else "x-gitlab-instance-id": INSTANCE_ID,
+             "X-Gitlab-Realm" if mixed_case else "x-gitlab-realm": "self-managed",
+             "X-Gitlab-Rails-Send-Start": str(time.time())}
+    if user is not None:
+        found["x-gitlab-user-id"] = user
+    if request_id:
+        found["X-Request-ID"] = request_id
+    return found
+
+
+def metadata(model: str, family: str = "mistral") -> dict:
+    return {"provider": "openai", "name": family, "endpoint": "http://vllm.internal:8000/v1",
+            "api_key": SECRET_KEY, "identifier": f"custom_openai/{model}"}
+
+
+def completion_body(model: str, *, stream: bool = False, above: str = "def is_even(n: int) ->",
+                    family: str = "codestral") -> dict:
+    """F4: an 18.x code completion."""
+    return {"current_file": {"file_name": "main.py", "content_above_cursor": above, "content_below_cursor": ""},
+            "intent": "completion", "stream": stream, "project_path": "acme/handbook", "telemetry": [],
+            "prompt_version": 2, "model_provider": "litellm", "prompt": None,
+            "model_endpoint": "http://vllm.internal:8000/v1", "model_name": family, "model_api_key": SECRET_KEY,
+            "model_identifier": f"custom_openai/{model}"}
+
+
+def generation_body(model: str, *, stream: bool = False, instruction: str = "Add a method is_public") -> dict:
+    """F5/F6: the 18.9 spec's self-hosted code generation body."""
+    payload = {"file_name": "test.py", "content_above_cursor": "class Project:\n    ",
+               "content_below_cursor": "\n", "language_identifier": "Python", "stream": stream,
+               "prompt_id": "code_suggestions/generations", "prompt_version": "^1.0.0",
+               "prompt_enhancer": {"examples_array": [], "trimmed_content_above_cursor": "class Project:\n    ",
+                                   "trimmed_content_below_cursor": "\n",
+                                   "related_files": [RELATED_FILE],
+                                   "related_snippets": [], "libraries": [], "user_instruction": instruction}}
+    return {"current_file": {"file_name": "test.py", "content_above_cursor": "class Project:\n    ",
+                             "content_below_cursor": "\n"},
+            "telemetry": [], "stream": stream,
+            "prompt_components": [{"type": "code_editor_generation", "payload": payload}],
+            "model_metadata": metadata(model)}
+
+
+def chat_body(model: str, question: str) -> dict:
+    """F7: an 18.x Duo Chat step."""
+    return {"messages": [{"role": "user", "content": "earlier question", "additional_context": None,
+                          "agent_scratchpad": None},
+                         {"role": "assistant", "content": "earlier answer", "additional_context": None,
+                          "agent_scratchpad": []},
+                         {"role": "user", "content": question, "context": {"type": "issue", "title": "Merge trains"},
+                          "current_file": None,
+                          "additional_context": [{"category": "snippet", "id": "hello", "content": "puts 1",
+                                                  "metadata": {}}]}],
+            "model_metadata": metadata(model), "unavailable_resources": ["Pipelines", "Vulnerabilities"]}
+
+
+def tool_body(model: str, *, stream: bool = True, selected: str = "def foo\n  42\nend") -> dict:
+    """F8: /explain."""
+    return {"stream": stream,
+            "inputs": {"input": "Explain the code user selected inside <selected_code></selected_code> tags.",
+                       "selected_text": selected, "file_content": "",
+                       "language_info": "The code is written in Ruby and stored as foo.rb"},
+            "model_metadata": metadata(model), "prompt_version": "^1.0.0"}
+
+
+def post(stack: Stack, path: str, body: dict, hdrs: dict, **kwargs) -> requests.Response:
+    return requests.post(f"{stack.url}{path}", data=json.dumps(body), headers=hdrs, timeout=30, **kwargs)
+
+
+def sent_to_provider(stack: Stack, request_id: str) -> dict:
+    entries = wait_for(lambda: [e for e in stack.sandbox_log() if e["key"] == request_id] or None, timeout=10,
+                       message=f"the provider's request for {request_id}")
+    return entries[-1]
+
+
+# -- the unauthenticated ones ---------------------------------------------------------------------------
+def test_healthz_answers_without_a_token_and_head_root_answers(stack: Stack) -> None:
+    answer = requests.get(f"{stack.url}/monitoring/healthz", headers={"accept": "application/json"}, timeout=5)
+    assert answer.status_code == 200 and answer.json() == {"status": "ok"}
+    assert answer.headers["Content-Type"].startswith("application/json")
+    assert requests.head(f"{stack.url}/", timeout=5).status_code < 500  # GitLab's host probe
+
+
+def test_direct_access_is_refused_and_docs_search_finds_nothing(stack: Stack) -> None:
+    refused = requests.post(f"{stack.url}/v1/code/user_access_token", headers=headers(stack), timeout=5)
+    assert refused.status_code == 403 and refused.json() == {"detail": "Direct connections are disabled"}
+    search = post(stack, "/v1/search/gitlab-docs", {"type": "search-docs", "metadata": {"source": "GitLab EE",
+                                                                                        "version": "18.9.0"},
+                                                    "payload": {"query": "merge trains"}}, headers(stack))
+    assert search.status_code == 200, search.text
+    assert search.json()["response"] == {"results": []}
+    assert post(stack, "/v1/search/gitlab-docs", {}, headers(stack, token="not-a-jwt")).status_code == 401
+
+
+# -- code completion -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model", ["codestral", "gpt", "claude"])
+def test_code_completion_whole_18x(stack: Stack, model: str) -> None:
+    rid = f"duo-complete-{model}"
+    answer = post(stack, "/v2/code/completions", completion_body(model), headers(stack, request_id=rid))
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["object"] == "text_completion" and body["choices"][0]["index"] == 0
+    # The sandbox echoes the prompt's end; a FIM family's stop words cut it where its markers start.
+    assert body["choices"][0]["text"].startswith("Sandbox ")
+    assert body["model"]["name"] == model and body["model"]["lang"] == "python"
+    sent = sent_to_provider(stack, rid)
+    if model == "claude":  # no FIM: the chat completion prompt, translated to Anthropic's Messages
+        assert sent["path"] == "/v1/messages"
+        assert "Fill-in-the-middle" in json.dumps(sent["body"])
+    else:  # a FIM family (GitLab's model_name, or duo.prompts.gpt.family): its template through /v1/completions
+        assert sent["path"] == "/v1/completions"
+        assert sent["body"]["prompt"] == "<s>[SUFFIX][PREFIX]def is_even(n: int) ->"
+        assert "[PREFIX]" in sent["body"]["stop"]
+    text = json.dumps(sent["body"])
+    assert SECRET_KEY not in text and "vllm.internal" not in text  # GitLab's model fields never reach a job
+
+
+def test_code_completion_17x_form_maps_by_model_name_and_uses_its_prompt(stack: Stack) -> None:
+    body = completion_body("x")
+    for key in ("model_identifier", "intent", "project_path"):
+        body.pop(key)
+    body["prompt"] = "<s>[SUFFIX][PREFIX]def is_odd(n: int) ->"
+    rid = "duo-complete-17x"
+    hdrs = headers(stack, user=None, mixed_case=True, request_id=rid, aud="gitlab-ai-gateway",
+                   scopes=["code_suggestions"])
+    answer = post(stack, "/v2/completions", body, hdrs)  # the alias
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["text"].startswith("Sandbox completion of:")
+    assert sent_to_provider(stack, rid)["body"]["prompt"] == body["prompt"]
+    record = stack.access_record(rid)
+    assert record["duo_feature"] == "code_completions" and record["user_id"] is None
+
+
+@pytest.mark.parametrize("model", ["codestral", "gpt", "claude"])
+def test_code_completion_streamed_is_raw_text(stack: Stack, model: str) -> None:
+    body = completion_body(model, stream=True, above="def add(a, b): [[sandbox chunk_delay_ms=5]]")
+    with post(stack, "/v2/code/completions", body, headers(stack), stream=True) as answer:
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["Content-Type"].startswith("text/event-stream")
+        text = b"".join(answer.iter_content(None)).decode()
+    assert text.startswith("Sandbox ") and ("add(a, b)" in text or model != "claude")
+    assert "data:" not in text and "keep-alive" not in text  # no framing, no comments
+
+
+def test_a_code_completion_stream_that_fails_closes_the_connection_without_error_text(stack: Stack) -> None:
+    body = completion_body("codestral", stream=True, above="x = 1 [[sandbox fail_after=1]]")
+    with post(stack, "/v2/code/completions", body, headers(stack), stream=True) as answer:
+        assert answer.status_code == 200
+        received = b""
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            for piece in answer.iter_content(None):
+                received += piece
+    assert b"error" not in received.lower() and b"{" not in received
+
+
+# -- code generation --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model", ["codestral", "gpt", "claude"])
+def test_code_generation_v3_whole_and_raw_stream(stack: Stack, model: str) -> None:
+    rid = f"duo-generate-{model}"
+    answer = post(stack, "/v3/code/completions", generation_body(model), headers(stack, request_id=rid))
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert "is_public" in body["choices"][0]["text"]
+    assert body["metadata"]["model"]["name"] == model and body["model"]["lang"] == "python"
+    assert "Add a method is_public" in body["choices"][0]["text"]  # the instruction reached the model
+    assert sent_to_provider(stack, rid)["body"]["max_tokens"] == 2048
+    with post(stack, "/v3/code/completions", generation_body(model, stream=True), headers(stack),
+              stream=True) as streamed:
+        assert streamed.status_code == 200
+        text = b"".join(streamed.iter_content(None)).decode()
+    assert "is_public" in text and "data:" not in text
+
+
+@pytest.mark.parametrize("model", ["codestral", "gpt", "claude"])
+def test_code_generation_v4_streams_gitlab_sse_events(stack: Stack, model: str) -> None:
+    body = generation_body(model, stream=True, instruction="Add is_public [[sandbox chunk_delay_ms=5]]")
+    with post(stack, "/v4/code/suggestions", body, headers(stack), stream=True) as answer:
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["X-Streaming-Format"] == "sse"
+        raw = b"".join(answer.iter_content(None)).decode()
+    events = [block.split("\n") for block in raw.strip("\n").split("\n\n")]
+    names = [lines[0].removeprefix("event: ") for lines in events]
+    assert names[0] == "stream_start" and names[-1] == "stream_end" and set(names[1:-1]) == {"content_chunk"}
+    assert len(names) > 3
+    datas = [json.loads(lines[1].removeprefix("data: ")) for lines in events]
+    assert datas[0]["metadata"]["model"]["name"] == model and datas[-1] is None
+    text = "".join(d["choices"][0]["delta"]["content"] for d in datas[1:-1])
+    assert "is_public" in text
+    whole = post(stack, "/v4/code/suggestions", generation_body(model), headers(stack))
+    assert whole.status_code == 200 and "is_public" in whole.json()["choices"][0]["text"]
+
+
+# -- Duo Chat ----------------------------------------------------------------------------------------------
+def read_in_pieces(stack: Stack, path: str, body: dict, hdrs: dict, piece: int = 7) -> tuple[str, bytes]:
+    """The raw response, read a few bytes at a time, as GitLab's Net::BufferedIO reads it in pieces."""
+    url = urlsplit(stack.url)
+    data = json.dumps(body).encode()
+    head = "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {len(data)}\r\n"
+                     f"{head}\r\n".encode() + data)
+        received = b""
+        while chunk := sock.recv(piece):
+            received += chunk
+    head_part, _, payload = received.partition(b"\r\n\r\n")
+    return head_part.decode(), _unchunk(payload)
+
+
+def _unchunk(payload: bytes) -> bytes:
+    out = b""
+    while payload:
+        size_line, _, rest = payload.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        payload = rest[size + 2:]
+    return out
+
+
+@pytest.mark.parametrize("model", ["codestral", "gpt", "claude"])
+def test_chat_events_one_whole_object_per_line_however_reads_split(stack: Stack, model: str) -> None:
+    question = "What is a merge train? [[sandbox chunk_delay_ms=5]]"
+    head, payload = read_in_pieces(stack, "/v2/chat/agent", chat_body(model, question), headers(stack))
+    assert " 200 " in head.split("\r\n")[0], head
+    assert "content-type: application/x-ndjson" in head.lower()
+    lines = payload.decode().split("\n")
+    assert lines[-1] == ""  # every event ends with its newline
+    events = [json.loads(line) for line in lines[:-1]]  # each line is one whole JSON object
+    assert len(events) > 3
+    assert all(e["type"] == "final_answer_delta" for e in events)
+    assert events[-1]["data"]["finish_reason"] == "stop"
+    answer = "".join(e["data"]["text"] for e in events)
+    assert "What is a merge train?" in answer
+    assert "Merge trains" in answer and "puts 1" in answer  # the page and the additional context went along
+
+
+def test_chat_failure_after_start_is_an_error_event(stack: Stack) -> None:
+    body = chat_body("codestral", "Explain [[sandbox error_after=2]]")
+    with post(stack, "/v2/chat/agent", body, headers(stack), stream=True) as answer:
+        assert answer.status_code == 200
+        lines = b"".join(answer.iter_content(None)).decode().strip("\n").split("\n")
+    last = json.loads(lines[-1])
+    assert last["type"] == "error" and last["data"]["retryable"] is False and last["data"]["message"]
+
+
+@pytest.mark.parametrize("model", ["codestral", "claude"])
+def test_slash_command_streamed_raw_and_whole_json_string(stack: Stack, model: str) -> None:
+    with post(stack, "/v1/prompts/chat/explain_code", tool_body(model), headers(stack), stream=True) as answer:
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["Content-Type"].startswith("text/event-stream")
+        text = b"".join(answer.iter_content(None)).decode()
+    assert "def foo 42 end" in text and "data:" not in text
+    whole = post(stack, "/v1/prompts/chat/explain_code", tool_body(model, stream=False), headers(stack))
+    assert whole.status_code == 200 and "def foo" in whole.json()
+
+
+def test_a_tool_the_token_lacks_is_refused(stack: Stack) -> None:
+    answer = post(stack, "/v1/prompts/chat/troubleshoot_job", tool_body("codestral"), headers(stack))
+    assert answer.status_code == 403 and answer.json() == {"detail": "Unauthorized to access troubleshoot_job"}
+
+
+# -- mapping and refusals -----------------------------------------------------------------------------------
+def test_an_unmapped_model_is_a_422_gitlab_shows(stack: Stack) -> None:
+    answer = post(stack, "/v3/code/completions", generation_body("nonexistent"), headers(stack))
+    assert answer.status_code == 422
+    detail = answer.json()["detail"]
+    assert isinstance(detail, list) and "custom_openai/<model>" in detail[0]["msg"]
+
+
+def test_missing_scope_and_bad_token_answer_as_gitlabs_gateway(stack: Stack) -> None:
+    answer = post(stack, "/v2/code/completions", completion_body("codestral"), headers(stack, scopes=["duo_chat"]))
+    assert answer.status_code == 403 and answer.json() == {"detail": "Unauthorized to access code completions"}
+    missing = requests.post(f"{stack.url}/v2/code/completions", json=completion_body("codestral"), timeout=5)
+    assert missing.status_code == 401 and missing.json() == {"error": "No authorization header presented"}
+
+
+def test_the_model_api_key_gitlab_sends_is_never_logged(stack: Stack) -> None:
+    post(stack, "/v2/code/completions", completion_body("codestral"), headers(stack))
+    assert SECRET_KEY not in stack.logs()
+
+
+# -- the admin's Test connection ---------------------------------------------------------------------------
+CHECK = "/v1/prompts/model_configuration%2Fcheck"
+
+
+def check_body(model: str) -> dict:
+    return {"inputs": {}, "stream": False, "model_metadata": metadata(model)}
+
+
+def test_model_check_probes_the_model(stack: Stack) -> None:
+    rid = "duo-check-ok"
+    answer = post(stack, CHECK, check_body("codestral"), headers(stack, request_id=rid))
+    assert answer.status_code == 200, answer.text
+    assert isinstance(answer.json(), str) and answer.json()
+    assert sent_to_provider(stack, rid)["body"]["max_tokens"] == 16
+    assert stack.access_record(rid)["duo_probe"] == "answered"
+
+
+def test_model_check_reports_the_model_servers_error_as_421(stack: Stack) -> None:
+    answer = post(stack, CHECK, check_body("wrong-key"), headers(stack))
+    assert answer.status_code == 421, answer.text
+    assert answer.json()["detail"].startswith("401: ")
+
+
+def test_model_check_of_an_unknown_model_is_a_422_list(stack: Stack) -> None:
+    answer = post(stack, CHECK, check_body("nonexistent"), headers(stack))
+    assert answer.status_code == 422 and isinstance(answer.json()["detail"], list)
+    assert answer.json()["detail"][0]["msg"]
+
+
+def _fill(stack: Stack, results: dict, name: str, count: int, delay_ms: int) -> list:
+    threads = []
+    for i in range(count):
+        threads.append(in_background(stack, results, f"{name}-{i}", "slow", f"busy [[sandbox delay_ms={delay_ms}]]"))
+        if i == 0:  # the first holds the model's one slot before the others queue behind it
+            wait_for(lambda: stack.redis().llen("rq:queue:slow") == 0 and stack.sandbox_log()
+                     and any("busy" in json.dumps(e["body"]) for e in stack.sandbox_log()), timeout=10,
+                     message="the first slow job to run")
+    wait_for(lambda: stack.redis().llen("rq:queue:slow") == count - 1, timeout=10, message="the queue to fill")
+    return threads
+
+
+def test_model_check_jumps_the_queue_and_answers_within_the_time(stack: Stack) -> None:
+    results: dict = {}
+    threads = _fill(stack, results, "queued", 4, 1200)
+    rid = "duo-check-queued"
+    started = time.monotonic()
+    answer = post(stack, CHECK, check_body("slow"), headers(stack, request_id=rid))
+    elapsed = time.monotonic() - started
+    assert answer.status_code == 200, answer.text
+    assert elapsed < 2.5
+    assert stack.access_record(rid)["duo_probe"] == "answered"  # ahead of three jobs of 1.2 s each
+    for thread in threads:
+        thread.join(30)
+    assert all(r.status_code == 200 for r in results.values())
+
+
+def test_model_check_not_probed_in_time_still_answers_200(stack: Stack) -> None:
+    results: dict = {}
+    threads = _fill(stack, results, "hogs", 3, 5000)
+    rid = "duo-check-busy"
+    started = time.monotonic()
+    answer = post(stack, CHECK, check_body("slow"), headers(stack, request_id=rid))
+    elapsed = time.monotonic() - started
+    assert answer.status_code == 200, answer.text
+    assert 2.0 < elapsed < 2.9
+    assert stack.access_record(rid)["duo_probe"] == "not_probed"
+    assert "model check not probed" in stack.logs()
+    for thread in threads:
+        thread.join(30)
+
+
+# -- routes, limits, the access record ---------------------------------------------------------------------
+def test_a_route_limits_one_users_code_suggestions(stack: Stack) -> None:
+    bob = [post(stack, "/v2/code/completions", completion_body("codestral"), headers(stack, user="3"))
+           for _ in range(3)]
+    assert [a.status_code for a in bob] == [200, 200, 429]
+    assert "detail" in bob[2].json() and bob[2].headers.get("Retry-After")
+    alice = post(stack, "/v2/code/completions", completion_body("codestral"), headers(stack, user="2"))
+    assert alice.status_code == 200
+
+
+def test_the_access_record_names_the_user_and_the_feature(stack: Stack) -> None:
+    rid = "duo-record"
+    answer = post(stack, "/v2/code/completions", completion_body("codestral"), headers(stack, request_id=rid))
+    assert answer.status_code == 200
+    record = stack.access_record(rid)
+    assert record["duo_feature"] == "code_completions"
+    assert record["user_id"] == "2" and record["username"] == "alice"
+    assert record["project_id"] == "102"  # acme/handbook, where alice is a developer
+    assert record["destination"] == "codestral" and record["status"] == 200
+    assert record["gitlab_instance_id"] == INSTANCE_ID
