@@ -24,7 +24,7 @@ from shared.metrics_directory import use_host_directory
 METRICS_DIRECTORY = use_host_directory()
 
 from api.patches import install_patches  # noqa: E402
-from api.startup import MODEL_NAMES, accept, check_gateway_token  # noqa: E402
+from api.startup import MODEL_NAMES, accept, check_gateway_token, served  # noqa: E402
 from shared import metrics  # noqa: E402
 from shared.plumbing.open_files import raise_open_files_limit  # noqa: E402
 
@@ -78,7 +78,7 @@ def when_ready(server):
 
         # MODEL_NAMES, not a copy: a reload updates it in place, so a model added is measured too.
         start_metrics_server(_settings.metrics_port, _settings.redis_url, MODEL_NAMES, METRICS_DIRECTORY,
-                             addr=_settings.host)
+                             addr=_settings.host, models=lambda: served()[1].models)
 
 
 def child_exit(server, worker):

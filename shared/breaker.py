@@ -9,10 +9,10 @@ command and every worker anywhere sees what one of them recorded:
   ``breaker.failures`` retryable failures (connection error, timeout,
   408/429/5xx/529) within ``breaker.window``, for ``breaker.cool_down``; or after
   a 429 with ``Retry-After``, for that long (at most ``breaker.max_cool_down``).
-  Once it ends, one probe call decides: the worker that wins
+  Once it ends, one probe call decides: the worker that wins that cool-down's
   ``deployment_probe_key`` (SET NX, expiring with the model's timeout) sends the
   next call there; a success makes it healthy, a failure cools it again. Other
-  workers keep away meanwhile.
+  workers keep away meanwhile, even those whose view is a second old.
 - failed (``<deployment>|failed`` = why): the provider answered 401, or 403 on
   ``breaker.forbidden`` consecutive calls (``<deployment>|forbidden`` counts
   them). It stays failed until a worker (re)loads the config, or
@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass
 
 from redis import Redis
+from redis.exceptions import RedisError
 
 from shared.config_types import ModelConfig
 from shared.keys import deployment_failures_key, deployment_health_key, deployment_probe_key
@@ -113,10 +114,30 @@ def clear(redis: Redis, model: ModelConfig, deployment: str | None = None) -> li
     names = [d.name for d in model.upstreams if deployment in (None, d.name)]
     pipe = redis.pipeline(transaction=False)
     pipe.hdel(deployment_health_key(model.name), *(f"{n}|{f}" for n in names for f in ("cool", "failed", "forbidden")))
-    for name in names:
-        pipe.delete(deployment_failures_key(model.name, name), deployment_probe_key(model.name, name))
+    pipe.delete(*(deployment_failures_key(model.name, name) for name in names))
     pipe.execute()
     return [n for n in names if states.get(n, DeploymentState()).state != HEALTHY]
+
+
+def clear_failed(redis: Redis, models) -> dict[str, list[str]]:
+    """What a configuration reload does: every deployment marked failed (a 401, repeated 403s) is tried
+    again, since its key may have been fixed; cooling ones keep cooling. Answers the cleared, per model.
+    Redis unreachable: logged, and they stay failed (``python -m workers.inspect deployments --clear``)."""
+    cleared: dict[str, list[str]] = {}
+    try:
+        for model in models:
+            if not model.uses_breaker:
+                continue
+            names = [n for n, s in read_states(redis, model).items() if s.state == FAILED or s.forbidden]
+            if names:
+                fields = [f"{n}|{f}" for n in names for f in ("failed", "forbidden")]
+                redis.hdel(deployment_health_key(model.name), *fields)
+                cleared[model.name] = names
+                log.info("deployments failed before the reload are tried again",
+                         extra={"model": model.name, "deployments": names})
+    except RedisError as error:
+        log.warning("could not clear the deployments marked failed: Redis unreachable", extra={"error": str(error)})
+    return cleared
 
 
 class Breaker:
@@ -131,7 +152,8 @@ class Breaker:
         self._read_at = -math.inf
 
     def states(self, redis: Redis) -> dict[str, DeploymentState]:
-        """The deployments' states, read again when older than ``refresh`` or after a failure here."""
+        """The deployments' states, read again when older than ``refresh`` or after a failure here: what
+        another worker recorded is seen within ``refresh``."""
         now = self.clock()
         if now - self._read_at >= self.refresh:
             self._states = read_states(redis, self.model)
@@ -145,7 +167,8 @@ class Breaker:
     def try_probe(self, redis: Redis, deployment: str) -> bool:
         """Take the one probe of a deployment whose cool-down ended; False when another worker has it."""
         ttl_ms = max(1000, int(self.model.timeout * 1000))
-        return bool(redis.set(deployment_probe_key(self.model.name, deployment), "1", nx=True, px=ttl_ms))
+        until = self._states.get(deployment, DeploymentState()).until
+        return bool(redis.set(deployment_probe_key(self.model.name, deployment, until), "1", nx=True, px=ttl_ms))
 
     def succeeded(self, redis: Redis, deployment: str, *, probe: bool) -> None:
         """A call answered. Costs nothing unless it was a probe or the deployment had 403s counted."""
@@ -157,8 +180,7 @@ class Breaker:
         pipe.hdel(key, f"{deployment}|forbidden")
         if probe:
             pipe.hdel(key, f"{deployment}|cool")
-            pipe.delete(deployment_failures_key(self.model.name, deployment),
-                        deployment_probe_key(self.model.name, deployment))
+            pipe.delete(deployment_failures_key(self.model.name, deployment))
         pipe.execute()
         self._set(deployment, DeploymentState())
         if probe:
@@ -214,7 +236,6 @@ class Breaker:
         pipe = redis.pipeline(transaction=False)
         pipe.hset(key, f"{deployment}|cool", repr(until))
         pipe.expire(key, HEALTH_TTL)
-        pipe.delete(deployment_probe_key(self.model.name, deployment))
         pipe.execute()
         self._set(deployment, DeploymentState(COOLING, until=until))
         log.warning("deployment cooling down: %s", why,

@@ -90,9 +90,11 @@ def deployment_failures_key(model_name: str, deployment: str) -> str:
     return f"{KEY_PREFIX}:deployment-failures:{key_part(model_name)}:{key_part(deployment)}"
 
 
-def deployment_probe_key(model_name: str, deployment: str) -> str:
-    """Held (SET NX) by the one worker whose call probes a deployment after its cool-down."""
-    return f"{KEY_PREFIX}:deployment-probe:{key_part(model_name)}:{key_part(deployment)}"
+def deployment_probe_key(model_name: str, deployment: str, cool_down_end: float) -> str:
+    """Held (SET NX) by the one worker whose call probes a deployment after the cool-down that ended at
+    ``cool_down_end``: one key per cool-down, so a worker that still sees an earlier one never probes twice."""
+    period = key_part(repr(cool_down_end))
+    return f"{KEY_PREFIX}:deployment-probe:{key_part(model_name)}:{key_part(deployment)}:{period}"
 
 
 # -- RQ's records (RQ 3.0's names; tests/unit/test_keys.py compares them with RQ's own) --------

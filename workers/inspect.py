@@ -34,6 +34,7 @@ from shared.connections import redis_client
 from shared.queue_report import failed_report, queue_report
 from shared.rq_records import known_queues, purge_failed
 from shared.settings import Settings, masked_url
+from workers.inspect_deployments import DEPLOYMENTS
 
 WATCH_DEFAULT, WATCH_MIN, WATCH_MAX = 2.0, 0.5, 60.0  # seconds between refreshes
 CLEAR = "\x1b[H\x1b[2J"
@@ -123,6 +124,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "purge": Subcommand("remove a model's failed jobs and their records",
                         "Remove every failed job of MODEL from the failed registry, with its records. "
                         "Nothing is requeued.", _model_argument, _purge, NOT_REQUEUED),
+    "deployments": Subcommand(**DEPLOYMENTS),
 }
 
 

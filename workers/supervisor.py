@@ -46,6 +46,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from shared import metrics, rq_records
+from shared.breaker import clear_failed
 from shared.config import ConfigError, GatewayConfig, load_config
 from shared.connections import redis_client
 from shared.keys import queue_name
@@ -99,7 +100,7 @@ def run_metrics_process(settings: Settings, config: GatewayConfig, port: int) ->
     from shared.plumbing.metrics_server import start_metrics_server
 
     start_metrics_server(port, settings.redis_url, [m.name for m in config.models], host_directory(),
-                         addr=settings.host)
+                         addr=settings.host, models=lambda: config.models)
     signal.pause()
 
 
@@ -249,6 +250,7 @@ class Supervisor:
         if missing:
             log.warning("models named on the command line are no longer configured: their processes stop",
                         extra={"models": missing})
+        clear_failed(self._connection(), config.models)  # a fixed key is tried again (shared.breaker)
         old_config, old_plan = self.config, self.plan
         self.config, self.plan = config, self.selection.plan(config)
         self.stop_grace = max(self.stop_grace, config.max_stream_duration)

@@ -10,6 +10,8 @@ import redis
 
 from api.admission import WorkerLiveness
 from api.gitlab import GitLabClient
+from shared.breaker import read_states
+from shared.config import ModelConfig
 from shared.rq_records import queue_depth
 
 log = logging.getLogger("aigw.api")
@@ -34,10 +36,12 @@ class Ready:
     access_log = False
 
     def __init__(self, redis_client: redis.Redis, liveness: WorkerLiveness, model_names: list[str],
-                 gitlab: GitLabClient):
+                 gitlab: GitLabClient, models: tuple[ModelConfig, ...] = ()):
         self.redis = redis_client
         self.liveness = liveness
         self.model_names = model_names
+        # Models whose deployments' health is kept (shared.breaker): /ready shows each one's state.
+        self.with_deployments = {m.name: m for m in models if m.uses_breaker}
         self.gitlab = gitlab
         self._gitlab_seen: tuple[float, bool] = (0.0, False)
 
@@ -56,6 +60,10 @@ class Ready:
                 "workers": self.liveness.count(name, fresh=True),
                 "queued": queue_depth(self.redis, name),
             }
+            if name in self.with_deployments:
+                now = time.time()
+                states = read_states(self.redis, self.with_deployments[name])
+                models[name]["deployments"] = {d: state.describe(now) for d, state in states.items()}
         resp.media = {"status": "ready", "redis": {"ok": True}, "gitlab": {"reachable": self._gitlab_reachable()},
                       "models": models}
 

@@ -20,7 +20,7 @@ from api.forwarded_headers import ANTHROPIC, client_headers
 from api.streaming import respond_with_stream
 from api.validation import validate_chat, validate_completions, validate_embeddings, validate_messages
 from shared.jobs import CHAT_COMPLETIONS, COMPLETIONS, EMBEDDINGS, MESSAGES
-from shared.replies import CHUNK, DROPPED_PARAMS, DROPPED_PARAMS_HEADER
+from shared.replies import CHUNK, DROPPED_PARAMS, DROPPED_PARAMS_HEADER, SERVED_BY, SERVED_BY_HEADER
 
 
 class Inference:
@@ -65,6 +65,10 @@ def respond(req, resp, answers: Answers, admitted: Admitted, *, keepalive_interv
     if dropped:  # what the model's drop_params removed in translation: said before the stream commits
         resp.set_header(DROPPED_PARAMS_HEADER, ", ".join(dropped))
         req.context.log[DROPPED_PARAMS] = dropped
+    served_by = reply.meta.get(SERVED_BY)
+    if served_by:  # the model and deployment that served it (models[].deployments)
+        resp.set_header(SERVED_BY_HEADER, served_by)
+        req.context.log[SERVED_BY] = served_by
     if reply.error is not None:
         raise reply.error
     if reply.kind == CHUNK:

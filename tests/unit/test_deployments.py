@@ -112,17 +112,21 @@ def test_after_the_cool_down_one_probe_decides(providers, client):
     # A second worker takes the probe once the cool-down ends; a third is refused it meanwhile.
     time.sleep(1.05)
     second, third = breaker.Breaker(model), breaker.Breaker(model)
+    second.states(client), third.states(client)
     assert second.try_probe(client, "d1") and not third.try_probe(client, "d1")
     second.failed(client, "d1", status=None, retry_after=None, probe=True)  # the probe failed: cooling again
     state = breaker.read_states(client, model)["d1"]
     assert state.state == breaker.COOLING and state.until > time.time() + 0.5
-    assert client.exists(deployment_probe_key("pool", "d1")) == 0
+    assert not third.try_probe(client, "d1")  # its view is of the earlier cool-down: probed already
     time.sleep(1.05)
+    third.stale()
+    third.states(client)
     assert third.try_probe(client, "d1")
     third.states(client)
     third.succeeded(client, "d1", probe=True)
     assert breaker.read_states(client, model)["d1"].state == breaker.HEALTHY
-    assert not client.exists(deployment_failures_key("pool", "d1"), deployment_probe_key("pool", "d1"))
+    assert not client.exists(deployment_failures_key("pool", "d1"))
+    assert client.exists(deployment_probe_key("pool", "d1", state.until))  # expires with the model's timeout
 
 
 def test_a_429_with_retry_after_cools_for_that_long(providers, client):
