@@ -115,6 +115,7 @@ class Admission:
             trail = fallback.Trail(model, ask, (model.name,))
             # Asked only of a model with fallbacks: any other costs no Redis command here.
             if model.fallbacks and breaker.unavailable(self.limiter.redis, model):
+                ctx.log["breakers_open"] = True  # every deployment out: no job for the model if a fallback admits
                 moved, trail = fallback.readmit(req, self, trail, model, errors.DeploymentsUnavailable.code)
                 if moved is not None:
                     refusal = errors.DeploymentsUnavailable(

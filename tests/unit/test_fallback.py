@@ -272,7 +272,7 @@ def test_open_breakers_send_the_request_straight_to_the_fallback(admission, clie
     admitted = admit(admission, req)
     assert admitted.model.name == "b" and queued(client, "a") == [] and queued(client, "b") == [admitted.job.job_id]
     assert client.zcard("aigw:rl:model:a:requests:60:log") == 0  # a took nothing
-    assert req.context.log["fallback_from"] == "a"
+    assert req.context.log["fallback_from"] == "a" and req.context.log["breakers_open"] is True
     # b fails too, and nothing else serves: the client hears a's state, not b's.
     answers = ScriptedAnswers(error_reply(errors.UpstreamError("b said 500")),
                               error_reply(errors.UpstreamError("d said 500")))
