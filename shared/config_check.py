@@ -28,6 +28,18 @@ def format_summary(config: GatewayConfig, source: str) -> str:
                   f"    reasoning {m.reasoning_control}, drop_params {_names(m.drop_params)}"
                   + (", /v1/responses passed through" if m.native_responses_api else ""),
                   f"    api key: {'set' if m.api_key else 'not set'}"]
+        for d in m.deployments:  # the long form: the lines above are its first deployment's
+            lines.append(f"    deployment {d.name}: type {d.type}, base_url {d.base_url}, upstream model {d.model}, "
+                         f"weight {d.weight}, rate limits: {_limits(d.rate_limit)}, "
+                         f"api key: {'set' if d.api_key else 'not set'}")
+        if m.uses_breaker:
+            b = m.breaker
+            lines.append(f"    breaker: {b.failures} failures in {format_duration(b.window)} cool down "
+                         f"{format_duration(b.cool_down)} (Retry-After up to {format_duration(b.max_cool_down)}), "
+                         f"{b.forbidden} consecutive 403s fail it")
+        if m.fallbacks or m.context_window_fallback:
+            lines.append(f"    fallbacks {_names(m.fallbacks)}, context_window_fallback "
+                         f"{m.context_window_fallback or 'none'}")
     lines.append(f"routes ({len(config.routes)}):" if config.routes_configured else "routes: not configured")
     for r in config.routes:
         match = ", ".join(f"{key}={'|'.join(getattr(r.match, key))}"

@@ -102,3 +102,16 @@ def test_each_rule_names_its_key_path(case):
     node, expected = RULES[case]
     found = problems(config_with(node))
     assert expected in found, found
+
+
+def test_check_shows_each_deployment_and_the_breaker_never_a_key():
+    from shared.config import format_summary
+
+    config = parse_config(config_with(long_form(deployment("a", weight=2), deployment("b", api_key="sk-b-SECRET"),
+                                                fallbacks=["local"]), model()), {})
+    summary = format_summary(config, "config.yaml")
+    assert ("    deployment a: type generic, base_url http://a.internal:8000/v1, upstream model pool, weight 2"
+            in summary)
+    assert "deployment b:" in summary and "api key: set" in summary and "sk-b-SECRET" not in summary
+    assert "    breaker: 5 failures in 1m cool down 30s (Retry-After up to 5m), 3 consecutive 403s fail it" in summary
+    assert "    fallbacks [local], context_window_fallback none" in summary
