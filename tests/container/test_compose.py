@@ -197,6 +197,26 @@ def _answers(url: str) -> bool:
         return False
 
 
+def test_a_container_that_exits_on_a_setting_is_restarted_three_times_then_left_stopped(compose, tmp_path):
+    bad = tmp_path / "bad.env"
+    bad.write_text("OPENAI_API_KEY=sk-proj-real-looking\n")  # behind the GitLab stand-in: refused
+    env = {**compose.env, "ENV_FILE": str(bad)}
+    docker("compose", "-p", compose.project, "--env-file", compose.env_file, "up", "-d", "--no-deps", "api",
+           env=env, timeout=120)
+    container = compose.containers("api")[0]
+
+    def gave_up():
+        state = json.loads(docker("inspect", container, "--format", "{{json .State}}").stdout)
+        count = int(docker("inspect", container, "--format", "{{.RestartCount}}").stdout)
+        return (state, count) if state["Status"] == "exited" and count == 3 else None
+    state, _count = wait_for(gave_up, timeout=60, interval=0.5, message="api stopped after three restarts")
+    assert state["ExitCode"] == 2
+    time.sleep(2)  # and it stays stopped
+    assert json.loads(docker("inspect", container, "--format", "{{json .State}}").stdout)["Status"] == "exited"
+    logs = docker("logs", container)
+    assert (logs.stdout + logs.stderr).count("config error: OPENAI_API_KEY: refused") == 4  # the start and 3 restarts
+
+
 def test_down_leaves_nothing_behind(compose):
     assert any(compose.leftovers().values())
     compose("down", "-v", "--remove-orphans", "--timeout", "20")

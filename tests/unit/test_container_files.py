@@ -26,6 +26,9 @@ def test_compose_has_one_worker_service_per_model_of_the_example_config():
     services = compose()["services"]
     workers = {name: service["command"] for name, service in services.items() if name.startswith("worker-")}
     assert workers == {f"worker-{model}": ["python", "-m", "workers", model] for model in models}
+    # ... and the GitLab network's override attaches every one of them, beside the API.
+    attached = yaml.safe_load((ROOT / "compose.gitlab-network.yaml").read_text())["services"]
+    assert set(attached) == {"api", "proxy", *workers}
 
 
 def test_the_image_copies_every_package_the_processes_import():
