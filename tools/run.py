@@ -1,8 +1,12 @@
 """``make run``: start the whole gateway on one machine, from nothing.
 
-1. Redis: ``REDIS_URL`` if it answers, else an embedded one on a free port.
+1. Redis: an embedded one on a free loopback port (nothing persisted, gone when it
+   stops), unless ``REDIS_URL`` is set: then that one, which must answer (exit 2 if
+   not). Never whatever happens to answer at localhost:6379: on a developer's machine
+   that is someone else's, and the gateway's keys would stay there.
 2. Providers: with the example config, each provider whose key is not set is
-   replaced by the local SANDBOX provider (canned answers), and the log says so.
+   replaced by the local SANDBOX provider (canned answers), and the log says so;
+   its models need no key, so no process warns that they have none.
 3. GitLab: without ``GITLAB_URL``, a local GitLab STAND-IN with fixed demo users
    and projects (``sandbox/gitlab.py``); its demo user's token goes in the curl line.
 4. The ``Procfile``'s processes (``web`` and ``worker``), with their output
@@ -31,6 +35,8 @@ import requests
 
 from sandbox.gitlab import ADMIN_TOKEN, DEMO_TOKEN
 from shared.config import ConfigError, load_config
+from shared.config_parse import SANDBOX_PROVIDER_ENV
+from shared.settings import masked_url
 from tools.embedded_redis import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,13 +102,17 @@ class Launcher:
         bin_dir = str(Path(sys.executable).parent)
         self.env["PATH"] = bin_dir + os.pathsep + self.env.get("PATH", "")
         self.env.setdefault("PYTHONUNBUFFERED", "1")
-        url = self.env.get("REDIS_URL") or "redis://localhost:6379/0"
-        if redis_answers(url):
-            say(f"using the Redis at {url}")
+        url = self.env.get("REDIS_URL", "").strip()
+        if url:
+            if not redis_answers(url):
+                print(f"config error: REDIS_URL: no Redis answers at {masked_url(url)} (unset REDIS_URL and "
+                      "`make run` starts an embedded one)", file=sys.stderr)
+                raise SystemExit(2)
+            say(f"using the Redis at REDIS_URL ({masked_url(url)}); the gateway's keys stay there")
         else:
             self.embedded = EmbeddedRedis().start()
             url = self.embedded.url
-            say(f"no Redis answered; started an embedded one at {url} (nothing is persisted)")
+            say(f"REDIS_URL is not set: started an embedded Redis at {url} (nothing is persisted)")
         self.env["REDIS_URL"] = url
         if not self.env.get("CONFIG_FILE_PATH"):
             self.env["CONFIG_FILE_PATH"] = str(EXAMPLE_CONFIG)
@@ -147,6 +157,7 @@ class Launcher:
         if not missing:
             return
         base = self.start_helper("sandbox", "sandbox.provider")
+        self.env[SANDBOX_PROVIDER_ENV] = base  # its models need no key: no process warns that they have none
         for key in missing:
             self.env[SANDBOXED_PROVIDERS[key]] = f"{base}/v1"
             say(f"{key} is not set: its models are served by the SANDBOX provider at {base} "
@@ -229,14 +240,31 @@ class Launcher:
                 os.killpg(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE
         for name, process in self.children:
+            # The whole group, not only its leader (a Procfile line runs under a shell, which dies at
+            # once): Redis stops last, once nothing that may still write to it is left.
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                while group_alive(process.pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if group_alive(process.pid):
+                    raise subprocess.TimeoutExpired(name, STOP_GRACE)
             except subprocess.TimeoutExpired:
                 say(f"{name} did not stop in time; killing it")
                 os.killpg(process.pid, signal.SIGKILL)
         if self.embedded:
             self.embedded.stop()
         say("stopped")
+
+
+def group_alive(pgid: int) -> bool:
+    """Is any process of the group ``pgid`` still running?"""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def main() -> int:

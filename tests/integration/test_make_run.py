@@ -1,5 +1,6 @@
 """`make run` from nothing: embedded Redis, the sandbox provider, a curl line that works, the coding
-agents' default models served, listening on loopback only, Ctrl-C."""
+agents' default models served, listening on loopback only, Ctrl-C; the Redis at REDIS_URL only when
+it is set, and refused when nothing answers there."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis
 import requests
 
 from sandbox.gitlab import DEMO_TOKEN
 from tests.harness import Process, wait_for
-from tools.embedded_redis import free_port
+from tools.embedded_redis import EmbeddedRedis, free_port
 
 FIXTURES = Path(__file__).resolve().parents[1] / "clients" / "fixtures"
 
@@ -26,7 +28,7 @@ def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path):
         "PATH": "/usr/bin:/bin",
         "PORT": str(port),
         "METRICS_PORT": str(metrics_port),
-        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens: the embedded one starts
+        # No REDIS_URL: the embedded one starts, whatever answers at localhost:6379.
         "WEB_CONCURRENCY": "1",
         "PYTHONUNBUFFERED": "1",
     }
@@ -35,8 +37,9 @@ def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path):
         found = wait_for(lambda: re.search(r"curl -s (\S+) \\\s+-H '([^']+)' \\\s+-H '([^']+)' \\\s+-d '([^']+)'",
                                            run.log()), timeout=90, message="the curl line")
         output = run.log()
-        assert "started an embedded one" in output
+        assert "REDIS_URL is not set: started an embedded Redis at redis://127.0.0.1:" in output
         assert "SANDBOX provider" in output
+        assert "no api_key" not in output  # the sandbox serves every model: nothing is missing
         assert "GitLab STAND-IN" in output
         url, first, second, body = found.groups()
         headers = dict(header.split(": ", 1) for header in (first, second))
@@ -63,6 +66,39 @@ def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path):
         except requests.ConnectionError:
             still_up = False
         assert not still_up
+    finally:
+        run.stop()
+
+
+def test_make_run_uses_the_redis_at_redis_url_when_set(tmp_path):
+    redis_server = EmbeddedRedis().start()
+    url = redis_server.url
+    run = Process("make-run", [sys.executable, "-m", "tools.run"],
+                  {"PATH": "/usr/bin:/bin", "PORT": str(free_port()), "METRICS_PORT": str(free_port()),
+                   "REDIS_URL": url, "WEB_CONCURRENCY": "1", "PYTHONUNBUFFERED": "1"}, tmp_path / "run.log")
+    try:
+        client = redis.Redis.from_url(url)
+        # The gateway's keys are there, as the line says: the workers' and their queues'.
+        wait_for(lambda: client.scard("rq:workers") and client.scard("rq:queues"), timeout=90,
+                 message="workers and queues registered in REDIS_URL's Redis")
+        output = run.log()
+        assert f"using the Redis at REDIS_URL ({url})" in output and "embedded" not in output
+        run.signal(signal.SIGINT)
+        assert run.wait(timeout=60) == 0
+    finally:
+        run.stop()
+        redis_server.stop()
+
+
+def test_make_run_refuses_a_redis_url_where_nothing_answers(tmp_path):
+    url = f"redis://:s3cret-pass@127.0.0.1:{free_port()}/0"
+    run = Process("make-run", [sys.executable, "-m", "tools.run"], {"PATH": "/usr/bin:/bin", "REDIS_URL": url},
+                  tmp_path / "run.log")
+    try:
+        assert run.wait(timeout=30) == 2
+        output = run.log()
+        assert "config error: REDIS_URL: no Redis answers at redis://:***@127.0.0.1:" in output
+        assert "s3cret-pass" not in output and "Traceback" not in output
     finally:
         run.stop()
 
