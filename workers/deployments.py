@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from redis import Redis
+from redis.exceptions import RedisError
 
 from shared import metrics
 from shared.breaker import COOLING, HEALTHY, Breaker
@@ -53,6 +54,7 @@ from shared.errors import (
 from shared.keys import key_part
 from shared.ratelimit import DAY, MINUTE, REQUESTS, TOKENS, Limit, OverLimit, RateLimiter, estimate_tokens
 from shared.replies import SERVED_BY
+from shared.usage import usage_total
 from workers.cancel import cancelled_error, current_scope
 from workers.endpoints import Emit, Outcome
 from workers.providers import Provider, provider_for
@@ -139,6 +141,7 @@ class _Call:
         self.emitted = False
         self.client_emit = emit
         self.current: Deployment | None = None
+        self.reservations: dict = {}  # per deployment picked: what its quota admitted
         self.tokens = estimate_tokens(request.body, self.model.max_output_tokens) \
             if any(m.limits for m in deployments.members) else 0
 
@@ -196,6 +199,7 @@ class _Call:
                 raise
             if self.breaker is not None:
                 self.breaker.succeeded(self.redis, member.name, probe=probe)
+            self._settle_quota(member, outcome.usage)
             outcome.served_by = member.served_by
             outcome.attempts += self.attempts - 1
             outcome.retry_reasons = self.reasons + list(outcome.retry_reasons)
@@ -255,12 +259,24 @@ class _Call:
         if not member.limits:
             return True
         try:
-            self.limiter.admit(member.limits, self.tokens)
+            self.reservations[member.name] = self.limiter.admit(member.limits, self.tokens)
         except OverLimit as over:
             if waits is not None:
                 waits.append(over.retry_after)
             return False
         return True
+
+    def _settle_quota(self, member: Deployment, usage: dict | None) -> None:
+        """A deployment's tokens per minute count what the provider reported, once it did (a failed call
+        keeps the estimate, as the gateway's own limits do)."""
+        reservation = self.reservations.get(member.name)
+        total = usage_total(usage) if usage else None
+        if reservation is not None and total is not None and any(lim.kind == TOKENS for lim in member.limits):
+            try:
+                self.limiter.reconcile(reservation, total)
+            except RedisError as error:
+                log.warning("could not settle a deployment's token quota; its estimate stays counted",
+                            extra={"model": self.model.name, "deployment": member.name, "error": str(error)})
 
     def _none_left(self, states: dict, now: float, quota_waits: list) -> GatewayError:
         allowed = self._allowed()

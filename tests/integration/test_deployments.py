@@ -23,8 +23,8 @@ from tests.harness import ROOT, Process, Stack, free_port, start_sandbox, wait_f
 KEY = "${SANDBOX_PROVIDER_KEY}"
 
 
-def deployment(name: str, url: str, *, weight: int = 1, api_key: str = KEY) -> str:
-    return (f"\n      - {{name: {name}, type: generic, base_url: \"{url}/v1\", api_key: \"{api_key}\", "
+def deployment(name: str, url: str, *, weight: int = 1, api_key: str = KEY, kind: str = "generic") -> str:
+    return (f"\n      - {{name: {name}, type: {kind}, base_url: \"{url}/v1\", api_key: \"{api_key}\", "
             f"weight: {weight}}}")
 
 
@@ -61,6 +61,8 @@ def stack(tmp_path_factory, instances):
         model("stormy", deployment("limited", instances["d"]) + deployment("spare", "{sandbox}"),
               breaker="{failures: 10, window: 30s, cool_down: 30s, max_cool_down: 2m}"),
         model("keyed", deployment("revoked", "{sandbox}", api_key="sk-wrong-key") + deployment("good", "{sandbox}")),
+        model("relayed", deployment("one", instances["a"], kind="openai") + deployment("two", "{sandbox}",
+                                                                                       kind="openai")),
     ]) + "\n"
     with Stack(tmp_path_factory.mktemp("deployments"), config) as gateway:
         yield gateway
@@ -98,6 +100,9 @@ def test_calls_spread_by_weight_and_say_who_served_them(stack, instances):
     record = stack.access_record("spread-299")
     assert record["served_by"] == answer.headers["x-aigw-served-by"]
     assert instances["a"] not in json.dumps(record)  # a deployment is its name, never its URL
+    jobs = [json.loads(line) for line in stack.workers.log().splitlines() if line.startswith("{")]
+    job = next(r for r in jobs if r.get("message") == "job done" and r.get("request_id") == "spread-299")
+    assert job["served_by"] == record["served_by"]
 
 
 def test_a_deployment_down_moves_the_calls_with_no_client_error(stack, instances):
@@ -215,3 +220,21 @@ def test_a_provider_401_takes_the_deployment_out_until_cleared_or_reloaded(stack
     stack.workers.signal(signal.SIGHUP)
     wait_for(lambda: deployment_states(stack, "keyed")["revoked"] == {"state": "healthy"}, timeout=10,
              message="the reload to clear it")
+
+
+def test_a_conversation_continues_on_the_deployment_that_holds_it(stack):
+    """Passed-through Responses API responses are kept by the provider: a previous_response_id goes to the
+    deployment whose provider has it (each sandbox keeps its own), whichever the pick would choose."""
+    headers = with_credential({})
+    first = requests.post(f"{stack.url}/v1/responses", json={"model": "relayed", "input": "hello"}, headers=headers,
+                          timeout=30)
+    assert first.status_code == 200, first.text
+    holder, previous = first.headers["x-aigw-served-by"], first.json()["id"]
+    for i in range(8):
+        answer = requests.post(f"{stack.url}/v1/responses", headers=headers, timeout=30,
+                               json={"model": "relayed", "input": f"and {i}", "previous_response_id": previous})
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-aigw-served-by"] == holder
+        previous = answer.json()["id"]
+    fetched = requests.get(f"{stack.url}/v1/responses/{previous}", headers=headers, timeout=30)
+    assert fetched.status_code == 200 and fetched.headers["x-aigw-served-by"] == holder

@@ -245,3 +245,21 @@ def test_the_short_form_keeps_its_own_retries_and_no_breaker(providers, client):
     deployments = Deployments(gateway.model("pool"))
     assert deployments.breaker is None and deployments.simple is deployments.members[0]
     assert not deployments.simple.client.single_attempt
+
+
+def test_a_deployment_token_quota_counts_what_the_provider_reported(providers, client):
+    gateway = parse_config({"models": [{"name": "pool", "deployments": [
+        {"name": "d0", "type": "generic", "base_url": f"{providers[0]}/v1", "rate_limit": {"tokens_per_minute": 5000}},
+    ]}], "routes": []}, {})
+    job = request()
+    job = JobRequest(**{**job.to_dict(), "body": {**job.body, "max_tokens": 2000}})  # each reserves about 2,000
+    for _ in range(4):  # the estimates alone would be spent at the third; the usage reported is a few dozen
+        assert serve(gateway, client, job)[0].served_by == "pool/d0"
+
+
+def test_breaker_keys_escape_what_they_are_built_from():
+    hostile = "a:b*c d"
+    for key in (deployment_health_key(hostile), deployment_failures_key(hostile, hostile),
+                deployment_probe_key(hostile, hostile, 1.5)):
+        assert "*" not in key and " " not in key and "a:b" not in key
+    assert deployment_probe_key("m", "d", 1.5) != deployment_probe_key("m", "d", 2.5)
