@@ -48,10 +48,10 @@ FAMILY_ALIASES = {"qwen2p5-coder-7b": "qwen2.5-coder", "qwen2p5-coder": "qwen2.5
                   "codestral-2501": "codestral", "codestral-2508": "codestral"}
 
 
-def fim_family(name: str | None) -> str | None:
+def fim_family(name: object) -> str | None:
     """The FIM family ``name`` (GitLab's model family, or a config's ``family``) stands for, or None
     when the family has no FIM template (mistral, llama3, gpt, claude_3, general...: a chat prompt)."""
-    if not name:
+    if not isinstance(name, str) or not name:
         return None
     key = name.strip().lower()
     key = FAMILY_ALIASES.get(key, key)
@@ -81,7 +81,7 @@ COMPLETION_USER = "<prefix>\n$prefix\n</prefix>\n\n<suffix>\n$suffix\n</suffix>"
 GENERATION_SYSTEM = (
     "You are a tremendously accurate and skilled coding autocomplete agent. We want to generate new $language "
     "code inside the file '$file_name' based on instructions from the user.\n\n"
-    "$related"
+    "${related}"
     "The new code you will generate will start at the position of the cursor, which is currently indicated "
     "by the {{cursor}} tag.\nIn your process, first, review the existing code to understand its logic and "
     "format. Then, try to determine the most likely new code to generate at the cursor position to fulfill "

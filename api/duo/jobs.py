@@ -114,11 +114,14 @@ def generation(body: dict, model: ModelConfig, overrides: DuoModelPrompts) -> Jo
     """From the ``code_editor_generation`` prompt component GitLab sends (the file around the cursor,
     the instruction, related files, snippets and libraries), else from ``current_file``."""
     components = body.get("prompt_components")
+    if components is not None and not isinstance(components, list):
+        raise DuoInvalid("prompt_components: a list is required.", param="prompt_components")
     payload: dict = {}
-    if isinstance(components, list):
+    if components:
         payload = next((c.get("payload") for c in components if isinstance(c, dict)
                         and c.get("type") == "code_editor_generation" and isinstance(c.get("payload"), dict)), {})
-    current = body.get("current_file") if isinstance(body.get("current_file"), dict) else {}
+    current = body.get("current_file") if body.get("current_file") is not None else {}
+    current = _object(current, "current_file")
     source = payload or current
     if not source:
         raise DuoInvalid("prompt_components: a code_editor_generation component (or current_file) is required.",

@@ -73,7 +73,8 @@ def read_body(req) -> tuple[dict | None, GatewayError | None]:
 
 
 class DuoEndpoint:
-    authenticate = False  # the instance's JWT, checked by api.duo_auth, not a user's GitLab token
+    authenticate = False  # no user's GitLab token: the middleware leaves the caller to...
+    instance_token = True  # ...the instance's JWT, checked here (api.duo_auth)
     wire = WIRE
     feature = ""  # GitLab's feature setting name: duo.<feature> in the config, the access record's duo_feature
     unit_primitives: tuple[str, ...] = ()

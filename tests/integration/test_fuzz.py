@@ -29,7 +29,9 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.generation.meta import CoveragePhaseData, CoverageScenario
 
+from sandbox.gitlab_oidc import INSTANCE_ID
 from tests.harness import DEMO_TOKEN, Stack
 from tools.embedded_redis import free_port
 
@@ -133,8 +135,19 @@ def pick(value, choices: tuple):
 def map_body(context, body):
     """Most bodies name a configured model, so they reach a worker and a provider, through each
     provider type's translation. A model name that breaks the document (an invalid case's point)
-    is kept."""
-    if not isinstance(body, dict) or not isinstance(body.get("model"), str) or not body["model"]:
+    is kept. GitLab Duo's bodies name it as GitLab does: ``model_identifier`` (code completion) or
+    ``model_metadata.identifier`` ``custom_openai/<model>``."""
+    if not isinstance(body, dict):
+        return body
+    if context.operation.tags and "duo" in context.operation.tags:
+        model = pick(body, MODELS)
+        if model is None:
+            return body
+        if "current_file" in body and "prompt_components" not in body and "model_metadata" not in body:
+            return {**body, "model_identifier": f"custom_openai/{model}"}
+        metadata = body.get("model_metadata") if isinstance(body.get("model_metadata"), dict) else {}
+        return {**body, "model_metadata": {**metadata, "identifier": f"custom_openai/{model}"}}
+    if not isinstance(body.get("model"), str) or not body["model"]:
         return body
     return {**body, "model": pick(body, MODELS) or body["model"]}
 
@@ -172,10 +185,31 @@ def map_path_parameters(context, parameters):
     return parameters
 
 
+# GitLab Duo's operations carry the stand-in instance's JWT, minted once the stack is up (``fuzz_stack``),
+# and the headers that go with it, as GitLab sends them, so their cases reach the endpoints' own checks
+# and the models (tests/integration/test_duo.py tests each refusal of a token).
+DUO_HEADERS: dict[str, str] = {}
+
+
+def with_instance_token(case) -> None:
+    """The headers, on every case but the coverage phase's that leaves the token out on purpose."""
+    if "duo" not in (case.operation.tags or ()):  # the public ones ignore them
+        return
+    data = case._meta.phase.data if case._meta is not None else None
+    if isinstance(data, CoveragePhaseData) and data.scenario == CoverageScenario.MISSING_PARAMETER and \
+            (data.parameter or "").lower() == "authorization":
+        return
+    case.headers = {**(case.headers or {}), **DUO_HEADERS}
+
+
 @pytest.fixture(scope="module")
 def fuzz_stack(tmp_path_factory):
     config = FUZZ_CONFIG.replace("{closed_port}", str(free_port()))
     with Stack(tmp_path_factory.mktemp("fuzz"), config, web_workers=2, web_threads=16) as gateway:
+        minted = requests.post(f"{gateway.gitlab_url}/_gitlab/oidc/token", json={"claims": {}}, timeout=10)
+        DUO_HEADERS.update({"Authorization": f"Bearer {minted.json()['token']}", "X-Gitlab-Authentication-Type": "oidc",
+                            "X-Gitlab-Instance-Id": INSTANCE_ID, "X-Gitlab-Realm": "self-managed",
+                            "X-Gitlab-User-Id": "2"})
         for model in ("claude-sonnet", "gpt-4o"):
             made = requests.post(f"{gateway.url}/v1/responses", json={"model": model, "input": "keep me"},
                                  headers={"Authorization": f"Bearer {DEMO_TOKEN}"}, timeout=REQUEST_TIMEOUT)
@@ -186,6 +220,7 @@ def fuzz_stack(tmp_path_factory):
 @schema.parametrize()
 @settings(deadline=None, database=None, suppress_health_check=list(HealthCheck))
 def test_every_response_is_documented_and_safe(case, fuzz_stack) -> None:
+    with_instance_token(case)
     response = case.call_and_validate(base_url=fuzz_stack.url)
     text = response.text
     seen = f"{response.status_code} {text[:2000]}\nfor: {case.as_curl_command()}"
@@ -214,6 +249,14 @@ def assert_error_in_endpoint_format(case, response, seen: str) -> None:
     assert content_type.startswith("application/json"), seen
     body = orjson.loads(response.content)
     status = response.status_code
+    if "duo" in (case.operation.tags or ()):  # GitLab's AI gateway's: {"error"} 401, FastAPI's 422, {"detail"}
+        if status == 401:
+            assert set(body) == {"error"} and isinstance(body["error"], str), seen
+        elif status == 422 and isinstance(body.get("detail"), list):
+            assert set(body) == {"detail"} and all(isinstance(item["msg"], str) for item in body["detail"]), seen
+        elif status >= 500 or body.get("error") is None:  # the web worker's own refusals are OpenAI's
+            assert set(body) == {"detail"} and isinstance(body["detail"], str), seen
+        return
     if expects_anthropic(case):
         assert set(body) == {"type", "error"} and body["type"] == "error", seen
         assert set(body["error"]) == {"type", "message"}, seen

@@ -73,7 +73,9 @@ def test_public_exactly_where_no_credential_is_checked(app, document) -> None:
     operations = documented(document)
     for key, resource in served(app).items():
         public = operations[key].get("security") == []
-        assert public == (getattr(resource, "authenticate", True) is False), key
+        # GitLab Duo's endpoints check the instance's token themselves (api.duo_auth), not the middleware.
+        checked = getattr(resource, "authenticate", True) is not False or getattr(resource, "instance_token", False)
+        assert public == (not checked), key
 
 
 def error_formats(operation: dict, document: dict) -> set[str]:
@@ -90,6 +92,8 @@ def error_formats(operation: dict, document: dict) -> set[str]:
             formats.add("anthropic")
         elif name.startswith("ModelsError"):
             formats.add("either")
+        elif name.startswith("Duo"):
+            formats.add("duo")
     return formats
 
 
@@ -99,6 +103,8 @@ def test_errors_are_documented_in_the_format_the_resource_answers_in(app, docume
         formats = error_formats(operations[key], document)
         if hasattr(resource, "wire_for"):  # chooses per request: the Anthropic SDK's anthropic-version
             assert formats == {"either"}, key
+        elif getattr(resource, "wire", None) == "duo":  # GitLab's AI gateway's, public or not
+            assert formats == {"duo"}, key
         elif getattr(resource, "authenticate", True) is False:
             assert formats == set(), key  # /health, /ready: only the web worker's refusals
         else:  # the Responses API's wire streams its own events; its errors are OpenAI's
