@@ -31,6 +31,9 @@ log = logging.getLogger("aigw.api")
 # metrics server's list of models is kept current in place: it holds a reference to it.
 _accepted: tuple[Settings, GatewayConfig] | None = None
 MODEL_NAMES: list[str] = []
+# The longest max_stream_duration of any configuration accepted since start: a web worker forked
+# under an earlier one may still hold such a stream when a reload replaces it.
+_longest_stream = 0.0
 
 
 def read_api_settings() -> tuple[Settings, GatewayConfig]:
@@ -97,9 +100,16 @@ def served() -> tuple[Settings, GatewayConfig]:
     return _accepted if _accepted is not None else load_api_settings()
 
 
+def longest_stream() -> float:
+    """What a graceful stop of the web workers must wait for: the longest stream any of them may
+    be serving (``max_stream_duration`` of every configuration accepted since start)."""
+    return _longest_stream
+
+
 def _keep(settings: Settings, config: GatewayConfig) -> None:
-    global _accepted
+    global _accepted, _longest_stream
     _accepted = (settings, config)
+    _longest_stream = max(_longest_stream, config.max_stream_duration)
     MODEL_NAMES[:] = [model.name for model in config.models]
 
 

@@ -24,7 +24,7 @@ from shared.metrics_directory import use_host_directory
 METRICS_DIRECTORY = use_host_directory()
 
 from api.patches import install_patches  # noqa: E402
-from api.startup import MODEL_NAMES, accept, check_gateway_token, served  # noqa: E402
+from api.startup import MODEL_NAMES, accept, check_gateway_token, longest_stream, served  # noqa: E402
 from shared import metrics  # noqa: E402
 from shared.plumbing.open_files import raise_open_files_limit  # noqa: E402
 
@@ -57,8 +57,9 @@ logger_class = "api.gunicorn_logging.GatewayLogger"  # gunicorn's own lines in L
 # gthread's timeout is about a stuck worker process, not a request; still keep it
 # past the longest model deadline so no request is ever cut by it.
 timeout = int(_config.max_timeout) + 30
-# A stream holds its thread for its whole length; a graceful stop lets it finish.
-graceful_timeout = int(_config.max_stream_duration) + 15
+# A stream holds its thread for its whole length; a graceful stop (a reload's too) lets it
+# finish, under whichever configuration it started.
+graceful_timeout = int(longest_stream()) + 15
 keepalive = 75  # longer than common load balancer idle timeouts (60 s)
 accesslog = None  # the app writes its own access records, with request ids
 errorlog = "-"
