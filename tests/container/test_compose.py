@@ -81,6 +81,11 @@ def test_a_fresh_clone_serves_through_the_proxy_with_the_standins(compose):
     assert "served by the SANDBOX provider" in log
     metrics = requests.get(f"http://127.0.0.1:{compose.metrics_port}/metrics", timeout=10)
     assert metrics.status_code == 200 and "aigw_" in metrics.text
+    # Redis keeps the queues in an append-only file on its volume.
+    aof = compose("exec", "-T", "redis", "redis-cli", "config", "get", "appendonly").stdout.split()
+    assert aof == ["appendonly", "yes"], aof
+    mounts = json.loads(docker("inspect", compose.containers("redis")[0], "--format", "{{json .Mounts}}").stdout)
+    assert [(m["Type"], m["Destination"]) for m in mounts] == [("volume", "/data")], mounts
 
 
 def test_only_loopback_is_published(compose):
