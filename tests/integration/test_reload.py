@@ -26,6 +26,9 @@ BEFORE = "models:" + MODEL.format(name="kept", timeout="20s", concurrency=4) + M
 # kept's timeout changes (its processes are replaced warmly), dropped goes, added comes.
 AFTER = "models:" + MODEL.format(name="kept", timeout="25s", concurrency=4) + MODEL.format(
     name="added", timeout="20s", concurrency=4)
+# Only added's process count changes.
+RESIZED = "models:" + MODEL.format(name="kept", timeout="25s", concurrency=4) + MODEL.format(
+    name="added", timeout="20s", concurrency=4).replace("workers: 1", "workers: 2")
 INVALID = """
 models:
   - name: kept
@@ -113,3 +116,24 @@ def test_an_invalid_file_is_refused_and_the_configuration_in_force_kept(stack):
         assert status_of(stack, model) == 200
     assert "Traceback" not in stack.web.log()
     write_config(stack, AFTER)
+
+
+def live_workers(stack: Stack, model: str) -> int:
+    client = stack.redis()
+    names = client.smembers(f"rq:workers:{model}")
+    return client.exists(*names) if names else 0
+
+
+def test_a_changed_process_count_adds_or_stops_processes_only(stack):
+    wait_for(lambda: live_workers(stack, "added") == 1, timeout=30, message="one worker of added")
+    kept = stack.redis().smembers("rq:workers:kept")
+    write_config(stack, RESIZED)
+    stack.workers.signal(signal.SIGHUP)
+    wait_for(lambda: live_workers(stack, "added") == 2, timeout=30, message="a second worker of added")
+    last = records(stack.workers, "configuration reloaded")[-1]
+    assert (last["resized"], last["restarted"], last["added"], last["removed"]) == (["added"], [], [], [])
+    assert stack.redis().smembers("rq:workers:kept") == kept  # untouched
+    write_config(stack, AFTER)
+    stack.workers.signal(signal.SIGHUP)
+    wait_for(lambda: live_workers(stack, "added") == 1, timeout=30, message="back to one worker of added")
+    assert status_of(stack, "added") == 200
