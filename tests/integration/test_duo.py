@@ -333,7 +333,7 @@ def test_chat_failure_after_start_is_an_error_event(stack: Stack) -> None:
     assert last["type"] == "error" and last["data"]["retryable"] is False and last["data"]["message"]
 
 
-@pytest.mark.parametrize("model", ["codestral", "claude"])
+@pytest.mark.parametrize("model", ["codestral", "gpt", "claude"])
 def test_slash_command_streamed_raw_and_whole_json_string(stack: Stack, model: str) -> None:
     with post(stack, "/v1/prompts/chat/explain_code", tool_body(model), headers(stack), stream=True) as answer:
         assert answer.status_code == 200, answer.text
