@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import falcon
 
+from api import fallback
 from api.admission import Admission, Admitted
 from api.answers import Answers
 from api.disconnect import client_gone_probe
@@ -36,7 +37,7 @@ from api.duo_auth import DuoAuthenticator
 from api.streaming import StreamShape, respond_with_stream
 from shared.config import GatewayConfig, ModelConfig
 from shared.errors import GatewayError, InvalidRequest, NotFound
-from shared.replies import CHUNK
+from shared.replies import CHUNK, SERVED_BY, Reply
 
 WIRE = "duo"
 # The unit primitives each feature needs (GitLab's gateway: api/v2/code/completions.py, the prompt
@@ -109,8 +110,8 @@ class DuoEndpoint:
     def run(self, req, resp, job: jobs.Job, *, whole: Callable[[str], object], shape: StreamShape) -> None:
         """Admit the job, wait for its answer and send it: whole as ``whole(text)`` makes it, or as
         a stream in ``shape``."""
-        admitted = self.duo.admission.admit(req, endpoint=job.endpoint, body=job.body)
-        reply = self._wait(req, admitted)
+        admitted = self.duo.admission.admit(req, endpoint=job.endpoint, body=job.body, may_fall_back=True)
+        admitted, reply = self._wait(req, admitted)
         if reply.kind == CHUNK:
             respond_with_stream(req, resp, self.duo.answers, admitted.job.job_id, reply, admitted.model,
                                 keepalive_interval=READ_INTERVAL, shape=shape)
@@ -124,16 +125,22 @@ class DuoEndpoint:
         else:
             resp.media = answer
 
-    def _wait(self, req, admitted: Admitted):
+    def _wait(self, req, admitted: Admitted) -> tuple[Admitted, Reply]:
+        """The answer, from the model's fallbacks if it failed before any chunk (``api.fallback``)."""
         req.context.rate_headers = admitted.rate_headers
-        reply = self.duo.answers.wait(admitted.model, admitted.job, client_gone=client_gone_probe(req.env))
-        req.context.log.update({k: reply.meta[k] for k in ("queue_wait_ms", "attempts", "upstream_seconds")
-                                if k in reply.meta})
+        gone = client_gone_probe(req.env)
+        reply = self.duo.answers.wait(admitted.model, admitted.job, client_gone=gone)
+        if reply.error is not None and admitted.trail is not None:
+            admitted, reply = fallback.follow(req, self.duo.admission, self.duo.answers, admitted, reply,
+                                              client_gone=gone)
+            req.context.rate_headers = admitted.rate_headers
+        req.context.log.update({k: reply.meta[k] for k in ("queue_wait_ms", "attempts", "upstream_seconds",
+                                                           SERVED_BY) if k in reply.meta})
         if reply.meta.get("usage"):
             req.context.log["usage"] = reply.meta["usage"]
         if reply.error is not None:
             raise reply.error
-        return reply
+        return admitted, reply
 
 
 # Seconds the relay waits for a chunk before it looks at the client again; no Duo format has a

@@ -57,12 +57,20 @@ models:
     timeout: 5s
     retries: {attempts: 1}
     workers: 1
+  - name: broken
+    type: generic
+    base_url: "{sandbox}/v1"
+    api_key: "sk-not-the-right-key"
+    timeout: 5s
+    retries: {attempts: 1}
+    workers: 1
+    fallbacks: [codestral]
 routes:
   - name: bob-code-suggestions
     match: {gitlab_user_id: [3], model_name: [codestral]}
     rate_limit: {requests_per_minute: 2, per: user}
   - name: everyone
-    match: {model_name: [codestral, gpt, claude, slow, wrong-key]}
+    match: {model_name: [codestral, gpt, claude, slow, wrong-key, broken]}
 duo:
   prompts:
     gpt:
@@ -362,6 +370,14 @@ def test_missing_scope_and_bad_token_answer_as_gitlabs_gateway(stack: Stack) -> 
     assert answer.status_code == 403 and answer.json() == {"detail": "Unauthorized to access code completions"}
     missing = requests.post(f"{stack.url}/v2/code/completions", json=completion_body("codestral"), timeout=5)
     assert missing.status_code == 401 and missing.json() == {"error": "No authorization header presented"}
+
+
+def test_a_model_that_fails_falls_back_as_any_request_does(stack: Stack) -> None:
+    rid = "duo-fallback"
+    answer = post(stack, "/v2/code/completions", completion_body("broken"), headers(stack, request_id=rid))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["text"].startswith("Sandbox ")
+    assert stack.access_record(rid)["served_by"].startswith("codestral")
 
 
 def test_the_model_api_key_gitlab_sends_is_never_logged(stack: Stack) -> None:
