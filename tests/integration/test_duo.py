@@ -3,8 +3,9 @@ the GitLab stand-in, whose OIDC keys sign the instance's JWT (``sandbox.gitlab_o
 
 The requests are the fixtures of ../shared/duo-protocol.md section 6 (what GitLab 17.x and 18.x send,
 read in GitLab's Rails source): every Duo endpoint, whole and streamed, through an OpenAI-compatible
-(generic) model of a fill-in-the-middle family, an openai and an anthropic model; the admin's Test
-connection with the model's queue full of slow jobs; a route limiting one user's code suggestions.
+(generic) model of a fill-in-the-middle family, an openai and an anthropic model (and a vertex one for
+completion and chat); the admin's Test connection with the model's queue full of slow jobs; a route
+limiting one user's code suggestions; the access record of a code suggestion.
 """
 
 from __future__ import annotations
@@ -42,6 +43,15 @@ models:
     model: claude-upstream
     timeout: 10s
     workers: 1
+  - name: gemini
+    type: vertex
+    project: standin-project
+    location: us-central1
+    base_url: "{vertex}/v1"
+    credentials_file: "{vertex_credentials}"
+    model: gemini-2.0-flash
+    timeout: 10s
+    workers: 1
   - name: slow
     type: generic
     base_url: "{sandbox}/v1"
@@ -70,7 +80,7 @@ routes:
     match: {gitlab_user_id: [3], model_name: [codestral]}
     rate_limit: {requests_per_minute: 2, per: user}
   - name: everyone
-    match: {model_name: [codestral, gpt, claude, slow, wrong-key, broken]}
+    match: {model_name: [codestral, gpt, claude, gemini, slow, wrong-key, broken]}
 duo:
   prompts:
     gpt:
@@ -190,16 +200,19 @@ def test_direct_access_is_refused_and_docs_search_finds_nothing(stack: Stack) ->
 
 
 # -- code completion -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("model", ["codestral", "gpt", "claude"])
+@pytest.mark.parametrize("model", ["codestral", "gpt", "claude", "gemini"])
 def test_code_completion_whole_18x(stack: Stack, model: str) -> None:
     rid = f"duo-complete-{model}"
     answer = post(stack, "/v2/code/completions", completion_body(model), headers(stack, request_id=rid))
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["object"] == "text_completion" and body["choices"][0]["index"] == 0
+    assert body["model"]["name"] == model and body["model"]["lang"] == "python"
+    if model == "gemini":  # no FIM: the chat completion prompt, translated to Gemini (the Vertex stand-in)
+        assert "is_even" in body["choices"][0]["text"]
+        return
     # The sandbox echoes the prompt's end; a FIM family's stop words cut it where its markers start.
     assert body["choices"][0]["text"].startswith("Sandbox ")
-    assert body["model"]["name"] == model and body["model"]["lang"] == "python"
     sent = sent_to_provider(stack, rid)
     if model == "claude":  # no FIM: the chat completion prompt, translated to Anthropic's Messages
         assert sent["path"] == "/v1/messages"
@@ -315,7 +328,7 @@ def _unchunk(payload: bytes) -> bytes:
     return out
 
 
-@pytest.mark.parametrize("model", ["codestral", "gpt", "claude"])
+@pytest.mark.parametrize("model", ["codestral", "gpt", "claude", "gemini"])
 def test_chat_events_one_whole_object_per_line_however_reads_split(stack: Stack, model: str) -> None:
     question = "What is a merge train? [[sandbox chunk_delay_ms=5]]"
     head, payload = read_in_pieces(stack, "/v2/chat/agent", chat_body(model, question), headers(stack))
