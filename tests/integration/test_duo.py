@@ -252,6 +252,17 @@ def test_code_completion_streamed_is_raw_text(stack: Stack, model: str) -> None:
     assert "data:" not in text and "keep-alive" not in text  # no framing, no comments
 
 
+def test_a_silent_model_gets_no_keepalive_into_the_code(stack: Stack) -> None:
+    """Past the relay's read interval (api.duo.resources.READ_INTERVAL, 5 s) a stream of another
+    format would get a keep-alive comment; raw text gets nothing but the model's text."""
+    body = completion_body("claude", stream=True, above="def slow(): [[sandbox silence_ms=5600]]")
+    with post(stack, "/v2/code/completions", body, headers(stack), stream=True) as answer:
+        assert answer.status_code == 200
+        text = b"".join(answer.iter_content(None)).decode()
+    assert text.startswith("Sandbox reply:") and "def slow():" in text
+    assert "keep-alive" not in text and "\n\n" not in text  # the sandbox's words, single-spaced, nothing else
+
+
 def test_a_code_completion_stream_that_fails_closes_the_connection_without_error_text(stack: Stack) -> None:
     body = completion_body("codestral", stream=True, above="x = 1 [[sandbox fail_after=1]]")
     with post(stack, "/v2/code/completions", body, headers(stack), stream=True) as answer:
