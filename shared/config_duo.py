@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.config_parse import _boolean, _Checker, _describe, _model_name
+from shared.config_parse import _UNRESOLVED, _boolean, _Checker, _describe, _model_name
 from shared.config_types import DuoConfig, DuoModelPrompts
 from shared.duo_prompts import FIM_FAMILIES, TEMPLATES, fim_family, template_problem
 from shared.durations import parse_duration
@@ -54,9 +54,11 @@ def _feature_fields(c: _Checker, node: dict, known_models: set[str]) -> dict:
         else:
             features[feature] = name
     prompts = {}
-    section = c.mapping(node.get("prompts", {}), "duo.prompts", tuple(known_models)) or {}
-    for model, value in section.items():
-        if model in known_models:
+    section = node.get("prompts", {})
+    for model, value in (c.mapping(section, "duo.prompts", tuple(section)) or {}).items():
+        if model not in known_models:
+            c.add(f"duo.prompts.{model}", "names no configured model")
+        else:
             prompts[model] = _model_prompts(c, value, f"duo.prompts.{model}")
     return {"features": features, "prompts": prompts}
 
@@ -75,6 +77,8 @@ def _model_prompts(c: _Checker, value: Any, path: str) -> DuoModelPrompts:
         if name not in node:
             continue
         text = node[name]
+        if text is _UNRESOLVED:  # its ${VAR} failed, already said
+            continue
         problem = (f"must be a string, got {_describe(text)}" if not isinstance(text, str)
                    else template_problem(name, text))
         if problem:
