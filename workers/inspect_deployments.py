@@ -1,7 +1,8 @@
 """``python -m workers.inspect deployments``: each model's deployments and their health (``shared.breaker``).
 
     python -m workers.inspect deployments [MODEL] [--json]      healthy, cooling down (and when its probe
-                                                                may go) or failed (and why)
+                                                                may go) or failed (and why), for each model
+                                                                with several deployments or fallbacks
     python -m workers.inspect deployments MODEL --clear NAME    make a deployment healthy again (a failed one
                                                                 after its key was fixed, or a cooling one)
     python -m workers.inspect deployments MODEL --clear-all     every deployment of MODEL
@@ -23,7 +24,8 @@ from shared.settings import Settings
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", nargs="?", help="one model (default: every model)")
+    parser.add_argument("model", metavar="MODEL", nargs="?",
+                        help="one model (default: every model with several deployments or fallbacks)")
     parser.add_argument("--json", action="store_true", help="one JSON object")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--clear", metavar="NAME", help="make deployment NAME of MODEL healthy again")
@@ -49,8 +51,9 @@ def run(inspection, args: argparse.Namespace) -> int:
               file=out)
         return 0
     now = time.time()
+    # Every model whose deployments' health is kept (several deployments, or fallbacks), or the one named.
     report = {name: {d: state.describe(now) for d, state in read_states(inspection.redis, model).items()}
-              for name, model in models.items() if args.model in (None, name)}
+              for name, model in models.items() if args.model == name or (args.model is None and model.uses_breaker)}
     if args.json:
         print(json.dumps({"models": report}, separators=(",", ":")), file=out)
         return 0

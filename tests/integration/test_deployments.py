@@ -209,6 +209,11 @@ def test_a_provider_401_takes_the_deployment_out_until_cleared_or_reloaded(stack
     for i in range(4):
         assert stack.chat("keyed", f"still {i}").headers["x-aigw-served-by"] == "keyed/good"
     assert calls(stack.sandbox_url) - before == 4
+    shown = subprocess.run([sys.executable, "-m", "workers.inspect", "deployments", "--json"], cwd=ROOT, env=stack.env,
+                           capture_output=True, text=True, timeout=30)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["models"]["keyed"] == {"revoked": {"state": "failed", "reason": "http_401"},
+                                                            "good": {"state": "healthy"}}
     # The operator clears it...
     cleared = subprocess.run([sys.executable, "-m", "workers.inspect", "deployments", "keyed", "--clear", "revoked"],
                              cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=30)
