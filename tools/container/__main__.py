@@ -45,14 +45,13 @@ def test(pytest_args: list[str]) -> int:
         say("bases: " + ", ".join(f"{name}={image}" for name, image in bases.items()))
         build_images(bases)
         command = [sys.executable, "-m", "pytest", "tests/container", "-p", "no:cacheprovider", *pytest_args]
-        result = subprocess.run(command, cwd=ROOT, env={**os.environ, **bases})
-        say(f"make test-container took {time.monotonic() - started:.0f} s in all")
-        return result.returncode
+        return subprocess.run(command, cwd=ROOT, env={**os.environ, **bases}).returncode
     except NoEngine as error:
         say(str(error))
         return 2
     finally:
         engine.stop()
+        say(f"make test-container took {time.monotonic() - started:.0f} s in all")
 
 
 def main(argv: list[str]) -> int:

@@ -87,12 +87,14 @@ class Engine:
         if self.process is None or self.process.poll() is not None:
             return
         say(f"stopping the dockerd started for the tests (PID {self.process.pid})")
+        started = time.monotonic()
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=10)
+        say(f"dockerd stopped in {time.monotonic() - started:.0f} s")
 
 
 def ensure_engine() -> Engine:
