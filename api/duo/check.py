@@ -8,8 +8,9 @@ becomes "Unknown error"). So every refusal here but the JWT's is a 422 with a li
 The probe is a minimal real call (GitLab's AI gateway's model_configuration/check prompt, 16 tokens),
 queued at the front of the model's queue, without any rate limit's allowance, and given
 ``CHECK_SECONDS`` from the request's arrival. When no worker takes it in time (the workers are busy, or
-the queue is at its limit), the model still maps and has live workers: the answer is 200, and the
-access record says ``duo_probe: not_probed``.
+the queue is at its limit), the model still maps and has live workers: the answer is 200, the probe
+leaves the queue, and the access record says ``duo_probe: not_probed``. A probe a worker took but the
+model did not answer in time is a 422, as GitLab's own wait would have ended.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from shared.errors import (
 )
 from shared.jobs import JobRequest
 from shared.ratelimit import Reservation, WriteRefused
-from shared.rq_records import job_enqueue
+from shared.rq_records import job_enqueue, take_waiting
 
 log = logging.getLogger("aigw.api")
 
@@ -93,13 +94,24 @@ class ModelCheck(DuoEndpoint):
                               failure_ttl=self.duo.config.jobs.failure_ttl, front=True)
         try:
             admission.limiter.take(Reservation.of([], 0), enqueue)
-            reply = self.duo.answers.wait(model, request)
-        except (WriteRefused, DeadlineExceeded):
+        except WriteRefused:  # the queue is at its limit: no worker would take it in time
             return self._not_probed(req, model)
+        try:
+            reply = self.duo.answers.wait(model, request)
+        except DeadlineExceeded:
+            if take_waiting(self.duo.answers.redis, model.name, request.job_id):  # no worker took it
+                return self._not_probed(req, model)
+            raise self._unanswered(req) from None
+        if isinstance(reply.error, DeadlineExceeded):  # the worker's own deadline came first
+            raise self._unanswered(req)
         if reply.error is not None:
             raise _model_server_error(reply.error)
         ctx.log["duo_probe"] = "answered"
         return answer_text(job.endpoint, reply.body)[0]
+
+    def _unanswered(self, req) -> DuoInvalid:
+        req.context.log["duo_probe"] = "unanswered"
+        return DuoInvalid(f"The model took the check but did not answer within {CHECK_SECONDS:g} s.")
 
     def _not_probed(self, req, model) -> str:
         req.context.log["duo_probe"] = "not_probed"

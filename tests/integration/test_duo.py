@@ -67,6 +67,12 @@ models:
     timeout: 5s
     retries: {attempts: 1}
     workers: 1
+  - name: hung                  # a server that takes the connection and never answers
+    type: generic
+    base_url: "http://127.0.0.1:{hung_port}/v1"
+    timeout: 10s
+    retries: {attempts: 1}
+    workers: 1
   - name: broken
     type: generic
     base_url: "{sandbox}/v1"
@@ -80,7 +86,7 @@ routes:
     match: {gitlab_user_id: [3], model_name: [codestral]}
     rate_limit: {requests_per_minute: 2, per: user}
   - name: everyone
-    match: {model_name: [codestral, gpt, claude, gemini, slow, wrong-key, broken]}
+    match: {model_name: [codestral, gpt, claude, gemini, slow, wrong-key, broken, hung]}
 duo:
   prompts:
     gpt:
@@ -92,8 +98,10 @@ SECRET_KEY = "sk-duo-model-key-never-logged"  # the model API key GitLab sends; 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    with Stack(tmp_path_factory.mktemp("duo"), CONFIG, web_workers=1, web_threads=16) as gateway:
-        yield gateway
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as hung:  # the kernel accepts; nobody answers
+        config = CONFIG.replace("{hung_port}", str(hung.getsockname()[1]))
+        with Stack(tmp_path_factory.mktemp("duo"), config, web_workers=1, web_threads=16) as gateway:
+            yield gateway
 
 
 def jwt(stack: Stack, **claims) -> str:
@@ -411,6 +419,17 @@ def test_the_model_api_key_gitlab_sends_is_never_logged(stack: Stack) -> None:
 
 # -- the admin's Test connection ---------------------------------------------------------------------------
 CHECK = "/v1/prompts/model_configuration%2Fcheck"
+
+
+def test_model_check_of_a_model_that_takes_it_and_never_answers_is_a_422_in_time(stack: Stack) -> None:
+    rid = "duo-check-hung"
+    started = time.monotonic()
+    answer = post(stack, CHECK, check_body("hung"), headers(stack, request_id=rid))
+    elapsed = time.monotonic() - started
+    assert answer.status_code == 422, answer.text
+    assert "did not answer within 2.5 s" in answer.json()["detail"][0]["msg"]
+    assert elapsed < 2.9
+    assert stack.access_record(rid)["duo_probe"] == "unanswered"
 
 
 def check_body(model: str) -> dict:
