@@ -69,6 +69,9 @@ SALVAGE_RETRY = 1.0  # seconds between tries to salvage a dead worker's jobs whi
 SALVAGE_GIVE_UP = 300.0  # then the heartbeat expiry's backstop takes over
 HANDOVER_MAX = 30.0  # a restarted model's old processes stop by then even if the new ones never registered
 RETIRING_TICK = 0.25  # seconds between looks while processes wait to be retired
+# A web process trusts a positive count of live workers for a second (api.admission's cache): once a
+# removed model's last worker has gone, its queue is looked at for this long for jobs admitted meanwhile.
+LEFT_BEHIND_WINDOW = 5.0
 
 
 def run_worker_process(settings: Settings, config: GatewayConfig, model_name: str, concurrency: int) -> None:
@@ -142,6 +145,7 @@ class Supervisor:
         self.restarts: list[tuple[float, str]] = []  # (monotonic time due, model)
         self.dead: dict[str, tuple[str, float]] = {}  # worker name -> (model, monotonic time of death): to salvage
         self.removed: dict[str, float] = {}  # removed models -> since (monotonic): their queue answered once idle
+        self.gone: dict[str, float] = {}  # removed models whose last process has gone -> since when (monotonic)
         self.signals_received = 0
         self.reload_requested = False
         self.stop_deadline: float | None = None
@@ -261,6 +265,7 @@ class Supervisor:
                 changes["removed"].append(model)
         for model, (count, jobs) in self.plan.items():
             self.removed.pop(model, None)
+            self.gone.pop(model, None)
             if model not in old_plan:
                 self._start_more(model, count)
                 changes["added"].append(model)
@@ -351,21 +356,28 @@ class Supervisor:
         self.restarts = [entry for entry in self.restarts if entry[1] != model]
 
     def _answer_removed(self) -> None:
-        """A removed model whose last process has gone: answer what was left on its queue."""
+        """A removed model whose last process has gone: answer what was left on its queue, and
+        for ``LEFT_BEHIND_WINDOW`` after, what a web process trusting its cached count admits."""
+        now = time.monotonic()
         for model, since in list(self.removed.items()):
             if self._children_of(model, serving=False) or any(m == model for m, _ in self.dead.values()):
                 continue
+            gone = self.gone.setdefault(model, now)
             try:
                 answer_left_behind(self._connection(), queue_name(model), model=model,
                                    reply_ttl=self.config.jobs.result_ttl)
             except RedisError as error:
-                if time.monotonic() - since < SALVAGE_GIVE_UP:
+                if now - since < SALVAGE_GIVE_UP:
                     continue  # Redis away: the next pass tries again
                 log.error("gave up answering a removed model's queued jobs; their deadlines will",
                           extra={"model": model, "error": str(error)})
             except Exception:
                 log.exception("could not answer a removed model's queued jobs", extra={"model": model})
+            else:
+                if now - gone < LEFT_BEHIND_WINDOW:
+                    continue
             del self.removed[model]
+            del self.gone[model]
 
     def _queue_empty(self, queue: str) -> bool:
         try:

@@ -72,3 +72,21 @@ def test_a_job_not_the_gateway_s_is_left_alone(client):
     job = Queue(QUEUE, connection=client, serializer=JobSerializer).enqueue("os.getcwd")
     assert answer_left_behind(client, QUEUE, model=QUEUE, reply_ttl=30) == []
     assert rq_records.waiting_jobs(client, QUEUE) == [job.id]
+
+
+def test_the_supervisor_answers_a_removed_model_s_queue_for_a_while_after_its_last_worker(client, redis_server):
+    from shared.settings import Settings
+    from workers import supervisor
+
+    boss = supervisor.Supervisor(Settings(redis_url=redis_server.url), config((QUEUE, 0)), Selection())
+    boss.removed[QUEUE] = time.monotonic()
+    enqueue(client, a_request("before"))
+    boss._answer_removed()
+    assert rq_records.queue_depth(client, QUEUE) == 0 and QUEUE in boss.removed
+    enqueue(client, a_request("admitted-late"))  # by a web process that still counted the last worker
+    boss._answer_removed()
+    (reply,) = ReplyChannel(client, "admitted-late").read("0", block_ms=0)
+    assert reply.status == 503
+    boss.gone[QUEUE] -= supervisor.LEFT_BEHIND_WINDOW
+    boss._answer_removed()
+    assert QUEUE not in boss.removed and QUEUE not in boss.gone
