@@ -107,15 +107,22 @@ def test_calls_spread_by_weight_and_say_who_served_them(stack, instances):
 
 def test_a_deployment_down_moves_the_calls_with_no_client_error(stack, instances):
     outage(instances["e"], 500)
-    for i in range(20):
-        answer = stack.chat("failover", f"failover {i}")
+
+    def served_until_both_cool() -> bool:
+        answer = stack.chat("failover", "failover")
         assert answer.status_code == 200, answer.text
         assert answer.headers["x-aigw-served-by"] == "failover/up"
+        states = deployment_states(stack, "failover")
+        return states["gone"]["state"] == states["sick"]["state"] == "cooling_down"
+
+    wait_for(served_until_both_cool, timeout=60, message="both failing deployments to cool down")
     # Each failing deployment was called until its breaker opened (3 failures), then left alone.
     assert calls(instances["e"]) == 3
-    states = deployment_states(stack, "failover")
-    assert states["gone"]["state"] == states["sick"]["state"] == "cooling_down"
-    assert states["up"] == {"state": "healthy"}
+    for i in range(10):
+        answer = stack.chat("failover", f"failover {i}")
+        assert answer.status_code == 200 and answer.headers["x-aigw-served-by"] == "failover/up"
+    assert calls(instances["e"]) == 3
+    assert deployment_states(stack, "failover")["up"] == {"state": "healthy"}
 
 
 def _burst(stack: Stack, name: str, count: int, prefix: str) -> list[requests.Response]:
@@ -140,10 +147,11 @@ def _worker_pids(stack: Stack, request_ids: set[str]) -> set[int]:
 def test_the_breaker_opens_for_every_worker_and_closes_after_one_probe(stack, instances):
     flaky = instances["c"]
     outage(flaky, 503)
-    for i in range(4):  # two failures within the window open it
-        assert stack.chat("probed", f"open {i}").status_code == 200
-    wait_for(lambda: deployment_states(stack, "probed")["flaky"]["state"] == "cooling_down", timeout=5,
-             message="flaky to cool down")
+    def served_until_flaky_cools() -> bool:  # two failures within the window open it; no client sees one
+        assert stack.chat("probed", "open").status_code == 200
+        return deployment_states(stack, "probed")["flaky"]["state"] == "cooling_down"
+
+    wait_for(served_until_flaky_cools, timeout=30, message="flaky to cool down")
     time.sleep(1.1)  # a worker reads the states at most a second old (shared.breaker.REFRESH)
     opened = calls(flaky)
     assert opened >= 2
@@ -173,10 +181,17 @@ def test_the_breaker_opens_for_every_worker_and_closes_after_one_probe(stack, in
 
 def test_a_429_storm_with_retry_after_cools_the_deployment(stack, instances):
     outage(instances["d"], 429, retry_after=60)
+
+    def served_until_limited_cools() -> bool:
+        answer = stack.chat("stormy", "storm")
+        assert answer.status_code == 200 and answer.headers["x-aigw-served-by"] == "stormy/spare"
+        return deployment_states(stack, "stormy")["limited"]["state"] == "cooling_down"
+
+    wait_for(served_until_limited_cools, timeout=30, message="limited to cool down")
     for i in range(10):
         answer = stack.chat("stormy", f"storm {i}")
         assert answer.status_code == 200 and answer.headers["x-aigw-served-by"] == "stormy/spare"
-    assert calls(instances["d"]) == 1  # one 429 with Retry-After was enough
+    assert calls(instances["d"]) == 1  # one 429 with Retry-After was enough (its breaker wants 10 failures)
     state = deployment_states(stack, "stormy")["limited"]
     assert state["state"] == "cooling_down" and 50 <= state["probe_in_seconds"] <= 60
 
