@@ -54,9 +54,26 @@ def format_summary(config: GatewayConfig, source: str) -> str:
     lines.append(f"jobs: result_ttl {format_duration(j.result_ttl)}, "
                  f"failure_ttl {format_duration(j.failure_ttl)}, "
                  f"max_unread_reply_bytes {format_size(j.max_unread_reply_bytes)}")
+    lines.append(_duo(config))
     lines.append(f"warnings ({len(config.warnings)}):" if config.warnings else "warnings: none")
     lines += [f"  warning: {w}" for w in config.warnings]
     return "\n".join(lines)
+
+
+def _duo(config: GatewayConfig) -> str:
+    """GitLab Duo: who may call, what serves each feature, whose prompts are overridden."""
+    duo = config.duo
+    features = ", ".join(f"{feature} -> {model}" for feature, model in duo.features.items())
+    prompts = ", ".join(f"{name} ({', '.join(_overrides(p))})" for name, p in duo.prompts.items())
+    return (f"duo: instances {_names(duo.instance_ids) if duo.instance_ids else 'any GITLAB_URL vouches for'}, "
+            f"features {features or 'none named'} (otherwise the model GitLab names), "
+            f"prompts overridden {prompts or 'none'}")
+
+
+def _overrides(prompts) -> list[str]:
+    found = [f"family {prompts.family}"] if prompts.family else []
+    found += ["fim_suffix"] if prompts.fim_suffix else []
+    return found + sorted(prompts.templates)
 
 
 def _names(names: tuple[str, ...]) -> str:

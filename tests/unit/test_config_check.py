@@ -67,3 +67,13 @@ def test_check_shows_each_models_reasoning_and_drop_params(tmp_path: Path) -> No
     assert "    reasoning budget, drop_params [tools.web_search, thinking]" in lines  # the type's default control
     assert "    reasoning none, drop_params none, /v1/responses passed through" in lines  # [] opts out
     assert "defaults: drop_params [tools.web_search, thinking]" in lines
+
+
+def test_check_shows_what_serves_gitlab_duo(tmp_path: Path) -> None:
+    path = write(tmp_path, "models:\n  - {name: gpt, type: openai}\n  - {name: coder, type: generic, "
+                           "base_url: 'http://llm.internal/v1'}\nduo:\n  duo_chat: gpt\n  prompts:\n"
+                           "    coder: {family: codellama, chat_system: 'Hi'}\n")
+    result = run_check(str(path), env=KEYS)
+    assert result.returncode == 0, result.stderr
+    assert ("duo: instances any GITLAB_URL vouches for, features duo_chat -> gpt (otherwise the model GitLab "
+            "names), prompts overridden coder (family codellama, chat_system)") in result.stdout
