@@ -263,3 +263,32 @@ def test_breaker_keys_escape_what_they_are_built_from():
                 deployment_probe_key(hostile, hostile, 1.5)):
         assert "*" not in key and " " not in key and "a:b" not in key
     assert deployment_probe_key("m", "d", 1.5) != deployment_probe_key("m", "d", 2.5)
+
+
+@pytest.mark.parametrize("kind", ["generic", "anthropic"])
+def test_a_prompt_too_long_for_the_provider_is_context_length_exceeded(providers, client, kind):
+    """The sandbox refuses a prompt over an "-ctx<N>" model's window with the provider's own error (OpenAI's
+    code context_length_exceeded, Anthropic's "prompt is too long"); that is the request's, no deployment's."""
+    from shared.errors import ContextLengthExceeded
+
+    gateway = parse_config({"models": [{"name": "pool", "deployments": [
+        {"name": "d0", "type": kind, "base_url": f"{providers[0]}/v1", "model": "small-ctx8", "api_key": "k"},
+    ]}], "routes": []}, {})
+    with pytest.raises(ContextLengthExceeded) as refused:
+        serve(gateway, client, request("far too many words for a window of eight tokens, " * 4))
+    assert (refused.value.status, refused.value.code) == (400, "context_length_exceeded")
+    assert calls(providers[0]) == (1 if kind == "generic" else 0)  # one call: not retried
+    assert breaker.read_states(client, gateway.model("pool"))["d0"].state == breaker.HEALTHY
+
+
+def test_the_sandbox_outage_answers_every_call_until_lifted(providers):
+    url = providers[2]
+    outage(url, 503, retry_after=7, times=2)
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    answers = [requests.post(f"{url}/v1/chat/completions", json=body, timeout=5) for _ in range(3)]
+    assert [a.status_code for a in answers] == [503, 503, 200]
+    assert answers[0].headers["Retry-After"] == "7" and answers[0].json()["error"]["code"] == "sandbox_outage"
+    outage(url, 500)
+    assert requests.post(f"{url}/v1/chat/completions", json=body, timeout=5).status_code == 500
+    outage(url, None)
+    assert requests.post(f"{url}/v1/chat/completions", json=body, timeout=5).status_code == 200
