@@ -105,8 +105,10 @@ def _workers(objects):
 
 def _model_of(worker):
     [container] = worker["spec"]["template"]["spec"]["containers"]
-    assert container["command"] == ["python", "-m", "workers"]
-    [model] = container["args"]
+    # args only: a command would replace the image's entrypoint (tools/container/entrypoint.py).
+    assert "command" not in container
+    *command, model = container["args"]
+    assert command == ["python", "-m", "workers"]
     return model
 
 
