@@ -131,7 +131,7 @@ class Admission:
             raise errors.NoWorkers(f"No worker is serving model '{model.name}' right now; try again later.",
                                    retry_after=5)
         if ask.rate_limited:
-            limits = limits_for(model, route, ctx.identity.user_id, ctx.identity.project_id)
+            limits = limits_for(model, route, ctx.identity.limit_key, ctx.identity.project_id)
             reservation = Reservation.of(limits, estimate_tokens(ask.body, model.max_output_tokens))
         else:
             reservation = Reservation.of([], 0)

@@ -22,7 +22,9 @@ moved to the gitlab-cloud-connector package; ../shared/duo-protocol.md 4.3):
 
 Only then is GitLab asked anything: the user is ``X-Gitlab-User-Id`` (sent from 18.0; 17.x sends
 none, and such a request has no user), named by the gateway's own token and cached
-(``Authenticator.username``); a user GitLab does not know is no user. ``project_path`` is the
+(``Authenticator.username``); a user GitLab does not know is no user. A request with no user
+matches no ``gitlab_user_id`` route, and a per-user rate limit counts it as GitLab's pseudonymous
+user of its instance (``_rate_key``). ``project_path`` is the
 request's project only if that user has ``gitlab.min_access_level`` in it
 (``Authenticator.project_access``); otherwise the request has no project, and is not refused for
 it. The header is trusted because only GitLab holds the instance token: GitLab's own AI gateway
@@ -60,6 +62,7 @@ LEGACY_SCOPES = {"complete_code": CODE_SUGGESTIONS, "generate_code": CODE_SUGGES
 REFUSED_FEATURES = {"complete_code": "code completions", "generate_code": "code generations",
                     "duo_chat": "duo chat", "duo_classic_chat": "duo chat", CODE_SUGGESTIONS: "code suggestions"}
 _USER_ID = re.compile(r"[1-9][0-9]{0,18}")
+_GLOBAL_USER_ID = re.compile(r"[A-Za-z0-9+/=_-]{1,128}")  # base64 of a SHA-256 (44 characters)
 
 MISSING = "No authorization header presented"
 BAD_SCHEME = "Invalid authorization header"
@@ -102,7 +105,8 @@ class DuoAuthenticator:
             _note(req, f"scopes lack {' or '.join(sorted(wanted))}")
             first = next(iter(unit_primitives), CODE_SUGGESTIONS)
             raise DuoForbidden(refusal or f"Unauthorized to access {REFUSED_FEATURES.get(first, first)}")
-        identity = self._user(req.get_header("X-Gitlab-User-Id"))
+        identity = self._user(req.get_header("X-Gitlab-User-Id"),
+                              _rate_key(claims["sub"], req.get_header("X-Gitlab-Global-User-Id")))
         req.context.identity = identity
         if identity.user_id is not None and isinstance(project_path, str) and project_path:
             identity = self._with_project(identity, project_path)
@@ -142,13 +146,13 @@ class DuoAuthenticator:
         return claims
 
     # -- the user and the project --------------------------------------------------------------
-    def _user(self, header: str | None) -> Identity:
+    def _user(self, header: str | None, rate_key: str) -> Identity:
         if not header or not _USER_ID.fullmatch(header.strip()):
-            return Identity(credential="duo")
+            return Identity(credential="duo", rate_key=rate_key)
         user_id = header.strip()
         username = self.authenticator.username(user_id)
-        if username is None:
-            return Identity(credential="duo")  # GitLab knows no such user: no route may match it
+        if username is None:  # GitLab knows no such user: no route may match it
+            return Identity(credential="duo", rate_key=rate_key)
         return Identity(user_id, username, credential="duo")
 
     def _with_project(self, identity: Identity, project_path: str) -> Identity:
@@ -159,6 +163,19 @@ class DuoAuthenticator:
         if ref is None:
             return identity
         return self.authenticator.project_access(identity, ref) or identity
+
+
+def _rate_key(instance_id: str, global_user_id: str | None) -> str:
+    """Whose allowance a per-user rate limit takes for a request with no known user: GitLab's
+    pseudonymous id of the user (``X-Gitlab-Global-User-Id``, a SHA-256 of the instance id, the user
+    id and a salt, sent by 17.x and 18.x alike: lib/gitlab/global_anonymous_id.rb), within its
+    instance; without it, the instance's. So one 17.x user's burst takes that user's allowance, not
+    that of every user without an id, and one instance's none of another's. A user id is digits
+    only: neither form can be one."""
+    found = (global_user_id or "").strip()
+    if found and _GLOBAL_USER_ID.fullmatch(found):
+        return f"instance-{instance_id}-user-{found}"
+    return f"instance-{instance_id}"
 
 
 def _scopes(claims: dict) -> tuple[str, ...]:

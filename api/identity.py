@@ -54,6 +54,9 @@ class Identity:
     group_ids: tuple[str, ...] = ()  # the project's group and every ancestor, nearest first
     credential: str | None = None  # "token" | "job"
     is_admin: bool = False  # a GitLab administrator (GET /user's is_admin); never for a CI job token
+    # Who a per-user rate limit counts when there is no user: a GitLab Duo request whose user is not
+    # known (17.x sends no user id) counts as its instance's pseudonymous user (api.duo_auth).
+    rate_key: str | None = None
 
     def log_fields(self) -> dict:
         return {"user_id": self.user_id, "username": self.username, "project_id": self.project_id}
@@ -62,8 +65,15 @@ class Identity:
         """What a job may carry about its caller: ids for logs, never credentials."""
         return self.log_fields()
 
+    @property
+    def limit_key(self) -> str | None:
+        """Whose allowance a per-user rate limit takes: the user's, else ``rate_key``'s."""
+        return self.user_id or self.rate_key
+
     def describe(self) -> str:
         where = f"project '{self.project_path}' (id {self.project_id})" if self.project_id else "no project"
+        if self.username is None:
+            return f"a request with no known GitLab user and {where}"
         return f"user '{self.username}' with {where}"
 
 

@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from sandbox.gitlab_oidc import INSTANCE_ID
+from shared.keys import deployment_health_key
 from tests.harness import Stack, in_background, wait_for
 
 CONFIG = """
@@ -81,7 +82,16 @@ models:
     retries: {attempts: 1}
     workers: 1
     fallbacks: [codestral]
+  - name: per-user
+    type: generic
+    base_url: "{sandbox}/v1"
+    api_key: "${SANDBOX_PROVIDER_KEY}"
+    timeout: 10s
+    workers: 1
 routes:
+  - name: one-a-minute-each
+    match: {model_name: [per-user]}
+    rate_limit: {requests_per_minute: 1, per: user}
   - name: bob-code-suggestions
     match: {gitlab_user_id: [3], model_name: [codestral]}
     rate_limit: {requests_per_minute: 2, per: user}
@@ -93,6 +103,7 @@ duo:
       family: codestral
 """
 RELATED_FILE = '<file_content file_name="main.go">\npackage main\n</file_content>\n'
+GLOBAL_USER_ID = "Df0Jhs9xlbetQR8YoZCKDZJflhxO0ZBI8uoRzmpnd1w="  # GitLab's pseudonymous user id (17.x and 18.x)
 SECRET_KEY = "sk-duo-model-key-never-logged"  # the model API key GitLab sends; never used, never logged
 
 
@@ -111,12 +122,13 @@ def jwt(stack: Stack, **claims) -> str:
 
 
 def headers(stack: Stack, *, user: str | None = "2", request_id: str | None = None, token: str | None = None,
-            mixed_case: bool = False, **claims) -> dict:
+            mixed_case: bool = False, global_user_id: str = GLOBAL_USER_ID, **claims) -> dict:
     """GitLab's headers (18.x lower-case, 17.x Mixed-Case and without the user)."""
     found = {"Authorization": f"Bearer {token or jwt(stack, **claims)}",
              "X-Gitlab-Authentication-Type": "oidc", "Content-Type": "application/json",
              "X-Gitlab-Instance-Id" if mixed_case else "x-gitlab-instance-id": INSTANCE_ID,
              "X-Gitlab-Realm" if mixed_case else "x-gitlab-realm": "self-managed",
+             "X-Gitlab-Global-User-Id" if mixed_case else "x-gitlab-global-user-id": global_user_id,
              "X-Gitlab-Rails-Send-Start": str(time.time())}
     if user is not None:
         found["x-gitlab-user-id"] = user
@@ -451,6 +463,21 @@ def test_model_check_reports_the_model_servers_error_as_421(stack: Stack) -> Non
     assert answer.json()["detail"].startswith("401: ")
 
 
+def test_model_check_of_a_deployment_a_401_took_out_still_shows_the_model_servers_code(stack: Stack) -> None:
+    """"broken" has fallbacks, so its deployment's health is kept: the first 401 marks it failed, and
+    a later check reaches no provider, yet GitLab still shows "returned code 401"."""
+    first = post(stack, CHECK, check_body("broken"), headers(stack))
+    assert first.status_code == 421, first.text
+    assert first.json()["detail"].startswith("401: ")
+    wait_for(lambda: any(k.endswith(b"|failed") for k in stack.redis().hkeys(deployment_health_key("broken"))),
+             timeout=10, message="the deployment to be marked failed")
+    rid = "duo-check-failed-deployment"
+    again = post(stack, CHECK, check_body("broken"), headers(stack, request_id=rid))
+    assert again.status_code == 421, again.text
+    assert again.json()["detail"].startswith("401: deployment 'default' is failed")
+    assert not [e for e in stack.sandbox_log() if e["key"] == rid]  # the provider was not asked
+
+
 def test_model_check_of_an_unknown_model_is_a_422_list(stack: Stack) -> None:
     answer = post(stack, CHECK, check_body("nonexistent"), headers(stack))
     assert answer.status_code == 422 and isinstance(answer.json()["detail"], list)
@@ -507,6 +534,22 @@ def test_a_route_limits_one_users_code_suggestions(stack: Stack) -> None:
     assert "detail" in bob[2].json() and bob[2].headers.get("Retry-After")
     alice = post(stack, "/v2/code/completions", completion_body("codestral"), headers(stack, user="2"))
     assert alice.status_code == 200
+
+
+def test_requests_without_a_user_are_limited_per_gitlab_pseudonymous_user(stack: Stack) -> None:
+    """17.x sends no user id: a per-user limit counts each of GitLab's pseudonymous users apart
+    (X-Gitlab-Global-User-Id), not every user-less request in one allowance."""
+    def complete(global_user_id: str) -> requests.Response:
+        hdrs = headers(stack, user=None, mixed_case=True, global_user_id=global_user_id, aud="gitlab-ai-gateway",
+                       scopes=["code_suggestions"])
+        return post(stack, "/v2/completions", completion_body("per-user"), hdrs)
+
+    first = complete("Zmlyc3QtdXNlcg==")
+    assert first.status_code == 200, first.text
+    again = complete("Zmlyc3QtdXNlcg==")
+    assert again.status_code == 429, again.text
+    assert "your user under route 'one-a-minute-each'" in again.json()["detail"] and "None" not in again.text
+    assert complete("c2Vjb25kLXVzZXI=").status_code == 200  # another user of the same instance
 
 
 def test_the_access_record_names_the_user_and_the_feature(stack: Stack) -> None:

@@ -29,6 +29,7 @@ from shared.errors import GitLabUnavailable, duo_error_body
 
 DISCOVERY, JWKS = "/.well-known/openid-configuration", "/oauth/discovery/keys"
 CODE = ("complete_code",)
+GLOBAL_USER_ID = "Df0Jhs9xlbetQR8YoZCKDZJflhxO0ZBI8uoRzmpnd1w="  # GitLab's pseudonymous user id (a base64 SHA-256)
 
 
 class Clock:
@@ -61,7 +62,7 @@ def headers_18(token: str, **changes) -> dict:
     """What GitLab 18.x sends (../shared/duo-protocol.md 6), lower-case as it spells them."""
     found = {"Authorization": f"Bearer {token}", "X-Gitlab-Authentication-Type": "oidc",
              "x-gitlab-instance-id": INSTANCE_ID, "x-gitlab-realm": "self-managed", "x-gitlab-user-id": "2",
-             "x-gitlab-global-user-id": "Df0Jhs9xlbetQR8YoZCKDZJflhxO0ZBI8uoRzmpnd1w=",
+             "x-gitlab-global-user-id": GLOBAL_USER_ID,
              "x-gitlab-version": "18.9.0", "x-gitlab-host-name": "gitlab.example.com"}
     for name, value in changes.items():
         name = name.replace("_", "-")
@@ -119,7 +120,7 @@ def test_a_17x_request_has_no_user_and_so_no_project_and_code_suggestions_serves
                "X-Gitlab-Instance-Id": INSTANCE_ID, "X-Gitlab-Realm": "self-managed"}
     for feature in (("complete_code",), ("generate_code",)):
         caller = auth.identify(request(headers), unit_primitives=feature, project_path="acme/platform/api")
-        assert caller.identity == Identity(credential="duo")
+        assert caller.identity == Identity(credential="duo", rate_key=f"instance-{INSTANCE_ID}")
         assert caller.scopes == ("code_suggestions", "duo_chat")
     assert calls(gitlab_url, "/api/v4") == []  # nobody to look up: no project either
     error, _ = refused(auth, headers, ("explain_code",))
@@ -131,7 +132,7 @@ def test_a_user_header_naming_no_gitlab_user_is_no_user(client, gitlab_url, user
     auth = make(client, gitlab_url)
     caller = auth.identify(request(headers_18(mint(gitlab_url), x_gitlab_user_id=user_header)),
                            unit_primitives=CODE, project_path="acme/platform/api")
-    assert caller.identity == Identity(credential="duo")
+    assert caller.identity == Identity(credential="duo", rate_key=f"instance-{INSTANCE_ID}-user-{GLOBAL_USER_ID}")
     assert calls(gitlab_url, "/api/v4/projects") == []
     assert calls(gitlab_url, "/api/v4/users/") == (["/api/v4/users/999"] if user_header == "999" else [])
 
@@ -156,6 +157,24 @@ def test_the_project_counts_only_where_the_user_has_the_access_the_gateway_requi
     assert (caller.identity.project_id, caller.identity.project_path) == project
     if project_path in ("../../admin", ""):
         assert calls(gitlab_url, "/api/v4/projects") == []
+
+
+@pytest.mark.parametrize(("global_user_id", "rate_key"), [
+    (GLOBAL_USER_ID, f"instance-{INSTANCE_ID}-user-{GLOBAL_USER_ID}"),
+    ("Zm9v+YmFy/YmF6=", f"instance-{INSTANCE_ID}-user-Zm9v+YmFy/YmF6="),  # another user: another allowance
+    (None, f"instance-{INSTANCE_ID}"),  # no pseudonym: the instance's allowance
+    ("a b:c", f"instance-{INSTANCE_ID}"),  # not GitLab's base64: not trusted as a name
+])
+def test_a_request_without_a_user_is_limited_as_gitlabs_pseudonymous_user_of_its_instance(
+        client, gitlab_url, global_user_id, rate_key):
+    auth = make(client, gitlab_url)
+    caller = auth.identify(request(headers_18(mint(gitlab_url), x_gitlab_user_id=None,
+                                              x_gitlab_global_user_id=global_user_id)), unit_primitives=CODE)
+    assert caller.identity.user_id is None and caller.identity.limit_key == rate_key
+    assert "None" not in caller.identity.describe()
+    assert caller.identity.describe() == "a request with no known GitLab user and no project"
+    known = auth.identify(request(headers_18(mint(gitlab_url))), unit_primitives=CODE).identity
+    assert known.limit_key == "2" and known.rate_key is None  # a known user's own allowance, as ever
 
 
 def test_project_path_of_another_type_is_no_project(client, gitlab_url):
