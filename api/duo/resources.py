@@ -231,7 +231,10 @@ class DocsSearch(DuoEndpoint):
 class UserAccessToken:
     """POST /v1/code/user_access_token: the IDE's direct connection is refused, with the words GitLab
     uses when it disables it itself (ee/lib/api/code_suggestions.rb), so the IDE keeps sending code
-    suggestions through GitLab, where the instance's token and the user's headers come with them."""
+    suggestions through GitLab, where the instance's token and the user's headers come with them:
+    GitLab answers the IDE's direct_access with this status (code_suggestions_client.rb
+    #direct_access_token), and the Language Server then sends its suggestions through GitLab
+    (gitlab-lsp suggestion/direct_connection_client.ts: any failure falls back, behind a breaker)."""
 
     authenticate = False
     wire = WIRE

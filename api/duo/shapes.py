@@ -13,6 +13,14 @@ gitlab-org/modelops/applied-ml/code-suggestions/ai-assist; ../shared/duo-protoco
   step_executor.rb), so a line never holds a raw newline and is never split across lines;
 - slash commands: the raw text streamed, or a JSON string whole (api/v1/prompts/invoke.py).
 
+What reads them: code suggestions go through GitLab to the IDE's GitLab Language Server unchanged
+(Workhorse's sendurl), which reads ``SuggestionResponse``: ``choices[].text``, ``model`` (``lang``,
+``engine``, ``name``), the HTTP status, ``error`` (gitlab-org/editor-extensions/gitlab-lsp,
+suggestion_client/suggestion_client.ts; its direct connection, suggestion/direct_connection_client.ts,
+POSTs ``{base_url}/v2/completions`` and on any failure goes back through GitLab). GitLab itself reads
+only ``choices[0].text`` (the health check's test completion: ee/lib/gitlab/llm/ai_gateway/
+code_suggestions_client.rb) and parses Duo Chat's events (above).
+
 Raw text streams carry no keep-alive and no error text, which would become part of the code or
 the answer: a failure after the first chunk closes the connection instead.
 """

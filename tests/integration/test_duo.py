@@ -245,6 +245,23 @@ def test_code_completion_whole_18x(stack: Stack, model: str) -> None:
     assert SECRET_KEY not in text and "vllm.internal" not in text  # GitLab's model fields never reach a job
 
 
+def test_code_completion_as_the_language_server_sends_and_reads_it(stack: Stack) -> None:
+    """GitLab passes what the IDE's Language Server sent through to us (ee/lib/code_suggestions/tasks/
+    base.rb); the Language Server builds it in suggestion_client/create_v2_request.ts (project_path
+    maybe '', project_id -1, choices_count 4 on a manual request, context items) and reads
+    SuggestionResponse (suggestion_client/suggestion_client.ts): choices[].text and model's lang,
+    engine and name (gitlab-org/editor-extensions/gitlab-lsp, read through the code search index)."""
+    body = {**completion_body("codestral"), "project_path": "", "project_id": -1, "choices_count": 4,
+            "context": [{"type": "file", "name": "util.py", "content": "def helper(): pass"}]}
+    answer = post(stack, "/v2/code/completions", body, headers(stack))
+    assert answer.status_code == 200, answer.text
+    found = answer.json()
+    assert [set(choice) >= {"text"} for choice in found["choices"]] == [True]
+    assert isinstance(found["choices"][0]["text"], str) and found["choices"][0]["text"]
+    assert {k: found["model"][k] for k in ("lang", "name")} == {"lang": "python", "name": "codestral"}
+    assert isinstance(found["model"]["engine"], str)
+
+
 def test_code_completion_17x_form_maps_by_model_name_and_uses_its_prompt(stack: Stack) -> None:
     body = completion_body("x")
     for key in ("model_identifier", "intent", "project_path"):
