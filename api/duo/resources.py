@@ -218,7 +218,9 @@ class ChatTool(DuoEndpoint):
 
 class DocsSearch(DuoEndpoint):
     """POST /v1/search/gitlab-docs: no documentation index here, so no results (GitLab's chat then
-    answers from the model alone). The answer's shape is SearchResponse (api/v1/search/typing.py)."""
+    answers from the model alone). The answer's shape is SearchResponse (api/v1/search/typing.py);
+    GitLab reads ``response.results`` (ee/lib/gitlab/llm/ai_gateway/docs_client.rb,
+    ee/lib/gitlab/llm/chain/tools/gitlab_documentation/executor.rb)."""
 
     feature = "duo_chat"
     unit_primitives = ("documentation_search",)

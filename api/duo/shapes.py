@@ -11,7 +11,8 @@ gitlab-org/modelops/applied-ml/code-suggestions/ai-assist; ../shared/duo-protoco
 - Duo Chat: NDJSON events, ``final_answer_delta`` and ``error``, one whole JSON object per line
   (api/v2/chat/agent.py); GitLab finds each with ``/(\\{.*\\})\\n/`` (ee/lib/gitlab/duo/chat/
   step_executor.rb), so a line never holds a raw newline and is never split across lines;
-- slash commands: the raw text streamed, or a JSON string whole (api/v1/prompts/invoke.py).
+- slash commands: the raw text streamed, or a JSON string whole (api/v1/prompts/invoke.py);
+  GitLab joins the streamed pieces into the answer (ee/lib/gitlab/llm/ai_gateway/client.rb#stream).
 
 What reads them: code suggestions go through GitLab to the IDE's GitLab Language Server unchanged
 (Workhorse's sendurl), which reads ``SuggestionResponse``: ``choices[].text``, ``model`` (``lang``,
