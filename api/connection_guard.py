@@ -6,7 +6,8 @@ request carries ``X-Forwarded-For``: then it is the right-most address of that
 header that is not itself a trusted proxy. Every trusted proxy appends the
 address it received the request from, so everything right of that point was
 written by a trusted hop, and everything left of it by the client, who may write
-anything there.
+anything there. ``*`` trusts every peer but no address it forwards: the client is
+then the right-most entry, the one the peer itself wrote.
 
 ``ConnectionCounts`` counts the connections each client holds in one web
 process. An IPv6 client counts by its /64 network: one host or site is given a
@@ -82,6 +83,12 @@ def client_address(peer: str, forwarded_for: str | None, trusted: TrustedProxies
     """
     if not forwarded_for or peer not in trusted:
         return peer
+    if trusted.everyone:
+        # ``*`` trusts the peer, not whoever it names: an address the client wrote left of the
+        # peer's own entry would pass as trusted too (nginx's $proxy_add_x_forwarded_for keeps
+        # the client's header), so only the entry the peer wrote, the right-most, names the client.
+        ip = parse_ip(forwarded_for.rsplit(",", 1)[-1])
+        return peer if ip is None else str(ip)
     client = peer
     for entry in reversed(forwarded_for.split(",")):
         ip = parse_ip(entry)

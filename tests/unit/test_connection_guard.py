@@ -40,6 +40,14 @@ def test_a_trusted_peer_without_forwarding_is_the_client() -> None:
     assert client_address("10.0.0.2", "", PROXIES) == "10.0.0.2"
 
 
+def test_star_believes_only_the_entry_the_peer_wrote() -> None:
+    # nginx's $proxy_add_x_forwarded_for: the client's own header, then the address nginx saw.
+    everyone = TrustedProxies.parse("*")
+    assert client_address("10.0.0.2", "203.0.113.9, 198.51.100.4", everyone) == "198.51.100.4"
+    assert client_address("10.0.0.2", "198.51.100.4:5512", everyone) == "198.51.100.4"
+    assert client_address("10.0.0.2", "203.0.113.9, unknown", everyone) == "10.0.0.2"
+
+
 def test_every_hop_trusted_gives_the_left_most() -> None:
     assert client_address("10.0.0.2", "10.0.0.4, 10.0.0.3", PROXIES) == "10.0.0.4"
 
