@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import socket
 import time
+import uuid
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import pytest
@@ -82,6 +84,14 @@ models:
     retries: {attempts: 1}
     workers: 1
     fallbacks: [codestral]
+  - name: narrow
+    type: generic
+    base_url: "{sandbox}/v1"
+    api_key: "${SANDBOX_PROVIDER_KEY}"
+    timeout: 10s
+    workers: 1
+    concurrency: 1
+    max_queue_depth: 1
   - name: per-user
     type: generic
     base_url: "{sandbox}/v1"
@@ -96,7 +106,7 @@ routes:
     match: {gitlab_user_id: [3], model_name: [codestral]}
     rate_limit: {requests_per_minute: 2, per: user}
   - name: everyone
-    match: {model_name: [codestral, gpt, claude, gemini, slow, wrong-key, broken, hung]}
+    match: {model_name: [codestral, gpt, claude, gemini, slow, narrow, wrong-key, broken, hung]}
 duo:
   prompts:
     gpt:
@@ -452,9 +462,7 @@ CHECK = "/v1/prompts/model_configuration%2Fcheck"
 
 def test_model_check_of_a_model_that_takes_it_and_never_answers_is_a_422_in_time(stack: Stack) -> None:
     rid = "duo-check-hung"
-    started = time.monotonic()
-    answer = post(stack, CHECK, check_body("hung"), headers(stack, request_id=rid))
-    elapsed = time.monotonic() - started
+    answer, elapsed = timed_check(stack, "hung", rid)
     assert answer.status_code == 422, answer.text
     assert "did not answer within 2.5 s" in answer.json()["detail"][0]["msg"]
     assert elapsed < 2.9
@@ -501,46 +509,62 @@ def test_model_check_of_an_unknown_model_is_a_422_list(stack: Stack) -> None:
     assert answer.json()["detail"][0]["msg"]
 
 
-def _fill(stack: Stack, results: dict, name: str, count: int, delay_ms: int) -> list:
+@contextmanager
+def busy(stack: Stack, model: str, count: int, delay_ms: int):
+    """``model``'s one slot taken by a slow chat job and ``count - 1`` more waiting in its queue, until
+    the block ends and they are all answered."""
+    results: dict = {}
     threads = []
     for i in range(count):
-        threads.append(in_background(stack, results, f"{name}-{i}", "slow", f"busy [[sandbox delay_ms={delay_ms}]]"))
+        threads.append(in_background(stack, results, f"{model}-busy-{uuid.uuid4().hex[:8]}", model,
+                                     f"busy [[sandbox delay_ms={delay_ms}]]"))
         if i == 0:  # the first holds the model's one slot before the others queue behind it
-            wait_for(lambda: stack.redis().llen("rq:queue:slow") == 0 and stack.sandbox_log()
-                     and any("busy" in json.dumps(e["body"]) for e in stack.sandbox_log()), timeout=10,
-                     message="the first slow job to run")
-    wait_for(lambda: stack.redis().llen("rq:queue:slow") == count - 1, timeout=10, message="the queue to fill")
-    return threads
+            wait_for(lambda: stack.redis().llen(f"rq:queue:{model}") == 0
+                     and any("busy" in json.dumps(e["body"]) and e["body"].get("model") == model
+                             for e in stack.sandbox_log()), timeout=10, message="the first slow job to run")
+    wait_for(lambda: stack.redis().llen(f"rq:queue:{model}") == count - 1, timeout=10, message="the queue to fill")
+    yield
+    for thread in threads:
+        thread.join(30)
+    assert all(getattr(r, "status_code", None) == 200 for r in results.values()), results
+
+
+def timed_check(stack: Stack, model: str, request_id: str) -> tuple[requests.Response, float]:
+    """Test connection of ``model``, and the seconds from sending it to its answer."""
+    hdrs = headers(stack, request_id=request_id)
+    started = time.monotonic()
+    answer = post(stack, CHECK, check_body(model), hdrs)
+    return answer, time.monotonic() - started
 
 
 def test_model_check_jumps_the_queue_and_answers_within_the_time(stack: Stack) -> None:
-    results: dict = {}
-    threads = _fill(stack, results, "queued", 4, 1200)
     rid = "duo-check-queued"
-    started = time.monotonic()
-    answer = post(stack, CHECK, check_body("slow"), headers(stack, request_id=rid))
-    elapsed = time.monotonic() - started
+    with busy(stack, "slow", 4, 1200):
+        answer, elapsed = timed_check(stack, "slow", rid)
     assert answer.status_code == 200, answer.text
     assert elapsed < 2.5
     assert stack.access_record(rid)["duo_probe"] == "answered"  # ahead of three jobs of 1.2 s each
-    for thread in threads:
-        thread.join(30)
-    assert all(r.status_code == 200 for r in results.values())
 
 
 def test_model_check_not_probed_in_time_still_answers_200(stack: Stack) -> None:
-    results: dict = {}
-    threads = _fill(stack, results, "hogs", 3, 5000)
     rid = "duo-check-busy"
-    started = time.monotonic()
-    answer = post(stack, CHECK, check_body("slow"), headers(stack, request_id=rid))
-    elapsed = time.monotonic() - started
+    with busy(stack, "slow", 3, 5000):
+        answer, elapsed = timed_check(stack, "slow", rid)
     assert answer.status_code == 200, answer.text
     assert 2.0 < elapsed < 2.9
     assert stack.access_record(rid)["duo_probe"] == "not_probed"
     assert "model check not probed" in stack.logs()
-    for thread in threads:
-        thread.join(30)
+
+
+def test_model_check_of_a_model_whose_queue_is_at_its_limit_answers_200_at_once(stack: Stack) -> None:
+    """"narrow" queues one job at most: with it waiting, the probe cannot be queued, so no worker could
+    take it in time; the model maps and has live workers, so the answer is 200, without waiting."""
+    rid = "duo-check-queue-full"
+    with busy(stack, "narrow", 2, 3000):
+        answer, elapsed = timed_check(stack, "narrow", rid)
+    assert answer.status_code == 200, answer.text
+    assert elapsed < 1.0
+    assert stack.access_record(rid)["duo_probe"] == "not_probed"
 
 
 # -- routes, limits, the access record ---------------------------------------------------------------------
