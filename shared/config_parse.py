@@ -46,6 +46,8 @@ _GITLAB_KEYS = ("timeout", "verify_tls", "ca_file", "min_access_level", "cache_t
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _ENV_REF = re.compile(r"\$\{([^}]*)\}")  # ${VAR}, or ${VAR:-default} when VAR is unset or empty
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# What an API key sent in an HTTP header may hold: no control character, no space at either end.
+_HEADER_SAFE = re.compile(r"[^\x00-\x20\x7f](?:[^\x00-\x1f\x7f]*[^\x00-\x20\x7f])?")
 # A drop_params entry: a field name or a dotted path (output_config.effort, tools.web_search).
 _PARAM_PATH = re.compile(r"[A-Za-z_$][A-Za-z0-9_$-]*(?:\.[A-Za-z_$][A-Za-z0-9_$-]*)*")
 MAX_PARAM_PATH = 200
@@ -170,6 +172,12 @@ def _upstream(c: _Checker, node: dict, path: str, env: Mapping[str, str], name: 
         if var and api_key is None and not _sandboxed(base_url, env):
             c.warnings.append(f"{path} ({name}): no api_key and {var} is not set; "
                               "requests will be sent without a key")
+    if api_key and not _HEADER_SAFE.fullmatch(api_key):
+        # No HTTP header can carry it: every call would fail, and the HTTP library's error, which
+        # the worker logs, quotes the header, key and all. Named by where it came from, never shown.
+        where = f"{path}.api_key" if "api_key" in node else f"{API_KEY_ENV.get(kind)} (for {path})"
+        c.add(where, "holds a control character or begins or ends with a space (a newline from a file?), "
+                     "which no HTTP header can carry")
     if "native_responses_api" in node and kind not in ("openai", "generic"):
         c.add(f"{path}.native_responses_api", "only openai and generic models take this key")
     return dict(

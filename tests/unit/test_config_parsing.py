@@ -187,3 +187,16 @@ def test_invalid_env_reference() -> None:
 def test_env_string_that_is_not_a_number_is_still_rejected() -> None:
     assert problems(config_with(model(workers="${W}")), {"W": "lots"}) == [
         "models[0].workers: must be an integer, got 'lots'"]
+
+
+def test_an_api_key_no_header_can_carry_is_refused_by_where_it_came_from_never_shown() -> None:
+    # A key read from a file keeps its newline: every call failed, and http.client's error, which the
+    # worker logged with its traceback, quoted the header, key and all.
+    data = config_with(model(name="a", type="openai", api_key="sk-SECRET-A\n"),
+                       model(name="b", type="openai"),
+                       {"name": "c", "deployments": [{"name": "one", "type": "openai", "api_key": " sk-SECRET-C"}]},
+                       model(name="d", type="openai", api_key="Bearer sk-fine"))
+    found = problems(data, {"OPENAI_API_KEY": "sk-SECRET-ENV\r\n"})
+    assert [p.split(":")[0] for p in found] == ["models[0].api_key", "OPENAI_API_KEY (for models[1])",
+                                                "models[2].deployments[0].api_key"]
+    assert not any("SECRET" in p for p in found)
