@@ -36,14 +36,17 @@ def free_port() -> int:
 
 class EmbeddedRedis:
     def __init__(self, port: int | None = None, *, appendonly: bool = False, appendfsync: str = "always",
-                 directory: str | None = None):
+                 directory: str | None = None, own_session: bool = False):
         """``appendfsync``: always, everysec or no (only with ``appendonly``). ``directory``:
-        where the append-only file lives (default: a fresh temporary one, removed by ``stop``)."""
+        where the append-only file lives (default: a fresh temporary one, removed by ``stop``).
+        ``own_session``: out of the caller's process group, so that a terminal's Ctrl-C (sent to
+        the whole group) leaves it to the caller to stop the server once nothing uses it."""
         if appendfsync not in ("always", "everysec", "no"):
             raise ValueError(f"appendfsync must be always, everysec or no, not {appendfsync!r}")
         self.port = port
         self.appendonly = appendonly
         self.appendfsync = appendfsync
+        self.own_session = own_session
         self.process: subprocess.Popen | None = None
         self._own_dir = directory is None
         self.dir = directory or tempfile.mkdtemp(prefix="aigw-redis-")
@@ -88,7 +91,8 @@ class EmbeddedRedis:
         self._kill(signal.SIGKILL if crash else signal.SIGTERM)
 
     def _launch(self, timeout: float) -> bool:
-        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        start_new_session=self.own_session)
         if self._wait_ready(timeout):
             return True
         self._kill(signal.SIGTERM)

@@ -6,7 +6,8 @@
    that is someone else's, and the gateway's keys would stay there.
 2. Providers: with the example config, each provider whose key is not set is
    replaced by the local SANDBOX provider (canned answers), and the log says so;
-   its models need no key, so no process warns that they have none.
+   its models need no key, so no process warns that they have none. Each model
+   then runs one worker process unless ``WORKER_PROCESSES`` is set.
 3. GitLab: without ``GITLAB_URL``, a local GitLab STAND-IN with fixed demo users
    and projects (``sandbox/gitlab.py``); its demo user's token goes in the curl line.
 4. The ``Procfile``'s processes (``web`` and ``worker``), with their output
@@ -110,13 +111,20 @@ class Launcher:
                 raise SystemExit(2)
             say(f"using the Redis at REDIS_URL ({masked_url(url)}); the gateway's keys stay there")
         else:
-            self.embedded = EmbeddedRedis().start()
+            # Its own session: Ctrl-C reaches the terminal's whole process group, and Redis must
+            # outlive the workers and the web processes, which shutdown() stops first.
+            self.embedded = EmbeddedRedis(own_session=True).start()
             url = self.embedded.url
             say(f"REDIS_URL is not set: started an embedded Redis at {url} (nothing is persisted)")
         self.env["REDIS_URL"] = url
         if not self.env.get("CONFIG_FILE_PATH"):
             self.env["CONFIG_FILE_PATH"] = str(EXAMPLE_CONFIG)
             self.sandbox_missing_providers()
+            if not self.env.get("WORKER_PROCESSES"):
+                # The example's `workers: 4` per model is a server's sizing: 16 processes idle on a laptop.
+                self.env["WORKER_PROCESSES"] = "1"
+                say("one worker process per model (the example config's `workers` is sized for a server; "
+                    "WORKER_PROCESSES=N make run for N)")
         if self.env.get("GITLAB_URL"):
             say(f"using the GitLab at {self.env['GITLAB_URL']}")
             self.token = "<your GitLab token>"

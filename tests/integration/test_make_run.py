@@ -41,6 +41,14 @@ def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path):
         assert "SANDBOX provider" in output
         assert "no api_key" not in output  # the sandbox serves every model: nothing is missing
         assert "GitLab STAND-IN" in output
+        # One worker process per model, not the example config's server sizing (4 each).
+        assert "one worker process per model" in output
+        def live_workers():
+            models = requests.get(f"http://127.0.0.1:{port}/ready", timeout=10).json()["models"]
+            counts = {name: model["workers"] for name, model in models.items()}
+            return counts if all(counts.values()) else None
+        workers = wait_for(live_workers, timeout=30, interval=0.25, message="every model's worker registered")
+        assert workers == {name: 1 for name in workers}, workers
         url, first, second, body = found.groups()
         headers = dict(header.split(": ", 1) for header in (first, second))
         assert headers["Authorization"] == f"Bearer {DEMO_TOKEN}"
@@ -57,9 +65,13 @@ def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path):
         assert requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).status_code == 200
         with pytest.raises(ConnectionRefusedError):  # the metrics port too
             socket.create_connection(("127.0.0.2", metrics_port), timeout=5).close()
-        run.signal(signal.SIGINT)
+        stopping_at = len(run.log())
+        run.signal(signal.SIGINT, group=True)  # as a terminal's Ctrl-C: the launcher's whole process group
         assert run.wait(timeout=60) == 0
         assert "[make run] stopped" in run.log()
+        # Redis outlived the processes that use it: none of them lost it while stopping.
+        stopping = run.log()[stopping_at:]
+        assert "Connection refused" not in stopping and "Traceback" not in stopping, stopping
         try:
             requests.get(f"http://127.0.0.1:{port}/health", timeout=2)
             still_up = True
