@@ -33,7 +33,7 @@ from redis import Redis
 
 from api import fallback
 from api.rate_headers import headers_for
-from api.routing import Router
+from api.routing import Decision, Router
 from shared import breaker, errors, metrics
 from shared.config import GatewayConfig, ModelConfig, Route
 from shared.jobs import JobRequest
@@ -96,16 +96,19 @@ class Admission:
         self.liveness = liveness
 
     def admit(self, req, *, endpoint: str, body: dict, rate_limited: bool = True,
-              client_headers: dict | None = None, may_fall_back: bool = False) -> Admitted:
+              client_headers: dict | None = None, may_fall_back: bool = False,
+              serve_with: Decision | None = None) -> Admitted:
         """Route the request, check its model's workers, and queue its job if the queue's
         limit and every rate limit admit it; else raise the client's error. A job that is not
         ``rate_limited`` (it costs no tokens, say reading a stored response) takes no allowance.
         ``client_headers``: what the job forwards to a provider of the client's format (api.forwarded_headers).
         ``may_fall_back``: the request may move to its model's fallbacks (``api.fallback``) while
-        nothing has reached the client."""
+        nothing has reached the client.
+        ``serve_with``: the routes' decision to use instead of resolving the requested name (a Responses
+        API continuation goes to the model that holds its conversation, ``api.resources.responses``)."""
         ctx = req.context
         requested = body["model"]
-        decision = self.router.resolve(ctx.identity, requested)
+        decision = serve_with or self.router.resolve(ctx.identity, requested)
         model = decision.model
         ctx.log.update({"model": requested, "destination": model.name, "route": decision.route_name})
         ask = Ask(requested, endpoint, body, time.time() + model.timeout, bool(body.get("stream")),

@@ -101,6 +101,24 @@ def candidates(config: GatewayConfig, trail: Trail, failed: ModelConfig, code: s
     return found
 
 
+def reachable(config: GatewayConfig, model: ModelConfig) -> set[str]:
+    """The models a request for ``model`` may end up on: its ``fallbacks`` and
+    ``context_window_fallback``, theirs, and so on (``model`` itself not included unless a chain
+    comes back to it). A Responses API answer one of them produced continues there
+    (``api.resources.responses``)."""
+    found: set[str] = set()
+    pending = [model]
+    while pending:
+        current = pending.pop()
+        names = current.fallbacks + ((current.context_window_fallback,) if current.context_window_fallback else ())
+        for name in names:
+            nxt = config.model(name)
+            if nxt is not None and name not in found:
+                found.add(name)
+                pending.append(nxt)
+    return found
+
+
 def readmit(req, admission: Admission, trail: Trail, failed: ModelConfig, code: str,
             release: dict | None = None) -> tuple[Admitted | None, Trail]:
     """Queue the request for the first candidate after ``failed`` (which answered ``code``) that

@@ -93,7 +93,7 @@ class Runtime:
         if not isinstance(response_id, str):
             return None
         record = self.responses_store(connection).record(response_id, owner_of(request.caller))
-        if record is None or record.kind != RELAYED or not record.deployment:
+        if record is None or record.kind != RELAYED or not record.deployment or record.model != request.model:
             return None
         return record.deployment
 

@@ -5,7 +5,11 @@ the worker passes it through or translates it (``workers.endpoints_responses``).
 A ``previous_response_id`` must name a response the caller owns
 (``shared.responses_store``), checked before anything is queued; one of a
 passed-through model continues only on that model, and one the gateway keeps
-only on a model the gateway translates for (the provider never saw it).
+only on a model the gateway translates for (the provider never saw it). A
+response one of the requested model's fallbacks produced (``api.fallback``)
+continues on that fallback, as long as the routes let the caller use it by its
+own name; so do ``GET`` and ``DELETE`` of it. Otherwise the refusal says which
+model holds it when the caller may know it, and nothing of it when not.
 
 ``GET`` and ``DELETE`` answer a response the gateway keeps from Redis, with no
 job; one the provider keeps is asked of the provider, through a job on its
@@ -24,9 +28,13 @@ import re
 import falcon
 import orjson
 
+from api import fallback
 from api.admission import Admission, Admitted
 from api.answers import Answers
+from api.forwarded_headers import client_headers
+from api.identity import Identity
 from api.resources.inference import Inference, respond
+from api.routing import Decision
 from api.validation import validate_responses
 from shared.errors import InvalidRequest, NotFound
 from shared.jobs import RESPONSES, RESPONSES_DELETE, RESPONSES_RETRIEVE
@@ -48,25 +56,65 @@ class CreateResponse(Inference):
 
     def admit(self, req, body: dict, *, may_fall_back: bool = True) -> Admitted:
         previous = body.get("previous_response_id")
-        if previous is not None:
-            self._check_previous(req, body["model"], previous)
+        if previous is None:
+            return super().admit(req, body, may_fall_back=may_fall_back)
+        holder = self._check_previous(req, body["model"], previous)
         # A continuation stays on the model (and provider) that holds the conversation: no fallback.
-        return super().admit(req, body, may_fall_back=may_fall_back and previous is None)
+        return self.admission.admit(req, endpoint=self.endpoint, body=body,
+                                    client_headers=client_headers(req, self.forwarded), serve_with=holder)
 
-    def _check_previous(self, req, requested: str, previous: str) -> None:
+    def _check_previous(self, req, requested: str, previous: str) -> Decision | None:
+        """Refuse a ``previous_response_id`` the request cannot continue; answer the routes' decision for
+        the model that holds it when that is not the one ``requested`` resolves to (a fallback's)."""
         identity = req.context.identity
         owner = owner_of(identity.job_fields())
         record = self.store.record(previous, owner) if RESPONSE_ID.fullmatch(previous) else None
         if record is None:
             raise not_found(previous, "previous_response_id")
         model = self.admission.router.resolve(identity, requested).model  # the refusals admission would give
-        if record.kind == RELAYED and record.model != model.name:
-            raise InvalidRequest(f"'previous_response_id' names a response of model '{record.requested}', whose "
-                                 "provider keeps it: continue it with that model.", param="previous_response_id")
-        if record.kind == STORED and model.native_responses_api:  # its server keeps its own responses
-            raise InvalidRequest(f"'previous_response_id' names a response the gateway keeps, which model "
-                                 f"'{requested}' cannot continue (its provider keeps its own responses): send the "
-                                 "conversation as input instead.", param="previous_response_id")
+        if record.kind == RELAYED:
+            if record.model == model.name:
+                return None
+            if record.requested != requested:
+                raise InvalidRequest(f"'previous_response_id' names a response of model '{record.requested}', "
+                                     "whose provider keeps it: continue it with that model.",
+                                     param="previous_response_id")
+            holder = holding_model(self.admission, identity, record.requested, record.model)
+            if holder is not None:
+                req.context.log["continued_on"] = holder.model.name
+                return holder
+            # Another model answered this name (a fallback, or before the routes changed) and the caller may
+            # not use it now: nothing of it is named.
+            raise InvalidRequest(f"'previous_response_id' names a response that model '{requested}' cannot "
+                                 "continue: another model answered it, whose provider keeps it, and it does not "
+                                 "serve you now. Send the conversation as input instead.",
+                                 param="previous_response_id")
+        if not model.native_responses_api:
+            return None
+        # A response the gateway keeps, asked of a model whose server keeps its own: the fallback that
+        # produced it (which the gateway translates for) may continue it.
+        holder = holding_model(self.admission, identity, record.requested, record.model) \
+            if record.requested == requested else None
+        if holder is not None and holder.model.name != model.name and not holder.model.native_responses_api:
+            req.context.log["continued_on"] = holder.model.name
+            return holder
+        raise InvalidRequest(f"'previous_response_id' names a response the gateway keeps, which model "
+                             f"'{requested}' cannot continue (its provider keeps its own responses): send the "
+                             "conversation as input instead.", param="previous_response_id")
+
+
+def holding_model(admission: Admission, identity: Identity, requested: str, holder: str) -> Decision | None:
+    """The routes' decision for ``holder``, the model that produced a response asked for as ``requested``,
+    when a request for ``requested`` by ``identity`` may be served there now: it is the model the name
+    resolves to, or one of that model's fallbacks (``api.fallback.reachable``) the routes let the
+    caller use by its own name. None otherwise (raises the routes' refusal of ``requested``)."""
+    decision = admission.router.resolve(identity, requested)
+    if decision.model.name == holder:
+        return decision
+    if holder not in fallback.reachable(admission.config, decision.model):
+        return None
+    allowed = admission.router.allowed(identity, holder)
+    return allowed if allowed is not None and allowed.model.name == holder else None
 
 
 class StoredResponse:
@@ -110,13 +158,14 @@ class StoredResponse:
         return record, owner
 
     def _ask_provider(self, req, resp, record: ResponseRecord, response_id: str, endpoint: str) -> None:
-        """Through the model's queue, as the caller may use it now: a model the routes no longer send
-        that name to does not have the response."""
-        if self.admission.router.resolve(req.context.identity, record.requested).model.name != record.model:
+        """Through the queue of the model that holds it, as the caller may use it now: the name's model or
+        one of its fallbacks (``holding_model``); when neither is, the response is not found."""
+        holder = holding_model(self.admission, req.context.identity, record.requested, record.model)
+        if holder is None:
             raise not_found(response_id)
         admitted = self.admission.admit(req, endpoint=endpoint, body={"model": record.requested,
                                                                       "response_id": response_id},
-                                        rate_limited=False)
+                                        rate_limited=False, serve_with=holder)
         respond(req, resp, self.answers, admitted, keepalive_interval=self.keepalive_interval)
 
     @staticmethod

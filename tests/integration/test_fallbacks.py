@@ -234,3 +234,27 @@ def test_the_fallback_keeps_the_request_s_one_deadline(stack):
     assert answer.status_code == 504, answer.text
     assert 4.5 <= took < 7.5, took
     assert [model for _, model in upstream_calls(stack, "fb-deadline-1")] == ["gpt-flaky", "gpt-backup-upstream"]
+
+
+def test_a_response_a_fallback_produced_continues_on_that_fallback(stack):
+    """flaky's provider fails once; gpt-backup answers, and its provider keeps the response. Continuing it
+    under the name asked for (flaky) goes to gpt-backup, which holds it, as do GET and DELETE of it. Every
+    model here shares one sandbox, which would find the response whichever model asked: the upstream model
+    id shows where the continuation went."""
+    first = requests.post(f"{stack.url}/v1/responses", timeout=30,
+                          json={"model": "flaky", "input": "[[sandbox fail=500 times=1]] remember blue"},
+                          headers=with_credential({"X-Request-Id": "fb-resp-1"}))
+    assert first.status_code == 200, first.text
+    assert first.json()["model"] == "flaky" and first.headers["x-aigw-served-by"].startswith("gpt-backup/")
+    previous = first.json()["id"]
+    then = requests.post(f"{stack.url}/v1/responses", timeout=30,
+                         json={"model": "flaky", "input": "and then?", "previous_response_id": previous},
+                         headers=with_credential({"X-Request-Id": "fb-resp-2"}))
+    assert then.status_code == 200, then.text
+    assert then.json()["model"] == "flaky" and then.headers["x-aigw-served-by"].startswith("gpt-backup/")
+    assert upstream_calls(stack, "fb-resp-2") == [("/v1/responses", "gpt-backup-upstream")]
+    record = stack.access_record("fb-resp-2")
+    assert record["continued_on"] == "gpt-backup" and "fallback_from" not in record
+    got = requests.get(f"{stack.url}/v1/responses/{previous}", headers=with_credential({}), timeout=30)
+    assert got.status_code == 200, got.text
+    assert got.json()["id"] == previous and got.json()["model"] == "flaky"

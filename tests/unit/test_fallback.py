@@ -306,3 +306,68 @@ def test_each_fallback_is_counted_by_model_fallback_and_reason(admission, client
     first = admit(admission)
     fallback.readmit(request(), admission, first.trail, first.model, "upstream_rate_limited")
     assert count() == before + 1
+
+
+# -- a Responses API answer a fallback produced ------------------------------------------------------------
+
+def test_the_models_a_request_may_end_up_on_follow_every_chain(config):
+    assert fallback.reachable(config, config.model("a")) == {"b", "c", "d", "big"}
+    assert fallback.reachable(config, config.model("big")) == {"d"}
+    assert fallback.reachable(config, config.model("plain")) == set()
+
+
+def continuation(admission, client, *, holder: str, kind: str, user_id: str = "2", requested: str = "a",
+                 asked: str | None = None):
+    """POST /v1/responses continuing a response ``holder`` produced when ``requested`` was asked for,
+    asking for ``asked`` (default: ``requested``)."""
+    from api.resources.responses import CreateResponse
+    from shared.jobs import RESPONSES
+    from shared.responses_store import ResponseRecord, ResponsesStore
+    store = ResponsesStore(client, ttl=60, max_bytes=100_000)
+    record = ResponseRecord(user_id, holder, requested, kind)
+    if kind == "relayed":
+        store.note_relayed("resp_prev", record)
+    else:
+        store.keep("resp_prev", record, {"id": "resp_prev"}, [])
+    req = request(user_id)
+    body = {"model": asked or requested, "input": "and then?", "previous_response_id": "resp_prev"}
+    return CreateResponse(admission, None, store).admit(req, body), req, RESPONSES
+
+
+def test_a_continuation_of_a_fallback_s_relayed_answer_goes_to_that_fallback(admission, client, workers, breaker):
+    admitted, req, endpoint = continuation(admission, client, holder="b", kind="relayed")
+    assert admitted.model.name == "b" and admitted.trail is None  # the holder's queue, no further fallback
+    assert admitted.job.requested_model == "a" and admitted.job.endpoint == endpoint
+    assert queued(client, "b") == [admitted.job.job_id] and queued(client, "a") == []
+    assert req.context.log["continued_on"] == "b" and req.context.log["destination"] == "b"
+    with pytest.raises(errors.RateLimited):  # b's own limit (1 a minute) applies to it
+        continuation(admission, client, holder="b", kind="relayed")
+
+
+def test_a_continuation_the_caller_may_not_take_to_the_fallback_is_refused_naming_nothing_of_it(
+        admission, client, workers, breaker):
+    # c answered for "a" once; user 2 may not use c by its own name: refused, c never named.
+    with pytest.raises(errors.InvalidRequest) as refused:
+        continuation(admission, client, holder="c", kind="relayed")
+    assert "cannot continue" in refused.value.message and "'c'" not in refused.value.message
+    assert refused.value.param == "previous_response_id"
+    assert queued(client, "a") == [] and queued(client, "c") == []
+    # A model that is no fallback of the requested one: refused likewise, not moved there.
+    with pytest.raises(errors.InvalidRequest):
+        continuation(admission, client, holder="plain", kind="relayed")
+    # The requested name differs from the one it answered: that name is the way to continue it.
+    with pytest.raises(errors.InvalidRequest, match="continue it with that model"):
+        continuation(admission, client, holder="b", kind="relayed", asked="plain")
+
+
+def test_a_kept_conversation_a_native_model_cannot_continue_goes_to_the_fallback_that_translated_it(
+        client, workers, breaker):
+    models = [{**m, **({"fallbacks": ["c"]} if m["name"] == "b" else {})} for m in CONFIG["models"]]
+    config = parse_config({"models": models}, {})  # no routes: everyone may use every model
+    admission = Admission(config, Router(config), RateLimiter(client), WorkerLiveness(client))
+    # b (openai) keeps its own responses; c (generic, translated) answered for b and the gateway kept it.
+    admitted, _, _ = continuation(admission, client, holder="c", kind="stored", requested="b")
+    assert admitted.model.name == "c" and admitted.job.requested_model == "b"
+    # A kept conversation of a translated model's fallback continues on the requested model itself.
+    admitted, _, _ = continuation(admission, client, holder="c", kind="stored", requested="a")
+    assert admitted.model.name == "a"
