@@ -17,6 +17,7 @@ from collections import Counter
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import ROOT, Process, Stack, free_port, start_sandbox, wait_for, with_credential
 
@@ -64,7 +65,8 @@ def stack(tmp_path_factory, instances):
         model("relayed", deployment("one", instances["a"], kind="openai") + deployment("two", "{sandbox}",
                                                                                        kind="openai")),
     ]) + "\n"
-    with Stack(tmp_path_factory.mktemp("deployments"), config) as gateway:
+    with Stack(tmp_path_factory.mktemp("deployments"), config,
+               env={"METRICS_ENABLED": "true", "METRICS_PORT": str(free_port())}) as gateway:
         yield gateway
 
 
@@ -194,6 +196,41 @@ def test_a_429_storm_with_retry_after_cools_the_deployment(stack, instances):
     assert calls(instances["d"]) == 1  # one 429 with Retry-After was enough (its breaker wants 10 failures)
     state = deployment_states(stack, "stormy")["limited"]
     assert state["state"] == "cooling_down" and 50 <= state["probe_in_seconds"] <= 60
+
+
+def scrape(stack: Stack) -> dict[tuple[str, tuple], float]:
+    text = requests.get(f"http://127.0.0.1:{stack.env['METRICS_PORT']}/metrics", timeout=10).text
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def value(samples: dict, name: str, **labels) -> float:
+    return sum(v for (n, ls), v in samples.items()
+               if n == name and all(dict(ls).get(k) == w for k, w in labels.items()))
+
+
+def test_metrics_show_each_deployment_s_state_calls_and_failures(stack, instances):
+    """After the tests above: spread's 300 calls, failover's refused connections, stormy's one 429 (limited is
+    cooling down for a minute)."""
+    samples = scrape(stack)
+    state = {(dict(ls)["model"], dict(ls)["deployment"], dict(ls)["state"]): v for (n, ls), v in samples.items()
+             if n == "aigw_deployment_state"}
+    assert state[("stormy", "limited", "cooling_down")] == 1 and state[("stormy", "limited", "healthy")] == 0
+    assert state[("stormy", "spare", "healthy")] == 1 and state[("stormy", "spare", "failed")] == 0
+    shown = {(m, d) for m, facts in stack.get("/ready").json()["models"].items() for d in facts.get("deployments", {})}
+    assert {(m, d) for m, d, _ in state} == shown  # the deployments /ready shows, each in one state of three
+    for m, d in shown:
+        assert sum(state[(m, d, s)] for s in ("healthy", "cooling_down", "failed")) == 1, (m, d)
+    calls_total = "aigw_deployment_calls_total"
+    assert value(samples, calls_total, model="spread", deployment="heavy") >= 195
+    assert value(samples, calls_total, model="spread", deployment="heavy") + value(
+        samples, calls_total, model="spread", deployment="light") == 300
+    failures = "aigw_deployment_failures_total"
+    assert value(samples, failures, model="failover", deployment="gone", reason="connect") >= 1
+    assert value(samples, failures, model="stormy", deployment="limited", reason="status_429") == 1
+    assert value(samples, failures, model="spread") == 0
+    labels = {v for (n, ls), _ in samples.items() if n.startswith("aigw_deployment") for _, v in ls}
+    assert not any("127.0.0.1" in label or "http" in label for label in labels)  # names, never URLs
 
 
 def test_a_mid_stream_failure_is_not_retried(stack, instances):
