@@ -22,83 +22,24 @@ import requests
 
 from sandbox.gitlab_oidc import INSTANCE_ID
 from shared.keys import deployment_health_key
+from tests.duo_requests import GLOBAL_USER_ID, mint
 from tests.harness import Stack, in_background, wait_for
+from tests.stack_models import sandbox_model, vertex_model
 
-CONFIG = """
-models:
-  - name: codestral
-    type: generic
-    base_url: "{sandbox}/v1"
-    api_key: "${SANDBOX_PROVIDER_KEY}"
-    timeout: 10s
-    workers: 1
-  - name: gpt
-    type: openai
-    base_url: "{sandbox}/v1"
-    api_key: "${SANDBOX_PROVIDER_KEY}"
-    model: gpt-4o-upstream
-    timeout: 10s
-    workers: 1
-  - name: claude
-    type: anthropic
-    base_url: "{sandbox}"
-    api_key: "${SANDBOX_PROVIDER_KEY}"
-    model: claude-upstream
-    timeout: 10s
-    workers: 1
-  - name: gemini
-    type: vertex
-    project: standin-project
-    location: us-central1
-    base_url: "{vertex}/v1"
-    credentials_file: "{vertex_credentials}"
-    model: gemini-2.0-flash
-    timeout: 10s
-    workers: 1
-  - name: slow
-    type: generic
-    base_url: "{sandbox}/v1"
-    api_key: "${SANDBOX_PROVIDER_KEY}"
-    timeout: 30s
-    workers: 1
-    concurrency: 1
-    max_queue_depth: 10
-  - name: wrong-key
-    type: generic
-    base_url: "{sandbox}/v1"
-    api_key: "sk-not-the-right-key"
-    timeout: 5s
-    retries: {attempts: 1}
-    workers: 1
-  - name: hung                  # a server that takes the connection and never answers
-    type: generic
-    base_url: "http://127.0.0.1:{hung_port}/v1"
-    timeout: 10s
-    retries: {attempts: 1}
-    workers: 1
-  - name: broken
-    type: generic
-    base_url: "{sandbox}/v1"
-    api_key: "sk-not-the-right-key"
-    timeout: 5s
-    retries: {attempts: 1}
-    workers: 1
-    fallbacks: [codestral]
-  - name: narrow
-    type: generic
-    base_url: "{sandbox}/v1"
-    api_key: "${SANDBOX_PROVIDER_KEY}"
-    timeout: 10s
-    workers: 1
-    concurrency: 1
-    max_queue_depth: 1
-  - name: per-user
-    type: generic
-    base_url: "{sandbox}/v1"
-    api_key: "${SANDBOX_PROVIDER_KEY}"
-    timeout: 10s
-    workers: 1
-routes:
+CONFIG = "models:\n" + "".join([
+    sandbox_model("codestral"),
+    sandbox_model("gpt", "openai", model="gpt-4o-upstream"),
+    sandbox_model("claude", "anthropic", model="claude-upstream"),
+    vertex_model("gemini"),
+    sandbox_model("slow", timeout="30s", concurrency=1, max_queue_depth=10),
+    sandbox_model("narrow", concurrency=1, max_queue_depth=1),
+    sandbox_model("per-user"),
+    sandbox_model("wrong-key", api_key="sk-not-the-right-key", timeout="5s", retries="{attempts: 1}"),
+    # a server that takes the connection and never answers
+    sandbox_model("hung", base_url="http://127.0.0.1:{hung_port}/v1", api_key=None, retries="{attempts: 1}"),
+    sandbox_model("broken", api_key="sk-not-the-right-key", timeout="5s", retries="{attempts: 1}",
+                  fallbacks="[codestral]"),
+]) + """routes:
   - name: one-a-minute-each
     match: {model_name: [per-user]}
     rate_limit: {requests_per_minute: 1, per: user}
@@ -113,7 +54,6 @@ duo:
       family: codestral
 """
 RELATED_FILE = '<file_content file_name="main.go">\npackage main\n</file_content>\n'
-GLOBAL_USER_ID = "Df0Jhs9xlbetQR8YoZCKDZJflhxO0ZBI8uoRzmpnd1w="  # GitLab's pseudonymous user id (17.x and 18.x)
 SECRET_KEY = "sk-duo-model-key-never-logged"  # the model API key GitLab sends; never used, never logged
 
 
@@ -125,16 +65,10 @@ def stack(tmp_path_factory):
             yield gateway
 
 
-def jwt(stack: Stack, **claims) -> str:
-    answer = requests.post(f"{stack.gitlab_url}/_gitlab/oidc/token", json={"claims": claims}, timeout=5)
-    answer.raise_for_status()
-    return answer.json()["token"]
-
-
 def headers(stack: Stack, *, user: str | None = "2", request_id: str | None = None, token: str | None = None,
             mixed_case: bool = False, global_user_id: str = GLOBAL_USER_ID, **claims) -> dict:
     """GitLab's headers (18.x lower-case, 17.x Mixed-Case and without the user)."""
-    found = {"Authorization": f"Bearer {token or jwt(stack, **claims)}",
+    found = {"Authorization": f"Bearer {token or mint(stack, claims=claims)}",
              "X-Gitlab-Authentication-Type": "oidc", "Content-Type": "application/json",
              "X-Gitlab-Instance-Id" if mixed_case else "x-gitlab-instance-id": INSTANCE_ID,
              "X-Gitlab-Realm" if mixed_case else "x-gitlab-realm": "self-managed",
@@ -548,7 +482,8 @@ def test_model_check_jumps_the_queue_and_answers_within_the_time(stack: Stack) -
 
 def test_model_check_not_probed_in_time_still_answers_200(stack: Stack) -> None:
     rid = "duo-check-busy"
-    with busy(stack, "slow", 3, 5000):
+    # The probe goes ahead of the queued job: only the running one (4.5 s) keeps it from a worker.
+    with busy(stack, "slow", 2, 4500):
         answer, elapsed = timed_check(stack, "slow", rid)
     assert answer.status_code == 200, answer.text
     assert 2.0 < elapsed < 2.9
@@ -560,7 +495,7 @@ def test_model_check_of_a_model_whose_queue_is_at_its_limit_answers_200_at_once(
     """"narrow" queues one job at most: with it waiting, the probe cannot be queued, so no worker could
     take it in time; the model maps and has live workers, so the answer is 200, without waiting."""
     rid = "duo-check-queue-full"
-    with busy(stack, "narrow", 2, 3000):
+    with busy(stack, "narrow", 2, 2000):
         answer, elapsed = timed_check(stack, "narrow", rid)
     assert answer.status_code == 200, answer.text
     assert elapsed < 1.0

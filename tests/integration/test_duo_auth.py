@@ -16,18 +16,12 @@ import pytest
 import requests
 
 from sandbox.gitlab_oidc import INSTANCE_ID
+from tests.duo_requests import headers_18, mint
 from tests.harness import Stack, wait_for
+from tests.stack_models import sandbox_model
 
 REFETCH_INTERVAL = 3.0
-CONFIG = f"""
-models:
-  - name: chat
-    type: generic
-    base_url: "{{sandbox}}/v1"
-    api_key: "${{SANDBOX_PROVIDER_KEY}}"
-    timeout: 5s
-    workers: 1
-duo:
+CONFIG = "models:\n" + sandbox_model("chat", timeout="5s") + f"""duo:
   keys_refetch_interval: {REFETCH_INTERVAL:g}s
 gitlab:
   local_cache_ttl: 0s
@@ -42,24 +36,6 @@ SEARCH = {"type": "search", "metadata": {"source": "GitLab EE", "version": "18.9
 def gateway(tmp_path_factory):
     with Stack(tmp_path_factory.mktemp("duo-auth"), CONFIG, web_workers=2) as stack:
         yield stack
-
-
-def mint(gateway: Stack, **body) -> str:
-    response = requests.post(f"{gateway.gitlab_url}/_gitlab/oidc/token", json=body, timeout=10)
-    response.raise_for_status()
-    return response.json()["token"]
-
-
-def headers_18(token: str | None, **changes) -> dict:
-    found = {"Authorization": f"Bearer {token}", "X-Gitlab-Authentication-Type": "oidc",
-             "x-gitlab-instance-id": INSTANCE_ID, "x-gitlab-realm": "self-managed", "x-gitlab-user-id": "2",
-             "x-gitlab-version": "18.9.0", "X-Request-ID": uuid.uuid4().hex}
-    for name, value in changes.items():
-        name = name.replace("_", "-")
-        found = {k: v for k, v in found.items() if k.lower() != name.lower()}
-        if value is not None:
-            found[name] = value
-    return found
 
 
 def search(gateway: Stack, headers: dict, body: dict | None = None) -> requests.Response:

@@ -26,10 +26,10 @@ from sandbox.gitlab_data import ADMIN_TOKEN
 from sandbox.gitlab_oidc import INSTANCE_ID
 from shared.config_types import DuoConfig, GitLabConfig
 from shared.errors import GitLabUnavailable, duo_error_body
+from tests.duo_requests import GLOBAL_USER_ID, headers_18, mint
 
 DISCOVERY, JWKS = "/.well-known/openid-configuration", "/oauth/discovery/keys"
 CODE = ("complete_code",)
-GLOBAL_USER_ID = "Df0Jhs9xlbetQR8YoZCKDZJflhxO0ZBI8uoRzmpnd1w="  # GitLab's pseudonymous user id (a base64 SHA-256)
 
 
 class Clock:
@@ -50,26 +50,6 @@ def make(client, gitlab_url, *, clock=None, interval: float = 60.0, max_age: flo
                         local_ttl=config.local_cache_ttl)
     keys = InstanceKeys(gitlab.oidc_keys, refetch_interval=interval, max_age=max_age, clock=clock or Clock())
     return DuoAuthenticator(keys, Authenticator(gitlab, cache, client, config), DuoConfig(**duo))
-
-
-def mint(gitlab_url: str, **body) -> str:
-    response = requests.post(f"{gitlab_url}/_gitlab/oidc/token", json=body, timeout=10)
-    response.raise_for_status()
-    return response.json()["token"]
-
-
-def headers_18(token: str, **changes) -> dict:
-    """What GitLab 18.x sends (../shared/duo-protocol.md 6), lower-case as it spells them."""
-    found = {"Authorization": f"Bearer {token}", "X-Gitlab-Authentication-Type": "oidc",
-             "x-gitlab-instance-id": INSTANCE_ID, "x-gitlab-realm": "self-managed", "x-gitlab-user-id": "2",
-             "x-gitlab-global-user-id": GLOBAL_USER_ID,
-             "x-gitlab-version": "18.9.0", "x-gitlab-host-name": "gitlab.example.com"}
-    for name, value in changes.items():
-        name = name.replace("_", "-")
-        found = {k: v for k, v in found.items() if k.lower() != name.lower()}
-        if value is not None:
-            found[name] = value
-    return found
 
 
 def request(headers: dict):

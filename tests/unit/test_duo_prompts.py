@@ -7,15 +7,23 @@ from __future__ import annotations
 import json
 
 import pytest
+from redis.exceptions import RedisError
 
 from api.duo import jobs
 from api.duo.check import DuoModelServerError, _model_server_error
 from api.duo.models import DuoInvalid, DuoModelUnmapped, mapped_model
 from api.duo.shapes import ChatEvents, CodeSuggestionEvents, RawText, answer_text, whole_chat_answer
+from shared.breaker import COOLING, FAILED, DeploymentState
 from shared.config import parse_config
 from shared.config_types import DuoModelPrompts
 from shared.duo_prompts import fim_family, language_of, render, template_problem
-from shared.errors import DeadlineExceeded, UpstreamAuthError, UpstreamError, UpstreamRateLimited
+from shared.errors import (
+    DeadlineExceeded,
+    DeploymentsUnavailable,
+    UpstreamAuthError,
+    UpstreamError,
+    UpstreamRateLimited,
+)
 from shared.jobs import CHAT_COMPLETIONS, COMPLETIONS
 from shared.rq_records import ENQUEUE_FRONT_LUA, ENQUEUE_LUA
 from tests.unit.config_fixtures import config_with, problems
@@ -202,13 +210,34 @@ def test_answer_text_of_whole_answers() -> None:
 
 # -- the model check ------------------------------------------------------------------------------------------
 def test_a_provider_failure_reads_as_the_model_servers_code() -> None:
-    auth = _model_server_error(UpstreamAuthError("refused the key"))
+    def healthy() -> dict:
+        return {"default": DeploymentState()}
+
+    auth = _model_server_error(UpstreamAuthError("refused the key"), healthy)
     assert isinstance(auth, DuoModelServerError) and auth.status == 421 and auth.message == "401: refused the key"
-    assert _model_server_error(UpstreamRateLimited()).message.startswith("429: ")
-    assert _model_server_error(UpstreamError("The provider for model 'm' answered HTTP 503: busy")).message.startswith(
-        "503: ")
-    unreachable = _model_server_error(UpstreamError("Calling the provider failed: connection refused"))
+    assert _model_server_error(UpstreamRateLimited(), healthy).message.startswith("429: ")
+    assert _model_server_error(UpstreamError("The provider for model 'm' answered HTTP 503: busy"),
+                               healthy).message.startswith("503: ")
+    unreachable = _model_server_error(UpstreamError("Calling the provider failed: connection refused"), healthy)
     assert isinstance(unreachable, DuoInvalid) and unreachable.status == 422
+
+
+def test_a_model_with_deployments_reads_as_the_model_servers_code_too() -> None:
+    """A model whose deployments' health is kept answers DeploymentsUnavailable (workers.deployments)."""
+    tried = DeploymentsUnavailable("Every deployment of model 'm' tried failed (1 attempt); last error: HTTP 401: no")
+    assert _model_server_error(tried, dict).message.startswith("401: Every deployment")
+
+    out = DeploymentsUnavailable("No deployment of model 'm' is available: each one is failed or cooling down.")
+    failed = {"a": DeploymentState(COOLING, until=1e12), "b": DeploymentState(FAILED, reason="http_403")}
+    refused = _model_server_error(out, lambda: failed)
+    assert isinstance(refused, DuoModelServerError) and refused.message.startswith("403: deployment 'b' is failed")
+    cooling = _model_server_error(out, lambda: {"a": DeploymentState(COOLING, until=1e12)})
+    assert isinstance(cooling, DuoInvalid) and cooling.status == 422 and "cooling down" in cooling.message
+
+    def redis_down() -> dict:
+        raise RedisError("down")
+
+    assert isinstance(_model_server_error(out, redis_down), DuoInvalid)
 
 
 def test_a_probe_is_queued_at_the_front() -> None:
