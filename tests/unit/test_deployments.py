@@ -143,6 +143,29 @@ def test_a_429_with_retry_after_cools_for_that_long(providers, client):
     assert state.state == breaker.COOLING and 18 < state.until - time.time() <= 20
 
 
+def test_one_retry_policy_spans_the_deployments(providers, client):
+    """retries.attempts counts the calls to every deployment together; a move to a deployment not tried yet
+    waits nothing, and only a return to one already tried waits, as long as its Retry-After asks."""
+    gateway = config(providers, weights=(1, 1, 1), breaker_yaml={"failures": 10}, attempts=2)
+    for url in providers:
+        outage(url, 503)
+    with pytest.raises(DeploymentsUnavailable, match="2 attempts"):
+        serve(gateway, client, request())
+    assert sum(calls(url) for url in providers) == 2  # two attempts in all, not two per deployment
+    gateway = config(providers, breaker_yaml={"failures": 10}, attempts=3)  # d0 and d1
+    client.delete(deployment_health_key("pool"))
+    for url in providers:
+        requests.post(f"{url}/_sandbox/reset", timeout=5).raise_for_status()  # the log and the outage
+    for url in providers[:2]:
+        outage(url, 503, retry_after=1, times=1)  # each fails its first call, asking for a second's wait
+    started = time.monotonic()
+    outcome, _ = serve(gateway, client, request())
+    took = time.monotonic() - started
+    assert outcome.attempts == 3 and outcome.retry_reasons == ["status_503", "status_503"]
+    assert (calls(providers[0]), calls(providers[1])) in ((2, 1), (1, 2))
+    assert 1.0 <= took < 1.9, took  # one wait of 1 s (the return), none for the move to the other
+
+
 def test_every_deployment_down_is_deployments_unavailable(providers, client):
     gateway = config(providers, breaker_yaml={"failures": 1, "cool_down": "30s"})
     outage(providers[0], 503)
