@@ -219,6 +219,18 @@ def test_403s_fail_a_deployment_only_when_consecutive(providers, client):
     one.succeeded(client, "d1", probe=False)  # an answer in between: the count starts again
     assert one.failed(client, "d1", status=403, retry_after=None, probe=False) is None
     assert one.failed(client, "d1", status=403, retry_after=None, probe=False) == breaker.FAILED
+    # Through a provider that answers 403: the first moves the call to d0 and leaves d1 in; the second fails it.
+    breaker.clear(client, model)
+    outage(providers[1], 403)
+    seen = []
+    deadline = time.time() + 20
+    while calls(providers[1]) < 2 and time.time() < deadline:
+        assert serve(gateway, client, request())[0].served_by == "pool/d0"  # never a client error
+        if calls(providers[1]) == 1 and not seen:
+            seen.append(breaker.read_states(client, model)["d1"])
+    assert seen == [breaker.DeploymentState(forbidden=1)]
+    assert breaker.read_states(client, model)["d1"] == breaker.DeploymentState(breaker.FAILED, reason="http_403",
+                                                                               forbidden=2)
 
 
 def test_a_deployment_quota_moves_calls_and_none_left_is_429(providers, client):
