@@ -81,9 +81,9 @@ def test_a_fresh_clone_serves_through_the_proxy_with_the_standins(compose):
     assert "served by the SANDBOX provider" in log
     metrics = requests.get(f"http://127.0.0.1:{compose.metrics_port}/metrics", timeout=10)
     assert metrics.status_code == 200 and "aigw_" in metrics.text
-    # Redis keeps the queues in an append-only file on its volume.
-    aof = compose("exec", "-T", "redis", "redis-cli", "config", "get", "appendonly").stdout.split()
-    assert aof == ["appendonly", "yes"], aof
+    # Redis keeps the queues in an append-only file on its volume, fsynced before it answers.
+    aof = compose("exec", "-T", "redis", "redis-cli", "config", "get", "appendonly", "appendfsync").stdout.split()
+    assert dict(zip(aof[::2], aof[1::2], strict=True)) == {"appendonly": "yes", "appendfsync": "always"}, aof
     mounts = json.loads(docker("inspect", compose.containers("redis")[0], "--format", "{{json .Mounts}}").stdout)
     assert [(m["Type"], m["Destination"]) for m in mounts] == [("volume", "/data")], mounts
 
@@ -131,6 +131,29 @@ def test_one_worker_service_scales_and_the_extra_container_takes_jobs(compose):
         assert all(answer.status_code == 200 for answer in answers), [a.text for a in answers]
         return all(jobs_done(container) for container in containers)
     wait_for(both_took_jobs, timeout=60, interval=0.1, message="jobs done in both worker-gpt-4o containers")
+
+
+def test_sighup_reaches_pid_1_of_the_api_and_of_a_worker_and_both_reload(compose):
+    """What docs/operations.md tells an operator to run: the signal reaches gunicorn's master and
+    the workers' supervisor (each PID 1 of its container, after the entrypoint's exec), each reads
+    the file again, and neither container stops or restarts."""
+    services = ["api", "worker-claude-sonnet"]
+
+    def reloads(service):
+        return compose("logs", service).stdout.count("configuration reloaded")
+
+    before = {service: reloads(service) for service in services}
+    containers = {service: compose.containers(service)[0] for service in services}
+    restarts = {service: docker("inspect", c, "--format", "{{.RestartCount}}").stdout for service, c in
+                containers.items()}
+    compose("kill", "-s", "HUP", *services)
+    wait_for(lambda: all(reloads(service) > before[service] for service in services), timeout=60, interval=0.5,
+             message="a reload logged by the api and the worker")
+    for service, container in containers.items():
+        assert docker("inspect", container, "--format", "{{.State.Status}} {{.RestartCount}}").stdout.split() == \
+            ["running", restarts[service].strip()], service
+    answer = compose.gateway.chat("after the reload", model="claude-sonnet")
+    assert answer.status_code == 200, answer.text
 
 
 class SlowHeads:
