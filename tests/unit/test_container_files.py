@@ -81,3 +81,37 @@ def test_without_standin_url_nothing_is_invented():
     env = {}
     assert settle(env, ["gunicorn"]) == []
     assert env == {}  # the gateway's own checks then name GITLAB_URL and GITLAB_API_TOKEN (exit 2)
+
+
+def test_every_variable_compose_reads_is_documented():
+    """Each ${VAR} of the compose files is in the README's table of compose's variables (or, for
+    the gateway's own settings, its configuration reference), and in .env.example."""
+    read = set()
+    for name in ("compose.yaml", "compose.gitlab-network.yaml"):
+        read |= set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", (ROOT / name).read_text()))
+    readme = (ROOT / "README.md").read_text()
+    compose_table = readme.split("Compose's own variables", 1)[1].split("\n\n", 2)[1]
+    environment = readme.split("### Environment", 1)[1].split("\n\n", 2)[1]
+    documented = set(re.findall(r"^\| `([A-Z_][A-Z0-9_]*)`(?:, `([A-Z_][A-Z0-9_]*)`)?", compose_table, re.M))
+    documented = {name for pair in documented for name in pair if name}
+    gateway_settings = set(re.findall(r"`([A-Z_][A-Z0-9_]*)`", environment))
+    assert read - documented - gateway_settings == set()
+    assert read - documented <= {"GITLAB_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"}
+    example = set(re.findall(r"^# ([A-Z_][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.M))
+    assert read - example == {"ENV_FILE"}  # it names the file itself
+
+
+def test_the_prometheus_config_scrapes_what_compose_runs():
+    """deploy/prometheus/prometheus.yml: its rule files exist, the API target is compose's `api` on
+    its metrics port, and the workers' job names every worker service of compose.yaml."""
+    path = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+    prometheus = yaml.safe_load(path.read_text())
+    assert all((path.parent / rule).is_file() for rule in prometheus["rule_files"])
+    jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
+    services = compose()["services"]
+    [web] = jobs["ai-gateway"]["static_configs"]
+    assert web["targets"] == ["api:9090"] and "api" in services
+    [workers] = jobs["ai-gateway-workers"]["dns_sd_configs"]
+    assert sorted(workers["names"]) == sorted(name for name in services if name.startswith("worker-"))
+    assert {services[name]["environment"]["WORKER_METRICS_PORT"] for name in workers["names"]} == \
+        {str(workers["port"])}
