@@ -11,6 +11,7 @@ limiting one user's code suggestions; the access record of a code suggestion.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 import uuid
@@ -25,6 +26,7 @@ from shared.keys import deployment_health_key
 from tests.duo_requests import GLOBAL_USER_ID, mint
 from tests.harness import Stack, in_background, wait_for
 from tests.stack_models import sandbox_model, vertex_model
+from tools.embedded_redis import free_port
 
 CONFIG = "models:\n" + "".join([
     sandbox_model("codestral"),
@@ -61,7 +63,8 @@ SECRET_KEY = "sk-duo-model-key-never-logged"  # the model API key GitLab sends; 
 def stack(tmp_path_factory):
     with socket.create_server(("127.0.0.1", 0), backlog=16) as hung:  # the kernel accepts; nobody answers
         config = CONFIG.replace("{hung_port}", str(hung.getsockname()[1]))
-        with Stack(tmp_path_factory.mktemp("duo"), config, web_workers=1, web_threads=16) as gateway:
+        with Stack(tmp_path_factory.mktemp("duo"), config, web_workers=1, web_threads=16,
+                   env={"METRICS_ENABLED": "true", "METRICS_PORT": str(free_port())}) as gateway:
             yield gateway
 
 
@@ -256,7 +259,7 @@ def test_a_code_completion_stream_that_fails_closes_the_connection_without_error
 
 
 # -- code generation --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("model", ["codestral", "gpt", "claude"])
+@pytest.mark.parametrize("model", ["codestral", "gpt", "claude", "gemini"])
 def test_code_generation_v3_whole_and_raw_stream(stack: Stack, model: str) -> None:
     rid = f"duo-generate-{model}"
     answer = post(stack, "/v3/code/completions", generation_body(model), headers(stack, request_id=rid))
@@ -265,7 +268,8 @@ def test_code_generation_v3_whole_and_raw_stream(stack: Stack, model: str) -> No
     assert "is_public" in body["choices"][0]["text"]
     assert body["metadata"]["model"]["name"] == model and body["model"]["lang"] == "python"
     assert "Add a method is_public" in body["choices"][0]["text"]  # the instruction reached the model
-    assert sent_to_provider(stack, rid)["body"]["max_tokens"] == 2048
+    if model != "gemini":  # the Vertex stand-in keeps no log of what it was sent
+        assert sent_to_provider(stack, rid)["body"]["max_tokens"] == 2048
     with post(stack, "/v3/code/completions", generation_body(model, stream=True), headers(stack),
               stream=True) as streamed:
         assert streamed.status_code == 200
@@ -273,7 +277,7 @@ def test_code_generation_v3_whole_and_raw_stream(stack: Stack, model: str) -> No
     assert "is_public" in text and "data:" not in text
 
 
-@pytest.mark.parametrize("model", ["codestral", "gpt", "claude"])
+@pytest.mark.parametrize("model", ["codestral", "gpt", "claude", "gemini"])
 def test_code_generation_v4_streams_gitlab_sse_events(stack: Stack, model: str) -> None:
     body = generation_body(model, stream=True, instruction="Add is_public [[sandbox chunk_delay_ms=5]]")
     with post(stack, "/v4/code/suggestions", body, headers(stack), stream=True) as answer:
@@ -346,7 +350,7 @@ def test_chat_failure_after_start_is_an_error_event(stack: Stack) -> None:
     assert last["type"] == "error" and last["data"]["retryable"] is False and last["data"]["message"]
 
 
-@pytest.mark.parametrize("model", ["codestral", "gpt", "claude"])
+@pytest.mark.parametrize("model", ["codestral", "gpt", "claude", "gemini"])
 def test_slash_command_streamed_raw_and_whole_json_string(stack: Stack, model: str) -> None:
     with post(stack, "/v1/prompts/chat/explain_code", tool_body(model), headers(stack), stream=True) as answer:
         assert answer.status_code == 200, answer.text
@@ -538,3 +542,8 @@ def test_the_access_record_names_the_user_and_the_feature(stack: Stack) -> None:
     assert record["project_id"] == "102"  # acme/handbook, where alice is a developer
     assert record["destination"] == "codestral" and record["status"] == 200
     assert record["gitlab_instance_id"] == INSTANCE_ID
+    counted = re.compile(r'aigw_requests_total\{endpoint="duo\.code_completions",model="codestral",route="everyone",'
+                         r'status="200"\} [1-9]')
+    wait_for(lambda: counted.search(requests.get(f"http://127.0.0.1:{stack.env['METRICS_PORT']}/metrics",
+                                                 timeout=10).text), timeout=10,
+             message="the request metrics to name the Duo feature")
