@@ -117,6 +117,10 @@ def _models(c: _Checker, top: dict, env: Mapping[str, str],
             upstream = _upstream_of(deployments[0]) if deployments else _NO_UPSTREAM
         else:
             upstream = _upstream(c, node, path, env, name)
+            if "breaker" in node and not node.get("fallbacks"):  # it would be ignored: say so
+                c.add(f"{path}.breaker", "a model with one upstream (no deployments) and no fallbacks has no "
+                      "breaker, so that it costs nothing more; list its upstream under deployments (one is "
+                      "enough) or give it fallbacks to have one")
         retries = c.mapping(node.get("retries", {}), f"{path}.retries", ("attempts",)) or {}
         models.append(ModelConfig(
             name=name or "",

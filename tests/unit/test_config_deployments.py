@@ -86,6 +86,10 @@ RULES = {
                          "models[0].breaker.failures: must be an integer between 1 and 1000, got 0"),
     "breaker-cool-down": (model(breaker={"cool_down": "500ms"}),
                           "models[0].breaker.cool_down: must be at least 1s and at most 1h, got 500ms"),
+    "breaker-short-form": (model(breaker={"failures": 3}),  # it would have no effect: refused, not ignored
+                           "models[0].breaker: a model with one upstream (no deployments) and no fallbacks has no "
+                           "breaker, so that it costs nothing more; list its upstream under deployments (one is "
+                           "enough) or give it fallbacks to have one"),
     "fallbacks-not-list": (model(fallbacks="b"), "models[0].fallbacks: must be a list of model names, got 'b'"),
     "fallback-unknown": (model(fallbacks=["nope"]), "models[0].fallbacks[0]: 'nope' is not a configured model"),
     "fallback-itself": (model(fallbacks=["local"]), "models[0].fallbacks[0]: 'local' is the model itself"),
@@ -102,6 +106,11 @@ def test_each_rule_names_its_key_path(case):
     node, expected = RULES[case]
     found = problems(config_with(node))
     assert expected in found, found
+
+
+def test_a_short_form_model_with_fallbacks_may_set_its_breaker():
+    config = parse_config(config_with(model(name="one", breaker={"failures": 2}, fallbacks=["local"]), model()), {})
+    assert config.model("one").uses_breaker and config.model("one").breaker.failures == 2
 
 
 def test_check_shows_each_deployment_and_the_breaker_never_a_key():
