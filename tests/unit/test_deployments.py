@@ -12,7 +12,7 @@ import requests
 from sandbox.provider import serve_in_thread
 from shared import breaker
 from shared.config import parse_config
-from shared.errors import DeploymentsUnavailable, UpstreamRateLimited
+from shared.errors import DeploymentsUnavailable, InvalidRequest, UpstreamRateLimited
 from shared.jobs import CHAT_COMPLETIONS, JobRequest
 from shared.keys import deployment_failures_key, deployment_health_key, deployment_probe_key
 from shared.ratelimit import RateLimiter
@@ -272,6 +272,18 @@ def test_a_request_only_some_deployments_can_express_goes_to_those(providers, cl
     job = JobRequest(**{**job.to_dict(), "body": {**job.body, "logprobs": True}})
     for _ in range(5):
         assert serve(gateway, client, job)[0].served_by == "pool/llama"
+    # None can: the request is refused (400) with the translation's own words, and no call is made.
+    gateway = parse_config({"models": [{"name": "pool", "deployments": [
+        {"name": f"claude{i}", "type": "anthropic", "base_url": f"{providers[i]}/v1", "api_key": "k"} for i in (0, 1)
+    ]}], "routes": []}, {})
+    def every_call() -> int:
+        return sum(len(requests.get(f"{url}/_sandbox/log", timeout=5).json()["requests"]) for url in providers[:2])
+
+    before = every_call()
+    with pytest.raises(InvalidRequest) as refused:
+        serve(gateway, client, job)
+    assert refused.value.status == 400 and "logprobs" in refused.value.message
+    assert every_call() == before
 
 
 def test_the_short_form_keeps_its_own_retries_and_no_breaker(providers, client):
