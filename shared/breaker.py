@@ -16,7 +16,10 @@ command and every worker anywhere sees what one of them recorded:
 - failed (``<deployment>|failed`` = why): the provider answered 401, or 403 on
   ``breaker.forbidden`` consecutive calls (``<deployment>|forbidden`` counts
   them). It stays failed until a worker (re)loads the config, or
-  ``python -m workers.inspect deployments --clear`` clears it.
+  ``python -m workers.inspect deployments --clear`` clears it. "Consecutive" as
+  the workers see it: an answer resets the count when its worker's view, read
+  at the call's pick (at most a second old), showed one; an answer elsewhere
+  in between goes unseen, so with many workers the count is a little eager.
 
 Unlike LiteLLM's router, whose cooldown ends on a timer and sends every worker's
 traffic back at once (litellm/router_utils/cooldown_handlers.py: a cooled
