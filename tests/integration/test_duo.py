@@ -15,6 +15,7 @@ import re
 import socket
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
@@ -24,7 +25,7 @@ import requests
 from sandbox.gitlab_oidc import INSTANCE_ID
 from shared.keys import deployment_health_key
 from tests.duo_requests import GLOBAL_USER_ID, mint
-from tests.harness import Stack, in_background, wait_for
+from tests.harness import Stack, in_background, job_id_for, wait_for
 from tests.stack_models import sandbox_model, vertex_model
 from tools.embedded_redis import free_port
 
@@ -389,8 +390,15 @@ def test_a_model_that_fails_falls_back_as_any_request_does(stack: Stack) -> None
     assert stack.access_record(rid)["served_by"].startswith("codestral")
 
 
-def test_the_model_api_key_gitlab_sends_is_never_logged(stack: Stack) -> None:
-    post(stack, "/v2/code/completions", completion_body("codestral"), headers(stack))
+def test_the_model_api_key_gitlab_sends_is_never_logged_nor_stored(stack: Stack) -> None:
+    rid = "duo-secret-key"
+    body = completion_body("codestral", above="def slow(): [[sandbox delay_ms=2000]]")
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(post, stack, "/v2/code/completions", body, headers(stack, request_id=rid))
+        stored = b"".join(stack.redis().hgetall(f"rq:job:{job_id_for(stack, rid)}").values())  # while it runs
+        assert answer.result().status_code == 200
+    assert b"def slow()" in stored  # the job's request is there: the key would be found if it were
+    assert SECRET_KEY.encode() not in stored and b"vllm.internal" not in stored
     assert SECRET_KEY not in stack.logs()
 
 
