@@ -105,8 +105,10 @@ class DuoAuthenticator:
             _note(req, f"scopes lack {' or '.join(sorted(wanted))}")
             first = next(iter(unit_primitives), CODE_SUGGESTIONS)
             raise DuoForbidden(refusal or f"Unauthorized to access {REFUSED_FEATURES.get(first, first)}")
-        identity = self._user(req.get_header("X-Gitlab-User-Id"),
-                              _rate_key(claims["sub"], req.get_header("X-Gitlab-Global-User-Id")))
+        global_user_id = _global_user_id(req.get_header("X-Gitlab-Global-User-Id"))
+        if global_user_id is not None:  # pseudonymous: the access record tells 17.x's users apart by it
+            _log(req, "gitlab_global_user_id", global_user_id)
+        identity = self._user(req.get_header("X-Gitlab-User-Id"), _rate_key(claims["sub"], global_user_id))
         req.context.identity = identity
         if identity.user_id is not None and isinstance(project_path, str) and project_path:
             identity = self._with_project(identity, project_path)
@@ -140,9 +142,7 @@ class DuoAuthenticator:
         if self.instance_ids and sub not in self.instance_ids:
             raise _refused(req, "This GitLab instance is not one the gateway serves (duo.instance_ids).",
                            "sub not in duo.instance_ids")
-        log_fields = getattr(req.context, "log", None)
-        if isinstance(log_fields, dict):
-            log_fields["gitlab_instance_id"] = sub
+        _log(req, "gitlab_instance_id", sub)
         return claims
 
     # -- the user and the project --------------------------------------------------------------
@@ -172,10 +172,12 @@ def _rate_key(instance_id: str, global_user_id: str | None) -> str:
     instance; without it, the instance's. So one 17.x user's burst takes that user's allowance, not
     that of every user without an id, and one instance's none of another's. A user id is digits
     only: neither form can be one."""
-    found = (global_user_id or "").strip()
-    if found and _GLOBAL_USER_ID.fullmatch(found):
-        return f"instance-{instance_id}-user-{found}"
-    return f"instance-{instance_id}"
+    return f"instance-{instance_id}-user-{global_user_id}" if global_user_id else f"instance-{instance_id}"
+
+
+def _global_user_id(header: str | None) -> str | None:
+    found = (header or "").strip()
+    return found if _GLOBAL_USER_ID.fullmatch(found) else None
 
 
 def _scopes(claims: dict) -> tuple[str, ...]:
@@ -186,9 +188,13 @@ def _scopes(claims: dict) -> tuple[str, ...]:
 
 
 def _note(req, detail: str) -> None:
+    _log(req, "auth_detail", detail)
+
+
+def _log(req, field: str, value: str) -> None:
     log_fields = getattr(req.context, "log", None)
     if isinstance(log_fields, dict):
-        log_fields["auth_detail"] = detail
+        log_fields[field] = value
 
 
 def _refused(req, message: str, detail: str | None = None) -> DuoUnauthorized:

@@ -224,6 +224,7 @@ def test_code_completion_17x_form_maps_by_model_name_and_uses_its_prompt(stack: 
     assert sent_to_provider(stack, rid)["body"]["prompt"] == body["prompt"]
     record = stack.access_record(rid)
     assert record["duo_feature"] == "code_completions" and record["user_id"] is None
+    assert record["gitlab_global_user_id"] == GLOBAL_USER_ID  # GitLab's pseudonym of the user: all 17.x names
 
 
 @pytest.mark.parametrize("model", ["codestral", "gpt", "claude"])

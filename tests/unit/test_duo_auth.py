@@ -139,18 +139,19 @@ def test_the_project_counts_only_where_the_user_has_the_access_the_gateway_requi
         assert calls(gitlab_url, "/api/v4/projects") == []
 
 
-@pytest.mark.parametrize(("global_user_id", "rate_key"), [
-    (GLOBAL_USER_ID, f"instance-{INSTANCE_ID}-user-{GLOBAL_USER_ID}"),
-    ("Zm9v+YmFy/YmF6=", f"instance-{INSTANCE_ID}-user-Zm9v+YmFy/YmF6="),  # another user: another allowance
-    (None, f"instance-{INSTANCE_ID}"),  # no pseudonym: the instance's allowance
-    ("a b:c", f"instance-{INSTANCE_ID}"),  # not GitLab's base64: not trusted as a name
+@pytest.mark.parametrize(("global_user_id", "rate_key", "logged"), [
+    (GLOBAL_USER_ID, f"instance-{INSTANCE_ID}-user-{GLOBAL_USER_ID}", GLOBAL_USER_ID),
+    ("Zm9v+YmFy/YmF6=", f"instance-{INSTANCE_ID}-user-Zm9v+YmFy/YmF6=", "Zm9v+YmFy/YmF6="),  # another user's
+    (None, f"instance-{INSTANCE_ID}", None),  # no pseudonym: the instance's allowance
+    ("a b:c", f"instance-{INSTANCE_ID}", None),  # not GitLab's base64: neither trusted nor logged
 ])
 def test_a_request_without_a_user_is_limited_as_gitlabs_pseudonymous_user_of_its_instance(
-        client, gitlab_url, global_user_id, rate_key):
+        client, gitlab_url, global_user_id, rate_key, logged):
     auth = make(client, gitlab_url)
-    caller = auth.identify(request(headers_18(mint(gitlab_url), x_gitlab_user_id=None,
-                                              x_gitlab_global_user_id=global_user_id)), unit_primitives=CODE)
+    req = request(headers_18(mint(gitlab_url), x_gitlab_user_id=None, x_gitlab_global_user_id=global_user_id))
+    caller = auth.identify(req, unit_primitives=CODE)
     assert caller.identity.user_id is None and caller.identity.limit_key == rate_key
+    assert req.context.log.get("gitlab_global_user_id") == logged  # the access record's
     assert "None" not in caller.identity.describe()
     assert caller.identity.describe() == "a request with no known GitLab user and no project"
     known = auth.identify(request(headers_18(mint(gitlab_url))), unit_primitives=CODE).identity
