@@ -7,14 +7,24 @@ entry, the client's own words, named the client: anyone could pick the address t
 were counted (and logged) under, escape their own connection allowance and use up another
 client's. Here the test client plays nginx: its connections come from loopback, with the header
 nginx would send.
+
+GitLab Duo's requests carry the self-hosted model's endpoint and API key as GitLab's admin typed
+them: neither may choose where the call goes, nor reach a job, Redis or a log.
 """
 
 from __future__ import annotations
 
+import json
+import socket
 import time
+import uuid
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
 
+from sandbox.gitlab_oidc import INSTANCE_ID
 from tests.harness import Stack, wait_for
 from tests.integration.raw_http import chat_request, connect, read_answer
 
@@ -75,3 +85,63 @@ def test_behind_a_star_proxy_no_client_uses_up_anothers_connections(behind_star)
     finally:
         for sock in held:
             sock.close()
+
+
+# -- GitLab Duo: the model endpoint and API key GitLab sends -------------------------------------------
+DUO_SECRET = "sk-duo-" + uuid.uuid4().hex  # what GitLab's admin typed as the model's API key
+
+
+def redis_text(stack: Stack) -> str:
+    """Every value in the stack's Redis, RQ's compressed job data uncompressed, as one text."""
+    client, found = stack.redis(), []
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key).decode()
+        if kind == "string":
+            found.append(client.get(key) or b"")
+        elif kind == "hash":
+            for value in client.hgetall(key).values():
+                try:
+                    found.append(zlib.decompress(value))
+                except zlib.error:
+                    found.append(value)
+        elif kind == "list":
+            found += client.lrange(key, 0, -1)
+        elif kind == "zset":
+            found += client.zrange(key, 0, -1)
+        elif kind == "stream":
+            found += [v for _, fields in client.xrange(key) for v in fields.values()]
+    return b"\n".join(found).decode("utf-8", "replace")
+
+
+def test_duo_model_endpoint_and_key_choose_nothing_and_are_kept_nowhere(behind_star):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"  # where GitLab would send the call
+    token = requests.post(f"{behind_star.gitlab_url}/_gitlab/oidc/token", json={}, timeout=10).json()["token"]
+    rid = "duo-endpoint-" + uuid.uuid4().hex[:8]
+    question = f"Which endpoint answers {rid}? [[sandbox delay_ms=1500]]"  # long enough to read the job meanwhile
+    body = {"messages": [{"role": "user", "content": question}],
+            "model_metadata": {"provider": "openai", "name": "mistral", "endpoint": endpoint,
+                               "api_key": DUO_SECRET, "identifier": "custom_openai/chat"}}
+    with ThreadPoolExecutor(1) as pool:
+        sent = pool.submit(requests.post, f"{behind_star.url}/v2/chat/agent", data=json.dumps(body), timeout=30,
+                           headers={"Authorization": f"Bearer {token}", "X-Gitlab-Authentication-Type": "oidc",
+                                    "Content-Type": "application/json", "x-gitlab-instance-id": INSTANCE_ID,
+                                    "x-gitlab-realm": "self-managed", "x-gitlab-user-id": "2", "X-Request-ID": rid})
+        stored = wait_for(lambda: (lambda text: text if f"Which endpoint answers {rid}?" in text else None)(
+            redis_text(behind_star)), timeout=10, message="the job's record in Redis")
+        answer = sent.result()
+    assert DUO_SECRET not in stored and endpoint not in stored
+    try:
+        assert answer.status_code == 200, answer.text
+        assert "final_answer_delta" in answer.text
+        with pytest.raises(TimeoutError):
+            listener.accept()[0].close()  # nothing ever connected to the endpoint GitLab named
+    finally:
+        listener.close()
+    assert all(DUO_SECRET not in json.dumps(entry) and endpoint not in json.dumps(entry)
+               for entry in behind_star.sandbox_log())
+    assert behind_star.access_record(rid)["status"] == 200
+    assert DUO_SECRET not in behind_star.logs()
