@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from sandbox.gitlab import ADMIN_TOKEN
@@ -115,3 +116,17 @@ def test_the_prometheus_config_scrapes_what_compose_runs():
     assert sorted(workers["names"]) == sorted(name for name in services if name.startswith("worker-"))
     assert {services[name]["environment"]["WORKER_METRICS_PORT"] for name in workers["names"]} == \
         {str(workers["port"])}
+
+
+def test_make_test_container_without_an_engine_says_so_and_exits_2(monkeypatch, capsys):
+    """Where no engine answers and none can be provisioned (not root, or no apt), the target says
+    why and exits non-zero; it builds and tests nothing."""
+    from tools.container import __main__ as target
+    from tools.container import engine
+
+    monkeypatch.setattr(engine, "server_version", lambda: None)
+    monkeypatch.setattr(engine, "why_not_provisionable", lambda: "provisioning one needs root")
+    monkeypatch.setattr(target, "build_images", lambda bases: pytest.fail("built without an engine"))
+    assert target.main(["test"]) == 2
+    out = capsys.readouterr().out
+    assert "no Docker engine answers" in out and "provisioning one needs root" in out
