@@ -24,9 +24,10 @@ from tests.harness import ROOT, Process, Stack, free_port, start_sandbox, wait_f
 KEY = "${SANDBOX_PROVIDER_KEY}"
 
 
-def deployment(name: str, url: str, *, weight: int = 1, api_key: str = KEY, kind: str = "generic") -> str:
+def deployment(name: str, url: str, *, weight: int = 1, api_key: str = KEY, kind: str = "generic",
+               extra: str = "") -> str:
     return (f"\n      - {{name: {name}, type: {kind}, base_url: \"{url}/v1\", api_key: \"{api_key}\", "
-            f"weight: {weight}}}")
+            f"weight: {weight}{extra}}}")
 
 
 def model(name: str, deployments: str, *, workers: int = 1, timeout: str = "20s",
@@ -64,6 +65,8 @@ def stack(tmp_path_factory, instances):
         model("keyed", deployment("revoked", "{sandbox}", api_key="sk-wrong-key") + deployment("good", "{sandbox}")),
         model("relayed", deployment("one", instances["a"], kind="openai") + deployment("two", "{sandbox}",
                                                                                        kind="openai")),
+        model("quota", deployment("q1", "{sandbox}", extra=", rate_limit: {requests_per_day: 1}")
+              + deployment("q2", "{sandbox}", extra=", rate_limit: {requests_per_day: 1}")),
     ]) + "\n"
     with Stack(tmp_path_factory.mktemp("deployments"), config,
                env={"METRICS_ENABLED": "true", "METRICS_PORT": str(free_port())}) as gateway:
@@ -196,6 +199,15 @@ def test_a_429_storm_with_retry_after_cools_the_deployment(stack, instances):
     assert calls(instances["d"]) == 1  # one 429 with Retry-After was enough (its breaker wants 10 failures)
     state = deployment_states(stack, "stormy")["limited"]
     assert state["state"] == "cooling_down" and 50 <= state["probe_in_seconds"] <= 60
+
+
+def test_when_every_deployment_s_quota_is_spent_the_client_hears_429_with_retry_after(stack):
+    served = {stack.chat("quota", f"q {i}").headers.get("x-aigw-served-by") for i in range(2)}
+    assert served == {"quota/q1", "quota/q2"}  # each deployment's one call a day
+    refused = stack.chat("quota", "one more")
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["code"] == "upstream_rate_limited"
+    assert 80000 < int(refused.headers["Retry-After"]) <= 86400  # when the older of the two frees up
 
 
 def scrape(stack: Stack) -> dict[tuple[str, tuple], float]:
