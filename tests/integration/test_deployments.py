@@ -1,7 +1,8 @@
 """Several deployments per model, on the real stack (issue 18): the load spread by weight, calls moving off a
 deployment that is down, the breaker shared by two worker processes opening and closing with one probe, a 429
-storm cooling a deployment, no retry after a stream's first chunk, and a provider 401 taking a deployment out
-until it is cleared (inspect) or the config reloaded (SIGHUP). Each deployment is a sandbox provider process of
+storm cooling a deployment, every deployment's quota spent (429 with Retry-After), the deployment metrics, no
+retry after a stream's first chunk, and a provider 401 taking a deployment out until it is cleared (inspect) or
+the config reloaded (SIGHUP). Each deployment is a sandbox provider process of
 its own; an outage is the sandbox's POST /_sandbox/outage (every call answers that status)."""
 
 from __future__ import annotations
