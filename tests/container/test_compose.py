@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.container.conftest import MODELS, Gateway, clean_env, docker, free_port, unique
+from sandbox.gitlab import ADMIN_TOKEN
+from tests.container.conftest import AUTH, MODELS, Gateway, clean_env, docker, free_port, unique
 from tests.harness import wait_for
 from tests.integration.raw_http import chat_request, connect, read_answer
 
@@ -131,6 +132,22 @@ def test_one_worker_service_scales_and_the_extra_container_takes_jobs(compose):
         assert all(answer.status_code == 200 for answer in answers), [a.text for a in answers]
         return all(jobs_done(container) for container in containers)
     wait_for(both_took_jobs, timeout=60, interval=0.1, message="jobs done in both worker-gpt-4o containers")
+
+
+def test_the_inspect_command_runs_in_the_api_container_as_the_operations_guide_says(compose):
+    """docs/operations.md: `docker compose exec api python -m workers.inspect`; after the scale
+    above, gpt-4o has two live workers and every other model one."""
+    report = json.loads(compose("exec", "-T", "api", "python", "-m", "workers.inspect", "--json").stdout)
+    assert {model: facts["workers"] for model, facts in report["models"].items()} == \
+        {model: 2 if model == "gpt-4o" else 1 for model in MODELS}, report
+    assert all(facts["configured"] for facts in report["models"].values())
+    # The same through the proxy, for a GitLab administrator only (the stand-in's admin; alice is none).
+    admin = requests.get(f"{compose.gateway.url}/admin/queues", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                         timeout=10)
+    assert admin.status_code == 200, admin.text
+    assert {model: facts["workers"] for model, facts in admin.json()["models"].items()} == \
+        {model: facts["workers"] for model, facts in report["models"].items()}
+    assert requests.get(f"{compose.gateway.url}/admin/queues", headers=AUTH, timeout=10).status_code == 403
 
 
 def test_sighup_reaches_pid_1_of_the_api_and_of_a_worker_and_both_reload(compose):
