@@ -349,6 +349,19 @@ def test_each_container_gets_valid_settings_and_every_key_the_config_names(objec
         assert _container(workload)["image"] == _container(find(objects, "Deployment", "ai-gateway-web")[0])["image"]
 
 
+def test_the_config_is_mounted_as_a_directory_so_sighup_reads_the_updated_file(objects):
+    """The kubelet updates a ConfigMap volume in place, but never a file mounted with subPath: the
+    README's SIGHUP after `kubectl apply` would then read the old file."""
+    for workload in find(objects, "Deployment"):
+        container = _container(workload)
+        [mount] = [m for m in container["volumeMounts"] if m["name"] == "config"]
+        assert "subPath" not in mount and "subPathExpr" not in mount, workload["metadata"]["name"]
+        [volume] = [v for v in workload["spec"]["template"]["spec"]["volumes"] if v["name"] == "config"]
+        assert volume["configMap"]["name"] == "ai-gateway-config"
+        # args only: the image's entrypoint runs, whose exec leaves the process SIGHUP reloads as PID 1.
+        assert "command" not in container, workload["metadata"]["name"]
+
+
 def test_there_is_exactly_one_redis_with_append_only_persistence(objects):
     [redis] = find(objects, "StatefulSet")
     assert redis["spec"]["replicas"] == 1  # a second replica would be a second, empty Redis
