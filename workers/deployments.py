@@ -16,7 +16,11 @@ weight among those that are
 One retry policy (``workers.retry``: the model's ``retries.attempts``, backoff,
 ``Retry-After``, the request's deadline) spans the deployments: a retryable
 failure moves the next attempt to a deployment not tried yet, at once, and only
-a return to one already tried waits. Nothing is retried once the first chunk of
+a return to one already tried waits. Any other failure of the deployment before
+anything reached the client (a stream that broke off, went silent or began with
+the provider's error event before its first chunk; a TLS failure; a redirect)
+moves the call to a deployment not tried yet too, but is never retried on the
+same one. Nothing is retried once the first chunk of
 a stream has gone to the client: peers that did (LiteLLM's router, whose
 mid-stream fallback replayed a half-sent answer or lost the error, BerriAI/litellm
 #6957, #38610) show why; such a failure ends the stream as before.
@@ -193,10 +197,20 @@ class _Call:
                 continue
             except (RequestCancelled, DeadlineExceeded):
                 raise
-            except UpstreamError:
+            except UpstreamError as broke:
                 if self.emitted:  # the stream broke off: the deployment's trouble, counted, not retried
                     self._failed(member, "stream", None, None, probe)
-                raise
+                    raise
+                # The deployment failed before anything reached the client: a stream that broke off or went
+                # silent before its first chunk, or whose first event was the provider's error (Anthropic's
+                # overloaded_error comes so, after a 200), a TLS failure, a redirect, a body that is not JSON.
+                # Another deployment may serve it, as after a 5xx; this one is not asked again.
+                self._failed(member, "upstream_error", None, None, probe)
+                if not self._untried_left():
+                    raise
+                self.reasons.append("upstream_error")
+                self.failures.append(Retryable("upstream_error", message=broke.message))
+                raise self.failures[-1] from None
             if self.breaker is not None:
                 self.breaker.succeeded(self.redis, member.name, probe=probe)
             self._settle_quota(member, outcome.usage)
@@ -307,6 +321,8 @@ class _Call:
             return f"HTTP {last.status}" + (f": {last.message}" if last.message else "")
         if last.reason == "connect":
             return f"could not connect: {last.message}"
+        if last.reason == "upstream_error":
+            return last.message
         return "no answer before the read timeout"
 
     def _exhausted(self, last: Retryable) -> GatewayError:

@@ -4,6 +4,8 @@ processes, the API's /ready and headers) is tests/integration/test_deployments.p
 
 from __future__ import annotations
 
+import http.server
+import threading
 import time
 
 import pytest
@@ -12,7 +14,7 @@ import requests
 from sandbox.provider import serve_in_thread
 from shared import breaker
 from shared.config import parse_config
-from shared.errors import DeploymentsUnavailable, InvalidRequest, UpstreamRateLimited
+from shared.errors import DeploymentsUnavailable, InvalidRequest, UpstreamError, UpstreamRateLimited
 from shared.jobs import CHAT_COMPLETIONS, JobRequest
 from shared.keys import deployment_failures_key, deployment_health_key, deployment_probe_key
 from shared.ratelimit import RateLimiter
@@ -256,10 +258,63 @@ def test_a_stream_says_who_serves_it_and_a_mid_stream_failure_is_not_retried(pro
     assert chunks[0][1][SERVED_BY] == outcome.served_by and all(meta is None for _, meta in chunks[1:])
     chunks.clear()
     total = calls(providers[0]) + calls(providers[1])
-    from shared.errors import UpstreamError
     with pytest.raises(UpstreamError):
         serve(gateway, client, request("[[sandbox fail_after=2]] one two three four five six", stream=True), emit)
     assert chunks and calls(providers[0]) + calls(providers[1]) == total + 1  # one call, never a second
+
+
+class OverloadedOnceStarted(http.server.BaseHTTPRequestHandler):
+    """A provider that accepts a stream (200) and then sends only its error event: OpenAI's
+    service_unavailable_error / server_is_overloaded after a 200 (router-for-me/CLIProxyAPI#2712), as
+    Anthropic's streams may carry an overloaded_error event (docs.anthropic.com, streaming, "Error events")."""
+
+    calls = 0
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        type(self).calls += 1
+        body = (b'data: {"error": {"message": "The server is overloaded.", "type": "service_unavailable_error", '
+                b'"code": "server_is_overloaded"}}\n\n')
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_stream_that_fails_before_its_first_chunk_moves_to_another_deployment(providers, client):
+    """Its first event is the provider's error: nothing reached the client, so the call moves on, as after
+    a 5xx, and the client gets one whole answer from the other deployment."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OverloadedOnceStarted)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        gateway = parse_config({"models": [{"name": "pool", "breaker": {"failures": 10}, "deployments": [
+            {"name": "busy", "type": "generic", "base_url": f"http://127.0.0.1:{server.server_port}/v1",
+             "weight": 1000},
+            {"name": "spare", "type": "generic", "base_url": f"{providers[0]}/v1"}]}], "routes": []}, {})
+        for i in range(3):
+            chunks: list = []
+            outcome, _ = serve(gateway, client, request(f"one two {i}", stream=True),
+                               lambda data, meta=None, chunks=chunks: chunks.append((data, meta)))
+            assert outcome.served_by == "pool/spare" and chunks[0][1][SERVED_BY] == "pool/spare"
+            text = b"".join(data for data, _ in chunks).decode()
+            assert text.count('"role"') == 1 and "overloaded" not in text and text.rstrip().endswith("[DONE]")
+        assert OverloadedOnceStarted.calls >= 2  # weight 1000 against 1: picked first nearly every time
+        assert calls(providers[0]) == 3
+        # With no other deployment left to try, the provider's error is the answer: it is not asked again.
+        alone = parse_config({"models": [{"name": "pool", "deployments": [
+            {"name": "busy", "type": "generic", "base_url": f"http://127.0.0.1:{server.server_port}/v1"}]}],
+            "routes": []}, {})
+        before = OverloadedOnceStarted.calls
+        with pytest.raises(UpstreamError, match="overloaded"):
+            serve(alone, client, request("alone", stream=True), lambda data, meta=None: None)
+        assert OverloadedOnceStarted.calls == before + 1
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_a_request_only_some_deployments_can_express_goes_to_those(providers, client):
