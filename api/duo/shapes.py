@@ -117,7 +117,9 @@ class RawText(StreamShape):
 
 
 class CodeSuggestionEvents(StreamShape):
-    """v4 code generation's SSE: ``stream_start``, a ``content_chunk`` per text, ``stream_end``."""
+    """v4 code generation's SSE: ``stream_start``, a ``content_chunk`` per text, ``stream_end``. The
+    Language Server reads the stream as events only when ``X-Streaming-Format`` is ``sse`` (and as raw
+    text otherwise: gitlab-lsp's api.ts, its code suggestions stream), so the header is not optional."""
 
     headers = {"X-Streaming-Format": "sse"}
 
