@@ -156,6 +156,9 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGHUP, self._on_hup)
         metrics.forget_dead_processes(host_directory())
+        # A start reads the config anew, as a reload does: a deployment a 401 or 403s marked failed is tried
+        # again, since a restart is how a replaced key usually arrives (a new Secret, a new environment).
+        clear_failed(self._connection(), self.config.models)
         if self.metrics_port:
             self._start(METRICS)
         for model_name, (count, _) in self.plan.items():

@@ -290,6 +290,13 @@ def test_a_provider_401_takes_the_deployment_out_until_cleared_or_reloaded(stack
     stack.workers.signal(signal.SIGHUP)
     wait_for(lambda: deployment_states(stack, "keyed")["revoked"] == {"state": "healthy"}, timeout=10,
              message="the reload to clear it")
+    # A restart of the workers reads the config anew too (a replaced key usually arrives so): it clears it.
+    wait_for(lambda: stack.chat("keyed", "and again").ok and deployment_states(stack, "keyed")["revoked"]["state"]
+             == "failed", timeout=15, message="revoked failed once more")
+    stack.workers.stop()
+    stack.start_workers()
+    stack.wait_ready()
+    assert deployment_states(stack, "keyed")["revoked"] == {"state": "healthy"}
 
 
 def test_a_conversation_continues_on_the_deployment_that_holds_it(stack):
