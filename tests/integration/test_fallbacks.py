@@ -5,7 +5,8 @@ in x-aigw-served-by and the access record; across wire formats (an OpenAI client
 an Anthropic client on an OpenAI one). The fallback's routes and limits are the caller's: a fallback the
 caller may not use is skipped without a word about it, one whose limit is spent serves no more. A stream
 falls back only before its first chunk; a provider's context-length 400 moves the request to the model's
-context_window_fallback; the whole request keeps its one deadline."""
+context_window_fallback; the whole request keeps its one deadline; a Responses API answer a fallback produced
+continues there."""
 
 from __future__ import annotations
 
