@@ -107,11 +107,25 @@ class DuoEndpoint:
     def overrides(self, model: ModelConfig):
         return self.duo.config.duo.prompts_for(model.name)
 
+    # Whether the model's failure before any text is an event of a 200 stream (``shape.failure``) rather
+    # than an HTTP error: Duo Chat's, as GitLab's gateway answers once it has admitted the request.
+    failure_as_event = False
+
     def run(self, req, resp, job: jobs.Job, *, whole: Callable[[str], object], shape: StreamShape) -> None:
         """Admit the job, wait for its answer and send it: whole as ``whole(text)`` makes it, or as
         a stream in ``shape``."""
         admitted = self.duo.admission.admit(req, endpoint=job.endpoint, body=job.body, may_fall_back=True)
-        admitted, reply = self._wait(req, admitted)
+        try:
+            admitted, reply = self._wait(req, admitted)
+        except GatewayError as error:
+            ending = shape.failure(error) if self.failure_as_event else None
+            if ending is None:
+                raise
+            req.context.error_code = error.code  # the access record still says what failed
+            resp.status = falcon.HTTP_200
+            resp.content_type = shape.content_type
+            resp.data = ending
+            return
         if reply.kind == CHUNK:
             respond_with_stream(req, resp, self.duo.answers, admitted.job.job_id, reply, admitted.model,
                                 keepalive_interval=READ_INTERVAL, shape=shape)
@@ -187,10 +201,19 @@ class CodeGenerations(DuoEndpoint):
 class ChatAgent(DuoEndpoint):
     """POST /v2/chat/agent: always NDJSON events; every answer is final (``final_answer_delta``):
     GitLab's ReAct tools (issue and merge request readers...) need its own agent prompts, so they
-    are never asked for."""
+    are never asked for.
+
+    The model's failure, before its first text as after it, is an ``error`` event of a 200 stream:
+    GitLab's gateway answers with its stream before it calls the model, and its ReAct agent turns any
+    failure into that event (ai_gateway/api/v2/chat/agent.py, chat/agents/react.py ``astream``).
+    GitLab reads it (ee/lib/gitlab/duo/chat/step_executor.rb): "prompt is too long" is shown as such
+    (A1005), ``retryable`` retries the step; an HTTP error would be a bare "Error code A9999".
+    Refusals before the model (the token, the body, no route, a rate limit, a full queue) stay HTTP
+    errors, as GitLab's gateway's own are."""
 
     feature = "duo_chat"
     unit_primitives = DUO_CHAT
+    failure_as_event = True
 
     def on_post(self, req, resp) -> None:
         body = self.caller(req)

@@ -34,11 +34,12 @@ import orjson
 
 from api.streaming import StreamShape
 from shared.duo_prompts import language_of
-from shared.errors import GatewayError
+from shared.errors import ContextLengthExceeded, GatewayError
 from shared.jobs import COMPLETIONS
 from shared.sse import SSEParser
 
 NDJSON = "application/x-ndjson; charset=utf-8"
+TOO_LONG = "prompt is too long"  # what GitLab looks for in a chat error (Anthropic's own words)
 ENGINE = "ai-gateway"  # GitLab shows model.engine nowhere; its IDEs may send it back as telemetry
 
 
@@ -171,9 +172,13 @@ def whole_chat_answer(text: str) -> bytes:
 
 
 def error_line(error: GatewayError) -> bytes:
-    """GitLab retries a ``retryable`` error step (at most twice) and shows "prompt is too long" as such
-    (ee/lib/gitlab/duo/chat/step_executor.rb, agent_events/error.rb)."""
-    return _line("error", {"message": error.message, "retryable": bool(error.should_retry)})
+    """GitLab retries a ``retryable`` error step (at most twice) and shows a message holding "prompt is
+    too long" as such (ee/lib/gitlab/duo/chat/step_executor.rb, agent_events/error.rb): so a context
+    window exceeded says those words whatever the provider's (OpenAI's "maximum context length")."""
+    message = error.message
+    if isinstance(error, ContextLengthExceeded) and TOO_LONG not in message:
+        message = f"{TOO_LONG}: {message}"
+    return _line("error", {"message": message, "retryable": bool(error.should_retry)})
 
 
 def _line(kind: str, data: dict) -> bytes:

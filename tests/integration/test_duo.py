@@ -37,6 +37,7 @@ CONFIG = "models:\n" + "".join([
     sandbox_model("slow", timeout="30s", concurrency=1, max_queue_depth=10),
     sandbox_model("narrow", concurrency=1, max_queue_depth=1),
     sandbox_model("per-user"),
+    sandbox_model("small", "openai", model="gpt-ctx50"),  # the sandbox refuses a prompt over 50 tokens
     sandbox_model("wrong-key", api_key="sk-not-the-right-key", timeout="5s", retries="{attempts: 1}"),
     # a server that takes the connection and never answers
     sandbox_model("hung", base_url="http://127.0.0.1:{hung_port}/v1", api_key=None, retries="{attempts: 1}"),
@@ -50,7 +51,7 @@ CONFIG = "models:\n" + "".join([
     match: {gitlab_user_id: [3], model_name: [codestral]}
     rate_limit: {requests_per_minute: 2, per: user}
   - name: everyone
-    match: {model_name: [codestral, gpt, claude, gemini, slow, narrow, wrong-key, broken, hung]}
+    match: {model_name: [codestral, gpt, claude, gemini, slow, narrow, small, wrong-key, broken, hung]}
 duo:
   prompts:
     gpt:
@@ -350,6 +351,25 @@ def test_chat_failure_after_start_is_an_error_event(stack: Stack) -> None:
         lines = b"".join(answer.iter_content(None)).decode().strip("\n").split("\n")
     last = json.loads(lines[-1])
     assert last["type"] == "error" and last["data"]["retryable"] is False and last["data"]["message"]
+
+
+@pytest.mark.parametrize(("model", "message", "code"), [
+    ("small", "prompt is too long: This model's maximum context length is 50 tokens", "context_length_exceeded"),
+    ("wrong-key", "", "upstream_auth_error"),
+])
+def test_chat_failure_before_any_text_is_an_error_event_too(stack: Stack, model: str, message: str,
+                                                            code: str) -> None:
+    """As GitLab's gateway answers (its ReAct agent's error event in the 200 stream), so GitLab says
+    "prompt is too long" (A1005) or retries a retryable step, instead of a bare A9999."""
+    rid = f"duo-chat-fails-{model}"
+    answer = post(stack, "/v2/chat/agent", chat_body(model, "What is a merge train?"), headers(stack, request_id=rid))
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Content-Type"].startswith("application/x-ndjson")
+    assert answer.text.endswith("\n") and answer.text.count("\n") == 1  # one whole event
+    event = json.loads(answer.text)
+    assert event["type"] == "error" and event["data"]["retryable"] is False
+    assert event["data"]["message"].startswith(message) and event["data"]["message"]
+    assert stack.access_record(rid)["error_code"] == code
 
 
 @pytest.mark.parametrize("model", ["codestral", "gpt", "claude", "gemini"])

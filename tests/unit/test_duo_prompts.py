@@ -18,6 +18,7 @@ from shared.config import parse_config
 from shared.config_types import DuoModelPrompts
 from shared.duo_prompts import fim_family, language_of, render, template_problem
 from shared.errors import (
+    ContextLengthExceeded,
     DeadlineExceeded,
     DeploymentsUnavailable,
     UpstreamAuthError,
@@ -183,6 +184,11 @@ def test_chat_events_are_one_json_object_per_line_whatever_the_text_holds() -> N
     assert json.loads(failure) == {"type": "error", "data": {"message": "prompt is too long", "retryable": False}}
     assert failure.count(b"\n") == 1
     assert whole_chat_answer("").count(b"\n") == 1
+    openai_words = "This model's maximum context length is 50 tokens."  # GitLab looks for Anthropic's words
+    too_long = json.loads(shape.failure(ContextLengthExceeded(openai_words)))["data"]["message"]
+    assert too_long == f"prompt is too long: {openai_words}"
+    anthropic_words = "prompt is too long: 80 tokens > 50 maximum"
+    assert json.loads(shape.failure(ContextLengthExceeded(anthropic_words)))["data"]["message"] == anthropic_words
 
 
 def test_raw_text_has_no_framing_no_keepalive_and_no_failure_text() -> None:
