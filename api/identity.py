@@ -62,8 +62,14 @@ class Identity:
         return {"user_id": self.user_id, "username": self.username, "project_id": self.project_id}
 
     def job_fields(self) -> dict:
-        """What a job may carry about its caller: ids for logs, never credentials."""
-        return self.log_fields()
+        """What a job may carry about its caller: ids for logs, never credentials. A GitLab Duo request
+        with no known user names its GitLab instance (the id its verified token names), which the
+        breaker counts as one caller (``shared.breaker.caller_of``), not the pseudonymous user id the
+        request's own header names."""
+        fields = self.log_fields()
+        if self.user_id is None and self.rate_key:
+            fields["gitlab_instance"] = self.rate_key.split("-user-", 1)[0].removeprefix("instance-")
+        return fields
 
     @property
     def limit_key(self) -> str | None:

@@ -37,7 +37,7 @@ _VERTEX_KEYS = ("project", "location", "credentials_file")
 _UPSTREAM_KEYS = ("type", "base_url", "api_key", "model", "verify_tls", "ca_file", *_VERTEX_KEYS,
                   "native_responses_api", "reasoning")
 _DEPLOYMENT_KEYS = ("name", *_UPSTREAM_KEYS, "weight", "rate_limit")
-_BREAKER_KEYS = ("failures", "window", "cool_down", "max_cool_down", "forbidden")
+_BREAKER_KEYS = ("failures", "window", "cool_down", "max_cool_down", "forbidden", "min_callers")
 _LIMITS = ("requests_per_minute", "tokens_per_minute", "requests_per_day")
 _ROUTE_KEYS = ("name", "match", "destination", "rate_limit")
 _GITLAB_KEYS = ("timeout", "verify_tls", "ca_file", "min_access_level", "cache_ttl", "local_cache_ttl",
@@ -250,6 +250,7 @@ def _breaker(c: _Checker, node: dict, path: str) -> BreakerConfig:
         max_cool_down=c.get(body, "max_cool_down", path, parse_duration, default.max_cool_down, lo=1.0,
                             hi=86400.0),
         forbidden=c.get(body, "forbidden", path, _integer, default.forbidden, lo=1, hi=100),
+        min_callers=c.get(body, "min_callers", path, _integer, default.min_callers, lo=1, hi=100),
     )
 
 

@@ -87,6 +87,8 @@ class BreakerConfig:
     cool_down: float = 30.0  # then one probe call decides
     max_cool_down: float = 300.0  # the longest a provider's Retry-After cools a deployment
     forbidden: int = 3  # consecutive 403 answers that mark it failed (one 401 does)
+    # distinct callers whose failures (those a prompt may cause) must be in a window to count toward opening
+    min_callers: int = 2
 
 
 @dataclass(frozen=True)

@@ -86,8 +86,10 @@ def deployment_health_key(model_name: str) -> str:
 
 
 def deployment_failures_key(model_name: str, deployment: str) -> str:
-    """A deployment's retryable failures in the breaker's current window (expires with it)."""
-    return f"{KEY_PREFIX}:deployment-failures:{key_part(model_name)}:{key_part(deployment)}"
+    """A deployment's retryable failures in the breaker's current window (expires with it): a hash, per
+    caller (``shared.breaker.caller_of``) the failures a prompt may have caused, and under "*" the others.
+    (Its name changed with its type: a counter at the old name is left to expire.)"""
+    return f"{KEY_PREFIX}:deployment-window:{key_part(model_name)}:{key_part(deployment)}"
 
 
 def deployment_probe_key(model_name: str, deployment: str, cool_down_end: float) -> str:

@@ -42,7 +42,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from shared import metrics
-from shared.breaker import COOLING, HEALTHY, Breaker
+from shared.breaker import COOLING, HEALTHY, Breaker, caller_of
 from shared.config import ModelConfig
 from shared.config_types import DeploymentConfig
 from shared.errors import (
@@ -137,6 +137,7 @@ class _Call:
         self.limiter = limiter
         self.pin = pin
         self.scope = current_scope()
+        self.caller = caller_of(request.caller)  # whose failures these are, for the breaker
         self.tried: set[str] = set()
         self.unable: dict[str, GatewayError] = {}  # deployments that cannot express the request
         self.reasons: list[str] = []
@@ -313,7 +314,8 @@ class _Call:
         if self.scope is not None and self.scope.cancelled:
             return  # the client left: not the deployment's fault
         if self.breaker is not None:
-            self.breaker.failed(self.redis, member.name, status=status, retry_after=retry_after, probe=probe)
+            self.breaker.failed(self.redis, member.name, status=status, retry_after=retry_after, probe=probe,
+                                caller=self.caller, reason=reason)
 
     def _last_detail(self) -> str:
         last = self.failures[-1]

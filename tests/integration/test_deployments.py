@@ -20,6 +20,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from sandbox.gitlab import BOB_TOKEN, DAVE_TOKEN, DEMO_TOKEN
 from tests.harness import ROOT, Process, Stack, free_port, start_sandbox, wait_for, with_credential
 
 KEY = "${SANDBOX_PROVIDER_KEY}"
@@ -59,8 +60,11 @@ def stack(tmp_path_factory, instances):
         model("spread", deployment("heavy", instances["a"], weight=3) + deployment("light", "{sandbox}")),
         model("failover", deployment("gone", gone) + deployment("sick", instances["e"])
               + deployment("up", "{sandbox}")),
+        # One caller's failures open it (min_callers 1): the probe's mechanics, apart from who failed.
         model("probed", deployment("flaky", instances["c"]) + deployment("steady", "{sandbox}"), workers=2,
-              breaker="{failures: 2, window: 30s, cool_down: 3s}"),
+              breaker="{failures: 2, window: 30s, cool_down: 3s, min_callers: 1}"),
+        model("shared", deployment("one", "{sandbox}") + deployment("two", "{sandbox}"),
+              breaker="{failures: 2, window: 30s, cool_down: 30s}"),
         model("stormy", deployment("limited", instances["d"]) + deployment("spare", "{sandbox}"),
               breaker="{failures: 10, window: 30s, cool_down: 30s, max_cool_down: 2m}"),
         model("keyed", deployment("revoked", "{sandbox}", api_key="sk-wrong-key") + deployment("good", "{sandbox}")),
@@ -113,22 +117,46 @@ def test_calls_spread_by_weight_and_say_who_served_them(stack, instances):
 
 def test_a_deployment_down_moves_the_calls_with_no_client_error(stack, instances):
     outage(instances["e"], 500)
+    sent = Counter()  # two users in turn: one user's 5xx alone open nothing (breaker.min_callers)
 
     def served_until_both_cool() -> bool:
-        answer = stack.chat("failover", "failover")
+        sent["n"] += 1
+        token = (DEMO_TOKEN, BOB_TOKEN)[sent["n"] % 2]
+        answer = stack.chat("failover", "failover", headers={"Authorization": f"Bearer {token}"})
         assert answer.status_code == 200, answer.text
         assert answer.headers["x-aigw-served-by"] == "failover/up"
         states = deployment_states(stack, "failover")
         return states["gone"]["state"] == states["sick"]["state"] == "cooling_down"
 
     wait_for(served_until_both_cool, timeout=60, message="both failing deployments to cool down")
-    # Each failing deployment was called until its breaker opened (3 failures), then left alone.
-    assert calls(instances["e"]) == 3
+    # Each failing deployment was called until its breaker opened (3 failures, two users' among them), then
+    # left alone.
+    opened = calls(instances["e"])
+    assert opened >= 3
     for i in range(10):
         answer = stack.chat("failover", f"failover {i}")
         assert answer.status_code == 200 and answer.headers["x-aigw-served-by"] == "failover/up"
-    assert calls(instances["e"]) == 3
+    assert calls(instances["e"]) == opened
     assert deployment_states(stack, "failover")["up"] == {"state": "healthy"}
+
+
+def test_one_users_failing_prompts_never_take_the_model_down_for_another(stack):
+    """The review's reproduction: a prompt the provider answers 500 (the sandbox's directive; vLLM does so
+    to some inputs) fails on every deployment. One user sending only those opens no breaker, so another
+    user is served throughout; a second user's such failures within the window open it for everyone."""
+    def chat(token: str, content: str) -> requests.Response:
+        return stack.chat("shared", content, headers={"Authorization": f"Bearer {token}"})
+
+    for i in range(4):
+        assert chat(DEMO_TOKEN, f"[[sandbox fail=500]] break it {i}").status_code == 503
+        answer = chat(BOB_TOKEN, f"hello {i}")
+        assert answer.status_code == 200, answer.text
+    assert deployment_states(stack, "shared") == {"one": {"state": "healthy"}, "two": {"state": "healthy"}}
+    assert chat(BOB_TOKEN, "[[sandbox fail=500]] break it too").status_code == 503
+    states = deployment_states(stack, "shared")
+    assert {states["one"]["state"], states["two"]["state"]} == {"cooling_down"}
+    answer = chat(DAVE_TOKEN, "hello")
+    assert answer.status_code == 503 and answer.json()["error"]["code"] == "deployments_unavailable"
 
 
 def _burst(stack: Stack, name: str, count: int, prefix: str) -> list[requests.Response]:

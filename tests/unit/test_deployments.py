@@ -11,6 +11,7 @@ import time
 import pytest
 import requests
 
+from api.identity import Identity
 from sandbox.provider import serve_in_thread
 from shared import breaker
 from shared.config import parse_config
@@ -54,11 +55,13 @@ def config(providers, *, weights=(1, 1), breaker_yaml=None, extra: dict | None =
     return parse_config({"models": [model], "routes": []}, {})
 
 
-def request(content: str = "hello", *, stream: bool = False, seconds: float = 10.0) -> JobRequest:
+def request(content: str = "hello", *, stream: bool = False, seconds: float = 10.0, user: str | None = None
+            ) -> JobRequest:
     return JobRequest(job_id=f"job{time.monotonic_ns()}", request_id="req-1", model="pool", requested_model="pool",
                       endpoint=CHAT_COMPLETIONS, body={"model": "pool", "stream": stream,
                                                        "messages": [{"role": "user", "content": content}]},
-                      deadline=time.time() + seconds, stream=stream, stream_seconds=30.0)
+                      deadline=time.time() + seconds, stream=stream, stream_seconds=30.0,
+                      caller={"user_id": user, "username": None, "project_id": None} if user else {})
 
 
 def serve(gateway, client, job: JobRequest, emit=None, *, seed: int | None = None):
@@ -91,16 +94,22 @@ def test_a_failing_deployment_moves_the_call_and_then_cools_down(providers, clie
     runtime = Runtime(None, gateway)
     deployments = runtime.for_model("pool")
     served = set()
-    for _ in range(12):
-        job = request()
+    for i in range(12):
+        job = request(user=str(i % 2 + 1))  # two users: one alone could not open it (breaker.min_callers)
         outcome = deployments.serve(job, lambda member, out, job=job: runtime._run(member, job, out), None, client,
                                     RateLimiter(client))
         served.add(outcome.served_by)
     assert served == {"pool/d0"}
-    # Two failures within the window opened the breaker: d1 got exactly those two calls.
-    assert calls(providers[1]) == 2
+    # Failures within the window, of two users, opened the breaker; after that d1 gets no call.
+    opened_after = calls(providers[1])
+    assert opened_after >= 2
     states = breaker.read_states(client, gateway.model("pool"))
     assert states["d1"].state == breaker.COOLING and states["d0"].state == breaker.HEALTHY
+    for i in range(6):
+        job = request(user=str(i % 2 + 1))
+        deployments.serve(job, lambda member, out, job=job: runtime._run(member, job, out), None, client,
+                          RateLimiter(client))
+    assert calls(providers[1]) == opened_after
 
 
 def test_after_the_cool_down_one_probe_decides(providers, client):
@@ -108,15 +117,16 @@ def test_after_the_cool_down_one_probe_decides(providers, client):
     model = gateway.model("pool")
     first = breaker.Breaker(model)
     first.states(client)
-    for _ in range(2):
-        first.failed(client, "d1", status=503, retry_after=None, probe=False)
+    for user in ("user_id:1", "user_id:2"):
+        first.failed(client, "d1", status=503, retry_after=None, probe=False, caller=user)
     assert breaker.read_states(client, model)["d1"].state == breaker.COOLING
     # A second worker takes the probe once the cool-down ends; a third is refused it meanwhile.
     time.sleep(1.05)
     second, third = breaker.Breaker(model), breaker.Breaker(model)
     second.states(client), third.states(client)
     assert second.try_probe(client, "d1") and not third.try_probe(client, "d1")
-    second.failed(client, "d1", status=None, retry_after=None, probe=True)  # the probe failed: cooling again
+    # The probe could not connect (no prompt causes that): cooling again at once.
+    second.failed(client, "d1", status=None, retry_after=None, probe=True, reason="connect")
     state = breaker.read_states(client, model)["d1"]
     assert state.state == breaker.COOLING and state.until > time.time() + 0.5
     assert not third.try_probe(client, "d1")  # its view is of the earlier cool-down: probed already
@@ -129,6 +139,78 @@ def test_after_the_cool_down_one_probe_decides(providers, client):
     assert breaker.read_states(client, model)["d1"].state == breaker.HEALTHY
     assert not client.exists(deployment_failures_key("pool", "d1"))
     assert client.exists(deployment_probe_key("pool", "d1", state.until))  # expires with the model's timeout
+
+
+def test_one_users_failing_prompts_never_take_the_deployments_out_for_another(providers, client):
+    """A prompt the provider answers 500 (vLLM does to some inputs) is what the sandbox's directive
+    provokes on every deployment: one user sending only those opens no breaker, so another user is
+    served throughout; a second user's failures within the window do open it (breaker.min_callers)."""
+    gateway = config(providers)  # failures: 2, window 30s
+    model = gateway.model("pool")
+    for _ in range(6):
+        with pytest.raises(DeploymentsUnavailable):
+            serve(gateway, client, request("[[sandbox fail=500]] break it", user="1"))
+        assert all(s.state == breaker.HEALTHY for s in breaker.read_states(client, model).values())
+        outcome, _ = serve(gateway, client, request("hello", user="2"))
+        assert outcome.served_by in ("pool/d0", "pool/d1")
+    with pytest.raises(DeploymentsUnavailable):
+        serve(gateway, client, request("[[sandbox fail=500]] break it too", user="2"))
+    assert all(s.state == breaker.COOLING for s in breaker.read_states(client, model).values())
+
+
+def test_a_probe_one_caller_fails_goes_to_the_next_call(providers, client):
+    """A probe that failed the way a prompt may make it fail releases the probe: the next call, of another
+    user, probes and its answer makes the deployment healthy; a probe failing for two users cools it again."""
+    gateway = config(providers)
+    model = gateway.model("pool")
+    one = breaker.Breaker(model)
+    one.states(client)
+    for user in ("user_id:1", "user_id:2"):
+        one.failed(client, "d1", status=500, retry_after=None, probe=False, caller=user)
+    time.sleep(1.05)
+    one.stale()
+    one.states(client)
+    assert one.try_probe(client, "d1")
+    assert one.failed(client, "d1", status=500, retry_after=None, probe=True, caller="user_id:1") is None
+    state = breaker.read_states(client, model)["d1"]
+    assert state.state == breaker.COOLING and state.until <= time.time()  # still due: not cooled again
+    other = breaker.Breaker(model)
+    other.states(client)
+    assert other.try_probe(client, "d1")  # released: another worker's call probes
+    assert other.failed(client, "d1", status=None, retry_after=None, probe=True, caller="user_id:1",
+                        reason="upstream_error") is None  # the same user again: still not enough
+    assert other.try_probe(client, "d1")
+    assert other.failed(client, "d1", status=502, retry_after=None, probe=True, caller="user_id:2") == breaker.COOLING
+    assert breaker.read_states(client, model)["d1"].until > time.time() + 0.5
+    # Through the workers: the failing user's probe moves its call on; the next user's probe heals d1.
+    time.sleep(1.05)
+    with pytest.raises(DeploymentsUnavailable):
+        serve(gateway, client, request("[[sandbox fail=500]] again", user="1"))
+    assert breaker.read_states(client, model)["d1"].state == breaker.COOLING
+    outcome, _ = serve(gateway, client, request("hello", user="2"))
+    assert outcome.served_by == "pool/d1"  # the due probe goes first
+    assert breaker.read_states(client, model)["d1"].state == breaker.HEALTHY
+
+
+def test_failures_no_prompt_causes_count_whoever_met_them(providers, client):
+    gateway = config(providers)
+    model = gateway.model("pool")
+    one = breaker.Breaker(model)
+    one.states(client)
+    assert one.failed(client, "d1", status=None, retry_after=None, probe=False, caller="user_id:1",
+                      reason="connect") is None
+    assert one.failed(client, "d1", status=None, retry_after=None, probe=False, caller="user_id:1",
+                      reason="read_timeout") == breaker.COOLING
+    assert breaker.caller_of({"user_id": "7", "project_id": "3"}) == "user_id:7"
+    assert breaker.caller_of({"user_id": None, "project_id": "3"}) == "project_id:3"
+    assert breaker.caller_of({"gitlab_instance": "a:b"}) != breaker.caller_of({"gitlab_instance": "a"})
+    assert ":" not in breaker.caller_of({"gitlab_instance": "a:b"}).split(":", 1)[1]  # escaped
+    assert breaker.caller_of({}) == "unknown"
+    # A GitLab Duo request with no known user is its instance (its verified token's), never the pseudonymous
+    # user id its own header names, which the sender could vary to look like many callers.
+    duo = Identity(credential="duo", rate_key="instance-5b5fdc3c-user-0a1b2c").job_fields()
+    assert duo["gitlab_instance"] == "5b5fdc3c" and breaker.caller_of(duo) == "gitlab_instance:5b5fdc3c"
+    assert "gitlab_instance" not in Identity("7", "ada", credential="duo").job_fields()
 
 
 def test_a_429_with_retry_after_cools_for_that_long(providers, client):
@@ -173,9 +255,13 @@ def test_every_deployment_down_is_deployments_unavailable(providers, client):
     outage(providers[0], 503)
     outage(providers[1], 500)
     with pytest.raises(DeploymentsUnavailable) as failed:
-        serve(gateway, client, request())
+        serve(gateway, client, request(user="1"))
+    assert failed.value.retry_after is None  # one user's failures open nothing (breaker.min_callers)...
+    assert calls(providers[0]) + calls(providers[1]) == 3  # ...so all three attempts went out
+    with pytest.raises(DeploymentsUnavailable) as failed:
+        serve(gateway, client, request(user="2"))
     assert "HTTP 50" in failed.value.message and failed.value.status == 503
-    assert (calls(providers[0]), calls(providers[1])) == (1, 1)  # each tried once, then cooling
+    assert calls(providers[0]) + calls(providers[1]) == 5  # each tried once for a second user, then cooling
     assert 29 < failed.value.retry_after <= 30
     # Both now cooling: the next request is refused without a call.
     before = calls(providers[0]) + calls(providers[1])
