@@ -250,9 +250,12 @@ def test_a_silent_model_gets_no_keepalive_into_the_code(stack: Stack) -> None:
     assert "keep-alive" not in text and "\n\n" not in text  # the sandbox's words, single-spaced, nothing else
 
 
-def test_a_code_completion_stream_that_fails_closes_the_connection_without_error_text(stack: Stack) -> None:
-    body = completion_body("codestral", stream=True, above="x = 1 [[sandbox fail_after=1]]")
-    with post(stack, "/v2/code/completions", body, headers(stack), stream=True) as answer:
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v2/code/completions", lambda: completion_body("codestral", stream=True, above="x = 1 [[sandbox fail_after=1]]")),
+    ("/v1/prompts/chat/explain_code", lambda: tool_body("codestral", selected="x = 1 [[sandbox fail_after=1]]")),
+])
+def test_a_raw_text_stream_that_fails_closes_the_connection_without_error_text(stack: Stack, path, body) -> None:
+    with post(stack, path, body(), headers(stack), stream=True) as answer:
         assert answer.status_code == 200
         received = b""
         with pytest.raises(requests.exceptions.ChunkedEncodingError):
@@ -386,6 +389,23 @@ def test_slash_command_streamed_raw_and_whole_json_string(stack: Stack, model: s
 def test_a_tool_the_token_lacks_is_refused(stack: Stack) -> None:
     answer = post(stack, "/v1/prompts/chat/troubleshoot_job", tool_body("codestral"), headers(stack))
     assert answer.status_code == 403 and answer.json() == {"detail": "Unauthorized to access troubleshoot_job"}
+
+
+def test_only_gitlabs_chat_tools_are_tools(stack: Stack) -> None:
+    """A token's other unit primitives are no tools: one scoped for code completion alone cannot chat through
+    /v1/prompts/chat/complete_code, nor a chat token through .../duo_chat (404 in GitLab's gateway's format,
+    no job, no model call); the tool GitLab sends with that token is served."""
+    before = len(stack.sandbox_log())
+    for tool, scopes in (("complete_code", ["complete_code"]), ("generate_code", ["generate_code"]),
+                         ("duo_chat", ["duo_chat"]), ("code_suggestions", ["code_suggestions"])):
+        answer = post(stack, f"/v1/prompts/chat/{tool}", tool_body("codestral", stream=False),
+                      headers(stack, scopes=scopes))
+        assert answer.status_code == 404, (tool, answer.text)
+        assert answer.json() == {"detail": f"No chat tool '{tool}' here."}
+    assert len(stack.sandbox_log()) == before
+    answer = post(stack, "/v1/prompts/chat/write_tests", tool_body("codestral", stream=False),
+                  headers(stack, scopes=["write_tests"]))
+    assert answer.status_code == 200 and "def foo" in answer.json()
 
 
 # -- mapping and refusals -----------------------------------------------------------------------------------
