@@ -5,6 +5,7 @@ the stand-ins (tools/container/entrypoint.py) does what the README says, without
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,59 @@ def test_the_image_copies_every_package_the_processes_import():
     ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")]
     assert not copied & set(ignored)
-    assert ".env" in ignored and ".cache" in ignored
+    assert ".env*" in ignored and ".cache" in ignored
+
+
+def _dockerignore_pattern(pattern: str) -> re.Pattern:
+    """A .dockerignore line as Docker reads it (moby's patternmatcher: filepath.Match per path
+    segment, ``**`` any number of directories); it also excludes everything under a match."""
+    regex = ""
+    for part in re.split(r"(\*\*/|\*\*|\*|\?)", pattern.strip("/")):
+        regex += {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(part, re.escape(part))
+    return re.compile(regex + "(?:/.*)?")
+
+
+def sent_to_the_builder(path: str) -> bool:
+    """Whether ``docker build`` sends ``path`` (relative to the context): the last matching line of
+    .dockerignore decides, a ``!`` line letting the path in again."""
+    sent = True
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            exception = line.startswith("!")
+            if _dockerignore_pattern(line.lstrip("!")).fullmatch(path):
+                sent = exception
+    return sent
+
+
+@pytest.mark.parametrize("path", [
+    "config/production.yaml", "config/config.yaml", "config/prod.yml", "config/.env", "config/vertex-sa.json",
+    "config.yaml", ".env", ".env.production", "tools/.env.local", "api/.env",
+    "tls.key", "config/tls.key", "tools/container/server.pem", "shared/ca.crt", "deploy/kubernetes/secret.yaml",
+    "gitlab-secrets.txt", "api/client.p12",
+])
+def test_dockerignore_keeps_secret_looking_files_and_real_configs_out_of_the_image(path):
+    assert not sent_to_the_builder(path)
+
+
+@pytest.mark.parametrize("path", [
+    "config/gunicorn.conf.py", "config/example.yaml", "api/app.py", "shared/keys.py", "workers/__main__.py",
+    "sandbox/gitlab.py", "tools/container/entrypoint.py", "tools/rq_dashboard.py", "Procfile",
+    "requirements.txt", "requirements-dev.txt",
+])
+def test_dockerignore_sends_what_the_dockerfile_copies(path):
+    assert sent_to_the_builder(path)
+
+
+def test_every_file_the_dockerfile_copies_is_sent_to_the_builder():
+    """No file under a COPY'd directory the image needs is held back (a real config or key would
+    be, and belongs in a mount or a Secret, not in the image)."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = re.findall(r"^COPY (\S+) ", dockerfile, re.M)
+    tracked = subprocess.run(["git", "ls-files", "--", *copied], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    assert tracked
+    assert [path for path in tracked if not sent_to_the_builder(path)] == []
 
 
 def test_a_fresh_clone_uses_the_standins():
