@@ -12,6 +12,7 @@ stream; probes, selectors, resources, environment and the Secret's use are check
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 
@@ -282,6 +283,18 @@ def test_the_ingress_buffers_requests_and_not_responses(objects, config):
             backend = path["backend"]["service"]
             assert backend["name"] == service["metadata"]["name"]
             assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_the_api_believes_no_forwarded_address_from_outside_its_pod_by_default(objects, secrets):
+    """Any pod that reaches the Service could name any client in X-Forwarded-For if its address
+    were trusted (all private ranges were): the default trusts loopback only, and the operator
+    names the ingress controller's pods (README.md, "Ingress")."""
+    [web] = find(objects, "Deployment", "ai-gateway-web")
+    trusted = Settings.from_env(container_env(_container(web), secrets)).forwarded_allow_ips
+    assert trusted != "*"
+    assert all(ipaddress.ip_network(entry).is_loopback for entry in trusted.split(",")), trusted
+    readme = " ".join((MANIFESTS / "README.md").read_text().split())
+    assert "`FORWARDED_ALLOW_IPS` is `127.0.0.1,::1`" in readme and "controller's pods" in readme
 
 
 # -- every pod -------------------------------------------------------------------------------------
