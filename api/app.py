@@ -79,7 +79,7 @@ def create_app(settings: Settings, config: GatewayConfig, *, pool_size: int = DE
     app.add_route("/", Root())
     app.add_route("/health", Health())
     app.add_route("/ready", Ready(redis, liveness, [model.name for model in config.models], gitlab,
-                                  models=config.models))
+                                  models=config.models, authenticator=authenticator))
     app.add_route("/admin/queues", AdminQueues(redis, [model.name for model in config.models]))
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id}", models, suffix="one")

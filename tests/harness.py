@@ -26,6 +26,7 @@ from tools.embedded_redis import EmbeddedRedis, free_port
 ROOT = Path(__file__).resolve().parent.parent
 PROVIDER_KEY = "sk-sandbox-provider-key-0123456789"
 CREDENTIAL_HEADERS = {"authorization", "private-token", "x-api-key", "job-token"}
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}  # the stand-in's GitLab administrator: /ready's details
 
 
 def wait_for(predicate, *, timeout: float, interval: float = 0.05, message: str = "condition"):
@@ -193,7 +194,7 @@ class Stack:
                 if process.popen.poll() is not None:
                     raise AssertionError(f"{process.name} exited early:\n{process.log()[-3000:]}")
             try:
-                body = requests.get(f"{self.url}/ready", timeout=2).json()
+                body = requests.get(f"{self.url}/ready", headers=ADMIN, timeout=2).json()
             except (requests.RequestException, ValueError):
                 return None
             expected = self.expected_workers()
@@ -236,6 +237,11 @@ class Stack:
         body = {"model": model, "messages": [{"role": "user", "content": content}], **extra}
         return requests.post(f"{self.url}/v1/chat/completions", json=body, headers=with_credential(headers),
                              timeout=timeout)
+
+    def ready(self) -> requests.Response:
+        """``GET /ready`` as a GitLab administrator: with the details (models, workers, queues,
+        deployments, GitLab) anyone else is not shown."""
+        return requests.get(f"{self.url}/ready", headers=ADMIN, timeout=10)
 
     def gitlab_calls(self, path: str | None = None) -> list[dict]:
         calls = requests.get(f"{self.gitlab_url}/_gitlab/calls", timeout=5).json()["calls"]

@@ -37,6 +37,8 @@ import requests
 from sandbox.gitlab import ADMIN_TOKEN, DEMO_TOKEN
 from shared.config import ConfigError, load_config
 from shared.config_parse import SANDBOX_PROVIDER_ENV
+from shared.keys import queue_name
+from shared.rq_records import live_workers
 from shared.settings import masked_url
 from tools.embedded_redis import EmbeddedRedis, free_port
 
@@ -189,15 +191,19 @@ class Launcher:
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def wait_ready(self, port: str, timeout: float = 60.0) -> bool:
+        """The API is ready (``/ready``, which tells anyone no more) and one model has a live worker
+        (read in Redis, as the API does: ``/ready`` shows workers to a GitLab administrator only)."""
         deadline = time.monotonic() + timeout
+        models = [model.name for model in load_config(self.env["CONFIG_FILE_PATH"], self.env).models]
+        client = redis.Redis.from_url(self.env["REDIS_URL"], socket_timeout=1, socket_connect_timeout=1)
         while time.monotonic() < deadline and not self.stopping.is_set():
             if any(p.poll() is not None for _, p in self.children):
                 return False
             try:
                 ready = requests.get(f"{self.url(port)}/ready", timeout=1).json()
-                if ready.get("status") == "ready" and any(m["workers"] for m in ready["models"].values()):
+                if ready.get("status") == "ready" and any(live_workers(client, queue_name(model)) for model in models):
                     return True
-            except (requests.RequestException, ValueError, KeyError):
+            except (requests.RequestException, ValueError, redis.RedisError):
                 pass
             self.stopping.wait(0.25)
         return False

@@ -10,8 +10,10 @@ import redis
 
 from api.admission import WorkerLiveness
 from api.gitlab import GitLabClient
+from api.identity import Authenticator
 from shared.breaker import read_states
 from shared.config import ModelConfig
+from shared.errors import GatewayError
 from shared.rq_records import queue_depth
 
 log = logging.getLogger("aigw.api")
@@ -30,14 +32,22 @@ class Health:
 
 class Ready:
     """Readiness: Redis answers. Per-model workers are shown, not required: one model
-    without workers must not take every API instance out of its load balancer."""
+    without workers must not take every API instance out of its load balancer.
+
+    Anyone (a probe has no credential) hears the status and Redis's. The details, every
+    configured model with its live workers, queued jobs and deployments' states, and whether
+    GitLab answers, are a GitLab administrator's (``Identity.is_admin``, as ``/admin/queues``):
+    they name models routes may hide and tell which provider key was refused. Any other
+    credential, or one GitLab refuses, changes neither the status code nor the short body."""
 
     authenticate = False
     access_log = False
 
     def __init__(self, redis_client: redis.Redis, liveness: WorkerLiveness, model_names: list[str],
-                 gitlab: GitLabClient, models: tuple[ModelConfig, ...] = ()):
+                 gitlab: GitLabClient, models: tuple[ModelConfig, ...] = (),
+                 authenticator: Authenticator | None = None):
         self.redis = redis_client
+        self.authenticator = authenticator
         self.liveness = liveness
         self.model_names = model_names
         # Models whose deployments' health is kept (shared.breaker): /ready shows each one's state.
@@ -54,6 +64,22 @@ class Ready:
             resp.status = falcon.HTTP_503
             resp.media = {"status": "unavailable", "redis": {"ok": False, "error": "unreachable"}}
             return
+        shown: dict = {"status": "ready", "redis": {"ok": True}}
+        if self._administrator(req):
+            shown["gitlab"] = {"reachable": self._gitlab_reachable()}
+            shown["models"] = self._models()
+        resp.media = shown
+
+    def _administrator(self, req) -> bool:
+        """Does the request carry a GitLab administrator's token? No credential: no GitLab call."""
+        if self.authenticator is None:
+            return False
+        try:
+            return self.authenticator.identify(req).is_admin
+        except (GatewayError, redis.RedisError):
+            return False
+
+    def _models(self) -> dict:
         models = {}
         for name in self.model_names:
             models[name] = {
@@ -64,8 +90,7 @@ class Ready:
                 now = time.time()
                 states = read_states(self.redis, self.with_deployments[name])
                 models[name]["deployments"] = {d: state.describe(now) for d, state in states.items()}
-        resp.media = {"status": "ready", "redis": {"ok": True}, "gitlab": {"reachable": self._gitlab_reachable()},
-                      "models": models}
+        return models
 
     def _gitlab_reachable(self) -> bool:
         """Shown, not required: callers with cached identities keep working through an outage.

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from sandbox.gitlab import DEMO_TOKEN
-from tests.harness import wait_for
+from tests.harness import ADMIN, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 AUTH = {"Authorization": f"Bearer {DEMO_TOKEN}"}
@@ -59,7 +59,7 @@ class Gateway:
 
     def ready(self) -> dict | None:
         try:
-            answer = requests.get(f"{self.url}/ready", timeout=3)
+            answer = requests.get(f"{self.url}/ready", headers=ADMIN, timeout=3)
             return answer.json() if answer.status_code == 200 else None
         except (requests.RequestException, ValueError):
             return None

@@ -94,7 +94,7 @@ def calls(url: str) -> int:
 
 
 def deployment_states(stack: Stack, name: str) -> dict:
-    return stack.get("/ready").json()["models"][name]["deployments"]
+    return stack.ready().json()["models"][name]["deployments"]
 
 
 def test_calls_spread_by_weight_and_say_who_served_them(stack, instances):
@@ -258,7 +258,7 @@ def test_metrics_show_each_deployment_s_state_calls_and_failures(stack, instance
              if n == "aigw_deployment_state"}
     assert state[("stormy", "limited", "cooling_down")] == 1 and state[("stormy", "limited", "healthy")] == 0
     assert state[("stormy", "spare", "healthy")] == 1 and state[("stormy", "spare", "failed")] == 0
-    shown = {(m, d) for m, facts in stack.get("/ready").json()["models"].items() for d in facts.get("deployments", {})}
+    shown = {(m, d) for m, facts in stack.ready().json()["models"].items() for d in facts.get("deployments", {})}
     assert {(m, d) for m, d, _ in state} == shown  # the deployments /ready shows, each in one state of three
     for m, d in shown:
         assert sum(state[(m, d, s)] for s in ("healthy", "cooling_down", "failed")) == 1, (m, d)

@@ -391,11 +391,11 @@ def test_gitlab_unreachable_or_rate_limiting_is_503_with_retry_after(stack):
 
 
 def test_ready_shows_gitlab_reachability_without_failing(stack):
-    assert stack.get("/ready").json()["gitlab"]["reachable"] is True
+    assert stack.ready().json()["gitlab"]["reachable"] is True  # the administrator's identity is now cached
     stack.gitlab_fault(close=True)
 
     def unreachable():
-        response = stack.get("/ready")
+        response = stack.ready()
         return response.status_code == 200 and response.json()["gitlab"]["reachable"] is False
 
     wait_for(unreachable, timeout=15, interval=0.5, message="/ready to show GitLab unreachable")

@@ -16,7 +16,7 @@ import redis
 import requests
 
 from sandbox.gitlab import DEMO_TOKEN
-from tests.harness import Process, wait_for
+from tests.harness import ADMIN, Process, wait_for
 from tools.embedded_redis import EmbeddedRedis, free_port
 
 FIXTURES = Path(__file__).resolve().parents[1] / "clients" / "fixtures"
@@ -44,7 +44,7 @@ def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path):
         # One worker process per model, not the example config's server sizing (4 each).
         assert "one worker process per model" in output
         def live_workers():
-            models = requests.get(f"http://127.0.0.1:{port}/ready", timeout=10).json()["models"]
+            models = requests.get(f"http://127.0.0.1:{port}/ready", headers=ADMIN, timeout=10).json()["models"]
             counts = {name: model["workers"] for name, model in models.items()}
             return counts if all(counts.values()) else None
         workers = wait_for(live_workers, timeout=30, interval=0.25, message="every model's worker registered")
@@ -136,7 +136,7 @@ def serves_the_coding_agents_defaults(base: str) -> None:
     assert defaults <= {model["id"] for model in listed}
     # make run prints its curl line once one model has a worker; each model's start within a minute.
     def ready() -> bool:
-        models = requests.get(f"{base}/ready", timeout=5).json().get("models", {})
+        models = requests.get(f"{base}/ready", headers=ADMIN, timeout=5).json().get("models", {})
         return all(models.get(name, {}).get("workers") for name in defaults)
 
     wait_for(ready, timeout=60, message="workers for the CLIs' default models")

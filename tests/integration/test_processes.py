@@ -141,7 +141,7 @@ def lifecycle(tmp_path_factory):
 
 
 def live_workers(stack: Stack, model: str) -> int:
-    return requests.get(f"{stack.url}/ready", timeout=5).json()["models"][model]["workers"]
+    return stack.ready().json()["models"][model]["workers"]
 
 
 def extra_workers(stack: Stack, model: str, tmp_path) -> Process:

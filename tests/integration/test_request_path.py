@@ -16,12 +16,17 @@ from sandbox.gitlab import DEMO_TOKEN
 from tests.harness import PROVIDER_KEY, wait_for, with_credential
 
 
-def test_health_needs_nothing_and_ready_shows_models(stack):
+def test_health_needs_nothing_and_ready_shows_models_to_an_administrator_only(stack):
     assert requests.get(f"{stack.url}/health", timeout=5).json() == {"status": "ok"}
-    ready = requests.get(f"{stack.url}/ready", timeout=5)
+    # A probe (no credential), a user, a token GitLab refuses: the status and Redis's, nothing more.
+    for headers in ({}, {"Authorization": f"Bearer {DEMO_TOKEN}"}, {"Authorization": "Bearer glpat-not-a-token"}):
+        ready = requests.get(f"{stack.url}/ready", headers=headers, timeout=5)
+        assert ready.status_code == 200
+        assert ready.json() == {"status": "ready", "redis": {"ok": True}}, headers
+    ready = stack.ready()  # a GitLab administrator's token
     assert ready.status_code == 200
     body = ready.json()
-    assert body["redis"]["ok"] is True
+    assert body["redis"]["ok"] is True and body["gitlab"] == {"reachable": True}
     assert body["models"]["chat"]["workers"] == 2
     assert body["models"]["later"] == {"workers": 0, "queued": 0}
 
