@@ -34,6 +34,7 @@ from api.duo.shapes import (
     whole_chat_answer,
 )
 from api.duo_auth import DuoAuthenticator
+from api.errors import DuoForbidden
 from api.streaming import StreamShape, respond_with_stream
 from shared.config import GatewayConfig, ModelConfig
 from shared.errors import GatewayError, InvalidRequest, NotFound
@@ -46,7 +47,17 @@ WIRE = "duo"
 COMPLETE_CODE = ("complete_code",)
 GENERATE_CODE = ("generate_code",)
 DUO_CHAT = ("duo_chat", "duo_classic_chat")
-TOOL_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+# The chat tools GitLab sends to /v1/prompts/chat/{unit_primitive}: those whose executor's
+# use_ai_gateway_agent_prompt? is true, by their unit_primitive (GitLab EE 18.9,
+# ee/lib/gitlab/llm/chain/tools/<tool>/executor.rb; documentation_search from tools/embeddings_completion.rb;
+# the path from ee/lib/gitlab/llm/chain/requests/ai_gateway.rb#endpoint). A name outside it is no tool,
+# so no scope of the token (complete_code, duo_chat...) may be used as one: 404, as GitLab's gateway answers
+# a prompt it does not know.
+CHAT_TOOLS = frozenset({
+    "explain_code", "write_tests", "refactor_code", "fix_code", "troubleshoot_job", "explain_vulnerability",
+    "summarize_comments", "issue_reader", "epic_reader", "merge_request_reader", "commit_reader", "build_reader",
+    "work_item_reader", "documentation_search",
+})
 
 
 @dataclass(frozen=True)
@@ -224,19 +235,30 @@ class ChatAgent(DuoEndpoint):
 
 class ChatTool(DuoEndpoint):
     """POST /v1/prompts/chat/{tool}: a slash command (/explain, /tests, /refactor, /fix...): raw text
-    when streamed, a JSON string when not. Its unit primitive is the tool's own."""
+    when streamed, a JSON string when not. Its unit primitive is the tool's own; only GitLab's chat
+    tools (``CHAT_TOOLS``) are tools."""
 
     feature = "duo_chat"
 
     def on_post(self, req, resp, tool: str) -> None:
-        valid = 0 < len(tool) <= 64 and set(tool) <= TOOL_NAME_CHARS
-        body = self.caller(req, unit_primitives=(tool,) if valid else DUO_CHAT)
-        if not valid:
-            raise NotFound(f"No chat tool '{tool[:64]}' here.")
+        if tool not in CHAT_TOOLS:
+            self._no_such_tool(req, tool)
+        body = self.caller(req, unit_primitives=(tool,))
         req.context.log["duo_tool"] = tool
         model = self.model(body)
         job = jobs.tool(body, model, self.overrides(model), tool)
         self.run(req, resp, job, whole=lambda text: text, shape=RawText(job.endpoint))
+
+    def _no_such_tool(self, req, tool: str) -> None:
+        """404 for any instance token (a bad one: 401), as GitLab's gateway looks the prompt up before the
+        token's unit primitives (ai_gateway/api/v1/prompts/invoke.py: KeyError -> 404 "Prompt '<id>' not
+        found", where <id> is the path after /v1/prompts/)."""
+        req.context.log["duo_feature"] = self.feature
+        try:
+            self.duo.auth.identify(req, unit_primitives=DUO_CHAT)
+        except DuoForbidden:
+            pass  # a token with other scopes: still the unknown prompt's 404
+        raise NotFound(f"Prompt 'chat/{tool[:64]}' not found")
 
 
 class DocsSearch(DuoEndpoint):

@@ -394,14 +394,15 @@ def test_a_tool_the_token_lacks_is_refused(stack: Stack) -> None:
 def test_only_gitlabs_chat_tools_are_tools(stack: Stack) -> None:
     """A token's other unit primitives are no tools: one scoped for code completion alone cannot chat through
     /v1/prompts/chat/complete_code, nor a chat token through .../duo_chat (404 in GitLab's gateway's format,
-    no job, no model call); the tool GitLab sends with that token is served."""
+    no job, no model call), whatever the token's scopes, as GitLab's gateway answers a prompt it does not
+    know; the tool GitLab sends with that token is served."""
     before = len(stack.sandbox_log())
     for tool, scopes in (("complete_code", ["complete_code"]), ("generate_code", ["generate_code"]),
                          ("duo_chat", ["duo_chat"]), ("code_suggestions", ["code_suggestions"])):
         answer = post(stack, f"/v1/prompts/chat/{tool}", tool_body("codestral", stream=False),
                       headers(stack, scopes=scopes))
         assert answer.status_code == 404, (tool, answer.text)
-        assert answer.json() == {"detail": f"No chat tool '{tool}' here."}
+        assert answer.json() == {"detail": f"Prompt 'chat/{tool}' not found"}
     assert len(stack.sandbox_log()) == before
     answer = post(stack, "/v1/prompts/chat/write_tests", tool_body("codestral", stream=False),
                   headers(stack, scopes=["write_tests"]))
