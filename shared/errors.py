@@ -7,19 +7,31 @@ shapes one as the endpoint's format carries it, the same in an error response an
 in the event that ends a failed stream; workers send errors back through Redis as
 plain dicts (``to_dict`` / ``from_dict``), so nothing is pickled.
 
+The classes only the API raises live where they are raised (their module in brackets below);
+``from_dict`` knows only the classes of this module, which are all a worker can send.
+
     GatewayError (500 internal_error)
     ├── InvalidRequest (400 invalid_request)
     │   ├── InvalidJSON (400 invalid_json)
-    │   └── UnsupportedParameter (400 unsupported_parameter)
+    │   ├── UnsupportedParameter (400 unsupported_parameter)
+    │   └── RequestRefused (gunicorn's refusal of a malformed request, at its status) [api.edge_responses]
     ├── Unauthorized (401 missing_credentials, invalid_credentials)
+    │   └── DuoUnauthorized (401 invalid_instance_token: GitLab Duo's call, no valid instance JWT) [api.errors]
     ├── Forbidden (403 user_blocked, insufficient_access, project_mismatch, project_not_found, no_route,
-    │              admin_only)
+    │   │          admin_only)
+    │   └── DuoForbidden (403 missing_unit_primitive: the JWT's scopes lack the Duo feature's) [api.errors]
     ├── ModelNotFound (404 model_not_found)
     ├── NotFound (404 not_found)
     ├── MethodNotAllowed (405 method_not_allowed)
     ├── PayloadTooLarge (413 payload_too_large)
     ├── RateLimited (429 rate_limited: the gateway's own limits; never enqueued)
     ├── UnsupportedMediaType (415 unsupported_media_type)
+    ├── RequestTimeout (408 request_timeout: the request did not arrive in time) [api.edge_responses]
+    ├── TooManyConnections, TooMuchInFlight (429 too_many_connections, too_much_in_flight: one client
+    │   address's connections or large bodies in flight) [api.edge_responses]
+    ├── DuoInvalid (422 invalid_duo_request: FastAPI's validation list, GitLab shows its msg) [api.duo.models]
+    │   └── DuoModelUnmapped (422 duo_model_unmapped: the Duo request maps to no configured model)
+    ├── DuoModelServerError (421 duo_model_server_error: Test connection's probe failed) [api.duo.check]
     ├── ServiceUnavailable (503 service_unavailable)
     │   ├── QueueFull (503 queue_full)
     │   ├── NoWorkers (503 no_workers)
