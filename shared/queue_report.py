@@ -1,5 +1,5 @@
 """The queues as an operator sees them: the one shape ``python -m workers.inspect --json`` prints
-and ``GET /admin/queues`` answers (the facts themselves are read by ``shared.rq_records``).
+and ``GET /admin/queues`` answers (the facts themselves are read by ``shared.rq_inspection``).
 
 Every configured model is listed; so is a queue workers once registered whose model is no longer
 configured, while anything of it is left (jobs waiting or running, workers, failures), marked
@@ -13,7 +13,8 @@ import datetime
 from redis import Redis
 
 from shared.keys import queue_name
-from shared.rq_records import FailedJob, QueueFacts, failed_jobs, is_suspended, known_queues, queue_facts
+from shared.rq_inspection import FailedJob, QueueFacts, failed_jobs, known_queues, queue_facts
+from shared.rq_records import is_suspended
 
 
 def queue_report(redis: Redis, models: list[str], *, now: float | None = None) -> dict:

@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 from shared.config import ConfigError, load_config
 from shared.connections import redis_client
 from shared.queue_report import failed_report, queue_report
-from shared.rq_records import known_queues, purge_failed
+from shared.rq_inspection import known_queues, purge_failed
 from shared.settings import Settings, masked_url
 from workers.inspect_deployments import DEPLOYMENTS
 

@@ -1,4 +1,4 @@
-"""What operators read of the queues (shared.rq_records' inspection functions, shared.queue_report,
+"""What operators read of the queues (shared.rq_inspection, shared.queue_report,
 ``python -m workers.inspect``), against a real Redis (embedded) holding records as the gateway's
 admission and workers write them."""
 
@@ -13,7 +13,7 @@ from rq import Queue
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 
-from shared import keys, rq_records
+from shared import keys, rq_inspection, rq_records
 from shared.jobs import JobRequest
 from shared.queue_report import failed_report, queue_report
 from shared.serializers import JobSerializer
@@ -51,23 +51,23 @@ def test_queue_facts_count_what_waits_runs_serves_and_failed(client):
     now = time.time()
     enqueue(client, a_request("q1", enqueued_at=now - 42.0))
     enqueue(client, a_request("q2", enqueued_at=now - 1.0))
-    (facts,) = rq_records.queue_facts(client, [QUEUE], now=now)
+    (facts,) = rq_inspection.queue_facts(client, [QUEUE], now=now)
     assert (facts.queued, facts.in_progress, facts.workers, facts.failed) == (2, 2, 1, 1)
     assert facts.oldest_queued_age == pytest.approx(42.0, abs=0.01)  # RQ writes microseconds
     client.delete(worker.key)  # its registration expired
-    (facts,) = rq_records.queue_facts(client, [QUEUE], now=now)
+    (facts,) = rq_inspection.queue_facts(client, [QUEUE], now=now)
     assert facts.workers == 0
 
 
 def test_an_empty_queue_has_no_oldest_age_and_an_expired_failure_is_not_counted(client):
     worker = a_worker(client)
     job = fail(client, worker, a_request("f1"), "workers.jobs.JobFailed: upstream_error: boom")
-    (facts,) = rq_records.queue_facts(client, [QUEUE])
+    (facts,) = rq_inspection.queue_facts(client, [QUEUE])
     assert (facts.queued, facts.failed, facts.oldest_queued_age) == (0, 1, None)
     score = client.zscore(keys.rq_failed_registry_key(QUEUE), job.id)
-    (later,) = rq_records.queue_facts(client, [QUEUE], now=score + 1)  # past its failure_ttl
+    (later,) = rq_inspection.queue_facts(client, [QUEUE], now=score + 1)  # past its failure_ttl
     assert later.failed == 0
-    assert rq_records.failed_jobs(client, QUEUE, now=score + 1) == []
+    assert rq_inspection.failed_jobs(client, QUEUE, now=score + 1) == []
 
 
 def test_a_waiting_job_that_expired_is_skipped_for_the_oldest_age(client):
@@ -75,7 +75,7 @@ def test_a_waiting_job_that_expired_is_skipped_for_the_oldest_age(client):
     enqueue(client, a_request("gone", enqueued_at=now - 300))
     enqueue(client, a_request("there", enqueued_at=now - 5))
     client.delete(keys.rq_job_key("gone"))  # its hash expired; the id stays in the list until taken
-    (facts,) = rq_records.queue_facts(client, [QUEUE], now=now)
+    (facts,) = rq_inspection.queue_facts(client, [QUEUE], now=now)
     assert facts.queued == 2 and facts.oldest_queued_age == pytest.approx(5.0, abs=0.01)
 
 
@@ -85,7 +85,7 @@ def test_a_newer_job_put_in_front_does_not_hide_the_oldest(client):
     enqueue(client, a_request("retry", enqueued_at=now - 2))
     client.lrem(keys.rq_queue_key(QUEUE), 1, "retry")
     client.lpush(keys.rq_queue_key(QUEUE), "retry")  # ahead of the waiting jobs (a fallback's job)
-    (facts,) = rq_records.queue_facts(client, [QUEUE], now=now)
+    (facts,) = rq_inspection.queue_facts(client, [QUEUE], now=now)
     assert facts.oldest_queued_age == pytest.approx(60.0, abs=0.01)
 
 
@@ -93,7 +93,7 @@ def test_failed_jobs_show_error_request_id_and_endpoint_never_the_payload(client
     worker = a_worker(client)
     fail(client, worker, a_request("f1", request_id="req-first"), "workers.jobs.JobFailed: upstream_error: first")
     fail(client, worker, a_request("f2", request_id="req-second"), "workers.jobs.JobFailed: timeout: second")
-    jobs = rq_records.failed_jobs(client, QUEUE)
+    jobs = rq_inspection.failed_jobs(client, QUEUE)
     assert [job.job_id for job in jobs] == ["f2", "f1"]  # latest first
     assert jobs[0].error == "workers.jobs.JobFailed: timeout: second"
     assert (jobs[0].request_id, jobs[0].endpoint) == ("req-second", "chat.completions")
@@ -110,7 +110,7 @@ def test_a_job_not_the_gateway_s_shows_no_description(client):
     registry = FailedJobRegistry(QUEUE, connection=client, serializer=JobSerializer)
     client.lrem(keys.rq_queue_key(QUEUE), 1, job.id)
     registry.add(job, ttl=60, exc_string="ValueError: no")
-    (listed,) = rq_records.failed_jobs(client, QUEUE)
+    (listed,) = rq_inspection.failed_jobs(client, QUEUE)
     assert (listed.job_id, listed.request_id, listed.endpoint) == (job.id, None, None)
     assert SECRET_PROMPT not in json.dumps(failed_report(client, QUEUE))
 
@@ -120,12 +120,12 @@ def test_purge_removes_failed_jobs_and_their_records_and_nothing_else(client):
     failed = [fail(client, worker, a_request(f"f{n}"), "workers.jobs.JobFailed: upstream_error: x") for n in range(3)]
     enqueue(client, a_request("waiting"))
     assert client.exists(keys.rq_results_key("f0"))
-    assert rq_records.purge_failed(client, QUEUE, batch=2) == 3
+    assert rq_inspection.purge_failed(client, QUEUE, batch=2) == 3
     assert not client.exists(*(keys.rq_job_key(job.id) for job in failed))
     assert not client.exists(*(keys.rq_results_key(job.id) for job in failed))
     assert client.zcard(keys.rq_failed_registry_key(QUEUE)) == 0
     assert client.exists(keys.rq_job_key("waiting")) and rq_records.queue_depth(client, QUEUE) == 1
-    assert rq_records.purge_failed(client, QUEUE) == 0
+    assert rq_inspection.purge_failed(client, QUEUE) == 0
 
 
 def test_the_report_lists_configured_models_and_a_removed_model_s_leftovers(client):
