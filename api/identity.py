@@ -64,7 +64,7 @@ class Identity:
     def job_fields(self) -> dict:
         """What a job may carry about its caller: ids for logs, never credentials. A GitLab Duo request
         with no known user names its GitLab instance (the id its verified token names), which the
-        breaker counts as one caller (``shared.breaker.caller_of``), not the pseudonymous user id the
+        breaker counts as one caller (``workers.breaker.caller_of``), not the pseudonymous user id the
         request's own header names."""
         fields = self.log_fields()
         if self.user_id is None and self.rate_key:

@@ -87,7 +87,7 @@ def deployment_health_key(model_name: str) -> str:
 
 def deployment_failures_key(model_name: str, deployment: str) -> str:
     """A deployment's retryable failures in the breaker's current window (expires with it): a hash, per
-    caller (``shared.breaker.caller_of``) the failures a prompt may have caused, and under "*" the others.
+    caller (``workers.breaker.caller_of``) the failures a prompt may have caused, and under "*" the others.
     (Its name changed with its type: a counter at the old name is left to expire.)"""
     return f"{KEY_PREFIX}:deployment-window:{key_part(model_name)}:{key_part(deployment)}"
 

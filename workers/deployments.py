@@ -4,7 +4,7 @@ Each deployment (``models[].deployments``; the short form's one ``default``) has
 its own provider adapter and pooled HTTP client. A call goes to one picked by
 weight among those that are
 
-- healthy by the shared breaker (``shared.breaker``): not failed, not cooling
+- healthy by the shared breaker (``workers.breaker``): not failed, not cooling
   down; a deployment whose cool-down ended gets the call as its one probe if this
   worker wins the probe token;
 - within their own ``rate_limit`` (the provider's quota for that key, taken here
@@ -42,7 +42,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from shared import metrics
-from shared.breaker import COOLING, HEALTHY, Breaker, caller_of
+from shared.breaker import COOLING, HEALTHY
 from shared.config import ModelConfig
 from shared.config_types import DeploymentConfig
 from shared.errors import (
@@ -59,6 +59,7 @@ from shared.keys import key_part
 from shared.ratelimit import DAY, MINUTE, REQUESTS, TOKENS, Limit, OverLimit, RateLimiter, estimate_tokens
 from shared.replies import SERVED_BY
 from shared.usage import usage_total
+from workers.breaker import Breaker, caller_of
 from workers.cancel import cancelled_error, current_scope
 from workers.endpoints import Emit, Outcome
 from workers.providers import Provider, provider_for

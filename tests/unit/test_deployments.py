@@ -20,6 +20,7 @@ from shared.jobs import CHAT_COMPLETIONS, JobRequest
 from shared.keys import deployment_failures_key, deployment_health_key, deployment_probe_key
 from shared.ratelimit import RateLimiter
 from shared.replies import SERVED_BY
+from workers import breaker as worker_breaker
 from workers.deployments import Deployments
 from workers.runtime import Runtime
 
@@ -115,14 +116,14 @@ def test_a_failing_deployment_moves_the_call_and_then_cools_down(providers, clie
 def test_after_the_cool_down_one_probe_decides(providers, client):
     gateway = config(providers)
     model = gateway.model("pool")
-    first = breaker.Breaker(model)
+    first = worker_breaker.Breaker(model)
     first.states(client)
     for user in ("user_id:1", "user_id:2"):
         first.failed(client, "d1", status=503, retry_after=None, probe=False, caller=user)
     assert breaker.read_states(client, model)["d1"].state == breaker.COOLING
     # A second worker takes the probe once the cool-down ends; a third is refused it meanwhile.
     time.sleep(1.05)
-    second, third = breaker.Breaker(model), breaker.Breaker(model)
+    second, third = worker_breaker.Breaker(model), worker_breaker.Breaker(model)
     second.states(client), third.states(client)
     assert second.try_probe(client, "d1") and not third.try_probe(client, "d1")
     # The probe could not connect (no prompt causes that): cooling again at once.
@@ -163,7 +164,7 @@ def test_a_probe_one_caller_fails_goes_to_the_next_call(providers, client):
     user, probes and its answer makes the deployment healthy; a probe failing for two users cools it again."""
     gateway = config(providers)
     model = gateway.model("pool")
-    one = breaker.Breaker(model)
+    one = worker_breaker.Breaker(model)
     one.states(client)
     for user in ("user_id:1", "user_id:2"):
         one.failed(client, "d1", status=500, retry_after=None, probe=False, caller=user)
@@ -174,7 +175,7 @@ def test_a_probe_one_caller_fails_goes_to_the_next_call(providers, client):
     assert one.failed(client, "d1", status=500, retry_after=None, probe=True, caller="user_id:1") is None
     state = breaker.read_states(client, model)["d1"]
     assert state.state == breaker.COOLING and state.until <= time.time()  # still due: not cooled again
-    other = breaker.Breaker(model)
+    other = worker_breaker.Breaker(model)
     other.states(client)
     assert other.try_probe(client, "d1")  # released: another worker's call probes
     assert other.failed(client, "d1", status=None, retry_after=None, probe=True, caller="user_id:1",
@@ -195,21 +196,21 @@ def test_a_probe_one_caller_fails_goes_to_the_next_call(providers, client):
 def test_failures_no_prompt_causes_count_whoever_met_them(providers, client):
     gateway = config(providers)
     model = gateway.model("pool")
-    one = breaker.Breaker(model)
+    one = worker_breaker.Breaker(model)
     one.states(client)
     assert one.failed(client, "d1", status=None, retry_after=None, probe=False, caller="user_id:1",
                       reason="connect") is None
     assert one.failed(client, "d1", status=None, retry_after=None, probe=False, caller="user_id:1",
                       reason="read_timeout") == breaker.COOLING
-    assert breaker.caller_of({"user_id": "7", "project_id": "3"}) == "user_id:7"
-    assert breaker.caller_of({"user_id": None, "project_id": "3"}) == "project_id:3"
-    assert breaker.caller_of({"gitlab_instance": "a:b"}) != breaker.caller_of({"gitlab_instance": "a"})
-    assert ":" not in breaker.caller_of({"gitlab_instance": "a:b"}).split(":", 1)[1]  # escaped
-    assert breaker.caller_of({}) == "unknown"
+    assert worker_breaker.caller_of({"user_id": "7", "project_id": "3"}) == "user_id:7"
+    assert worker_breaker.caller_of({"user_id": None, "project_id": "3"}) == "project_id:3"
+    assert worker_breaker.caller_of({"gitlab_instance": "a:b"}) != worker_breaker.caller_of({"gitlab_instance": "a"})
+    assert ":" not in worker_breaker.caller_of({"gitlab_instance": "a:b"}).split(":", 1)[1]  # escaped
+    assert worker_breaker.caller_of({}) == "unknown"
     # A GitLab Duo request with no known user is its instance (its verified token's), never the pseudonymous
     # user id its own header names, which the sender could vary to look like many callers.
     duo = Identity(credential="duo", rate_key="instance-5b5fdc3c-user-0a1b2c").job_fields()
-    assert duo["gitlab_instance"] == "5b5fdc3c" and breaker.caller_of(duo) == "gitlab_instance:5b5fdc3c"
+    assert duo["gitlab_instance"] == "5b5fdc3c" and worker_breaker.caller_of(duo) == "gitlab_instance:5b5fdc3c"
     assert "gitlab_instance" not in Identity("7", "ada", credential="duo").job_fields()
 
 
@@ -301,7 +302,7 @@ def test_a_401_marks_the_deployment_failed_until_cleared(providers, client):
 def test_403s_fail_a_deployment_only_when_consecutive(providers, client):
     gateway = config(providers, breaker_yaml={"forbidden": 2})
     model = gateway.model("pool")
-    one = breaker.Breaker(model)
+    one = worker_breaker.Breaker(model)
     one.states(client)
     assert one.failed(client, "d1", status=403, retry_after=None, probe=False) is None
     one.succeeded(client, "d1", probe=False)  # an answer in between: the count starts again
