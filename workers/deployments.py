@@ -331,7 +331,7 @@ class _Call:
     def _exhausted(self, last: Retryable) -> GatewayError:
         """Every attempt failed: a 429 throughout stays a 429; otherwise the model's deployments are
         unavailable for this request (the API may fall back)."""
-        error = (self.current or self.d.members[0]).client._exhausted(last, self.attempts, self.request.deadline)
+        error = (self.current or self.d.members[0]).client.exhausted_error(last, self.attempts, self.request.deadline)
         if isinstance(error, DeadlineExceeded | UpstreamRateLimited):
             if isinstance(error, UpstreamRateLimited) and not all(f.status == 429 for f in self.failures):
                 return DeploymentsUnavailable(error.message, retry_after=error.retry_after)

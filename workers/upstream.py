@@ -155,7 +155,7 @@ class UpstreamClient:
             self._observe(started, reasons[:-1])  # the last failure was not retried
             if scope is not None and scope.cancelled:
                 raise cancelled_error(scope) from None
-            raise self._exhausted(last, attempts, deadline) from None
+            raise self.exhausted_error(last, attempts, deadline) from None
         except GatewayError:
             self._observe(started, reasons)
             raise
@@ -286,7 +286,8 @@ class UpstreamClient:
         detail = f": {message}" if message else "."
         return UpstreamError(f"The provider for model '{name}' answered HTTP {status}{detail}")
 
-    def _exhausted(self, last: Retryable, attempts: int, deadline: float) -> GatewayError:
+    def exhausted_error(self, last: Retryable, attempts: int, deadline: float) -> GatewayError:
+        """What the client gets once every attempt failed (also ``workers.deployments``', across deployments)."""
         name = self.model.name
         tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
         if last.reason == "read_timeout" and time.time() >= deadline - 0.05:
