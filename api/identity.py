@@ -52,7 +52,7 @@ class Identity:
     project_id: str | None = None
     project_path: str | None = None
     group_ids: tuple[str, ...] = ()  # the project's group and every ancestor, nearest first
-    credential: str | None = None  # "token" | "job"
+    credential: str | None = None  # "token" | "job" | "duo" (GitLab Duo's instance token, api.duo_auth)
     is_admin: bool = False  # a GitLab administrator (GET /user's is_admin); never for a CI job token
     # Who a per-user rate limit counts when there is no user: a GitLab Duo request whose user is not
     # known (17.x sends no user id) counts as its instance's pseudonymous user (api.duo_auth).

@@ -129,7 +129,7 @@ class _Call:
 
     def __init__(self, deployments: Deployments, request, run: Run, emit: Emit | None, redis: Redis,
                  limiter: RateLimiter, pin: str | None):
-        self.d = deployments
+        self.deployments = deployments
         self.model = deployments.model
         self.breaker = deployments.breaker
         self.request = request
@@ -241,9 +241,9 @@ class _Call:
 
     def _allowed(self) -> list[Deployment]:
         if self.pin is not None:
-            member = self.d.by_name.get(self.pin)
+            member = self.deployments.by_name.get(self.pin)
             return [member] if member is not None else []
-        return self.d.members
+        return self.deployments.members
 
     def _pick(self) -> tuple[Deployment, bool]:
         now = time.time()
@@ -264,7 +264,7 @@ class _Call:
         fresh = [m for m in healthy if m.name not in self.tried] or healthy
         quota_waits: list[float | None] = []
         while fresh:
-            member = self.d.rng.choices(fresh, weights=[m.config.weight for m in fresh])[0]
+            member = self.deployments.rng.choices(fresh, weights=[m.config.weight for m in fresh])[0]
             if self._has_quota(member, quota_waits):
                 self.tried.add(member.name)
                 return member, False
@@ -331,7 +331,8 @@ class _Call:
     def _exhausted(self, last: Retryable) -> GatewayError:
         """Every attempt failed: a 429 throughout stays a 429; otherwise the model's deployments are
         unavailable for this request (the API may fall back)."""
-        error = (self.current or self.d.members[0]).client.exhausted_error(last, self.attempts, self.request.deadline)
+        client = (self.current or self.deployments.members[0]).client
+        error = client.exhausted_error(last, self.attempts, self.request.deadline)
         if isinstance(error, DeadlineExceeded | UpstreamRateLimited):
             if isinstance(error, UpstreamRateLimited) and not all(f.status == 429 for f in self.failures):
                 return DeploymentsUnavailable(error.message, retry_after=error.retry_after)
