@@ -24,7 +24,7 @@ from collections.abc import Callable
 from redis.exceptions import RedisError
 
 from api.duo import jobs
-from api.duo.models import DuoInvalid, identifier_name
+from api.duo.models import DuoInvalid, first_configured, identifier_name
 from api.duo.resources import COMPLETE_CODE, DuoEndpoint
 from api.duo.shapes import answer_text
 from shared.breaker import FAILED, DeploymentState, read_states
@@ -75,11 +75,10 @@ class ModelCheck(DuoEndpoint):
         """The model the self-hosted model's identifier or name names, else the first Duo feature's."""
         metadata = body.get("model_metadata") if isinstance(body.get("model_metadata"), dict) else {}
         config = self.duo.config
-        for candidate in (identifier_name(metadata.get("identifier")), metadata.get("name"),
-                          *config.duo.features.values()):
-            model = config.model(candidate) if isinstance(candidate, str) else None
-            if model is not None:
-                return model
+        model = first_configured(config, (identifier_name(metadata.get("identifier")), metadata.get("name"),
+                                          *config.duo.features.values()))
+        if model is not None:
+            return model
         raise DuoInvalid("This self-hosted model maps to no model of this AI gateway: give it the identifier "
                          "custom_openai/<model> naming a model in the gateway's config.")
 

@@ -36,13 +36,22 @@ def identifier_name(identifier: object) -> str | None:
     return identifier.strip().split("/", 1)[-1]
 
 
+def first_configured(config: GatewayConfig, candidates) -> ModelConfig | None:
+    """The configured model the first of ``candidates`` (names, or anything else GitLab sent) that
+    names one names, or None."""
+    for candidate in candidates:
+        model = config.model(candidate) if isinstance(candidate, str) and candidate else None
+        if model is not None:
+            return model
+    return None
+
+
 def mapped_model(config: GatewayConfig, feature: str | None, *, name: object, identifier: object) -> ModelConfig:
     """The configured model that serves ``feature`` (None: only what GitLab names counts)."""
     chosen = config.duo.features.get(feature) if feature else None
-    for candidate in (chosen, identifier_name(identifier), name if isinstance(name, str) else None):
-        model = config.model(candidate) if candidate else None
-        if model is not None:
-            return model
+    model = first_configured(config, (chosen, identifier_name(identifier), name))
+    if model is not None:
+        return model
     what = f"GitLab Duo's {feature.replace('_', ' ')}" if feature else "This self-hosted model"
     raise DuoModelUnmapped(
         f"{what} maps to no model of this AI gateway: give the self-hosted model the identifier "
