@@ -32,6 +32,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.generation.meta import CoveragePhaseData, CoverageScenario
 
 from sandbox.gitlab_oidc import INSTANCE_ID
+from tests.duo_requests import mint
 from tests.harness import DEMO_TOKEN, Stack
 from tools.embedded_redis import free_port
 
@@ -206,10 +207,9 @@ def with_instance_token(case) -> None:
 def fuzz_stack(tmp_path_factory):
     config = FUZZ_CONFIG.replace("{closed_port}", str(free_port()))
     with Stack(tmp_path_factory.mktemp("fuzz"), config, web_workers=2, web_threads=16) as gateway:
-        minted = requests.post(f"{gateway.gitlab_url}/_gitlab/oidc/token", json={"claims": {}}, timeout=10)
-        DUO_HEADERS.update({"Authorization": f"Bearer {minted.json()['token']}", "X-Gitlab-Authentication-Type": "oidc",
-                            "X-Gitlab-Instance-Id": INSTANCE_ID, "X-Gitlab-Realm": "self-managed",
-                            "X-Gitlab-User-Id": "2"})
+        DUO_HEADERS.update({"Authorization": f"Bearer {mint(gateway, claims={})}",
+                            "X-Gitlab-Authentication-Type": "oidc", "X-Gitlab-Instance-Id": INSTANCE_ID,
+                            "X-Gitlab-Realm": "self-managed", "X-Gitlab-User-Id": "2"})
         for model in ("claude-sonnet", "gpt-4o"):
             made = requests.post(f"{gateway.url}/v1/responses", json={"model": model, "input": "keep me"},
                                  headers={"Authorization": f"Bearer {DEMO_TOKEN}"}, timeout=REQUEST_TIMEOUT)

@@ -25,6 +25,7 @@ import pytest
 import requests
 
 from sandbox.gitlab_oidc import INSTANCE_ID
+from tests.duo_requests import mint
 from tests.harness import Stack, wait_for
 from tests.integration.raw_http import chat_request, connect, read_answer
 
@@ -119,7 +120,7 @@ def test_duo_model_endpoint_and_key_choose_nothing_and_are_kept_nowhere(behind_s
     listener.listen(8)
     listener.settimeout(0.2)
     endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"  # where GitLab would send the call
-    token = requests.post(f"{behind_star.gitlab_url}/_gitlab/oidc/token", json={}, timeout=10).json()["token"]
+    token = mint(behind_star)
     rid = "duo-endpoint-" + uuid.uuid4().hex[:8]
     question = f"Which endpoint answers {rid}? [[sandbox delay_ms=1500]]"  # long enough to read the job meanwhile
     body = {"messages": [{"role": "user", "content": question}],
