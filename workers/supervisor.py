@@ -27,14 +27,12 @@ before. A valid one is applied model by model, without a request lost:
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import logging
 import math
 import multiprocessing
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,21 +48,18 @@ from shared.breaker import clear_failed
 from shared.config import ConfigError, GatewayConfig, load_config
 from shared.connections import redis_client
 from shared.keys import queue_name
-from shared.logs import setup_logging
 from shared.metrics_directory import host_directory
 from shared.settings import Settings
+from workers.child_processes import run_metrics_process, run_worker_process
 from workers.retire import answer_left_behind
-from workers.runtime import Runtime, set_runtime
 from workers.salvage import salvage_worker, worker_name
 from workers.selection import Selection
-from workers.worker_classes import ThreadedWorker
 
 log = logging.getLogger("aigw.workers")
 
 METRICS = "__metrics__"  # the plan's name for the metrics child
 RESTART_BACKOFF_MAX = 30.0
 HEALTHY_RUN = 60.0  # a child that ran this long resets its restart backoff
-PR_SET_PDEATHSIG = 1
 SALVAGE_RETRY = 1.0  # seconds between tries to salvage a dead worker's jobs while Redis is away
 SALVAGE_GIVE_UP = 300.0  # then the heartbeat expiry's backstop takes over
 HANDOVER_MAX = 30.0  # a restarted model's old processes stop by then even if the new ones never registered
@@ -72,47 +67,6 @@ RETIRING_TICK = 0.25  # seconds between looks while processes wait to be retired
 # A web process trusts a positive count of live workers for a second (api.admission's cache): once a
 # removed model's last worker has gone, its queue is looked at for this long for jobs admitted meanwhile.
 LEFT_BEHIND_WINDOW = 5.0
-
-
-def run_worker_process(settings: Settings, config: GatewayConfig, model_name: str, concurrency: int) -> None:
-    """Body of one worker process: serve one model's queue until told to stop."""
-    # Forget the supervisor's handlers; RQ installs its own once it starts working.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload is the supervisor's: a HUP to the group is not fatal
-    _die_with_parent()
-    setup_logging(settings.log_level, settings.log_format, log_dir=settings.log_dir,
-                  process_name=f"worker-{model_name}")
-    set_runtime(Runtime(settings, config, pool_size=concurrency))
-    # Every job thread, the monitor and the main loop may hold a connection at once.
-    connection = redis_client(settings.redis_url, max_connections=concurrency + 8)
-    name = worker_name(model_name, os.getpid(), socket.gethostname())
-    worker = ThreadedWorker([queue_name(model_name)], connection=connection, name=name, concurrency=concurrency,
-                            reply_ttl=config.jobs.result_ttl)
-    worker.work(logging_level=None)
-
-
-def run_metrics_process(settings: Settings, config: GatewayConfig, port: int) -> None:
-    """A host without a web process: this small child serves the workers' /metrics. (Not the
-    supervisor itself: workers forked later would inherit its listening socket.)"""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    _die_with_parent()
-    setup_logging(settings.log_level, settings.log_format, log_dir=settings.log_dir, process_name="worker-metrics")
-    from shared.plumbing.metrics_server import start_metrics_server
-
-    start_metrics_server(port, settings.redis_url, [m.name for m in config.models], host_directory(),
-                         addr=settings.host, models=lambda: config.models)
-    signal.pause()
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM this process if the supervisor dies, so no worker is orphaned."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass  # not Linux: orphans are possible, but harmless to correctness
 
 
 @dataclass
