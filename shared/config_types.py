@@ -80,7 +80,7 @@ class DeploymentConfig:
 
 @dataclass(frozen=True)
 class BreakerConfig:
-    """``models[].breaker``: when a deployment is taken out of the rotation (``shared.breaker``)."""
+    """``models[].breaker``: when a deployment is taken out of the rotation (``workers.breaker``)."""
 
     failures: int = 5  # retryable failures within ``window`` that start a cool-down
     window: float = 60.0

@@ -277,7 +277,7 @@ class UpstreamClient:
                 f"The provider for model '{name}' refused the gateway's credentials (HTTP {status}): "
                 "the gateway's api_key for this model is missing, wrong or lacks access. "
                 "This is a gateway configuration problem, not your credential.")
-            error.upstream_status = status  # the breaker tells a 401 from a 403 (shared.breaker)
+            error.upstream_status = status  # the breaker tells a 401 from a 403 (workers.breaker)
             return error
         if status == 404:
             return UpstreamModelNotFound(
