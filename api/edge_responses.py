@@ -4,7 +4,8 @@ limit, and gunicorn's own refusals of malformed requests (``api.gunicorn_patches
 
 They come in the endpoint's error format when the request's target is known
 (Anthropic's for ``/v1/messages``, and for ``/v1/models`` asked with
-``anthropic-version``), OpenAI's otherwise, and always close the connection.
+``anthropic-version``; GitLab's AI gateway's for GitLab Duo's paths), OpenAI's
+otherwise, and always close the connection.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from shared.errors import GatewayError, InvalidRequest, PayloadTooLarge, error_b
 
 # As the app's request ids (api.middleware): echoed only when short and inert.
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
+# GitLab Duo's paths (api.duo.routes; a unit test holds the two together): GitLab reads their errors
+# only in its AI gateway's shapes.
+_DUO_PATH = re.compile(r"^/(monitoring/|v[234]/|v1/(prompts|code|search)/)")
 
 
 class RequestTimeout(GatewayError):
@@ -66,6 +70,8 @@ _REFUSAL_CODES = {
 def wire_for(path: str, anthropic_version: bool) -> str:
     """The error format of the endpoint at ``path`` (as the app's resources choose it)."""
     path = path.rstrip("/")
+    if _DUO_PATH.match(path):
+        return "duo"
     if path == "/v1/messages" or path.startswith("/v1/messages/"):
         return "anthropic"
     if anthropic_version and (path == "/v1/models" or path.startswith("/v1/models/")):

@@ -69,6 +69,14 @@ def test_gunicorns_own_refusals_come_in_the_endpoints_format_with_the_request_id
     assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
 
 
+def test_gunicorns_own_refusals_of_gitlab_duo_come_in_its_ai_gateways_format(stack):
+    """GitLab reads a Duo endpoint's errors only in its AI gateway's shapes ({"detail": ...})."""
+    answer = exchange(stack, b"POST /v2/code/completions HTTP/1.1\r\nHost: gateway\r\nTransfer-Encoding: br\r\n"
+                      b"X-Request-Id: refused-duo\r\n\r\n")
+    assert answer.status == 501 and answer.headers["x-request-id"] == "refused-duo"
+    assert list(answer.json()) == ["detail"] and isinstance(answer.json()["detail"], str)
+
+
 # -- timeouts ------------------------------------------------------------------------------
 def test_a_connection_that_sends_nothing_is_closed_silently_after_the_header_timeout(stack):
     started = time.monotonic()

@@ -25,9 +25,31 @@ def parse(data: bytes) -> tuple[str, dict[str, str], dict]:
     ("/v1/models/claude", True, "anthropic"),
     ("/v1/models", False, "openai"),
     ("/health", False, "openai"),
+    ("/v2/code/completions", False, "duo"),
+    ("/v1/prompts/model_configuration%2Fcheck", False, "duo"),
+    ("/v1/responses", False, "openai"),
+    ("/v1/completions", False, "openai"),
 ])
 def test_the_endpoints_format(path: str, anthropic_version: bool, wire: str) -> None:
     assert wire_for(path, anthropic_version) == wire
+
+
+def test_every_gitlab_duo_path_answers_in_duo_format_and_no_other() -> None:
+    """The web worker's refusals follow the app's routes: each of GitLab Duo's paths (api.duo.routes,
+    whose resources only keep the object they are given) is Duo's, and no other route of the app."""
+    from api.duo import routes
+
+    duo_paths = {path.replace("{tool}", "explain_code") for path in routes(object())}
+    assert duo_paths and all(wire_for(path, False) == "duo" for path in duo_paths)
+    others = ["/", "/health", "/ready", "/metrics", "/admin/queues", "/v1/models", "/v1/chat/completions",
+              "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/responses/resp_1", "/v1/messages",
+              "/v1/messages/count_tokens"]
+    assert [path for path in others if wire_for(path, False) == "duo"] == []
+
+
+def test_duo_format() -> None:
+    _, _, body = parse(response(RequestTimeout("slow"), wire="duo"))
+    assert body == {"detail": "slow"}
 
 
 def test_openai_format_with_retry_after_and_close() -> None:
