@@ -36,7 +36,7 @@ class Compose:
         empty = tmp_path / "empty.env"
         empty.write_text("")
         # A fresh clone's environment: no .env (the developer's, if any, is not read), no keys.
-        self.env = clean_env(ENV_FILE=str(empty), GATEWAY_PORT=str(self.port),
+        self.env = clean_env(GATEWAY_PORT=str(self.port),
                              METRICS_PUBLISHED_PORT=str(self.metrics_port), RQ_DASHBOARD_PORT=str(self.dashboard_port),
                              RQ_DASHBOARD_USERNAME="operator", RQ_DASHBOARD_PASSWORD=self.password)
         self.env_file = str(empty)
@@ -243,9 +243,7 @@ def _answers(url: str) -> bool:
 
 
 def test_a_container_that_exits_on_a_setting_is_restarted_three_times_then_left_stopped(compose, tmp_path):
-    bad = tmp_path / "bad.env"
-    bad.write_text("OPENAI_API_KEY=sk-proj-real-looking\n")  # behind the GitLab stand-in: refused
-    env = {**compose.env, "ENV_FILE": str(bad)}
+    env = {**compose.env, "OPENAI_API_KEY": "sk-proj-real-looking"}  # behind the GitLab stand-in: refused
     docker("compose", "-p", compose.project, "--env-file", compose.env_file, "up", "-d", "--no-deps", "api",
            env=env, timeout=120)
     container = compose.containers("api")[0]

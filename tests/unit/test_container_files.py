@@ -4,6 +4,7 @@ the stand-ins (tools/container/entrypoint.py) does what the README says, without
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import subprocess
 from pathlib import Path
@@ -14,7 +15,8 @@ import yaml
 from sandbox.gitlab import ADMIN_TOKEN
 from shared.config import load_config
 from shared.config_parse import SANDBOX_PROVIDER_ENV
-from tools.container.entrypoint import settle
+from shared.settings import _VARIABLES
+from tools.container.entrypoint import KEY_HELD_BY_THE_WORKERS, settle
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -146,13 +148,94 @@ def test_every_variable_compose_reads_is_documented():
     readme = (ROOT / "README.md").read_text()
     compose_table = readme.split("Compose's own variables", 1)[1].split("\n\n", 2)[1]
     environment = readme.split("### Environment", 1)[1].split("\n\n", 2)[1]
-    documented = set(re.findall(r"^\| `([A-Z_][A-Z0-9_]*)`(?:, `([A-Z_][A-Z0-9_]*)`)?", compose_table, re.M))
-    documented = {name for pair in documented for name in pair if name}
+    first_cells = re.findall(r"^\| ([^|]*) \|", compose_table, re.M)
+    documented = {name for cell in first_cells for name in re.findall(r"`([A-Z_][A-Z0-9_]*)`", cell)}
     gateway_settings = set(re.findall(r"`([A-Z_][A-Z0-9_]*)`", environment))
     assert read - documented - gateway_settings == set()
-    assert read - documented <= {"GITLAB_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"}
+    # The gateway's own settings compose reads to keep a default of the image's or to pass on whether set.
+    assert read - documented <= {"GITLAB_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "LOG_FORMAT", "LOG_DIR"}
     example = set(re.findall(r"^# ([A-Z_][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.M))
-    assert read - example == {"ENV_FILE"}  # it names the file itself
+    assert read - example == set()
+
+
+GATEWAY_SERVICES_WITH_SECRETS = ("api", "worker-gpt-4o", "worker-claude-sonnet", "worker-claude-opus-5-5",
+                                 "worker-gpt-6.2-sol")
+PROVIDER_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
+
+
+def _passes(environment: dict, variable: str) -> bool:
+    """Whether a service's ``environment:`` hands ``variable``'s value from .env or the shell to
+    the container: by name (no value), or in a ``${...}`` that substitutes it (``:+`` does not)."""
+    if variable in environment and environment[variable] is None:
+        return True
+    return any(re.search(r"\$\{" + variable + r"(?:\}|:?-)", str(value)) for value in environment.values())
+
+
+def test_no_gateway_container_gets_the_whole_env_file():
+    """.env holds GitLab's token and the provider keys: an env_file would give every one of them to
+    every container. Each service names what it reads instead."""
+    for name, service in compose()["services"].items():
+        assert "env_file" not in service, name
+
+
+def test_the_workers_get_the_provider_keys_and_no_gitlab_token_the_api_the_reverse():
+    services = compose()["services"]
+    api = services["api"]["environment"]
+    assert _passes(api, "GITLAB_API_TOKEN")
+    assert not any(_passes(api, key) or key in api for key in PROVIDER_KEYS)
+    assert all(api[f"{key}_SET"] == f"${{{key}:+yes}}" for key in PROVIDER_KEYS)  # whether set, never the key
+    for name in GATEWAY_SERVICES_WITH_SECRETS[1:]:
+        worker = services[name]["environment"]
+        assert all(_passes(worker, key) for key in PROVIDER_KEYS), name
+        assert not any("GITLAB_API_TOKEN" in f"{variable}={value}" for variable, value in worker.items()), name
+    assert not any("_API_KEY" in f"{variable}={value}" and not variable.endswith("_SET")
+                   for variable, value in services["standins"]["environment"].items())
+
+
+def test_every_setting_of_the_configuration_reference_reaches_a_container_that_reads_it():
+    """Without env_file, a setting of .env reaches a container only by name: each of the
+    configuration reference's settings reaches the API or the workers."""
+    services = compose()["services"]
+    passed = {variable for name in GATEWAY_SERVICES_WITH_SECRETS
+              for variable, value in services[name]["environment"].items()
+              if value is None or "${" in str(value) or variable in ("REDIS_URL", "FORWARDED_ALLOW_IPS")}
+    fixed_by_the_image_or_compose = {"PORT", "HOST", "METRICS_PORT", "CONFIG_FILE_PATH", "WORKER_MODELS",
+                                     "WORKER_METRICS_PORT"}
+    assert {variable for _name, variable, _parse in _VARIABLES} - fixed_by_the_image_or_compose - passed == set()
+
+
+def test_a_key_the_workers_hold_counts_as_set_in_the_api_without_being_there():
+    env = {"STANDIN_URL": "http://standins", "GITLAB_URL": "https://gitlab.example.com", "LOG_DIR": "",
+           "OPENAI_API_KEY_SET": "yes", "ANTHROPIC_API_KEY_SET": ""}
+    assert settle(env, ["gunicorn"]) == []
+    assert "OPENAI_BASE_URL" not in env and env["ANTHROPIC_BASE_URL"] == "http://standins:8000/v1"
+    assert env["OPENAI_API_KEY"] == KEY_HELD_BY_THE_WORKERS and "ANTHROPIC_API_KEY" not in env
+    problems = settle({"STANDIN_URL": "http://standins", "OPENAI_API_KEY_SET": "yes"}, ["gunicorn"])
+    assert [problem.split(":")[0] for problem in problems] == ["OPENAI_API_KEY"]  # behind the stand-in
+
+
+def test_the_gitlab_network_override_trusts_only_the_proxys_fixed_address():
+    """On GitLab's network anything can reach the API's port directly: X-Forwarded-For is believed
+    from the proxy's fixed address on the stack's own network alone, and the proxy connects to
+    the API by a name that exists on that network only."""
+    override = yaml.safe_load((ROOT / "compose.gitlab-network.yaml").read_text())
+    default = re.fullmatch(r"\$\{GATEWAY_PROXY_ADDRESS:-([0-9.]+)\}",
+                           override["services"]["proxy"]["networks"]["default"]["ipv4_address"]).group(1)
+    subnet = re.fullmatch(r"\$\{GATEWAY_SUBNET:-([0-9./]+)\}",
+                          override["networks"]["default"]["ipam"]["config"][0]["subnet"]).group(1)
+    dynamic = re.fullmatch(r"\$\{GATEWAY_IP_RANGE:-([0-9./]+)\}",
+                           override["networks"]["default"]["ipam"]["config"][0]["ip_range"]).group(1)
+    # Inside the subnet, outside the range Docker hands the other containers' addresses from (a
+    # container created first would otherwise take it, and the proxy's start fail).
+    assert ipaddress.ip_address(default) in ipaddress.ip_network(subnet)
+    assert ipaddress.ip_network(dynamic).subnet_of(ipaddress.ip_network(subnet))
+    assert ipaddress.ip_address(default) not in ipaddress.ip_network(dynamic)
+    api = override["services"]["api"]
+    assert api["environment"]["FORWARDED_ALLOW_IPS"] == override["services"]["proxy"]["networks"]["default"][
+        "ipv4_address"]
+    assert api["networks"]["default"]["aliases"] == ["gateway-api"] and not api["networks"]["gitlab-network"]
+    assert compose()["services"]["api"]["networks"]["default"]["aliases"] == ["gateway-api"]
+    assert "set $api gateway-api:8080;" in (ROOT / "deploy" / "proxy" / "nginx.conf").read_text()
 
 
 def test_the_prometheus_config_scrapes_what_compose_runs():

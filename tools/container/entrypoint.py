@@ -12,6 +12,10 @@ What it settles before the gateway's own checks (which name every other problem 
   loopback (``PUBLISHED_ADDRESS``, which compose passes along with the port mapping it makes).
 - ``python -m tools.rq_dashboard`` without ``RQ_DASHBOARD_USERNAME`` and ``RQ_DASHBOARD_PASSWORD``:
   rq-dashboard would serve everyone without them.
+- Provider keys held by other containers: compose gives the API ``<KEY>_SET=yes`` for each key the
+  workers hold, never the key (the API calls no provider). That counts as set for the two points
+  above; the API's process then gets a placeholder in the key's place, which it never sends, so
+  its configuration check does not warn that the model has no key.
 - Logs: the image's ``LOG_DIR`` gets a directory per container (its hostname), because several
   containers share the log volume and file names hold the process id, which repeats across
   containers (every container's first process is PID 1).
@@ -35,6 +39,8 @@ from shared.config_parse import SANDBOX_PROVIDER_ENV
 IMAGE_LOG_DIR = "/var/log/ai-gateway"
 # The provider keys example.yaml names, and the base URL each one's models read.
 PROVIDERS = {"OPENAI_API_KEY": "OPENAI_BASE_URL", "ANTHROPIC_API_KEY": "ANTHROPIC_BASE_URL"}
+# In the API's process, in place of a key only the workers hold: the API calls no provider.
+KEY_HELD_BY_THE_WORKERS = "held-by-the-workers"
 GITLAB_STANDIN_PORT = 8001
 PROVIDER_STANDIN_PORT = 8000
 STANDIN_WAIT = 60.0
@@ -51,6 +57,11 @@ def is_loopback(address: str) -> bool:
         return ipaddress.ip_address(address.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def key_is_set(env: dict[str, str], key: str) -> bool:
+    """The key, or compose's word that another container of the stack holds it."""
+    return bool(env.get(key) or env.get(f"{key}_SET"))
 
 
 def settle(env: dict[str, str], command: list[str]) -> list[str]:
@@ -72,7 +83,7 @@ def settle(env: dict[str, str], command: list[str]) -> list[str]:
             env["GITLAB_API_TOKEN"] = ADMIN_TOKEN
             say(f"GITLAB_URL is not set: callers are checked against the GitLab STAND-IN at {env['GITLAB_URL']} "
                 "(fixed demo users and projects; not a real GitLab). Demo user 'alice', token: glpat-alice-demo-token")
-            real_keys = [key for key in PROVIDERS if env.get(key)]
+            real_keys = [key for key in PROVIDERS if key_is_set(env, key)]
             problems += [f"{key}: refused while the GitLab stand-in vouches for callers (its demo tokens are "
                          "public): set GITLAB_URL and GITLAB_API_TOKEN to your GitLab, or unset the key"
                          for key in real_keys]
@@ -82,11 +93,14 @@ def settle(env: dict[str, str], command: list[str]) -> list[str]:
                                 "callers (its demo tokens are public): publish on 127.0.0.1, or set GITLAB_URL")
         sandbox = f"http://{host}:{PROVIDER_STANDIN_PORT}"
         for key, base_url in PROVIDERS.items():
-            if not env.get(key):
+            if not key_is_set(env, key):
                 env[base_url] = f"{sandbox}/v1"
                 env[SANDBOX_PROVIDER_ENV] = sandbox  # its models need no key: no warning that they have none
                 say(f"{key} is not set: its models are served by the SANDBOX provider at {sandbox} "
                     "(canned, deterministic answers; not a real model)")
+    for key in PROVIDERS:
+        if env.get(f"{key}_SET") and not env.get(key):
+            env[key] = KEY_HELD_BY_THE_WORKERS
     if env.get("LOG_DIR") == IMAGE_LOG_DIR:
         env["LOG_DIR"] = os.path.join(IMAGE_LOG_DIR, socket.gethostname())
         try:
