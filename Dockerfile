@@ -80,7 +80,8 @@ RUN grep -E '^(rq-dashboard|six)==' requirements-dev.txt > /tmp/dashboard-requir
 USER 10001:10001
 EXPOSE 9181
 HEALTHCHECK NONE
-CMD ["python", "-m", "tools.rq_dashboard", "--bind", "0.0.0.0", "--port", "9181"]
+# --disable-delete: its actions have no CSRF protection (docs/operations.md, "The queues").
+CMD ["python", "-m", "tools.rq_dashboard", "--bind", "0.0.0.0", "--port", "9181", "--disable-delete"]
 
 # The default target: the gateway.
 FROM gateway

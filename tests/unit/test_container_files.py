@@ -238,6 +238,13 @@ def test_the_gitlab_network_override_trusts_only_the_proxys_fixed_address():
     assert "set $api gateway-api:8080;" in (ROOT / "deploy" / "proxy" / "nginx.conf").read_text()
 
 
+def test_rq_dashboard_starts_with_deleting_disabled():
+    """Its actions have no CSRF protection; rq-dashboard 0.9's one switch is --disable-delete."""
+    assert "--disable-delete" in compose()["services"]["rq-dashboard"]["command"]
+    assert re.search(r'^CMD \["python", "-m", "tools.rq_dashboard".*"--disable-delete"\]$',
+                     (ROOT / "Dockerfile").read_text(), re.M)
+
+
 def test_the_prometheus_config_scrapes_what_compose_runs():
     """deploy/prometheus/prometheus.yml: its rule files exist, the API target is compose's `api` on
     its metrics port, and the workers' job names every worker service of compose.yaml."""
