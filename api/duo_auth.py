@@ -108,7 +108,7 @@ class DuoAuthenticator:
         global_user_id = _global_user_id(req.get_header("X-Gitlab-Global-User-Id"))
         if global_user_id is not None:  # pseudonymous: the access record tells 17.x's users apart by it
             _log(req, "gitlab_global_user_id", global_user_id)
-        identity = self._user(req.get_header("X-Gitlab-User-Id"), _rate_key(claims["sub"], global_user_id))
+        identity = self._user(req.get_header("X-Gitlab-User-Id"), claims["sub"], global_user_id)
         req.context.identity = identity
         if identity.user_id is not None and isinstance(project_path, str) and project_path:
             identity = self._with_project(identity, project_path)
@@ -146,13 +146,14 @@ class DuoAuthenticator:
         return claims
 
     # -- the user and the project --------------------------------------------------------------
-    def _user(self, header: str | None, rate_key: str) -> Identity:
+    def _user(self, header: str | None, instance_id: str, global_user_id: str | None) -> Identity:
+        unknown = Identity(credential="duo", rate_key=_rate_key(instance_id, global_user_id), instance_id=instance_id)
         if not header or not _USER_ID.fullmatch(header.strip()):
-            return Identity(credential="duo", rate_key=rate_key)
+            return unknown
         user_id = header.strip()
         username = self.authenticator.username(user_id)
         if username is None:  # GitLab knows no such user: no route may match it
-            return Identity(credential="duo", rate_key=rate_key)
+            return unknown
         return Identity(user_id, username, credential="duo")
 
     def _with_project(self, identity: Identity, project_path: str) -> Identity:

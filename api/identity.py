@@ -57,6 +57,7 @@ class Identity:
     # Who a per-user rate limit counts when there is no user: a GitLab Duo request whose user is not
     # known (17.x sends no user id) counts as its instance's pseudonymous user (api.duo_auth).
     rate_key: str | None = None
+    instance_id: str | None = None  # that request's GitLab instance (its verified token's sub)
 
     def log_fields(self) -> dict:
         return {"user_id": self.user_id, "username": self.username, "project_id": self.project_id}
@@ -67,8 +68,8 @@ class Identity:
         breaker counts as one caller (``workers.breaker.caller_of``), not the pseudonymous user id the
         request's own header names."""
         fields = self.log_fields()
-        if self.user_id is None and self.rate_key:
-            fields["gitlab_instance"] = self.rate_key.split("-user-", 1)[0].removeprefix("instance-")
+        if self.user_id is None and self.instance_id:
+            fields["gitlab_instance"] = self.instance_id
         return fields
 
     @property

@@ -209,9 +209,12 @@ def test_failures_no_prompt_causes_count_whoever_met_them(providers, client):
     assert worker_breaker.caller_of({}) == "unknown"
     # A GitLab Duo request with no known user is its instance (its verified token's), never the pseudonymous
     # user id its own header names, which the sender could vary to look like many callers.
-    duo = Identity(credential="duo", rate_key="instance-5b5fdc3c-user-0a1b2c").job_fields()
+    duo = Identity(credential="duo", rate_key="instance-5b5fdc3c-user-0a1b2c",
+                   instance_id="5b5fdc3c").job_fields()
     assert duo["gitlab_instance"] == "5b5fdc3c" and worker_breaker.caller_of(duo) == "gitlab_instance:5b5fdc3c"
     assert "gitlab_instance" not in Identity("7", "ada", credential="duo").job_fields()
+    odd = Identity(credential="duo", rate_key="instance-a-user-b-user-c", instance_id="a-user-b").job_fields()
+    assert odd["gitlab_instance"] == "a-user-b"  # the instance as its token names it, whatever its id holds
 
 
 def test_a_429_with_retry_after_cools_for_that_long(providers, client):

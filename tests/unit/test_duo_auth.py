@@ -100,7 +100,8 @@ def test_a_17x_request_has_no_user_and_so_no_project_and_code_suggestions_serves
                "X-Gitlab-Instance-Id": INSTANCE_ID, "X-Gitlab-Realm": "self-managed"}
     for feature in (("complete_code",), ("generate_code",)):
         caller = auth.identify(request(headers), unit_primitives=feature, project_path="acme/platform/api")
-        assert caller.identity == Identity(credential="duo", rate_key=f"instance-{INSTANCE_ID}")
+        assert caller.identity == Identity(credential="duo", rate_key=f"instance-{INSTANCE_ID}",
+                                           instance_id=INSTANCE_ID)
         assert caller.scopes == ("code_suggestions", "duo_chat")
     assert calls(gitlab_url, "/api/v4") == []  # nobody to look up: no project either
     error, _ = refused(auth, headers, ("explain_code",))
@@ -112,7 +113,8 @@ def test_a_user_header_naming_no_gitlab_user_is_no_user(client, gitlab_url, user
     auth = make(client, gitlab_url)
     caller = auth.identify(request(headers_18(mint(gitlab_url), x_gitlab_user_id=user_header)),
                            unit_primitives=CODE, project_path="acme/platform/api")
-    assert caller.identity == Identity(credential="duo", rate_key=f"instance-{INSTANCE_ID}-user-{GLOBAL_USER_ID}")
+    assert caller.identity == Identity(credential="duo", rate_key=f"instance-{INSTANCE_ID}-user-{GLOBAL_USER_ID}",
+                                       instance_id=INSTANCE_ID)
     assert calls(gitlab_url, "/api/v4/projects") == []
     assert calls(gitlab_url, "/api/v4/users/") == (["/api/v4/users/999"] if user_header == "999" else [])
 
