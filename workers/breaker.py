@@ -54,7 +54,9 @@ from shared.keys import deployment_failures_key, deployment_health_key, deployme
 log = logging.getLogger("aigw.breaker")
 
 # Failures no content can cause (Envoy's "locally originated"): the retry reasons workers.upstream gives them.
-LOCAL_ORIGIN = ("connect", "read_timeout")
+# A read timeout is not one: a call's whole answer comes before its first byte unless it streams, so a
+# prompt that asks for a long answer can run any call into it.
+LOCAL_ORIGIN = ("connect",)
 ANY_CALLER = "*"  # the window's field that counts those (a caller's field is never "*": see caller_of)
 
 

@@ -200,8 +200,14 @@ def test_failures_no_prompt_causes_count_whoever_met_them(providers, client):
     one.states(client)
     assert one.failed(client, "d1", status=None, retry_after=None, probe=False, caller="user_id:1",
                       reason="connect") is None
+    # A read timeout a prompt can cause (a long answer, not streamed): one caller's alone open nothing.
+    for _ in range(4):
+        assert one.failed(client, "d2", status=None, retry_after=None, probe=False, caller="user_id:1",
+                          reason="read_timeout") is None
+    assert one.failed(client, "d2", status=None, retry_after=None, probe=False, caller="user_id:2",
+                      reason="read_timeout") == breaker.COOLING  # a second caller's: they count
     assert one.failed(client, "d1", status=None, retry_after=None, probe=False, caller="user_id:1",
-                      reason="read_timeout") == breaker.COOLING
+                      reason="connect") == breaker.COOLING  # the same caller's second refused connection
     assert worker_breaker.caller_of({"user_id": "7", "project_id": "3"}) == "user_id:7"
     assert worker_breaker.caller_of({"user_id": None, "project_id": "3"}) == "project_id:3"
     assert worker_breaker.caller_of({"gitlab_instance": "a:b"}) != worker_breaker.caller_of({"gitlab_instance": "a"})
