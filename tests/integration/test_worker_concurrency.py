@@ -112,6 +112,12 @@ def test_rq_dashboard_shows_the_busy_worker(stack, tmp_path):
 
         busy = wait_for(busy_pool_worker, timeout=10, message="the dashboard to show the pool worker busy with its job")
         assert busy[0]["current_job"]["description"].endswith("request_id=dash-1")
+        # Read-only: its actions (no CSRF protection; requeue-all even by GET) are refused.
+        base = f"http://127.0.0.1:{port}"
+        for method, path in (("GET", "/requeue/pool"), ("POST", "/requeue/pool"),
+                             ("POST", "/queue/pool/failed/empty"), ("POST", "/queue/pool/compact")):
+            refused = requests.request(method, base + path, auth=("ops", "secret"), timeout=5)
+            assert refused.status_code == 403 and "read-only" in refused.text, (method, path)
     finally:
         thread.join(15)
         dashboard.stop()
