@@ -10,7 +10,6 @@ import json
 import resource
 import secrets
 import statistics
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,7 +19,7 @@ import requests
 from sandbox.gitlab import ADMIN_TOKEN
 from tests.container.conftest import AUTH, MODELS, Gateway, clean_env, docker, free_port, unique
 from tests.harness import wait_for
-from tests.integration.raw_http import chat_request, connect, read_answer
+from tests.integration.raw_http import SlowHeads, chat_request, connect, read_answer
 
 SLOW = 300
 IDLE = 300
@@ -173,36 +172,11 @@ def test_sighup_reaches_pid_1_of_the_api_and_of_a_worker_and_both_reload(compose
     assert answer.status_code == 200, answer.text
 
 
-class SlowHeads:
-    """Connections that send a request's head one line every ``LINE_INTERVAL`` seconds."""
-
-    def __init__(self, port: int, count: int):
-        self.sockets = [connect(port) for _ in range(count)]
-        for sock in self.sockets:
-            sock.sendall(b"GET /health HTTP/1.1\r\nHost: gateway\r\n")
-        self.stop = threading.Event()
-        self.lines = 0
-        self.thread = threading.Thread(target=self._trickle, daemon=True)
-        self.thread.start()
-
-    def _trickle(self) -> None:
-        while not self.stop.wait(LINE_INTERVAL):
-            self.lines += 1
-            for sock in self.sockets:
-                sock.sendall(b"X-Slow-%d: still coming\r\n" % self.lines)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=10)
-        for sock in self.sockets:
-            sock.close()
-
-
 def test_slow_and_idle_clients_at_the_proxy_delay_nobody(compose):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 2048 <= hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))  # 600 client sockets here
-    slow = SlowHeads(compose.port, SLOW)
+    slow = SlowHeads(compose.port, SLOW, LINE_INTERVAL)
     idle = [connect(compose.port) for _ in range(IDLE)]
     try:
         time.sleep(LINE_INTERVAL + 0.5)  # every slow head has begun to trickle

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from dataclasses import dataclass
 
@@ -85,3 +86,34 @@ def closed_by_peer(sock: socket.socket, timeout: float) -> bytes:
             return data
         data += chunk
     raise AssertionError(f"still open after {timeout}s")
+
+
+class SlowHeads:
+    """``count`` connections to ``port`` that send a request's head one line every ``interval``
+    seconds (the slow-client attack of the security issue), until ``finish`` or ``close``."""
+
+    def __init__(self, port: int, count: int, interval: float):
+        self.interval = interval
+        self.sockets = [connect(port) for _ in range(count)]
+        for sock in self.sockets:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: gateway\r\n")
+        self.stop = threading.Event()
+        self.lines = 0
+        self.thread = threading.Thread(target=self._trickle, daemon=True)
+        self.thread.start()
+
+    def _trickle(self) -> None:
+        while not self.stop.wait(self.interval):
+            self.lines += 1
+            for sock in self.sockets:
+                sock.sendall(b"X-Slow-%d: still coming\r\n" % self.lines)
+
+    def finish(self) -> None:
+        """Stop trickling; the connections stay open."""
+        self.stop.set()
+        self.thread.join(timeout=10)
+
+    def close(self) -> None:
+        self.finish()
+        for sock in self.sockets:
+            sock.close()

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import resource
 import statistics
-import threading
 import time
 
 import pytest
 
 from tests.harness import Stack, wait_for
 from tests.integration.conftest import CORE_CONFIG
-from tests.integration.raw_http import AUTH, chat_request, connect, read_answer
+from tests.integration.raw_http import AUTH, SlowHeads, chat_request, connect, read_answer
 
 SLOW = 300
 IDLE = 300
@@ -33,31 +32,8 @@ def stack(tmp_path_factory):
         yield gateway
 
 
-class SlowHeads:
-    """Connections that send a request's head one line every ``LINE_INTERVAL`` seconds."""
-
-    def __init__(self, port: int, count: int):
-        self.sockets = [connect(port) for _ in range(count)]
-        for sock in self.sockets:
-            sock.sendall(b"GET /health HTTP/1.1\r\nHost: gateway\r\n")
-        self.stop = threading.Event()
-        self.lines = 0
-        self.thread = threading.Thread(target=self._trickle, daemon=True)
-        self.thread.start()
-
-    def _trickle(self) -> None:
-        while not self.stop.wait(LINE_INTERVAL):
-            self.lines += 1
-            for sock in self.sockets:
-                sock.sendall(b"X-Slow-%d: still coming\r\n" % self.lines)
-
-    def finish(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=10)
-
-
 def test_slow_and_idle_clients_do_not_delay_anyone_else(stack):
-    slow = SlowHeads(stack.port, SLOW)
+    slow = SlowHeads(stack.port, SLOW, LINE_INTERVAL)
     idle = [connect(stack.port) for _ in range(IDLE)]
     try:
         time.sleep(LINE_INTERVAL + 0.5)  # every slow head has begun to trickle
