@@ -16,6 +16,7 @@ from typing import Any, NoReturn, TextIO
 import yaml
 
 from shared.config_duo import parse_duo
+from shared.config_models import _models
 from shared.config_parse import (
     _GITLAB_KEYS,
     _TOP_KEYS,
@@ -23,7 +24,6 @@ from shared.config_parse import (
     _Checker,
     _describe,
     _integer,
-    _models,
     _one_of,
     _readable_file,
     _routes,
