@@ -50,9 +50,15 @@ import re
 import threading
 import time
 from collections import deque
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
+from sandbox import provider_admin as admin
+from sandbox import provider_faults as faults
+from sandbox import provider_responses_api as responses_api
 from sandbox import serving
+from sandbox.provider_admin import MODEL_ID
+from sandbox.provider_errors import ANTHROPIC_ERRORS, REASONS, error_payload
+from sandbox.provider_faults import HANG_TIMEOUT
 from sandbox.provider_logic import (
     EMBEDDING_DIMENSIONS,
     INT_KEYS,
@@ -73,7 +79,7 @@ from sandbox.provider_logic import (
     text_of,
     tool_results,
 )
-from sandbox.provider_responses import Turn, deleted, not_found, previous_not_found
+from sandbox.provider_responses import Turn
 from sandbox.provider_state import LOG_SIZE, CallLog, ResponseStore
 from sandbox.provider_stream import (
     Answer,
@@ -86,10 +92,12 @@ from sandbox.provider_stream import (
     completion_payload,
     openai_chat_payload,
     openai_error_event,
-    wait_for_close,
 )
 
-# The public API; the request -> answer logic lives in sandbox.provider_logic and is re-exported here.
+# The public API. The server and the model-call path live here; the rest beside it, re-exported here:
+# request -> answer logic in provider_logic (directives: provider_directives), JSON bodies and SSE events
+# in provider_stream, faults and the outage in provider_faults, error bodies in provider_errors, the
+# plain and /_sandbox/* endpoints in provider_admin, the Responses API in provider_responses(_api).
 __all__ = [
     "ANTHROPIC_ERRORS", "EMBEDDING_DIMENSIONS", "HANG_TIMEOUT", "INT_KEYS", "LABEL", "LOG_SIZE",
     "MAX_BODY", "MAX_DIMENSIONS", "MAX_KEYS", "MODEL_ID", "REASONS", "SECRET_HEADERS", "TOOL_NAME_RE",
@@ -99,17 +107,9 @@ __all__ = [
 ]
 
 LABEL = "SANDBOX PROVIDER: canned deterministic answers, not a real model"
-MODEL_ID = "sandbox-model"
 MAX_KEYS = 100_000  # bound the attempt counters so a long `make run` cannot grow without limit
 MAX_BODY = 32 * 1024 * 1024
-HANG_TIMEOUT = 300.0
 SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "proxy-authorization"})
-ANTHROPIC_ERRORS = {
-    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
-    500: "api_error", 529: "overloaded_error",
-}
-REASONS = {529: "Overloaded"}  # not in http.HTTPStatus, so http.server would send an empty phrase
 RESPONSE_PATH_RE = re.compile(r"/v1/responses/([A-Za-z0-9_-]{1,128})")
 
 
@@ -128,9 +128,7 @@ class SandboxServer(serving.StandinServer):
         self.hangs: deque = deque(maxlen=LOG_SIZE)
         self.streams: deque = deque(maxlen=LOG_SIZE)
         self.responses = ResponseStore()
-        # A provider-wide outage (POST /_sandbox/outage): unlike a directive it hits every request, as a
-        # real provider's outage or a key's quota does, whichever client sends it (tests of deployments).
-        self.outage: dict | None = None
+        self.outage: dict | None = None  # POST /_sandbox/outage (sandbox.provider_faults)
 
     def record_call(self, path: str, key: str, headers, stream: bool = False, *, method: str = "POST",
                     query: str = "", body: bytes = b"") -> int:
@@ -186,19 +184,19 @@ class SandboxHandler(serving.JSONHandler):
             "/v1/responses": ("POST", lambda: self._model_call("responses", **call)),
             "/v1/completions": ("POST", lambda: self._model_call("completions", **call)),
             "/v1/embeddings": ("POST", lambda: self._model_call("embeddings", **call)),
-            "/v1/models": ("GET", self._models),
-            "/_sandbox/calls": ("GET", lambda: self._calls(url.query)),
-            "/_sandbox/log": ("GET", lambda: self._log(url.query)),
-            "/_sandbox/hangs": ("GET", lambda: self._send_json(200, self._snapshot("hangs"))),
-            "/_sandbox/streams": ("GET", lambda: self._send_json(200, self._snapshot("streams"))),
-            "/_sandbox/reset": ("POST", self._reset),
-            "/_sandbox/outage": ("POST", lambda: self._set_outage(raw)),
+            "/v1/models": ("GET", lambda: admin.models(self)),
+            "/_sandbox/calls": ("GET", lambda: admin.calls(self, url.query)),
+            "/_sandbox/log": ("GET", lambda: admin.log(self, url.query)),
+            "/_sandbox/hangs": ("GET", lambda: admin.snapshot(self, "hangs")),
+            "/_sandbox/streams": ("GET", lambda: admin.snapshot(self, "streams")),
+            "/_sandbox/reset": ("POST", lambda: admin.reset(self)),
+            "/_sandbox/outage": ("POST", lambda: faults.set_outage(self, raw)),
         }
         route = routes.get(url.path)
         stored = RESPONSE_PATH_RE.fullmatch(url.path)
         if stored is not None:
             route = (method if method in ("GET", "DELETE") else "GET",
-                     lambda: self._stored_response(method, stored.group(1), url.query, raw))
+                     lambda: responses_api.stored_response(self, method, stored.group(1), url.query, raw))
         try:
             if route is None:
                 self._error(api, 404, f"no such path: {url.path}")
@@ -239,7 +237,7 @@ class SandboxHandler(serving.JSONHandler):
         attempt = self.server.record_call(path, key, self.headers, stream=stream, query=query, body=raw)
         if self.server.latency_ms:
             time.sleep(self.server.latency_ms / 1000)
-        if self._in_outage(api):
+        if faults.in_outage(self, api):
             return None
         if not self._authorized(api):
             return self._error(api, 401, "invalid or missing sandbox api key", code="invalid_api_key")
@@ -258,7 +256,7 @@ class SandboxHandler(serving.JSONHandler):
             elif kind == "completions":
                 answer, opts = completion_answer(body, digest)
             elif kind == "responses":
-                turn = Turn(body, self._continued(body.get("previous_response_id")))
+                turn = Turn(body, responses_api.continued(self.server, body.get("previous_response_id")))
                 answer, opts = turn.answer, turn.opts
             else:
                 answer, opts = chat_answer(api, body, digest, betas)
@@ -266,12 +264,12 @@ class SandboxHandler(serving.JSONHandler):
             return self._error(api, exc.status, str(exc), code=exc.code, param=exc.param)
         except ValueError as exc:
             return self._error(api, 400, str(exc))
-        if self._inject_fault(api, opts, key, attempt):
+        if faults.inject_fault(self, api, opts, key, attempt):
             return None
         if kind in ("embeddings", "count_tokens"):
             return self._send_json(200, payload)
         if kind == "responses":
-            return self._respond(turn, body, opts, key, attempt)
+            return responses_api.respond(self, turn, body, opts, key, attempt)
         if stream:
             return self._stream(kind, answer, body, opts, key, attempt)
         build = {"chat": openai_chat_payload, "messages": anthropic_payload, "completions": completion_payload}
@@ -290,57 +288,12 @@ class SandboxHandler(serving.JSONHandler):
 
     def _run_stream(self, events, error, opts: dict, key: str, attempt: int) -> str:
         """Send `events` as an SSE stream; return how it ended (completed, failed, client_closed)."""
-        faults = "times" not in opts or attempt <= opts["times"]
+        faults_apply = "times" not in opts or attempt <= opts["times"]
         record = {"key": key, "started": time.time(), "ended": None, "events_sent": 0, "reason": None}
         with self.server.lock:
             self.server.streams.append(record)
-        StreamRun(self, events, error, opts, faults, record, self.server.lock).run()
+        StreamRun(self, events, error, opts, faults_apply, record, self.server.lock).run()
         return record["reason"]
-
-    # --- the Responses API ---
-
-    def _continued(self, previous_id) -> list[dict]:
-        """The conversation `previous_response_id` continues: the stored response's input and output items."""
-        if previous_id is None:
-            return []
-        if not isinstance(previous_id, str):
-            raise RequestError("Invalid type for 'previous_response_id': expected a string.",
-                               param="previous_response_id", code="invalid_type")
-        with self.server.lock:
-            stored = self.server.responses.get(previous_id)
-        if stored is None:
-            raise previous_not_found(previous_id)
-        return list(stored["context"])
-
-    def _respond(self, turn: Turn, body: dict, opts: dict, key: str, attempt: int) -> None:
-        store = body.get("store") is not False  # OpenAI stores by default
-        if body.get("stream") is True:
-            # A stream that did not finish leaves nothing to continue from.
-            if self._run_stream(turn.events(), turn.failed_event, opts, key, attempt) == "completed" and store:
-                with self.server.lock:
-                    self.server.responses.put(turn.ids["resp"], turn.stored())
-            return None
-        if store:
-            with self.server.lock:
-                self.server.responses.put(turn.ids["resp"], turn.stored())
-        return self._send_json(200, turn.response())
-
-    def _stored_response(self, method: str, response_id: str, query: str, raw: bytes) -> None:
-        key = self.headers.get("X-Request-Id") or hashlib.sha256(f"{method} {response_id}".encode()).hexdigest()
-        self.server.record_call(f"/v1/responses/{response_id}", key, self.headers, method=method, query=query,
-                                body=raw)
-        if not self._authorized("openai"):
-            return self._error("openai", 401, "invalid or missing sandbox api key", code="invalid_api_key")
-        with self.server.lock:
-            if method == "DELETE":
-                found = self.server.responses.delete(response_id)
-            else:
-                stored = self.server.responses.get(response_id)
-                found = stored is not None
-        if not found:
-            error = not_found(response_id)
-            return self._error("openai", error.status, str(error), code=error.code, param=error.param)
-        return self._send_json(200, deleted(response_id) if method == "DELETE" else stored["response"])
 
     def _authorized(self, api: str) -> bool:
         expected = self.server.api_key
@@ -352,98 +305,11 @@ class SandboxHandler(serving.JSONHandler):
             given, want = self.headers.get("Authorization", ""), f"Bearer {expected}"
         return hmac.compare_digest(given.encode(), want.encode())
 
-    def _inject_fault(self, api: str, opts: dict, key: str, attempt: int) -> bool:
-        """Apply the directive; True when the call has been answered (or deliberately not)."""
-        if "delay_ms" in opts:
-            time.sleep(opts["delay_ms"] / 1000)
-        if "times" in opts and attempt > opts["times"]:
-            return False  # `times` limits every fault kind, not only `fail`
-        if opts.get("hang"):
-            self._hang(key)
-            self.close_connection = True
-            return True
-        if opts.get("close"):
-            self.close_connection = True  # returning without a byte makes the client see a reset/EOF
-            return True
-        if "fail" in opts:
-            status = opts["fail"]
-            extra = {"Retry-After": opts["retry_after"]} if "retry_after" in opts else None
-            self._error(api, status, f"sandbox injected {status}", extra, code="sandbox_injected")
-            return True
-        return False
-
-    def _hang(self, key: str) -> None:
-        entry = {"key": key, "started": time.time(), "ended": None, "reason": None}
-        with self.server.lock:
-            self.server.hangs.append(entry)
-        closed = wait_for_close(self.connection, self.server.hang_timeout)
-        reason = "client_closed" if closed else "timeout"
-        with self.server.lock:
-            entry["ended"], entry["reason"] = time.time(), reason
-
-    # --- plain endpoints ---
-
-    def _models(self) -> None:
-        if not self._authorized("openai"):
-            return self._error("openai", 401, "invalid or missing sandbox api key", code="invalid_api_key")
-        model = {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "sandbox"}
-        return self._send_json(200, {"object": "list", "data": [model]})
-
-    def _calls(self, query: str) -> None:
-        key = parse_qs(query).get("key", [""])[0]
-        with self.server.lock:
-            count = self.server.counts.get(key, 0)
-        self._send_json(200, {"key": key, "count": count})
-
-    def _log(self, query: str) -> None:
-        wanted = parse_qs(query)
-        with self.server.lock:
-            entries = self.server.log.snapshot(key=wanted.get("key", [None])[0], path=wanted.get("path", [None])[0])
-        self._send_json(200, {"requests": entries})
-
-    def _snapshot(self, name: str) -> list:
-        with self.server.lock:
-            return [dict(entry) for entry in getattr(self.server, name)]
-
-    def _reset(self) -> None:
-        self.server.reset()
-        self._send_json(200, {"ok": True})
-
-    def _set_outage(self, raw: bytes) -> None:
-        try:
-            body = json.loads(raw or b"{}")
-            status = body.get("status")
-            if status is not None and not (isinstance(status, int) and 400 <= status <= 599):
-                raise ValueError("'status' must be an HTTP error status or null")
-        except (ValueError, AttributeError) as exc:
-            return self._error("openai", 400, f"bad outage: {exc}")
-        with self.server.lock:
-            self.server.outage = None if status is None else {
-                "status": status, "retry_after": body.get("retry_after"), "times": body.get("times"), "served": 0}
-        return self._send_json(200, {"outage": self.server.outage})
-
-    def _in_outage(self, api: str) -> bool:
-        with self.server.lock:
-            outage = self.server.outage
-            if outage is None or (outage["times"] is not None and outage["served"] >= outage["times"]):
-                return False
-            outage["served"] += 1
-        extra = {"Retry-After": str(outage["retry_after"])} if outage["retry_after"] is not None else None
-        self._error(api, outage["status"], f"sandbox outage: {outage['status']}", extra, code="sandbox_outage")
-        return True
-
-    # --- responses ---
+    # --- errors ---
 
     def _error(self, api: str, status: int, message: str, headers=None, code: str | None = None,
                param: str | None = None) -> None:
-        if api == "anthropic":
-            kind = ANTHROPIC_ERRORS.get(status, "api_error" if status >= 500 else "invalid_request_error")
-            payload = {"type": "error", "error": {"type": kind, "message": message}}
-        else:
-            kind = "rate_limit_error" if status == 429 else "server_error" if status >= 500 else (
-                "invalid_request_error")
-            payload = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-        self._send_json(status, payload, headers, REASONS.get(status))
+        self._send_json(status, error_payload(api, status, message, code, param), headers, REASONS.get(status))
 
 
 # --- entry points -----------------------------------------------------------------------------
