@@ -14,6 +14,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -56,11 +57,23 @@ def commands_executed(client: redis.Redis) -> int:
     return sum(stats["calls"] for stats in client.info("commandstats").values())
 
 
-def redis_commands_per_request(stack: Stack, count: int = 1000) -> float:
-    """Redis commands per non-streaming request at concurrency 1, the stack's background work
-    (heartbeats, maintenance, the monitor's looks) included: every command Redis executed
-    while ``count`` requests ran one after another, divided by ``count``. The caller's
-    identity is cached already (the warm-up)."""
+def round_trips_taken(client: redis.Redis) -> int:
+    """Every round trip clients have made to Redis: ``total_reads_processed``, one read of a
+    client's socket by Redis, which takes a command or a whole pipeline sent at once."""
+    return client.info("stats")["total_reads_processed"]
+
+
+@dataclass(frozen=True)
+class RedisCost:
+    commands: float  # per request, every command executed (inside scripts and transactions too)
+    round_trips: float  # per request, every read of a client's socket
+
+
+def redis_cost_per_request(stack: Stack, count: int = 1000) -> RedisCost:
+    """What one non-streaming request at concurrency 1 costs Redis, the stack's background
+    work (heartbeats, maintenance, the monitor's looks) included: every command Redis
+    executed and every round trip made to it while ``count`` requests ran one after another,
+    divided by ``count``. The caller's identity is cached already (the warm-up)."""
     import requests
 
     client = redis.Redis.from_url(stack.redis_server.url)
@@ -68,10 +81,17 @@ def redis_commands_per_request(stack: Stack, count: int = 1000) -> float:
     headers = {"Authorization": f"Bearer {DEMO_TOKEN}"}
     for _ in range(10):  # the identity cached, the connections open
         session.post(f"{stack.url}/v1/chat/completions", json=BODY, timeout=30, headers=headers).raise_for_status()
-    before = commands_executed(client)
+    commands, round_trips = commands_executed(client), round_trips_taken(client)
     for _ in range(count):
         session.post(f"{stack.url}/v1/chat/completions", json=BODY, timeout=30, headers=headers).raise_for_status()
-    return (commands_executed(client) - before - 1) / count  # less the first INFO itself
+    # Less this count's own: one INFO (commands) and two (round trips) before the requests' last.
+    return RedisCost((commands_executed(client) - commands - 2) / count,
+                     (round_trips_taken(client) - round_trips - 2) / count)
+
+
+def redis_commands_per_request(stack: Stack, count: int = 1000) -> float:
+    """Redis commands per non-streaming request at concurrency 1 (``redis_cost_per_request``)."""
+    return redis_cost_per_request(stack, count).commands
 
 
 def limiter_cost(stack: Stack, count: int = 2000) -> tuple[float, float]:
@@ -123,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                 results[(label, concurrency)] = run_load(
                     label, url, body, concurrency=concurrency, duration=args.duration,
                     headers={"Authorization": f"Bearer {token}"})
-        commands = redis_commands_per_request(stack)
+        cost = redis_cost_per_request(stack)
         admit_us, settle_us = limiter_cost(stack)
         memory = {
             "web (gunicorn master + workers)": rss_mb(stack.web.pid),
@@ -149,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"- concurrency {concurrency}: gateway adds {gateway.p50_ms - direct.p50_ms:.2f} ms at p50 "
                 f"(ratio {gateway.p50_ms / direct.p50_ms:.3f}); throughput ratio "
                 f"{gateway.rps / direct.rps:.3f}")
-        lines.append(f"- Redis commands per gateway request: {commands:.1f}")
+        lines.append(f"- Redis per gateway request: {cost.commands:.1f} commands in {cost.round_trips:.1f} round trips")
         lines.append(f"- Rate limiting (3 limits on every request above): one round trip to admit, median "
                      f"{admit_us:.0f} µs; one to reconcile tokens (in the worker), median {settle_us:.0f} µs")
         lines += ["", "| process | RSS MB |", "|---|---|"]

@@ -396,15 +396,20 @@ class RateLimiter:
                     figures.append(Figure(limit, used, limit.window_ms))
         raise OverLimit(refused, None if retry_ms < 0 else retry_ms / 1000, figures)
 
-    def refund(self, reservation: dict | Reservation) -> None:
-        """Give everything back: the request never reached the provider."""
-        self._settle_all(reservation, lambda kind: -1)
+    def refund(self, reservation: dict | Reservation, *, pipe=None) -> None:
+        """Give everything back: the request never reached the provider. Given a pipeline,
+        the settlement is put on it (see ``_settle_all``)."""
+        self._settle_all(reservation, lambda kind: -1, pipe)
 
-    def reconcile(self, reservation: dict | Reservation, actual_tokens: int) -> None:
+    def reconcile(self, reservation: dict | Reservation, actual_tokens: int, *, pipe=None) -> None:
         """Replace the token estimate with what the provider reported (refund or overdraw)."""
-        self._settle_all(reservation, lambda kind: max(0, int(actual_tokens)) if kind == TOKENS else 0)
+        self._settle_all(reservation, lambda kind: max(0, int(actual_tokens)) if kind == TOKENS else 0, pipe)
 
-    def _settle_all(self, reservation: dict | Reservation, cost) -> None:
+    def _settle_all(self, reservation: dict | Reservation, cost, pipe=None) -> None:
+        """On ``pipe``, the script is called by its digest alone: a pipeline with a script
+        object on it asks Redis whether it has the script first, a round trip of its own.
+        The caller makes the settlement again without ``pipe`` if Redis answers that it
+        lost the script (``NoScriptError``): that loads it."""
         data = reservation.to_dict() if isinstance(reservation, Reservation) else reservation
         if not data or not data.get("limits"):
             return
@@ -414,7 +419,11 @@ class RateLimiter:
                 continue  # a request stays counted once it reached the provider
             keys += [log_key, amounts_key]
             args += [kind, cost(kind)]
-        if keys:
+        if not keys:
+            return
+        if pipe is not None:
+            pipe.evalsha(self._settle.sha, len(keys), *keys, *args)
+        else:
             self._settle(keys=keys, args=args)  # loads the script again if Redis lost it
 
 

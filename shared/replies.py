@@ -84,19 +84,23 @@ class ReplyChannel:
         self.ttl = max(1, int(ttl))
 
     # -- worker side -------------------------------------------------------
-    def _append(self, fields: dict) -> None:
-        """One round trip."""
-        pipe = self.redis.pipeline(transaction=False)
+    def _append(self, fields: dict, pipe=None) -> None:
+        """One round trip; or, given a pipeline, its commands put on it (sent with whatever
+        else the pipeline carries)."""
+        if pipe is None:
+            with self.redis.pipeline(transaction=False) as own:
+                self._append(fields, own)
+                own.execute()
+            return
         pipe.xadd(self.key, fields)
         pipe.expire(self.key, self.ttl)
-        pipe.execute()
 
-    def send_result(self, status: int, body: bytes, meta: dict | None = None) -> None:
-        self._append({"kind": RESULT, "status": status, "body": body, "meta": orjson.dumps(meta or {})})
+    def send_result(self, status: int, body: bytes, meta: dict | None = None, *, pipe=None) -> None:
+        self._append({"kind": RESULT, "status": status, "body": body, "meta": orjson.dumps(meta or {})}, pipe)
 
-    def send_error(self, error: GatewayError, meta: dict | None = None) -> None:
+    def send_error(self, error: GatewayError, meta: dict | None = None, *, pipe=None) -> None:
         self._append({"kind": ERROR, "status": error.status, "error": orjson.dumps(error.to_dict()),
-                      "meta": orjson.dumps(meta or {})})
+                      "meta": orjson.dumps(meta or {})}, pipe)
 
     def send_chunk(self, data: bytes, *, lasts: float | None = None, meta: dict | None = None) -> bool:
         """A stream's chunk. The first one (``lasts``: how long the stream may run) sets the
@@ -118,8 +122,8 @@ class ReplyChannel:
         pipe.execute()
         return True
 
-    def send_end(self, meta: dict | None = None) -> None:
-        self._append({"kind": END, "meta": orjson.dumps(meta or {})})
+    def send_end(self, meta: dict | None = None, *, pipe=None) -> None:
+        self._append({"kind": END, "meta": orjson.dumps(meta or {})}, pipe)
 
     # -- API side ----------------------------------------------------------
     def read(self, after: bytes | str, block_ms: int) -> list[Reply]:

@@ -14,7 +14,6 @@ import json
 import logging
 import time
 
-from redis.exceptions import RedisError
 from rq import get_current_job
 from rq.exceptions import AbandonedJobError
 from rq.timeouts import JobTimeoutException
@@ -28,6 +27,7 @@ from shared.logs import current_request_id
 from shared.replies import DROPPED_PARAMS, SERVED_BY, Backlog, ReplyChannel
 from shared.usage import token_counts, usage_total
 from workers.cancel import CLIENT_GONE, CancelScope, cancelled_error, current_scope
+from workers.job_end import current_job_end
 from workers.runtime import get_runtime
 from workers.worker_classes import JobAbandoned
 
@@ -63,35 +63,39 @@ def _execute(request: JobRequest) -> dict:
     if scope is not None:
         scope.deadline = request.deadline  # the worker's monitor cancels the call past it
     limiter = runtime.limiter(job.connection)
+    # The answer and the settlement go out with the job's records, in one round trip (workers.job_end).
+    end = current_job_end(job.connection)
     if request.remaining(started) <= 0:
         log.warning("job dropped: its deadline passed while it was queued",
                     extra={**fields, "outcome": "dropped", "reason": "deadline"})
-        limiter.refund(request.reservation)  # the provider never saw it
         metrics.JOBS_DROPPED.labels(request.model, "deadline").inc()
-        channel.send_error(DeadlineExceeded("The request waited in the queue past its deadline."))
+        dropped = DeadlineExceeded("The request waited in the queue past its deadline.")
+        end.answer(lambda pipe: channel.send_error(dropped, pipe=pipe))
+        end.settle(lambda pipe: limiter.refund(request.reservation, pipe=pipe))  # the provider never saw it
         return {"outcome": "dropped", "reason": "deadline"}
     emit = Emitter(channel, scope, request, max_unread=runtime.config.jobs.max_unread_reply_bytes,
                    idle_timeout=_idle_timeout(runtime, request)) if request.stream else None
     try:
         outcome = runtime.serve(request, emit)
     except GatewayError as error:
+        failure = error  # the name ``error`` is gone once this block ends; the writes below run later
         meta = {"queue_wait_ms": fields["queue_wait_ms"], "upstream_seconds": round(time.time() - started, 4),
                 "chunks": emit.sent if emit else 0}
         if isinstance(error, RequestCancelled):
             metrics.JOBS_DROPPED.labels(request.model, "cancelled").inc()
-        # The answer first: a worker killed between the two leaves a job whose client has its
-        # answer, which its supervisor never requeues, so nothing settles the reservation twice.
-        channel.send_error(error, meta)
+        # The answer first: a worker killed before the settlement leaves a job whose client has
+        # its answer, which its supervisor never requeues, so nothing settles the reservation twice.
+        end.answer(lambda pipe: channel.send_error(failure, meta, pipe=pipe))
         # Chunks already reached the client: tokens were spent; keep the estimate.
         if not (emit and emit.sent):
-            _settle_after_answer(limiter, request, scope, None)
-        _log_outcome(fields, error.status, started, code=error.code, stream=request.stream)
+            end.settle(lambda pipe: _settle(limiter, request, scope, None, pipe))
+        end.after(lambda: _log_outcome(fields, failure.status, started, code=failure.code, stream=request.stream))
         if error.status >= 500 or error.status == 429:
             raise JobFailed(f"{error.code}: {error.message}") from None
         return {"outcome": "error", "status": error.status, "code": error.code}
     except Exception as exc:
         log.exception("job failed unexpectedly", extra=fields)
-        channel.send_error(GatewayError())
+        end.answer(lambda pipe: channel.send_error(GatewayError(), pipe=pipe))
         raise JobFailed(f"internal_error: {type(exc).__name__}") from exc
     meta = {"queue_wait_ms": fields["queue_wait_ms"], "attempts": outcome.attempts,
             "upstream_seconds": outcome.upstream_seconds, "retry_reasons": outcome.retry_reasons,
@@ -102,13 +106,16 @@ def _execute(request: JobRequest) -> dict:
         meta[SERVED_BY] = fields[SERVED_BY] = outcome.served_by
     if emit is not None:
         meta["chunks"] = emit.sent
-        channel.send_end(meta)
+        end.answer(lambda pipe: channel.send_end(meta, pipe=pipe))
     else:
-        channel.send_result(outcome.status, outcome.body, meta)
-    # Settled in the round trip after the answer's: in the answer's own, Redis ran the
-    # settlement before waking the API (docs/benchmarks.md). A caller's next request comes
-    # after its answer, so it sees the true figures all the same.
-    _settle_after_answer(limiter, request, scope, outcome.usage or {})
+        end.answer(lambda pipe: channel.send_result(outcome.status, outcome.body, meta, pipe=pipe))
+    end.settle(lambda pipe: _settle(limiter, request, scope, outcome.usage or {}, pipe))
+    end.after(lambda: _answered(runtime, request, outcome, fields, started))
+    return {"outcome": "ok", "status": outcome.status, "attempts": outcome.attempts}
+
+
+def _answered(runtime, request: JobRequest, outcome, fields: dict, started: float) -> None:
+    """A job's token metrics and log line, once its answer is out."""
     if outcome.usage:
         prompt, completion = token_counts(outcome.usage)
         metrics.TOKENS.labels(request.model, "prompt", request.route or "-").inc(prompt)
@@ -119,7 +126,6 @@ def _execute(request: JobRequest) -> dict:
             fields["completion"] = json.loads(outcome.body)
     _log_outcome(fields, outcome.status, started, attempts=outcome.attempts, usage=outcome.usage,
                  stream=request.stream)
-    return {"outcome": "ok", "status": outcome.status, "attempts": outcome.attempts}
 
 
 class Emitter:
@@ -215,28 +221,19 @@ def on_failure(job, connection, exc_type, exc_value, traceback) -> None:
     ReplyChannel(connection, job.id, ttl=ttl).send_error(error)
 
 
-def _settle(limiter, request: JobRequest, scope, usage: dict | None) -> None:
-    """Correct the rate-limit reservation: all back if the provider never saw the request,
-    else the token estimate replaced by the usage reported (none reported on a failure: 0)."""
+def _settle(limiter, request: JobRequest, scope, usage: dict | None, pipe) -> None:
+    """Correct the rate-limit reservation (on ``pipe``, or at once without one): all back if
+    the provider never saw the request, else the token estimate replaced by the usage
+    reported (none reported on a failure: 0)."""
     if not request.reservation:
         return
     if scope is not None and scope.upstream_attempts == 0:
-        limiter.refund(request.reservation)
+        limiter.refund(request.reservation, pipe=pipe)
     elif usage is None:
-        limiter.reconcile(request.reservation, 0)
+        limiter.reconcile(request.reservation, 0, pipe=pipe)
     elif usage_total(usage) is not None:
-        limiter.reconcile(request.reservation, usage_total(usage))
+        limiter.reconcile(request.reservation, usage_total(usage), pipe=pipe)
     # A success without any usage reported keeps its estimate.
-
-
-def _settle_after_answer(limiter, request: JobRequest, scope, usage: dict | None) -> None:
-    """The answer is out: a failure here must not fail the job. The estimate stays taken
-    (the stricter figure) and expires with its window."""
-    try:
-        _settle(limiter, request, scope, usage)
-    except RedisError as error:
-        log.warning("could not settle a request's rate limits; its estimate stays counted",
-                    extra={"request_id": request.request_id, "job_id": request.job_id, "error": str(error)})
 
 
 def _log_outcome(fields: dict, status: int, started: float, **extra) -> None:

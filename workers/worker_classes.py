@@ -56,6 +56,7 @@ from shared.plumbing.threadpool import LifoThreadPool
 from shared.serializers import JobSerializer
 from shared.settings import test_knobs
 from workers.cancel import CLIENT_GONE, DEADLINE, SHUTDOWN, CancelScope, enter_scope, leave_scope
+from workers.job_end import JobEnd, enter_job_end, leave_job_end
 from workers.salvage import salvage_orphans, salvage_worker
 from workers.timeouts import ThreadDeathPenalty, expire_overdue
 
@@ -104,6 +105,7 @@ class Running:
     sent: threading.Event = field(default_factory=threading.Event)  # its provider request is out (or it ended)
     ended: bool = False  # its own thread is recording its outcome: no start is written after that
     abandoned: bool = False  # failed from outside its thread: nothing of it is written after that
+    end: JobEnd | None = None  # a gateway job's last writes (workers.job_end), sent with its records
 
 
 class ThreadedWorker(SimpleWorker):
@@ -173,15 +175,20 @@ class ThreadedWorker(SimpleWorker):
         running = self._running.get(job.id)
         if running is None or job.func_name != JOB_FUNCTION:
             return self._perform_as_rq_does(job, queue, running)
+        running.end = JobEnd(self.connection)
+        token = enter_job_end(running.end)
         try:
             with self.death_penalty_class(job.timeout or self.queue_class.DEFAULT_TIMEOUT, JobTimeoutException,
                                           job_id=job.id):
                 job.perform()  # the job function, with RQ's get_current_job() on it
         except:  # noqa: E722 - as RQ's own perform_job: a timeout may land anywhere
-            self._record_outcome(running, sys.exc_info())
-            return False
-        self._record_outcome(running, None)
-        return True
+            exc_info = sys.exc_info()
+        else:
+            exc_info = None
+        finally:
+            leave_job_end(token)
+        self._record_outcome(running, exc_info)
+        return exc_info is None
 
     def _perform_as_rq_does(self, job: Job, queue: Queue, running: Running | None) -> bool:
         """Not a gateway job: RQ's own records, start to end."""
@@ -194,10 +201,13 @@ class ThreadedWorker(SimpleWorker):
         return super().perform_job(job, queue, execution)
 
     def _record_outcome(self, running: Running, exc_info) -> None:
-        """A gateway job's end, from its own thread: its failure callback and log line if it
-        failed (as RQ's), then its records (``shared.rq_records``)."""
-        job = running.job
+        """A gateway job's end, from its own thread: its answer and settlement (``running.end``)
+        with its records (``shared.rq_records``) in one round trip if it succeeded; if it
+        failed, its own answer first, then its failure callback and log line (as RQ's), then
+        its records."""
+        job, end = running.job, running.end
         if exc_info is not None:
+            self._send_end(end)
             try:
                 if job.failure_callback is not None:
                     job.failure_callback(job, self.connection, *exc_info)
@@ -206,24 +216,59 @@ class ThreadedWorker(SimpleWorker):
             self.handle_exception(job, *exc_info)
         with running.starting:  # a start being written lands first; none is written after
             if running.abandoned:
-                return  # failed from outside meanwhile, and recorded so
+                return  # failed from outside meanwhile, and recorded so (and answered)
             running.ended = True
             execution_id = running.execution_id
         try:
             # A job recorded as started leaves its records in one transaction; a short one
             # has only its claim-list entry and its hash to remove.
             with self.connection.pipeline(transaction=execution_id is not None or exc_info is not None) as pipe:
+                answered = end.queue(pipe) if end is not None else None  # the answer first
+                records_from = len(pipe)
                 if exc_info is None:
                     rq_records.record_success(pipe, job.id, queue=job.origin, worker_name=self.name,
                                               execution_id=execution_id, claim_key=self.claim_list_key)
                 else:
                     rq_records.record_failure(pipe, job, format_exc_info(exc_info), worker_name=self.name,
                                               execution_id=execution_id, claim_key=self.claim_list_key)
-                pipe.execute()
+                results = pipe.execute(raise_on_error=False)
+            if answered is not None:
+                self._check_answer(answered, results, job)
+            for result in results[records_from:]:
+                if isinstance(result, Exception):
+                    raise result
         except RedisError as error:  # its claim-list entry goes with the list's next look
             log.warning("could not record a job's end", extra={"job_id": job.id, "error": str(error)})
             if execution_id is None:
                 self._ended_unrecorded_add(job.id)
+        self._after_answer(end, job)
+
+    @staticmethod
+    def _check_answer(answered, results: list, job: Job) -> None:
+        try:
+            answered(results)
+        except RedisError as error:  # its client waits until its deadline: nothing more can be done here
+            log.error("could not write a job's answer", extra={"job_id": job.id, "error": str(error)[:300]})
+
+    @staticmethod
+    def _send_end(end: JobEnd | None) -> None:
+        """A failed job's own answer (and settlement), ahead of what its failure writes."""
+        if end is None:
+            return
+        try:
+            end.send()
+        except RedisError as error:
+            log.error("could not write a job's answer", extra={"error": str(error)[:300]})
+
+    @staticmethod
+    def _after_answer(end: JobEnd | None, job: Job) -> None:
+        """The job's log line and token metrics: never a reason to fail the job's bookkeeping."""
+        if end is None:
+            return
+        try:
+            end.finish()
+        except Exception:
+            log.exception("a job's log line or metrics failed", extra={"job_id": job.id})
 
     def _write_starts(self, jobs: list[Running]) -> None:
         """Record these running jobs as started (one transaction), unless they ended meanwhile."""
