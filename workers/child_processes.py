@@ -7,6 +7,7 @@ its parent, so no worker outlives the supervisor.
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import signal
 import socket
@@ -39,6 +40,7 @@ def run_worker_process(settings: Settings, config: GatewayConfig, model_name: st
     name = worker_name(model_name, os.getpid(), socket.gethostname())
     worker = ThreadedWorker([queue_name(model_name)], connection=connection, name=name, concurrency=concurrency,
                             reply_ttl=config.jobs.result_ttl)
+    gc.freeze()  # what start-up built lives as long as the process: out of the collector's full passes
     worker.work(logging_level=None)
 
 
