@@ -34,7 +34,8 @@ A gateway job, step by step:
   the job leaves the claim list, since the execution now says whose it is.
 - **success** (``record_success``): the job's hash is deleted, with its execution
   and registry entries if its start was recorded, or its claim-list entry if not.
-  Its answer went to the client through the reply stream; nothing else reads it.
+  Its answer goes to the client through the reply stream, on the same pipeline,
+  ahead of these (``workers.job_end``); nothing else reads it.
 - **failure** (``record_failure``): as RQ records a failure (status ``failed``,
   the failed registry ``rq:failed:<model>`` for ``jobs.failure_ttl``, the failure
   in ``rq:results:<id>``, which is what rq-dashboard shows as the job's error), and
