@@ -28,16 +28,9 @@ from sandbox.gitlab_oidc import INSTANCE_ID
 from tests.duo_requests import mint
 from tests.harness import Stack, wait_for
 from tests.integration.raw_http import chat_request, connect, read_answer
+from tests.stack_models import sandbox_model
 
-CONFIG = """
-models:
-  - name: chat
-    type: generic
-    base_url: "{sandbox}/v1"
-    api_key: "${SANDBOX_PROVIDER_KEY}"
-    timeout: 4s
-    workers: 1
-"""
+CONFIG = "models:\n" + sandbox_model("chat", timeout="4s")
 CAP = 3
 ATTACKER = "198.51.100.20"  # the address nginx saw
 VICTIM = "203.0.113.9"  # another client's address, which the attacker writes into its header

@@ -113,13 +113,20 @@ def test_a_failing_deployment_moves_the_call_and_then_cools_down(providers, clie
     assert calls(providers[1]) == opened_after
 
 
+def cooled_by_two_callers(client, model, *, status: int) -> worker_breaker.Breaker:
+    """Deployment d1 cooled down by ``status`` failures of two callers (breaker.min_callers);
+    the worker's breaker that saw them."""
+    seen = worker_breaker.Breaker(model)
+    seen.states(client)
+    for user in ("user_id:1", "user_id:2"):
+        seen.failed(client, "d1", status=status, retry_after=None, probe=False, caller=user)
+    return seen
+
+
 def test_after_the_cool_down_one_probe_decides(providers, client):
     gateway = config(providers)
     model = gateway.model("pool")
-    first = worker_breaker.Breaker(model)
-    first.states(client)
-    for user in ("user_id:1", "user_id:2"):
-        first.failed(client, "d1", status=503, retry_after=None, probe=False, caller=user)
+    cooled_by_two_callers(client, model, status=503)
     assert breaker.read_states(client, model)["d1"].state == breaker.COOLING
     # A second worker takes the probe once the cool-down ends; a third is refused it meanwhile.
     time.sleep(1.05)
@@ -164,10 +171,7 @@ def test_a_probe_one_caller_fails_goes_to_the_next_call(providers, client):
     user, probes and its answer makes the deployment healthy; a probe failing for two users cools it again."""
     gateway = config(providers)
     model = gateway.model("pool")
-    one = worker_breaker.Breaker(model)
-    one.states(client)
-    for user in ("user_id:1", "user_id:2"):
-        one.failed(client, "d1", status=500, retry_after=None, probe=False, caller=user)
+    one = cooled_by_two_callers(client, model, status=500)
     time.sleep(1.05)
     one.stale()
     one.states(client)
