@@ -207,7 +207,7 @@ class ThreadedWorker(SimpleWorker):
         its records."""
         job, end = running.job, running.end
         if exc_info is not None:
-            self._send_end(end)
+            self._send_end(end, job)
             try:
                 if job.failure_callback is not None:
                     job.failure_callback(job, self.connection, *exc_info)
@@ -251,14 +251,14 @@ class ThreadedWorker(SimpleWorker):
             log.error("could not write a job's answer", extra={"job_id": job.id, "error": str(error)[:300]})
 
     @staticmethod
-    def _send_end(end: JobEnd | None) -> None:
+    def _send_end(end: JobEnd | None, job: Job) -> None:
         """A failed job's own answer (and settlement), ahead of what its failure writes."""
         if end is None:
             return
         try:
             end.send()
         except RedisError as error:
-            log.error("could not write a job's answer", extra={"error": str(error)[:300]})
+            log.error("could not write a job's answer", extra={"job_id": job.id, "error": str(error)[:300]})
 
     @staticmethod
     def _after_answer(end: JobEnd | None, job: Job) -> None:
