@@ -7,7 +7,11 @@ clocks never matter: a limit of N per period admits at most N in *any* rolling
 window of that period, never double across a boundary, never an approximation
 that overshoots. A token limit keeps, beside the log of its scope and window
 (the same one its requests limit counts), each admission's token count and their
-running sum.
+running sum. A day's window counts by 5-minute bucket instead of by admission, so
+that it does not keep a day of admissions in Redis memory; an admission counts
+until its whole bucket has left the window, so that one never overshoots either.
+What each window keeps, and the scripts that read and change it, are in
+``shared.ratelimit_scripts``.
 
 One Lua script checks every limit of a request and takes from all or from none,
 so a scope that refuses never uses up another scope's allowance. Tokens are
@@ -35,177 +39,12 @@ from redis import Redis
 
 from shared.config import ModelConfig, RateLimit, Route
 from shared.keys import KEY_PREFIX, key_part
+from shared.ratelimit_scripts import ADMIT, BUCKETS, BUCKETS_PER_DAY, NO_WRITE, SETTLE
 from shared.settings import test_knobs
 
 REQUESTS, TOKENS = "requests", "tokens"
 MINUTE, DAY = 60, 86400
 WINDOW_SCALE = test_knobs().window_scale  # 1 but in tests (AIGW_TEST_WINDOW_SCALE)
-KEY_SLACK_MS = 60_000  # a log's key outlives its last admission's window by this much
-
-# The admission. KEYS: per window, its log and its token amounts (unused without a token
-# limit), then the handed write's keys. ARGV: the reservation id, the number of windows n,
-# per window: its length in ms, its requests limit and its tokens limit (-1: none) and the
-# tokens asked; then the handed write's ARGV. Answers {1, per window: requests used,
-# tokens used, ms until its oldest admission leaves it} when admitted; {0, window, kind
-# (1 requests, 2 tokens), ms until the request would fit (-1: never), per window: requests
-# used, tokens used} when a limit refuses; {2, the write's answer} when the handed write
-# refuses (before any allowance is looked at: its refusal comes first).
-_ADMIT = """
-pcall(redis.replicate_commands)
-local SCAN = 16  -- a log's oldest entries looked at in one read: what left the window, and the oldest still in it
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local id, n = ARGV[1], tonumber(ARGV[2])
-local wkeys, wargv = {}, {}
-for i = 2 * n + 1, #KEYS do wkeys[#wkeys + 1] = KEYS[i] end
-for i = 3 + 4 * n, #ARGV do wargv[#wargv + 1] = ARGV[i] end
-
-local function chunked(cmd, key, items)
-  for i = 1, #items, 500 do redis.call(cmd, key, unpack(items, i, math.min(i + 499, #items))) end
-end
-
--- A window as it stands: what left it (to remove), what is in it, its oldest admission.
-local windows = {}
-for w = 1, n do
-  local log, amounts, a = KEYS[2 * w - 1], KEYS[2 * w], 2 + (w - 1) * 4
-  local win = {log = log, amounts = amounts, length = tonumber(ARGV[a + 1]), rlimit = tonumber(ARGV[a + 2]),
-               tlimit = tonumber(ARGV[a + 3]), cost = tonumber(ARGV[a + 4]), expired = {}, tokens = 0}
-  local cutoff = now - win.length
-  local head = redis.call('ZRANGE', log, 0, SCAN - 1, 'WITHSCORES')
-  for j = 1, #head, 2 do
-    local score = tonumber(head[j + 1])
-    if score > cutoff then win.oldest = score; break end
-    win.expired[#win.expired + 1] = head[j]
-  end
-  if #head < 2 * SCAN then
-    win.count = #head / 2 - #win.expired  -- the whole log was read
-  else
-    if win.oldest == nil then  -- every entry read has left the window: more may have
-      win.expired = redis.call('ZRANGEBYSCORE', log, '-inf', cutoff)
-      local first = redis.call('ZRANGE', log, #win.expired, #win.expired, 'WITHSCORES')
-      if #first > 0 then win.oldest = tonumber(first[2]) end
-    end
-    win.count = redis.call('ZCARD', log) - #win.expired
-  end
-  if win.tlimit >= 0 then
-    if win.count == 0 then
-      win.stale = true  -- nothing in the window: whatever the amounts hold is gone
-    else
-      local amounts_of = redis.call('HMGET', amounts, '_sum', unpack(win.expired))
-      local sum = tonumber(amounts_of[1]) or 0
-      for j = 2, #amounts_of do sum = sum - (tonumber(amounts_of[j]) or 0) end
-      win.tokens = sum
-    end
-  end
-  windows[w] = win
-end
-
--- Remove what left each window; ``sum``: write the amounts' new sum too.
-local function tidy(win, sum)
-  if #win.expired > 0 then
-    redis.call('ZREMRANGEBYRANK', win.log, 0, #win.expired - 1)
-    if win.tlimit >= 0 and not win.stale then chunked('HDEL', win.amounts, win.expired) end
-  end
-  if win.stale then
-    redis.call('DEL', win.amounts)
-  elseif sum and win.tlimit >= 0 and #win.expired > 0 then
-    redis.call('HSET', win.amounts, '_sum', win.tokens)
-  end
-end
-
--- When a refused request would fit: once enough of the window's admissions have left it.
-local function retry_ms(win, kind)
-  if kind == 1 then
-    local rank = win.count + 1 - win.rlimit - 1
-    local entry = redis.call('ZRANGE', win.log, rank, rank, 'WITHSCORES')
-    return tonumber(entry[2]) + win.length - now
-  end
-  if win.cost > win.tlimit then return -1 end  -- the request alone is bigger than the limit
-  local need, freed = win.tokens + win.cost - win.tlimit, 0
-  for start = 0, win.count - 1, 100 do
-    local entries = redis.call('ZRANGE', win.log, start, start + 99, 'WITHSCORES')
-    local ids = {}
-    for j = 1, #entries, 2 do ids[#ids + 1] = entries[j] end
-    local amounts_of = redis.call('HMGET', win.amounts, unpack(ids))
-    for j = 1, #ids do
-      freed = freed + (tonumber(amounts_of[j]) or 0)
-      if freed >= need then return tonumber(entries[2 * j]) + win.length - now end
-    end
-  end
-  return win.length
-end
-
-local refused
-for w = 1, n do
-  local win = windows[w]
-  if win.rlimit >= 0 and win.count + 1 > win.rlimit then refused = {w, 1}; break end
-  if win.tlimit >= 0 and win.tokens + win.cost > win.tlimit then refused = {w, 2}; break end
-end
-if refused then
-  local blocked = write_refusal(wkeys, wargv)
-  if blocked then return {2, blocked} end
-  local out = {0, refused[1], refused[2], 0}
-  for w = 1, n do
-    tidy(windows[w], true)
-    out[#out + 1] = windows[w].count
-    out[#out + 1] = windows[w].tokens
-  end
-  out[4] = retry_ms(windows[refused[1]], refused[2])
-  return out
-end
-local blocked = write(wkeys, wargv)
-if blocked then return {2, blocked} end
-local out = {1}
-for w = 1, n do
-  local win = windows[w]
-  tidy(win, false)
-  redis.call('ZADD', win.log, now, id)
-  redis.call('PEXPIRE', win.log, win.length + KEY_SLACK_MS)
-  if win.tlimit >= 0 then
-    redis.call('HSET', win.amounts, id, win.cost, '_sum', win.tokens + win.cost)
-    redis.call('PEXPIRE', win.amounts, win.length + KEY_SLACK_MS)
-  end
-  out[#out + 1] = win.count + 1
-  out[#out + 1] = win.tokens + win.cost
-  out[#out + 1] = (win.oldest or now) + win.length - now
-end
-return out
-""".replace("KEY_SLACK_MS", str(KEY_SLACK_MS))
-
-# What an admission with nothing handed to it writes: nothing.
-_NO_WRITE = """
-local function write_refusal(keys, argv) end
-local function write(keys, argv) end
-"""
-
-# The settlement. KEYS: per limit, its log and its amounts. ARGV: the reservation id, then
-# per limit its kind and its new cost (-1: remove the admission entirely).
-_SETTLE = """
-local id, removed = ARGV[1], {}
-for i = 1, #KEYS / 2 do
-  local log, amounts, kind, cost = KEYS[2 * i - 1], KEYS[2 * i], ARGV[2 * i], tonumber(ARGV[2 * i + 1])
-  if kind == 'tokens' then
-    local found = redis.call('HMGET', amounts, id, '_sum')
-    local old = tonumber(found[1])
-    if old then  -- still in its window (a settlement after the window has nothing to correct)
-      local sum = tonumber(found[2]) or 0
-      if cost < 0 then
-        redis.call('HDEL', amounts, id)
-        redis.call('HSET', amounts, '_sum', sum - old)
-      else
-        redis.call('HSET', amounts, id, cost, '_sum', sum - old + cost)
-      end
-    end
-  end
-  if cost < 0 and not removed[log] then
-    redis.call('ZREM', log, id)
-    removed[log] = true
-  end
-end
-return 1
-"""
-
-
 class GuardedWrite(Protocol):
     """Writes another module needs made in the same atomic step as an admission.
 
@@ -237,7 +76,18 @@ class Limit:
         """The log of the scope's admissions in this limit's window (both kinds count it), and
         the token amounts of those admissions with their sum (a token limit's)."""
         base = f"{KEY_PREFIX}:rl:{self.scope}"
+        if self.bucketed:  # not the names of a day's exact log before it was bucketed: those read otherwise
+            return f"{base}:{REQUESTS}:{self.period}:buckets", f"{base}:{REQUESTS}:{self.period}:counts"
         return f"{base}:{REQUESTS}:{self.period}:log", f"{base}:{TOKENS}:{self.period}:amounts"
+
+    @property
+    def bucketed(self) -> bool:
+        """A day's window counts by bucket (``shared.ratelimit_scripts``); there are no day token limits."""
+        return self.period == DAY
+
+    @property
+    def settle_kind(self) -> str:
+        return BUCKETS if self.bucketed else self.kind
 
     @property
     def scope_kind(self) -> str:
@@ -277,7 +127,7 @@ class Reservation:
     def to_dict(self) -> dict:
         """What the job carries so the worker can settle: keys and kinds, no figures."""
         return {"id": self.id, "tokens": self.tokens,
-                "limits": [[limit.kind, *limit.keys] for limit in self.limits]}
+                "limits": [[limit.settle_kind, *limit.keys] for limit in self.limits]}
 
 
 class OverLimit(Exception):
@@ -325,6 +175,7 @@ class _Window:
     log: str
     amounts: str
     length_ms: int
+    bucket_ms: int = 0  # 0: an exact log
     requests: Limit | None = None
     tokens: Limit | None = None
 
@@ -333,7 +184,10 @@ def _windows(limits: list[Limit]) -> list[_Window]:
     windows: dict[str, _Window] = {}
     for limit in limits:
         log, amounts = limit.keys
-        window = windows.setdefault(log, _Window(log, amounts, limit.window_ms))
+        bucket_ms = max(1, limit.window_ms // BUCKETS_PER_DAY) if limit.bucketed else 0
+        window = windows.setdefault(log, _Window(log, amounts, limit.window_ms, bucket_ms))
+        if limit.bucketed and limit.kind != REQUESTS:
+            raise ValueError("a bucketed window counts requests only")
         if limit.kind == REQUESTS:
             window.requests = limit
         else:
@@ -344,8 +198,8 @@ def _windows(limits: list[Limit]) -> list[_Window]:
 class RateLimiter:
     def __init__(self, redis: Redis):
         self.redis = redis
-        self._scripts = {_NO_WRITE: redis.register_script(_NO_WRITE + _ADMIT)}
-        self._settle = redis.register_script(_SETTLE)
+        self._scripts = {NO_WRITE: redis.register_script(NO_WRITE + ADMIT)}
+        self._settle = redis.register_script(SETTLE)
 
     def admit(self, limits: list[Limit], tokens: int) -> Reservation:
         """Take one request (and ``tokens``) from every limit, or raise ``OverLimit``."""
@@ -364,11 +218,12 @@ class RateLimiter:
         for window in windows:
             keys += [window.log, window.amounts]
             args += [window.length_ms, window.requests.limit if window.requests else -1,
-                     window.tokens.limit if window.tokens else -1, reservation.tokens if window.tokens else 0]
-        lua = write.lua if write is not None else _NO_WRITE
+                     window.tokens.limit if window.tokens else -1, reservation.tokens if window.tokens else 0,
+                     window.bucket_ms]
+        lua = write.lua if write is not None else NO_WRITE
         script = self._scripts.get(lua)
         if script is None:
-            script = self._scripts[lua] = self.redis.register_script(lua + _ADMIT)
+            script = self._scripts[lua] = self.redis.register_script(lua + ADMIT)
         if write is not None:
             keys, args = keys + list(write.keys), args + list(write.args)
         return self._figures(windows, [int(value) for value in script(keys=keys, args=args)])
@@ -405,6 +260,11 @@ class RateLimiter:
         """Replace the token estimate with what the provider reported (refund or overdraw)."""
         self._settle_all(reservation, lambda kind: max(0, int(actual_tokens)) if kind == TOKENS else 0, pipe)
 
+    def keep(self, reservation: dict | Reservation, *, pipe=None) -> None:
+        """The request reached the provider and its token estimate stays counted (no usage was
+        reported): only what was kept for a refund goes."""
+        self._settle_all(reservation, lambda kind: 0 if kind == BUCKETS else None, pipe)
+
     def _settle_all(self, reservation: dict | Reservation, cost, pipe=None) -> None:
         """On ``pipe``, the script is called by its digest alone: a pipeline with a script
         object on it asks Redis whether it has the script first, a round trip of its own.
@@ -415,10 +275,11 @@ class RateLimiter:
             return
         keys, args = [], [data["id"]]
         for kind, log_key, amounts_key in data["limits"]:
-            if kind == REQUESTS and cost(kind) == 0:
-                continue  # a request stays counted once it reached the provider
+            new_cost = cost(kind)
+            if new_cost is None or (kind == REQUESTS and new_cost == 0):
+                continue  # unchanged: a request stays counted once it reached the provider
             keys += [log_key, amounts_key]
-            args += [kind, cost(kind)]
+            args += [kind, new_cost]
         if not keys:
             return
         if pipe is not None:

@@ -286,13 +286,17 @@ class _Call:
         """A deployment's tokens per minute count what the provider reported, once it did (a failed call
         keeps the estimate, as the gateway's own limits do)."""
         reservation = self.reservations.get(member.name)
+        if reservation is None:
+            return
         total = usage_total(usage) if usage else None
-        if reservation is not None and total is not None and any(lim.kind == TOKENS for lim in member.limits):
-            try:
+        try:
+            if total is not None and any(lim.kind == TOKENS for lim in member.limits):
                 self.limiter.reconcile(reservation, total)
-            except RedisError as error:
-                log.warning("could not settle a deployment's token quota; its estimate stays counted",
-                            extra={"model": self.model.name, "deployment": member.name, "error": str(error)})
+            else:
+                self.limiter.keep(reservation)  # a day's limit drops what it kept for a refund
+        except RedisError as error:
+            log.warning("could not settle a deployment's token quota; its estimate stays counted",
+                        extra={"model": self.model.name, "deployment": member.name, "error": str(error)})
 
     def _none_left(self, states: dict, now: float, quota_waits: list) -> GatewayError:
         allowed = self._allowed()

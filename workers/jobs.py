@@ -89,6 +89,8 @@ def _execute(request: JobRequest) -> dict:
         # Chunks already reached the client: tokens were spent; keep the estimate.
         if not (emit and emit.sent):
             end.settle(lambda pipe: _settle(limiter, request, scope, None, pipe))
+        elif request.reservation:
+            end.settle(lambda pipe: limiter.keep(request.reservation, pipe=pipe))
         end.after(lambda: _log_outcome(fields, failure.status, started, code=failure.code, stream=request.stream))
         if error.status >= 500 or error.status == 429:
             raise JobFailed(f"{error.code}: {error.message}") from None
@@ -233,7 +235,8 @@ def _settle(limiter, request: JobRequest, scope, usage: dict | None, pipe) -> No
         limiter.reconcile(request.reservation, 0, pipe=pipe)
     elif usage_total(usage) is not None:
         limiter.reconcile(request.reservation, usage_total(usage), pipe=pipe)
-    # A success without any usage reported keeps its estimate.
+    else:  # a success without any usage reported keeps its estimate
+        limiter.keep(request.reservation, pipe=pipe)
 
 
 def _log_outcome(fields: dict, status: int, started: float, **extra) -> None:

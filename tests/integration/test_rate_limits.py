@@ -240,3 +240,11 @@ def test_a_changed_limit_applies_on_restart_without_losing_counts(stack):
                         stack.env, stack.dir / "web-restarted.log")
     stack.wait_ready()
     assert [send(stack.url, "restartable", DEMO_TOKEN).status_code for _ in range(3)] == [200, 200, 429]
+    # A day's window keeps a count per bucket, not an entry per admission: once each job settled,
+    # nothing is kept for a refund.
+    counts = "aigw:rl:model:restartable:requests:86400:counts"
+    wait_for(lambda: not [f for f in stack.redis().hkeys(counts) if f.startswith(b"p:")], timeout=10,
+             message="the settled jobs' refund entries gone")
+    kept = {field: int(value) for field, value in stack.redis().hgetall(counts).items()}
+    assert kept.pop(b"_sum") == 5 == sum(kept.values())
+    assert len(kept) == stack.redis().zcard("aigw:rl:model:restartable:requests:86400:buckets") <= 5

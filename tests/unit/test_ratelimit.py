@@ -21,6 +21,7 @@ from shared.ratelimit import (
     estimate_tokens,
     text_length,
 )
+from shared.ratelimit_scripts import PENDING_SWEEP
 from shared.rq_records import JobEnqueue
 
 
@@ -241,3 +242,84 @@ def test_the_reset_is_when_the_oldest_admission_leaves_and_a_token_refusal_says_
         limiter.admit([tokens], 50)  # fits once the first one's 60 have left
     assert 0 < refused.value.retry_after <= 0.4  # when the first admission leaves
     assert refused.value.figures[0].used == 100
+
+
+@pytest.fixture
+def day_limiter(client, monkeypatch):
+    monkeypatch.setattr(ratelimit, "WINDOW_SCALE", 1e-5)  # a day is 0.864 s, its buckets 3 ms
+    return RateLimiter(client)
+
+
+def test_a_day_window_keeps_buckets_not_admissions(day_limiter):
+    limit = req_limit("daily", 10_000, DAY)
+    log, counts = limit.keys
+    reservations = [day_limiter.admit([limit], 0) for _ in range(300)]
+    assert reservations[-1].figures[0].used == 300
+    buckets = day_limiter.redis.zcard(log)
+    assert 1 <= buckets < 300  # many admissions share a bucket: what is stored does not grow with them
+    for reservation in reservations:
+        day_limiter.reconcile(reservation, 50)  # the job settled: its bucket need not be kept for a refund
+    stored = day_limiter.redis.hgetall(counts)
+    assert len(stored) == buckets + 1  # each bucket's count, and their sum
+    assert int(stored[b"_sum"]) == 300 == sum(int(v) for k, v in stored.items() if k != b"_sum")
+    assert day_limiter.admit([limit], 0).figures[0].used == 301  # settled admissions still count
+
+
+def test_a_day_window_never_admits_more_than_its_limit_in_any_rolling_day(day_limiter):
+    limit = req_limit("rolling", 4, DAY)
+    admitted = []
+    end = time.monotonic() + 2.2  # two and a half days of 0.864 s
+    while time.monotonic() < end:
+        try:
+            day_limiter.admit([limit], 0)
+            admitted.append(time.monotonic())
+        except OverLimit as refused:
+            assert 0 < refused.retry_after <= 0.867 + 0.05  # a day and a bucket at most
+        time.sleep(0.002)
+    for i, at in enumerate(admitted):  # any span of a day holds at most 4 admissions
+        assert sum(1 for other in admitted[i:] if other - at < 0.85) <= 4
+    assert len(admitted) >= 8  # and the window slid: more were admitted over time
+
+
+def test_a_refund_gives_a_day_admission_back_to_its_bucket(day_limiter):
+    limit = req_limit("back", 2, DAY)
+    log, counts = limit.keys
+    first = day_limiter.admit([limit], 0)
+    day_limiter.admit([limit], 0)
+    with pytest.raises(OverLimit):
+        day_limiter.admit([limit], 0)
+    bucket = day_limiter.redis.hget(counts, f"p:{first.id}")
+    before = int(day_limiter.redis.hget(counts, bucket))
+    day_limiter.refund(first.to_dict())  # as the worker does, from the job payload
+    assert int(day_limiter.redis.hget(counts, bucket)) == before - 1
+    assert day_limiter.redis.hget(counts, f"p:{first.id}") is None
+    assert day_limiter.admit([limit], 0).figures[0].used == 2
+    day_limiter.refund(first.to_dict())  # settled already: nothing more is given back
+    with pytest.raises(OverLimit):
+        day_limiter.admit([limit], 0)
+
+
+def test_a_day_admission_never_settled_is_swept_after_an_hour_of_its_day(day_limiter):
+    limit = req_limit("lost", 10, DAY)
+    log, counts = limit.keys
+    day_limiter.admit([limit], 0)
+    # Admissions whose jobs never settled, from more than an hour of the day ago (bucket 1).
+    day_limiter.redis.hset(counts, mapping={f"p:lost{i}": "1" for i in range(PENDING_SWEEP)})
+    time.sleep(0.01)  # the next admission opens a new bucket, which sweeps
+    pending = day_limiter.admit([limit], 0)
+    assert not [k for k in day_limiter.redis.hkeys(counts) if k.startswith(b"p:lost")]
+    assert day_limiter.redis.hget(counts, f"p:{pending.id}") is not None  # one still to settle stays
+    assert day_limiter.admit([limit], 0).figures[0].used == 3
+
+
+def test_keeping_an_estimate_drops_only_what_a_day_kept_for_a_refund(day_limiter):
+    per_day, tokens = req_limit("kept", 10, DAY), tok_limit("kept", 1000)
+    reservation = day_limiter.admit([per_day, tokens], 100)
+    counts = per_day.keys[1]
+    assert day_limiter.redis.hexists(counts, f"p:{reservation.id}")
+    day_limiter.keep(reservation.to_dict())  # a success whose provider reported no usage
+    assert not day_limiter.redis.hexists(counts, f"p:{reservation.id}")
+    assert int(day_limiter.redis.hget(counts, "_sum")) == 1
+    assert int(day_limiter.redis.hget(tokens.keys[1], "_sum")) == 100  # the estimate stays
+    day_limiter.refund(reservation.to_dict())  # too late to find its bucket: the day keeps counting it
+    assert int(day_limiter.redis.hget(counts, "_sum")) == 1
