@@ -236,7 +236,8 @@ def test_when_every_deployment_s_quota_is_spent_the_client_hears_429_with_retry_
     refused = stack.chat("quota", "one more")
     assert refused.status_code == 429, refused.text
     assert refused.json()["error"]["code"] == "upstream_rate_limited"
-    assert 80000 < int(refused.headers["Retry-After"]) <= 86400  # when the older of the two frees up
+    # When the older of the two frees up: once its 5-minute bucket has left the day (shared.ratelimit_scripts).
+    assert 80000 < int(refused.headers["Retry-After"]) <= 86400 + 300
 
 
 def scrape(stack: Stack) -> dict[tuple[str, tuple], float]:
