@@ -31,7 +31,7 @@ The classes only the API raises live where they are raised (their module in brac
     │   address's connections or large bodies in flight) [api.edge_responses]
     ├── DuoInvalid (422 invalid_duo_request: FastAPI's validation list, GitLab shows its msg) [api.duo.models]
     │   └── DuoModelUnmapped (422 duo_model_unmapped: the Duo request maps to no configured model)
-    ├── DuoModelServerError (421 duo_model_server_error: Test connection's probe failed) [api.duo.check]
+    ├── DuoModelServerError (421 duo_model_server_error: a model failed a whole answer) [api.duo.model_errors]
     ├── ServiceUnavailable (503 service_unavailable)
     │   ├── QueueFull (503 queue_full)
     │   ├── NoWorkers (503 no_workers)

@@ -16,27 +16,16 @@ model did not answer in time is a 422, as GitLab's own wait would have ended.
 from __future__ import annotations
 
 import logging
-import re
 import time
 import uuid
-from collections.abc import Callable
-
-from redis.exceptions import RedisError
 
 from api.duo import jobs
+from api.duo.model_errors import DuoModelServerError, model_server_error
 from api.duo.models import DuoInvalid, first_configured, identifier_name
 from api.duo.resources import COMPLETE_CODE, DuoEndpoint
 from api.duo.shapes import answer_text
-from shared.breaker import FAILED, DeploymentState, read_states
-from shared.errors import (
-    DeadlineExceeded,
-    DeploymentsUnavailable,
-    GatewayError,
-    UpstreamAuthError,
-    UpstreamFailure,
-    UpstreamModelNotFound,
-    UpstreamRateLimited,
-)
+from shared.breaker import read_states
+from shared.errors import DeadlineExceeded, GatewayError
 from shared.jobs import JobRequest
 from shared.ratelimit import Reservation, WriteRefused
 from shared.rq_records import job_enqueue, take_waiting
@@ -44,16 +33,6 @@ from shared.rq_records import job_enqueue, take_waiting
 log = logging.getLogger("aigw.api")
 
 CHECK_SECONDS = 2.5  # of GitLab's 3 s, from the request's arrival
-_HTTP_STATUS = re.compile(r"\bHTTP (\d{3})\b")
-_FAILED_STATUS = re.compile(r"http_\d{3}")  # a failed deployment's reason (shared.breaker)
-_STATUS_OF = {UpstreamAuthError: 401, UpstreamModelNotFound: 404, UpstreamRateLimited: 429}
-
-
-class DuoModelServerError(GatewayError):
-    """The model's server failed the probe: GitLab shows ``detail`` ("<status>: <reason>")."""
-
-    status = 421
-    code = "duo_model_server_error"
 
 
 class ModelCheck(DuoEndpoint):
@@ -110,7 +89,8 @@ class ModelCheck(DuoEndpoint):
         if isinstance(reply.error, DeadlineExceeded):  # the worker's own deadline came first
             raise self._unanswered(req)
         if reply.error is not None:
-            raise _model_server_error(reply.error, lambda: read_states(self.duo.answers.redis, model))
+            shown = model_server_error(reply.error, lambda: read_states(self.duo.answers.redis, model))
+            raise shown or DuoInvalid(reply.error.message)
         ctx.log["duo_probe"] = "answered"
         return answer_text(job.endpoint, reply.body)[0]
 
@@ -123,38 +103,3 @@ class ModelCheck(DuoEndpoint):
         log.warning("model check not probed: no worker took it in time; the model maps and has live workers",
                     extra={"model": model.name})
         return ""
-
-
-def _model_server_error(error: GatewayError, states: Callable[[], dict[str, DeploymentState]]) -> GatewayError:
-    """A provider's failure as GitLab shows it (421 "<status>: <reason>"); the gateway's own
-    (a lost worker, say) as a 422.
-
-    A model whose deployments' health is kept (``shared.breaker``) answers ``DeploymentsUnavailable``
-    instead: with the provider's status in its last error when this call reached the provider, or,
-    when a deployment is failed already (a 401 or 403 took it out, until a reload or ``python -m
-    workers.inspect deployments --clear``), none, since nothing was sent. The admin who presses Test
-    connection then still sees the model server's code, and why it is not asked again."""
-    if isinstance(error, DeploymentsUnavailable):
-        found = _HTTP_STATUS.search(error.message)
-        if found:
-            return DuoModelServerError(f"{found.group(1)}: {error.message}")
-        try:
-            failed = [(name, state.reason) for name, state in states().items()
-                      if state.state == FAILED and _FAILED_STATUS.fullmatch(state.reason)]
-        except RedisError:
-            failed = []
-        if failed:
-            name, reason = failed[0]
-            status = reason.removeprefix("http_")
-            return DuoModelServerError(
-                f"{status}: deployment '{name}' is failed since its provider answered {status}; it is not called "
-                "again until the gateway's config is reloaded or python -m workers.inspect deployments --clear")
-        return DuoInvalid(error.message)
-    if not isinstance(error, UpstreamFailure):
-        return DuoInvalid(error.message)
-    found = _HTTP_STATUS.search(error.message)
-    status = _STATUS_OF.get(type(error)) or (int(found.group(1)) if found else None)
-    if status is None:
-        return DuoInvalid(error.message)  # no HTTP answer at all (refused, TLS, timeout): not the server's code
-    return DuoModelServerError(f"{status}: {error.message}")
-

@@ -23,6 +23,7 @@ from api.admission import Admission, Admitted
 from api.answers import Answers
 from api.disconnect import client_gone_probe
 from api.duo import jobs
+from api.duo.model_errors import model_server_error
 from api.duo.models import DuoInvalid, mapped_model
 from api.duo.shapes import (
     ChatEvents,
@@ -36,6 +37,7 @@ from api.duo.shapes import (
 from api.duo_auth import DuoAuthenticator
 from api.errors import DuoForbidden
 from api.streaming import StreamShape, respond_with_stream
+from shared.breaker import read_states
 from shared.config import GatewayConfig, ModelConfig
 from shared.errors import GatewayError, InvalidRequest, NotFound
 from shared.replies import CHUNK, SERVED_BY, Reply
@@ -236,7 +238,8 @@ class ChatAgent(DuoEndpoint):
 class ChatTool(DuoEndpoint):
     """POST /v1/prompts/chat/{tool}: a slash command (/explain, /tests, /refactor, /fix...): raw text
     when streamed, a JSON string when not. Its unit primitive is the tool's own; only GitLab's chat
-    tools (``CHAT_TOOLS``) are tools."""
+    tools (``CHAT_TOOLS``) are tools. Answered whole, a model's failure is GitLab's AI gateway's 421
+    "<status>: <reason>" (``api.duo.model_errors``)."""
 
     feature = "duo_chat"
 
@@ -247,7 +250,14 @@ class ChatTool(DuoEndpoint):
         req.context.log["duo_tool"] = tool
         model = self.model(body)
         job = jobs.tool(body, model, self.overrides(model), tool)
-        self.run(req, resp, job, whole=lambda text: text, shape=RawText(job.endpoint))
+        try:
+            self.run(req, resp, job, whole=lambda text: text, shape=RawText(job.endpoint))
+        except GatewayError as error:
+            shown = None if jobs.stream_flag(body) else model_server_error(
+                error, lambda: read_states(self.duo.answers.redis, model))
+            if shown is None:
+                raise
+            raise shown from None
 
     def _no_such_tool(self, req, tool: str) -> None:
         """404 for any instance token (a bad one: 401), as GitLab's gateway looks the prompt up before the

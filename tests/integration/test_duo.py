@@ -386,6 +386,20 @@ def test_slash_command_streamed_raw_and_whole_json_string(stack: Stack, model: s
     assert whole.status_code == 200 and "def foo" in whole.json()
 
 
+def test_a_slash_command_whose_model_fails_answers_421_as_gitlabs_gateway_does(stack: Stack) -> None:
+    """GitLab's AI gateway answers a prompt whose model failed 421 "<status>: <reason>"
+    (ai_gateway/api/v1/prompts/invoke.py: any error with a status_code); streamed, the answer stays
+    the gateway's own error, as nothing of the model's reached the client."""
+    rid = "duo-tool-model-fails"
+    whole = post(stack, "/v1/prompts/chat/explain_code", tool_body("wrong-key", stream=False),
+                 headers(stack, request_id=rid))
+    assert whole.status_code == 421, whole.text
+    assert whole.json()["detail"].startswith("401: ")
+    assert stack.access_record(rid)["error_code"] == "duo_model_server_error"
+    streamed = post(stack, "/v1/prompts/chat/explain_code", tool_body("wrong-key"), headers(stack))
+    assert streamed.status_code == 502 and streamed.json()["detail"]
+
+
 def test_a_tool_the_token_lacks_is_refused(stack: Stack) -> None:
     answer = post(stack, "/v1/prompts/chat/troubleshoot_job", tool_body("codestral"), headers(stack))
     assert answer.status_code == 403 and answer.json() == {"detail": "Unauthorized to access troubleshoot_job"}
