@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlsplit
 
 
@@ -17,3 +18,14 @@ def parse_http_url(text: str) -> str:
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"must be an http or https URL, got {text!r}")
     return url
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback address (IPv6 with or without its brackets): a URL's host that
+    only this machine reaches."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -19,7 +19,6 @@ the demo tokens are public, and a real provider key may be set.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -40,6 +39,7 @@ from shared.config_parse import SANDBOX_PROVIDER_ENV
 from shared.keys import queue_name
 from shared.rq_records import live_workers
 from shared.settings import masked_url
+from shared.urls import is_loopback_host
 from tools.embedded_redis import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,15 +66,6 @@ def port_free(port: int, host: str = "0.0.0.0") -> bool:
         except OSError:
             return False
     return True
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def read_procfile() -> dict[str, str]:
@@ -218,7 +209,7 @@ class Launcher:
             self.env["HOST"] = "127.0.0.1"
             say("listening on 127.0.0.1 only (HOST=0.0.0.0 to listen on every interface)")
         host = self.env["HOST"]
-        if not is_loopback(host):
+        if not is_loopback_host(host):
             # HOST may also be a shell's own variable (zsh's hostname), exported by a dotfile.
             say(f"WARNING: listening on HOST={host}, not loopback: whoever reaches it can use the demo "
                 "tokens, and any provider key set here")

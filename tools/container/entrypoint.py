@@ -26,7 +26,6 @@ convention), so a bounded restart policy stops instead of looping silently.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 import sys
@@ -35,6 +34,7 @@ from urllib.parse import urlsplit
 
 from sandbox.gitlab import ADMIN_TOKEN
 from shared.config_parse import SANDBOX_PROVIDER_ENV
+from shared.urls import is_loopback_host
 
 IMAGE_LOG_DIR = "/var/log/ai-gateway"
 # The provider keys example.yaml names, and the base URL each one's models read.
@@ -48,15 +48,6 @@ STANDIN_WAIT = 60.0
 
 def say(message: str) -> None:
     print(f"[container] {message}", file=sys.stderr, flush=True)
-
-
-def is_loopback(address: str) -> bool:
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def key_is_set(env: dict[str, str], key: str) -> bool:
@@ -88,7 +79,7 @@ def settle(env: dict[str, str], command: list[str]) -> list[str]:
                          "public): set GITLAB_URL and GITLAB_API_TOKEN to your GitLab, or unset the key"
                          for key in real_keys]
             published = env.get("PUBLISHED_ADDRESS", "127.0.0.1").strip()
-            if not is_loopback(published):
+            if not is_loopback_host(published):
                 problems.append(f"PUBLISHED_ADDRESS: {published} refused while the GitLab stand-in vouches for "
                                 "callers (its demo tokens are public): publish on 127.0.0.1, or set GITLAB_URL")
         sandbox = f"http://{host}:{PROVIDER_STANDIN_PORT}"
