@@ -247,8 +247,8 @@ class ThreadedWorker(SimpleWorker):
     def _check_answer(answered, results: list, job: Job) -> None:
         try:
             answered(results)
-        except RedisError as error:  # its client waits until its deadline: nothing more can be done here
-            log.error("could not write a job's answer", extra={"job_id": job.id, "error": str(error)[:300]})
+        except RedisError as error:
+            _answer_lost(job, error)
 
     @staticmethod
     def _send_end(end: JobEnd | None, job: Job) -> None:
@@ -258,7 +258,7 @@ class ThreadedWorker(SimpleWorker):
         try:
             end.send()
         except RedisError as error:
-            log.error("could not write a job's answer", extra={"job_id": job.id, "error": str(error)[:300]})
+            _answer_lost(job, error)
 
     @staticmethod
     def _after_answer(end: JobEnd | None, job: Job) -> None:
@@ -651,3 +651,7 @@ class ThreadedWorker(SimpleWorker):
         except Exception:  # the backstop must never end the worker
             log.exception("could not salvage a dead worker's jobs", extra={"worker": self.name})
 
+
+def _answer_lost(job: Job, error: RedisError) -> None:
+    """Its client waits until its deadline: nothing more can be done here."""
+    log.error("could not write a job's answer", extra={"job_id": job.id, "error": str(error)[:300]})
