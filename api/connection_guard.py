@@ -9,13 +9,15 @@ written by a trusted hop, and everything left of it by the client, who may write
 anything there. ``*`` trusts every peer but no address it forwards: the client is
 then the right-most entry, the one the peer itself wrote.
 
-``ConnectionCounts`` counts the connections each client holds in one web
-process. An IPv6 client counts by its /64 network: one host or site is given a
-whole /64 and can pick any address inside it for each connection.
+``ClientTally`` counts what each client holds in one web process, up to a cap:
+its connections, and the bytes of its request bodies in flight. An IPv6 client
+counts by its /64 network (``count_key``): one host or site is given a whole /64
+and can pick any address inside it for each connection.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -100,8 +102,9 @@ def client_address(peer: str, forwarded_for: str | None, trusted: TrustedProxies
     return client  # every hop trusted: the left-most is as far as anyone can tell
 
 
+@functools.lru_cache(maxsize=4096)  # the same clients come again and again; parsing costs more than a request
 def count_key(address: str) -> str:
-    """What the per-address cap counts: the address, or an IPv6 address's /64."""
+    """What the per-address caps count: the address, or an IPv6 address's /64."""
     ip = parse_ip(address)
     if ip is None:
         return address
@@ -110,23 +113,24 @@ def count_key(address: str) -> str:
     return str(ip)
 
 
-class ConnectionCounts:
-    """Connections held per client in this process. Used by the worker's main thread only."""
+class ClientTally:
+    """What each client (``count_key``) holds in this process: connections, or body bytes.
+    Used by the worker's main thread only."""
 
     def __init__(self, cap: int):
         self.cap = cap
         self._held: dict[str, int] = {}
 
-    def acquire(self, key: str) -> bool:
-        """Count one more connection for ``key``, unless it already holds ``cap``."""
-        held = self._held.get(key, 0)
-        if held >= self.cap:
+    def acquire(self, key: str, amount: int = 1) -> bool:
+        """Count ``amount`` more for ``key``, unless that would take it past ``cap``."""
+        held = self._held.get(key, 0) + amount
+        if held > self.cap:
             return False
-        self._held[key] = held + 1
+        self._held[key] = held
         return True
 
-    def release(self, key: str) -> None:
-        held = self._held.get(key, 0) - 1
+    def release(self, key: str, amount: int = 1) -> None:
+        held = self._held.get(key, 0) - amount
         if held > 0:
             self._held[key] = held
         else:

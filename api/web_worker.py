@@ -62,7 +62,7 @@ from functools import partial
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from api import edge_responses
-from api.connection_guard import ConnectionCounts, TrustedProxies, client_address, count_key
+from api.connection_guard import ClientTally, TrustedProxies, client_address, count_key
 from api.edge_responses import RequestTimeout, TooManyConnections, TooMuchInFlight
 from api.gunicorn_patches import (
     BufferedRequest,
@@ -119,9 +119,8 @@ class GatewayThreadWorker(ThreadWorker):
         settings = Settings.from_env()  # checked by the master at start (config/gunicorn.conf.py)
         self.limits = Limits.from_gunicorn(self.cfg, settings.max_body_bytes)
         self.trusted = TrustedProxies.parse(settings.forwarded_allow_ips)
-        self.counts = ConnectionCounts(settings.max_connections_per_address)
-        self.body_budget = BODIES_IN_FLIGHT_PER_CLIENT * settings.max_body_bytes
-        self.bodies_in_flight: dict[str, int] = {}  # client (count key) -> body bytes held for it
+        self.counts = ClientTally(settings.max_connections_per_address)  # connections
+        self.bodies = ClientTally(BODIES_IN_FLIGHT_PER_CLIENT * settings.max_body_bytes)  # body bytes in flight
         self.header_timeout = settings.request_header_timeout
         self.body_timeout = settings.request_body_timeout
         self.write_timeout = settings.response_write_timeout
@@ -136,7 +135,6 @@ class GatewayThreadWorker(ThreadWorker):
         self._refused_since_log = 0
         self._refusal_logged_at = 0.0
         self._request = threading.local()  # the client address of the request a thread serves
-        self._keys: dict[str, str] = {}  # count_key of recent addresses: parsing one costs more than a request
 
     @classmethod
     def check_config(cls, cfg, log):
@@ -195,22 +193,13 @@ class GatewayThreadWorker(ThreadWorker):
         except OSError:
             pass
         if conn.peer is not None and conn.peer not in self.trusted:
-            key = self._count_key(conn.peer)
+            key = count_key(conn.peer)
             if not self.counts.acquire(key):
                 self._refuse_connection(conn, key)
                 return
             conn.counted = key
         conn.deadline = conn.began + self.header_timeout
         self._receive(conn)
-
-    def _count_key(self, address: str) -> str:
-        key = self._keys.get(address)
-        if key is None:
-            key = count_key(address)
-            if len(self._keys) >= 4096:
-                self._keys.clear()
-            self._keys[address] = key
-        return key
 
     # -- receiving requests in the main thread --------------------------------
     def _receive(self, conn: Connection) -> None:
@@ -270,7 +259,7 @@ class GatewayThreadWorker(ThreadWorker):
         if conn.peer is not None:
             conn.client_address = client_address(conn.peer, head.forwarded_for, self.trusted)
         if conn.counted is None and conn.peer is not None:  # a trusted proxy's connection
-            key = self._count_key(conn.client_address)
+            key = count_key(conn.client_address)
             if not self.counts.acquire(key):
                 self._refuse(conn, TooManyConnections(retry_after=RETRY_AFTER_CAP))
                 return None
@@ -297,22 +286,16 @@ class GatewayThreadWorker(ThreadWorker):
         would take the client past it. False when refused."""
         if conn.counted is None or size <= conn.held:
             return True
-        held = self.bodies_in_flight.get(conn.counted, 0) + size - conn.held
-        if held > self.body_budget:
+        if not self.bodies.acquire(conn.counted, size - conn.held):
             self._refuse(conn, TooMuchInFlight(retry_after=RETRY_AFTER_CAP))
             return False
-        self.bodies_in_flight[conn.counted] = held
         conn.held = size
         return True
 
     def _release(self, conn: Connection) -> None:
         """The connection's request is over: its body no longer counts against its client."""
         if conn.held and conn.counted is not None:
-            left = self.bodies_in_flight.get(conn.counted, 0) - conn.held
-            if left > 0:
-                self.bodies_in_flight[conn.counted] = left
-            else:
-                self.bodies_in_flight.pop(conn.counted, None)
+            self.bodies.release(conn.counted, conn.held)
         conn.held = 0
 
     def _dispatch(self, conn: Connection, data: bytes, *, leftover: bytes = b"", close_after: bool = False) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.connection_guard import ConnectionCounts, TrustedProxies, client_address, count_key, parse_ip
+from api.connection_guard import ClientTally, TrustedProxies, client_address, count_key, parse_ip
 
 PROXIES = TrustedProxies.parse("10.0.0.0/8, 192.0.2.7, ::1")
 
@@ -72,7 +72,7 @@ def test_ipv6_clients_count_by_their_64() -> None:
 
 
 def test_counts_cap_each_client_alone() -> None:
-    counts = ConnectionCounts(2)
+    counts = ClientTally(2)
     assert counts.acquire("a") and counts.acquire("a")
     assert not counts.acquire("a")
     assert counts.acquire("b")
@@ -82,3 +82,13 @@ def test_counts_cap_each_client_alone() -> None:
     for _ in range(3):
         counts.release("b")
     assert counts.held("b") == 0  # never below zero
+
+
+def test_a_tally_of_body_bytes_refuses_what_would_take_a_client_past_its_cap() -> None:
+    bodies = ClientTally(100)
+    assert bodies.acquire("a", 60) and not bodies.acquire("a", 41) and bodies.acquire("a", 40)
+    assert bodies.acquire("b", 100)  # each client alone
+    bodies.release("a", 60)
+    assert bodies.held("a") == 40
+    bodies.release("a", 40)
+    assert bodies.held("a") == 0
