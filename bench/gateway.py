@@ -89,11 +89,6 @@ def redis_cost_per_request(stack: Stack, count: int = 1000) -> RedisCost:
                      (round_trips_taken(client) - round_trips - 2) / count)
 
 
-def redis_commands_per_request(stack: Stack, count: int = 1000) -> float:
-    """Redis commands per non-streaming request at concurrency 1 (``redis_cost_per_request``)."""
-    return redis_cost_per_request(stack, count).commands
-
-
 def limiter_cost(stack: Stack, count: int = 2000) -> tuple[float, float]:
     """Median microseconds of one admission (3 limits) and one token reconciliation."""
     limiter = RateLimiter(redis.Redis.from_url(stack.redis_server.url))
