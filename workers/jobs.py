@@ -86,10 +86,9 @@ def _execute(request: JobRequest) -> dict:
         # The answer first: a worker killed before the settlement leaves a job whose client has
         # its answer, which its supervisor never requeues, so nothing settles the reservation twice.
         end.answer(lambda pipe: channel.send_error(failure, meta, pipe=pipe))
-        # Chunks already reached the client: tokens were spent; keep the estimate.
         if not (emit and emit.sent):
             end.settle(lambda pipe: _settle(limiter, request, scope, None, pipe))
-        elif request.reservation:
+        else:  # chunks already reached the client: tokens were spent; keep the estimate
             end.settle(lambda pipe: limiter.keep(request.reservation, pipe=pipe))
         end.after(lambda: _log_outcome(fields, failure.status, started, code=failure.code, stream=request.stream))
         if error.status >= 500 or error.status == 429:
